@@ -1,0 +1,64 @@
+/**
+ * The numeric kernels the engine needs, behind one interface so that a fast backend
+ * (native N-API, WebAssembly) drops in beside the TypeScript reference.
+ *
+ * Every array is a caller-owned `Float32Array`, row-major; kernels never allocate per call
+ * (scratch space is passed in) so that the token loop stays allocation-free.
+ */
+export interface Backend {
+  /** Short identifier: "js", "native", "wasm". */
+  readonly name: string;
+  /** One line on what runs and why this backend was chosen (shown by `kvpress info`). */
+  readonly description: string;
+  /** Threads the kernels may use (1 for the TypeScript reference). */
+  readonly threads: number;
+  setThreads(n: number): void;
+
+  /** out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias[n] on every row). `w` is a PyTorch Linear weight. */
+  matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
+
+  /** out[r] = weight ⊙ x[r] / sqrt(mean(x[r]²) + eps) for `rows` rows of `dim`; out may be x. */
+  rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
+
+  /**
+   * In-place RoPE, Hugging Face half-split convention, on x laid out [rows][heads][headDim]:
+   * for j < headDim/2, (x[j], x[j+half]) ← (x[j]·c − x[j+half]·s, x[j+half]·c + x[j]·s)
+   * with c = cos[r·half + j], s = sin[r·half + j] (tables [rows][headDim/2]).
+   */
+  rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+
+  /** gate[i] ← silu(gate[i]) · up[i] for i < n. */
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void;
+
+  /** Causal grouped-query attention of new query rows over a per-KV-head cache. */
+  attention(args: AttentionArgs): void;
+}
+
+/**
+ * Attention over a cache whose KV heads have independent lengths (heads evicted by a press
+ * keep different numbers of entries).
+ *
+ * The `rows` new tokens are the last `rows` entries of every KV head, so new query i (0-based)
+ * of a head with `lengths[g]` entries sees entries [0, lengths[g] − rows + i]. Query head h
+ * reads KV head floor(h / (numHeads / numKvHeads)).
+ */
+export interface AttentionArgs {
+  /** [rows][numHeads·headDim] output. */
+  out: Float32Array;
+  /** [rows][numHeads·headDim] post-RoPE queries. */
+  q: Float32Array;
+  rows: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Per KV head: [capacity][headDim] post-RoPE keys; only the first lengths[g] rows are valid. */
+  keys: Float32Array[];
+  /** Per KV head: [capacity][headDim] values. */
+  values: Float32Array[];
+  /** Per KV head: number of valid entries (including the `rows` new ones). */
+  lengths: Int32Array;
+  /** Logit scale, 1/sqrt(headDim) for every supported architecture. */
+  scale: number;
+  /** At least max(lengths) floats of scratch space. */
+  scratch: Float32Array;
+}

@@ -1,0 +1,111 @@
+import type { AttentionArgs, Backend } from '../backend.js';
+
+/**
+ * The TypeScript reference backend: always available, and the oracle the fast backends are
+ * tested against. Straightforward loops, tiled where it costs no clarity.
+ */
+export class JsBackend implements Backend {
+  readonly name = 'js';
+  readonly threads = 1;
+  constructor(readonly description = 'TypeScript reference kernels (single thread)') {}
+
+  setThreads(_n: number): void {}
+
+  matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    // 4 weight rows at a time: each loaded x element feeds four accumulators.
+    for (let i = 0; i < m; i++) {
+      const xo = i * k;
+      const oo = i * n;
+      let j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const w0 = j * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (let p = 0; p < k; p++) {
+          const xv = x[xo + p];
+          s0 += xv * w[w0 + p];
+          s1 += xv * w[w1 + p];
+          s2 += xv * w[w2 + p];
+          s3 += xv * w[w3 + p];
+        }
+        out[oo + j] = s0; out[oo + j + 1] = s1; out[oo + j + 2] = s2; out[oo + j + 3] = s3;
+      }
+      for (; j < n; j++) {
+        const wo = j * k;
+        let s = 0;
+        for (let p = 0; p < k; p++) s += x[xo + p] * w[wo + p];
+        out[oo + j] = s;
+      }
+      if (bias) for (let c = 0; c < n; c++) out[oo + c] += bias[c];
+    }
+  }
+
+  rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
+    for (let r = 0; r < rows; r++) {
+      const o = r * dim;
+      let ss = 0;
+      for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+      const inv = 1 / Math.sqrt(ss / dim + eps);
+      for (let i = 0; i < dim; i++) out[o + i] = weight[i] * (x[o + i] * inv);
+    }
+  }
+
+  rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    const half = headDim >> 1;
+    for (let r = 0; r < rows; r++) {
+      const t = r * half;
+      for (let h = 0; h < heads; h++) {
+        const o = (r * heads + h) * headDim;
+        for (let j = 0; j < half; j++) {
+          const c = cos[t + j], s = sin[t + j];
+          const a = x[o + j], b = x[o + j + half];
+          x[o + j] = a * c - b * s;
+          x[o + j + half] = b * c + a * s;
+        }
+      }
+    }
+  }
+
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void {
+    for (let i = 0; i < n; i++) {
+      const g = gate[i];
+      gate[i] = (g / (1 + Math.exp(-g))) * up[i];
+    }
+  }
+
+  attention(a: AttentionArgs): void {
+    const { out, q, rows, numHeads, numKvHeads, headDim, keys, values, lengths, scale, scratch } = a;
+    const group = numHeads / numKvHeads;
+    const stride = numHeads * headDim;
+    for (let h = 0; h < numHeads; h++) {
+      const g = Math.floor(h / group);
+      const K = keys[g], V = values[g];
+      const len = lengths[g];
+      for (let i = 0; i < rows; i++) {
+        const qo = i * stride + h * headDim;
+        const visible = len - rows + i + 1;
+        let max = -Infinity;
+        for (let t = 0; t < visible; t++) {
+          const ko = t * headDim;
+          let s = 0;
+          for (let d = 0; d < headDim; d++) s += q[qo + d] * K[ko + d];
+          s *= scale;
+          scratch[t] = s;
+          if (s > max) max = s;
+        }
+        let sum = 0;
+        for (let t = 0; t < visible; t++) {
+          const e = Math.exp(scratch[t] - max);
+          scratch[t] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        for (let d = 0; d < headDim; d++) out[qo + d] = 0;
+        for (let t = 0; t < visible; t++) {
+          const p = scratch[t] * inv;
+          const vo = t * headDim;
+          for (let d = 0; d < headDim; d++) out[qo + d] += p * V[vo + d];
+        }
+      }
+    }
+  }
+}
