@@ -1,0 +1,325 @@
+/*
+ * The hot loops, written once over GCC/Clang vector extensions. Each including translation
+ * unit defines VW (floats per vector) and FN(name) (a per-ISA name suffix) and is compiled
+ * with its own target flags: AVX-512 (VW 16), AVX2+FMA (VW 8), baseline (VW 4: SSE2, NEON),
+ * and wasm32 SIMD128 (VW 4). No libc beyond memcpy/memset, so the same file builds for wasm.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(VW) || !defined(FN)
+#error "define VW and FN before including kernels.h"
+#endif
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4), __may_alias__));
+
+/* Register tile of the packed products: TR query rows × KB = 2·VW keys (16 accumulators on
+ * AVX-512's 32 registers, 12 on the 16 registers of AVX2/SSE/wasm). */
+#define KB (2 * VW)
+#if VW == 16
+#define TR 8
+#else
+#define TR 6
+#endif
+
+static inline vf LD(const float *p) { return *(const vfu *)p; }
+static inline void ST(float *p, vf v) { *(vfu *)p = v; }
+static inline vf SPLAT(float x) { return (vf){0} + x; }
+static inline vf VMAX(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+static inline vf VMIN(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
+
+static inline float HSUM(vf v) {
+#if VW == 16
+  typedef float h8 __attribute__((vector_size(32)));
+  h8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  typedef float h4 __attribute__((vector_size(16)));
+  h4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+#elif VW == 8
+  typedef float h4 __attribute__((vector_size(16)));
+  h4 b = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+#else
+  vf b = v;
+#endif
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+static inline float HMAX(vf v) {
+  float m = v[0];
+  for (int i = 1; i < VW; i++) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+/* e^x to ~2 ulp on [-87.3, 88.3] (inputs are clamped there): Cephes' polynomial on the
+ * reduced argument, the power of two built in the exponent bits. */
+static inline vf VEXP(vf x) {
+  const vf magic = SPLAT(12582912.0f); /* 1.5·2^23: adding it rounds to an integer */
+  x = VMIN(VMAX(x, SPLAT(-87.3f)), SPLAT(88.3f));
+  vf t = x * 1.44269504088896341f + magic;
+  vf n = t - magic;
+  vi e = ((vi)t - (vi)magic + 127) << 23;
+  vf r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  vf p = SPLAT(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  vf y = p * r * r + r + 1.0f;
+  return y * (vf)e;
+}
+
+static inline float SEXP(float x) {
+  vf v = VEXP(SPLAT(x));
+  return v[0];
+}
+
+/* ---- element-wise and row-wise ops ---- */
+
+void FN(rmsnorm)(float *out, const float *x, const float *w, int rows, int dim, float eps) {
+  for (int r = 0; r < rows; r++) {
+    const float *xr = x + (size_t)r * dim;
+    float *o = out + (size_t)r * dim;
+    vf a0 = SPLAT(0), a1 = SPLAT(0);
+    int i = 0;
+    for (; i + 2 * VW <= dim; i += 2 * VW) {
+      vf u = LD(xr + i), v = LD(xr + i + VW);
+      a0 += u * u;
+      a1 += v * v;
+    }
+    for (; i + VW <= dim; i += VW) { vf u = LD(xr + i); a0 += u * u; }
+    float ss = HSUM(a0 + a1);
+    for (; i < dim; i++) ss += xr[i] * xr[i];
+    float inv = 1.0f / __builtin_sqrtf(ss / (float)dim + eps);
+    i = 0;
+    for (; i + VW <= dim; i += VW) ST(o + i, LD(w + i) * (LD(xr + i) * inv));
+    for (; i < dim; i++) o[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void FN(rope)(float *x, int rows, int heads, int hd, const float *cos, const float *sin) {
+  int half = hd >> 1;
+  for (int r = 0; r < rows; r++) {
+    const float *c = cos + (size_t)r * half, *s = sin + (size_t)r * half;
+    for (int h = 0; h < heads; h++) {
+      float *a = x + ((size_t)r * heads + h) * hd, *b = a + half;
+      int j = 0;
+      for (; j + VW <= half; j += VW) {
+        vf av = LD(a + j), bv = LD(b + j), cv = LD(c + j), sv = LD(s + j);
+        ST(a + j, av * cv - bv * sv);
+        ST(b + j, bv * cv + av * sv);
+      }
+      for (; j < half; j++) {
+        float av = a[j], bv = b[j];
+        a[j] = av * c[j] - bv * s[j];
+        b[j] = bv * c[j] + av * s[j];
+      }
+    }
+  }
+}
+
+void FN(silu_mul)(float *g, const float *u, size_t n) {
+  size_t i = 0;
+  for (; i + VW <= n; i += VW) {
+    vf v = LD(g + i);
+    ST(g + i, v / (1.0f + VEXP(-v)) * LD(u + i));
+  }
+  for (; i < n; i++) g[i] = g[i] / (1.0f + SEXP(-g[i])) * u[i];
+}
+
+/* ---- products against rows of a matrix (x·Wᵀ, q·Kᵀ) ---- */
+
+/* out[j] = x·w[j] (+ bias[j]) for j in [j0, j1): the m = 1 product, memory-bound. */
+void FN(gemv)(float *out, const float *x, const float *w, int j0, int j1, int k, const float *bias) {
+  int j = j0;
+  for (; j + 4 <= j1; j += 4) {
+    const float *w0 = w + (size_t)j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+    vf s0 = SPLAT(0), s1 = SPLAT(0), s2 = SPLAT(0), s3 = SPLAT(0);
+    int p = 0;
+    for (; p + VW <= k; p += VW) {
+      vf xv = LD(x + p);
+      s0 += xv * LD(w0 + p);
+      s1 += xv * LD(w1 + p);
+      s2 += xv * LD(w2 + p);
+      s3 += xv * LD(w3 + p);
+    }
+    float r0 = HSUM(s0), r1 = HSUM(s1), r2 = HSUM(s2), r3 = HSUM(s3);
+    for (; p < k; p++) { float xv = x[p]; r0 += xv * w0[p]; r1 += xv * w1[p]; r2 += xv * w2[p]; r3 += xv * w3[p]; }
+    if (bias) { r0 += bias[j]; r1 += bias[j + 1]; r2 += bias[j + 2]; r3 += bias[j + 3]; }
+    out[j] = r0; out[j + 1] = r1; out[j + 2] = r2; out[j + 3] = r3;
+  }
+  for (; j < j1; j++) {
+    const float *wr = w + (size_t)j * k;
+    vf s = SPLAT(0);
+    int p = 0;
+    for (; p + VW <= k; p += VW) s += LD(x + p) * LD(wr + p);
+    float r = HSUM(s);
+    for (; p < k; p++) r += x[p] * wr[p];
+    out[j] = bias ? r + bias[j] : r;
+  }
+}
+
+/* Packs rows [j0, j0+nb) of b[·][k] (nb ≤ KB) transposed into panel[k][KB], zero-padded, so
+ * that the micro-kernel reads KB consecutive columns per step. */
+void FN(pack_panel)(float *panel, const float *b, size_t ldb, int j0, int nb, int k) {
+  if (nb < KB) memset(panel, 0, sizeof(float) * (size_t)k * KB);
+  for (int j = 0; j < nb; j++) {
+    const float *src = b + (size_t)(j0 + j) * ldb;
+    for (int p = 0; p < k; p++) panel[(size_t)p * KB + j] = src[p];
+  }
+}
+
+/* c[r][0..KB) = a[r]·panel for r < nr (nr ≤ TR); rows past nr repeat a[0] and are dropped. */
+void FN(micro)(float *c, size_t ldc, const float *const *a, int nr, const float *panel, int k) {
+  const float *ar[TR];
+  for (int r = 0; r < TR; r++) ar[r] = a[r < nr ? r : 0];
+  vf acc[TR][2];
+  for (int r = 0; r < TR; r++) acc[r][0] = acc[r][1] = SPLAT(0);
+  for (int p = 0; p < k; p++) {
+    vf b0 = LD(panel + (size_t)p * KB), b1 = LD(panel + (size_t)p * KB + VW);
+    for (int r = 0; r < TR; r++) {
+      vf av = SPLAT(ar[r][p]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+  for (int r = 0; r < nr; r++) {
+    ST(c + r * ldc, acc[r][0]);
+    ST(c + r * ldc + VW, acc[r][1]);
+  }
+}
+
+/* ---- attention over a per-KV-head cache ---- */
+
+typedef struct {
+  float *out;
+  const float *q;
+  int rows, num_heads, num_kv_heads, head_dim;
+  const float *const *keys;
+  const float *const *values;
+  const int32_t *lengths;
+  float scale;
+} attn_args;
+
+/* Query rows of KV head g in the order p = i·group + hh (token-major), so that one tile holds
+ * rows with nearly the same causal horizon. */
+static inline int attn_row(const attn_args *a, int g, int p, const float **q, float **o) {
+  int group = a->num_heads / a->num_kv_heads;
+  int i = p / group, h = g * group + p % group;
+  size_t off = (size_t)i * a->num_heads * a->head_dim + (size_t)h * a->head_dim;
+  *q = a->q + off;
+  *o = a->out + off;
+  return a->lengths[g] - a->rows + i + 1;
+}
+
+/* Bytes of the packed keys of KV head g (KB-padded panels of [headDim][KB]). */
+static inline size_t attn_packed_floats(int len, int hd) { return (size_t)((len + KB - 1) / KB) * KB * hd; }
+
+void FN(attn_pack)(const attn_args *a, int g, float *kt) {
+  int len = a->lengths[g], hd = a->head_dim;
+  for (int t0 = 0; t0 < len; t0 += KB) {
+    int nb = len - t0 < KB ? len - t0 : KB;
+    FN(pack_panel)(kt + (size_t)t0 * hd, a->keys[g], hd, t0, nb, hd);
+  }
+}
+
+/* Rows [p0, p0+nr) of KV head g (nr ≤ TR). kt: packed keys of g, or NULL to take dot products
+ * straight from the cache (cheaper when too few rows share the keys to repay the packing).
+ * s: TR·sld floats of scratch, sld ≥ the padded horizon. */
+void FN(attn_tile)(const attn_args *a, int g, int p0, int nr, const float *kt, float *s, size_t sld) {
+  int hd = a->head_dim;
+  const float *K = a->keys[g], *V = a->values[g];
+  const float *qr[TR];
+  float *orow[TR];
+  int vis[TR];
+  for (int r = 0; r < nr; r++) vis[r] = attn_row(a, g, p0 + r, &qr[r], &orow[r]);
+  int horizon = vis[nr - 1];
+
+  if (kt) {
+    for (int t0 = 0; t0 < horizon; t0 += KB) FN(micro)(s + t0, sld, qr, nr, kt + (size_t)t0 * hd, hd);
+  } else {
+    for (int t = 0; t < horizon; t++) {
+      const float *kr = K + (size_t)t * hd;
+      for (int r = 0; r < nr; r++) {
+        vf acc = SPLAT(0);
+        int d = 0;
+        for (; d + VW <= hd; d += VW) acc += LD(qr[r] + d) * LD(kr + d);
+        float dot = HSUM(acc);
+        for (; d < hd; d++) dot += qr[r][d] * kr[d];
+        s[r * sld + t] = dot;
+      }
+    }
+  }
+
+  /* Softmax of each row over its visible keys; masked keys get probability 0 so the value
+   * product below can run every row of the tile to the same horizon. */
+  for (int r = 0; r < nr; r++) {
+    float *sr = s + r * sld;
+    int n = vis[r], t = 0;
+    vf mx = SPLAT(-3.0e38f);
+    for (; t + VW <= n; t += VW) { vf v = LD(sr + t) * a->scale; ST(sr + t, v); mx = VMAX(mx, v); }
+    float m = HMAX(mx);
+    for (; t < n; t++) { sr[t] *= a->scale; m = sr[t] > m ? sr[t] : m; }
+    vf sum = SPLAT(0);
+    for (t = 0; t + VW <= n; t += VW) { vf e = VEXP(LD(sr + t) - m); ST(sr + t, e); sum += e; }
+    float tot = HSUM(sum);
+    for (; t < n; t++) { float e = SEXP(sr[t] - m); sr[t] = e; tot += e; }
+    float inv = 1.0f / tot;
+    for (t = 0; t + VW <= n; t += VW) ST(sr + t, LD(sr + t) * inv);
+    for (; t < n; t++) sr[t] *= inv;
+    for (; t < horizon; t++) sr[t] = 0;
+  }
+
+  /* out[r] = Σ_t p[r][t]·V[t]: 4 rows × 2 vectors of columns per register tile. */
+  for (int r0 = 0; r0 < nr; r0 += 4) {
+    int rn = nr - r0 < 4 ? nr - r0 : 4;
+    const float *pr[4];
+    for (int r = 0; r < 4; r++) pr[r] = s + (size_t)(r0 + (r < rn ? r : 0)) * sld;
+    int c = 0;
+    for (; c + 2 * VW <= hd; c += 2 * VW) {
+      vf acc[4][2];
+      for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = SPLAT(0);
+      for (int t = 0; t < horizon; t++) {
+        const float *vr = V + (size_t)t * hd + c;
+        vf v0 = LD(vr), v1 = LD(vr + VW);
+        for (int r = 0; r < 4; r++) { vf pv = SPLAT(pr[r][t]); acc[r][0] += pv * v0; acc[r][1] += pv * v1; }
+      }
+      for (int r = 0; r < rn; r++) { ST(orow[r0 + r] + c, acc[r][0]); ST(orow[r0 + r] + c + VW, acc[r][1]); }
+    }
+    for (; c + VW <= hd; c += VW) {
+      vf acc[4];
+      for (int r = 0; r < 4; r++) acc[r] = SPLAT(0);
+      for (int t = 0; t < horizon; t++) {
+        vf v0 = LD(V + (size_t)t * hd + c);
+        for (int r = 0; r < 4; r++) acc[r] += SPLAT(pr[r][t]) * v0;
+      }
+      for (int r = 0; r < rn; r++) ST(orow[r0 + r] + c, acc[r]);
+    }
+    for (; c < hd; c++) {
+      float acc[4] = {0, 0, 0, 0};
+      for (int t = 0; t < horizon; t++) {
+        float v0 = V[(size_t)t * hd + c];
+        for (int r = 0; r < 4; r++) acc[r] += pr[r][t] * v0;
+      }
+      for (int r = 0; r < rn; r++) orow[r0 + r][c] = acc[r];
+    }
+  }
+}
+
+/* A tight loop of independent multiply-adds: the arithmetic peak one thread can reach.
+ * 12 chains cover the FMA latency × pipes of current x86 cores. */
+float FN(fma_probe)(long iters) {
+  vf acc[12];
+  for (int j = 0; j < 12; j++) acc[j] = SPLAT(1.0f + j * 1e-3f);
+  vf m = SPLAT(0.999999f), c = SPLAT(1e-7f);
+  for (long i = 0; i < iters; i++) {
+    for (int j = 0; j < 12; j++) acc[j] = acc[j] * m + c;
+    __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]), "+x"(acc[4]), "+x"(acc[5]));
+  }
+  vf s = SPLAT(0);
+  for (int j = 0; j < 12; j++) s += acc[j];
+  return HSUM(s);
+}

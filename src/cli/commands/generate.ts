@@ -1,0 +1,68 @@
+import { loadModel } from '../../model/load.js';
+import { generate } from '../../pipeline/generate.js';
+import { num, parse, str, UsageError } from '../args.js';
+import type { Command } from '../command.js';
+
+export const generateCommand: Command = {
+  name: 'generate',
+  summary: 'generate text from a prompt',
+  usage: `kvpress generate --prompt TEXT [options]
+
+Options:
+  --prompt TEXT          the prompt (tokenized with BOS)
+  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
+  --max-new-tokens N     tokens to generate at most (default 256)
+  --temperature T        0 = greedy (default 0)
+  --top-p P              nucleus sampling mass in (0, 1] (default 1)
+  --top-k K              sample among the K most likely tokens, 0 = all (default 0)
+  --seed S               sampler seed (default: from the clock)
+  --json                 print {"promptTokens", "tokens", "text", "cache": {"bytes"}} on stdout
+
+Examples:
+  kvpress generate --prompt "Once upon a time"
+  kvpress generate --prompt "Once upon a time" --temperature 1 --top-p 0.9 --seed 42 --json`,
+  options: {
+    prompt: { type: 'string' },
+    model: { type: 'string' },
+    tokenizer: { type: 'string' },
+    'max-new-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    'top-k': { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  async run(argv, io) {
+    const { values } = parse(argv, this.options, 'generate');
+    const prompt = str(values.prompt);
+    if (prompt === undefined) throw new UsageError('--prompt is required');
+    const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 256;
+    const temperature = num(values.temperature, 'temperature', { min: 0 }) ?? 0;
+    const topP = num(values['top-p'], 'top-p', { min: 0, max: 1 }) ?? 1;
+    if (topP === 0) throw new UsageError('--top-p must be in (0, 1], got "0"');
+    const topK = num(values['top-k'], 'top-k', { min: 0, integer: true }) ?? 0;
+    const seed = num(values.seed, 'seed', { min: 0, integer: true });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const tok = model.tokenizer;
+    if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    const promptTokens = tok.encode(prompt, { bos: true });
+    if (promptTokens.length > model.config.maxPositionEmbeddings) {
+      throw new UsageError(`the prompt has ${promptTokens.length} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}`);
+    }
+    const json = values.json === true;
+    if (!json) io.out(prompt);
+    const r = generate(model, promptTokens, {
+      maxNewTokens, temperature, topP, topK, seed,
+      onToken: json ? undefined : (_id, text) => io.out(text),
+    });
+    if (json) {
+      io.out(JSON.stringify({ promptTokens, tokens: r.tokens, text: r.text, cache: { bytes: r.cache.bytes() } }) + '\n');
+    } else {
+      io.out('\n');
+      const tps = r.tokens.length > 0 ? (r.tokens.length / (r.decodeMs / 1000)).toFixed(1) : '-';
+      io.err(`[${promptTokens.length} prompt tokens, ${r.tokens.length} generated, prefill ${r.prefillMs.toFixed(1)} ms, decode ${tps} tok/s, KV cache ${r.cache.bytes()} bytes]\n`);
+    }
+    return 0;
+  },
+};

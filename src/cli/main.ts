@@ -1,0 +1,55 @@
+import { JsBackend } from '../backend/js/kernels.js';
+import type { Backend } from '../backend/backend.js';
+import { UsageError } from './args.js';
+import type { Command, CommandIO } from './command.js';
+import { generateCommand } from './commands/generate.js';
+
+/** Every subcommand; each lives in commands/<name>.ts. */
+const commands: Command[] = [generateCommand];
+
+function helpText(): string {
+  const w = Math.max(...commands.map((c) => c.name.length));
+  return `kvpress — KV-cache compression for LLM inference (kvpress-ts)
+
+Usage: kvpress <command> [options]     (kvpress <command> --help for details)
+
+Commands:
+${commands.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`).join('\n')}
+`;
+}
+
+export function defaultIO(): CommandIO {
+  let backend: Backend | null = null;
+  return {
+    out: (t) => process.stdout.write(t),
+    err: (t) => process.stderr.write(t),
+    backend: () => (backend ??= new JsBackend()),
+    isTTY: process.stderr.isTTY === true,
+  };
+}
+
+/** Runs the CLI; returns the exit code (errors are one line on stderr, exit code 2). */
+export async function main(argv: string[], io: CommandIO = defaultIO()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.out(helpText());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = commands.find((c) => c.name === name);
+  if (!cmd) {
+    io.err(`kvpress: unknown command "${name}" (commands: ${commands.map((c) => c.name).join(', ')})\n`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    io.out(cmd.usage + '\n');
+    return 0;
+  }
+  try {
+    return await cmd.run(rest, io);
+  } catch (e) {
+    if (process.env.KVPRESS_DEBUG) io.err(`${(e as Error).stack}\n`);
+    const msg = e instanceof Error ? e.message : String(e);
+    io.err(`kvpress ${name}: ${msg.replace(/\s*\n\s*/g, ' ')}\n`);
+    return e instanceof UsageError || e instanceof Error ? 2 : 1;
+  }
+}

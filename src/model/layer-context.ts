@@ -1,0 +1,117 @@
+import type { Backend } from '../backend/backend.js';
+import type { KVCache, LayerCache } from '../cache/kv-cache.js';
+import type { ModelConfig } from './config.js';
+import type { Rope } from './rope.js';
+import type { LayerWeights } from './weights.js';
+
+/**
+ * What the forward pass hands a compressor after one layer's attention. The activations of the
+ * current pass are never changed by a compressor; only what stays in the cache.
+ */
+export interface Compressor {
+  /**
+   * Called after every layer's attention in every forward pass (prefill and decode: check
+   * `ctx.isPrefill`). Returns per-KV-head indices of the entries to keep (into the layer's
+   * current entries), or nothing to leave the layer as it is.
+   */
+  compress(ctx: LayerContext): readonly ArrayLike<number>[] | null | undefined | void;
+}
+
+/** The parts of a model a layer context reads. */
+export interface ModelParts {
+  readonly config: ModelConfig;
+  readonly layerWeights: readonly LayerWeights[];
+  readonly backend: Backend;
+  readonly rope: Rope;
+}
+
+export class LayerContext {
+  private preRope: Float32Array | null = null;
+
+  constructor(
+    readonly model: ModelParts,
+    readonly layer: number,
+    readonly kvCache: KVCache,
+    /** True when this forward started from an empty cache (kvpress's `is_prefilling`). */
+    readonly isPrefill: boolean,
+    /** Tokens in this forward pass. */
+    readonly rows: number,
+    /** [rows][hidden] attention-input hidden states (after the pre-attention RMSNorm). */
+    readonly hidden: Float32Array,
+    /** [rows] absolute positions of this pass's tokens. */
+    readonly positions: Int32Array,
+    /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
+    readonly queries: Float32Array,
+  ) {}
+
+  get config(): ModelConfig {
+    return this.model.config;
+  }
+
+  get weights(): LayerWeights {
+    return this.model.layerWeights[this.layer];
+  }
+
+  get backend(): Backend {
+    return this.model.backend;
+  }
+
+  get rope(): Rope {
+    return this.model.rope;
+  }
+
+  /** This layer's cache, already holding this pass's keys and values. */
+  get cache(): LayerCache {
+    return this.kvCache.layers[this.layer];
+  }
+
+  /**
+   * [rows][numHeads·headDim] queries before RoPE: x·W_qᵀ (+bias) then the per-head q-norm
+   * where the architecture has one (kvpress's `get_prerope_query_states`). Computed once.
+   */
+  preRopeQueries(): Float32Array {
+    if (this.preRope) return this.preRope;
+    const c = this.config, w = this.weights, qDim = c.numHeads * c.headDim;
+    const q = new Float32Array(this.rows * qDim);
+    this.backend.matmul(q, this.hidden, w.wq, this.rows, qDim, c.hiddenSize, w.bq);
+    if (w.qNorm) this.backend.rmsnorm(q, q, w.qNorm, this.rows * c.numHeads, c.headDim, c.rmsNormEps);
+    this.preRope = q;
+    return q;
+  }
+
+  /**
+   * Softmax attention probabilities of the last `window` queries of this pass against every
+   * cached entry, per query head: result[h] is [window][length of h's KV head], causal
+   * (row i sees the entries up to its own token; later entries are 0). Float32, computed on demand.
+   */
+  attentionProbs(window = this.rows): Float32Array[] {
+    if (!(window >= 1 && window <= this.rows)) throw new Error(`attentionProbs: window ${window} outside [1, ${this.rows}]`);
+    const c = this.config, hd = c.headDim, group = c.numHeads / c.numKvHeads, qStride = c.numHeads * hd;
+    const scale = 1 / Math.sqrt(hd);
+    const out: Float32Array[] = [];
+    for (let h = 0; h < c.numHeads; h++) {
+      const g = Math.floor(h / group);
+      const len = this.cache.lengths[g];
+      const K = this.cache.keys[g];
+      const probs = new Float32Array(window * len);
+      for (let i = 0; i < window; i++) {
+        const row = this.rows - window + i;
+        const visible = len - this.rows + row + 1;
+        const qo = row * qStride + h * hd, po = i * len;
+        let max = -Infinity;
+        for (let t = 0; t < visible; t++) {
+          let s = 0;
+          for (let d = 0; d < hd; d++) s += this.queries[qo + d] * K[t * hd + d];
+          s *= scale;
+          probs[po + t] = s;
+          if (s > max) max = s;
+        }
+        let sum = 0;
+        for (let t = 0; t < visible; t++) sum += probs[po + t] = Math.exp(probs[po + t] - max);
+        for (let t = 0; t < visible; t++) probs[po + t] /= sum;
+      }
+      out.push(probs);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,60 @@
+import { existsSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../backend/backend.js';
+import { loadLlama2cTokenizer } from '../tokenizer/llama2c.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { loadLlama2c } from './loaders/llama2c.js';
+import { Model } from './model.js';
+
+export interface LoadOptions {
+  /** Tokenizer file for a llama2.c checkpoint; default: a `tok*.bin`/`tokenizer.bin` beside it. */
+  tokenizer?: string;
+  /** Kernels to run on (default: the TypeScript reference). */
+  backend?: Backend;
+}
+
+/** The package root (the folder holding package.json), wherever this file was compiled to. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the kvpress-ts package root');
+    dir = up;
+  }
+  return dir;
+}
+
+/** Path of the embedded default model, stories260K. */
+export function defaultModelPath(): string {
+  return join(packageRoot(), 'models', 'stories260K', 'stories260K.bin');
+}
+
+/**
+ * Loads a model: a llama2.c `.bin` checkpoint (tokenizer found beside it) or a Hugging Face
+ * directory (config.json + safetensors + tokenizer.json). With no path, the embedded stories260K.
+ */
+export async function loadModel(path: string = defaultModelPath(), opts: LoadOptions = {}): Promise<Model> {
+  const p = resolve(path);
+  if (!existsSync(p)) throw new Error(`${path}: no such file or directory`);
+  if (statSync(p).isDirectory()) {
+    const { loadHfDirectory } = await import('./loaders/hf-dir.js');
+    const { config, weights, tokenizer } = await loadHfDirectory(p);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path });
+  }
+  const { config, weights } = loadLlama2c(p);
+  const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
+  let tokenizer: Tokenizer | null = null;
+  if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);
+  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path });
+}
+
+/** llama2.c names a custom tokenizer tok<vocab>.bin (tok512.bin), the default one tokenizer.bin. */
+function findTokenizerBeside(modelPath: string, vocabSize: number): string | null {
+  const dir = dirname(modelPath);
+  for (const name of [`tok${vocabSize}.bin`, 'tokenizer.bin']) {
+    const p = join(dir, name);
+    if (existsSync(p)) return p;
+  }
+  return null;
+}

@@ -1,0 +1,103 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { validateConfig, type ModelConfig } from '../config.js';
+import type { LayerWeights, ModelWeights } from '../weights.js';
+
+const HEADER_BYTES = 28;
+const VERSIONED_MAGIC = 0x616b3432; // "ak42", llama2.c's versioned export formats
+
+/**
+ * Loads a llama2.c legacy ("version 0") checkpoint: 7 int32 header fields, then f32 tensors in
+ * run.c's order. q/k rows are permuted from llama2.c's interleaved RoPE pairs to the engine's
+ * half-split layout (HF row c·hs/2 + j = llama2.c row 2j + c within each head).
+ */
+export function loadLlama2c(path: string): { config: ModelConfig; weights: ModelWeights } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw new Error(`${path}: cannot open checkpoint (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    if (size < HEADER_BYTES) throw new Error(`${path}: truncated checkpoint: ${size} bytes, smaller than the 28-byte header`);
+    const head = Buffer.alloc(HEADER_BYTES);
+    readSync(fd, head, 0, HEADER_BYTES, 0);
+    if (head.readUInt32LE(0) === VERSIONED_MAGIC) {
+      throw new Error(`${path}: llama2.c versioned ("ak42") checkpoints are not supported; export with llama2.c's legacy format (version 0)`);
+    }
+    const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabRaw, seqLen] = Array.from({ length: 7 }, (_, i) => head.readInt32LE(i * 4));
+    const config: ModelConfig = {
+      architecture: 'llama',
+      hiddenSize: dim,
+      intermediateSize: hiddenDim,
+      numLayers: nLayers,
+      numHeads: nHeads,
+      numKvHeads: nKvHeads,
+      headDim: nHeads > 0 ? dim / nHeads : 0,
+      vocabSize: Math.abs(vocabRaw),
+      maxPositionEmbeddings: seqLen,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScaling: null,
+      tieWordEmbeddings: vocabRaw > 0,
+      attentionBias: false,
+      qkNorm: false,
+    };
+    validateConfig(config, path);
+    const hs = config.headDim, kvDim = nKvHeads * hs, L = nLayers, V = config.vocabSize;
+    // Sizes are checked against the file before anything is allocated from the header.
+    const counts = [V * dim, L * dim, L * dim * dim, L * kvDim * dim, L * kvDim * dim, L * dim * dim, L * dim,
+      L * hiddenDim * dim, L * dim * hiddenDim, L * hiddenDim * dim, dim, seqLen * hs / 2, seqLen * hs / 2, config.tieWordEmbeddings ? 0 : V * dim];
+    const expected = HEADER_BYTES + 4 * counts.reduce((a, b) => a + b, 0);
+    if (size < expected) throw new Error(`${path}: truncated checkpoint: ${size} bytes, the header describes ${expected}`);
+
+    let offset = HEADER_BYTES;
+    const next = (n: number): Float32Array => {
+      const out = new Float32Array(n);
+      readSync(fd, new Uint8Array(out.buffer), 0, n * 4, offset);
+      offset += n * 4;
+      return out;
+    };
+    const perLayer = (n: number): Float32Array[] => {
+      const all = next(L * n);
+      return Array.from({ length: L }, (_, l) => all.slice(l * n, (l + 1) * n));
+    };
+    const embedding = next(V * dim);
+    const attnNorm = perLayer(dim);
+    const wq = perLayer(dim * dim).map((w) => interleavedToHalves(w, nHeads, hs, dim));
+    const wk = perLayer(kvDim * dim).map((w) => interleavedToHalves(w, nKvHeads, hs, dim));
+    const wv = perLayer(kvDim * dim);
+    const wo = perLayer(dim * dim);
+    const ffnNorm = perLayer(dim);
+    const w1 = perLayer(hiddenDim * dim);
+    const w2 = perLayer(dim * hiddenDim);
+    const w3 = perLayer(hiddenDim * dim);
+    const finalNorm = next(dim);
+    offset += seqLen * hs * 4; // legacy cos/sin tables: RoPE is recomputed exactly
+    const lmHead = config.tieWordEmbeddings ? embedding : next(V * dim);
+    const layers: LayerWeights[] = Array.from({ length: L }, (_, l) => ({
+      attnNorm: attnNorm[l], wq: wq[l], wk: wk[l], wv: wv[l], wo: wo[l],
+      bq: null, bk: null, bv: null, qNorm: null, kNorm: null,
+      ffnNorm: ffnNorm[l], wGate: w1[l], wDown: w2[l], wUp: w3[l],
+    }));
+    return { config, weights: { embedding, layers, finalNorm, lmHead } };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reorders each head's rows from interleaved pairs (2j, 2j+1) to halves (j, j + hs/2). */
+function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
+  const out = new Float32Array(w.length);
+  const half = hs / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let j = 0; j < half; j++) {
+      for (let c = 0; c < 2; c++) {
+        const src = (h * hs + 2 * j + c) * cols;
+        const dst = (h * hs + c * half + j) * cols;
+        out.set(w.subarray(src, src + cols), dst);
+      }
+    }
+  }
+  return out;
+}
