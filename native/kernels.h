@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "attn_args.h"
+
 #if !defined(VW) || !defined(FN)
 #error "define VW and FN before including kernels.h"
 #endif
@@ -27,19 +29,28 @@ typedef float vfu __attribute__((vector_size(VW * 4), aligned(4), __may_alias__)
 
 static inline vf LD(const float *p) { return *(const vfu *)p; }
 static inline void ST(float *p, vf v) { *(vfu *)p = v; }
-static inline vf SPLAT(float x) { return (vf){0} + x; }
+static inline vf SPLAT(float x) { return x - (vf){0}; /* x − 0 is exact, so this folds to a broadcast */ }
 static inline vf VMAX(vf a, vf b) { vi m = a > b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 static inline vf VMIN(vf a, vf b) { vi m = a < b; return (vf)(((vi)a & m) | ((vi)b & ~m)); }
 
 static inline float HSUM(vf v) {
+  /* Halve the width with plain copies (any GCC/Clang lowers them to extracts). */
 #if VW == 16
   typedef float h8 __attribute__((vector_size(32)));
-  h8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  typedef float h4 __attribute__((vector_size(16)));
-  h4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  h8 l8, u8;
+  memcpy(&l8, &v, 32);
+  memcpy(&u8, (const char *)&v + 32, 32);
+  l8 += u8;
 #elif VW == 8
+  typedef float h8 __attribute__((vector_size(32)));
+  h8 l8 = v;
+#endif
+#if VW >= 8
   typedef float h4 __attribute__((vector_size(16)));
-  h4 b = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  h4 b, u4;
+  memcpy(&b, &l8, 16);
+  memcpy(&u4, (const char *)&l8 + 16, 16);
+  b += u4;
 #else
   vf b = v;
 #endif
@@ -194,15 +205,6 @@ void FN(micro)(float *c, size_t ldc, const float *const *a, int nr, const float 
 
 /* ---- attention over a per-KV-head cache ---- */
 
-typedef struct {
-  float *out;
-  const float *q;
-  int rows, num_heads, num_kv_heads, head_dim;
-  const float *const *keys;
-  const float *const *values;
-  const int32_t *lengths;
-  float scale;
-} attn_args;
 
 /* Query rows of KV head g in the order p = i·group + hh (token-major), so that one tile holds
  * rows with nearly the same causal horizon. */
@@ -234,7 +236,7 @@ void FN(attn_tile)(const attn_args *a, int g, int p0, int nr, const float *kt, f
   const float *K = a->keys[g], *V = a->values[g];
   const float *qr[TR];
   float *orow[TR];
-  int vis[TR];
+  int vis[TR] = {0};
   for (int r = 0; r < nr; r++) vis[r] = attn_row(a, g, p0 + r, &qr[r], &orow[r]);
   int horizon = vis[nr - 1];
 
@@ -317,9 +319,12 @@ float FN(fma_probe)(long iters) {
   vf m = SPLAT(0.999999f), c = SPLAT(1e-7f);
   for (long i = 0; i < iters; i++) {
     for (int j = 0; j < 12; j++) acc[j] = acc[j] * m + c;
-    __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]), "+x"(acc[4]), "+x"(acc[5]));
   }
   vf s = SPLAT(0);
   for (int j = 0; j < 12; j++) s += acc[j];
   return HSUM(s);
 }
+
+/* Tile geometry of this build, for callers that size scratch space. */
+int FN(tile_rows)(void) { return TR; }
+int FN(key_block)(void) { return KB; }

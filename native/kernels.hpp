@@ -1,0 +1,42 @@
+/* Declarations of the kernels of one ISA build (see kernels.h), as a table the addon selects
+ * from at load time. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn_args.h"
+
+extern "C" {
+
+#define KVP_DECLARE(S)                                                                               \
+  void rmsnorm_##S(float *, const float *, const float *, int, int, float);                          \
+  void rope_##S(float *, int, int, int, const float *, const float *);                               \
+  void silu_mul_##S(float *, const float *, size_t);                                                 \
+  void gemv_##S(float *, const float *, const float *, int, int, int, const float *);                \
+  void attn_pack_##S(const attn_args *, int, float *);                                               \
+  void attn_tile_##S(const attn_args *, int, int, int, const float *, float *, size_t);              \
+  float fma_probe_##S(long);                                                                         \
+  int tile_rows_##S(void);                                                                           \
+  int key_block_##S(void);
+KVP_DECLARE(base)
+#if defined(__x86_64__)
+KVP_DECLARE(avx2)
+KVP_DECLARE(avx512)
+#endif
+}
+
+struct KernelSet {
+  const char *isa;
+  int vector_floats;
+  decltype(&rmsnorm_base) rmsnorm;
+  decltype(&rope_base) rope;
+  decltype(&silu_mul_base) silu_mul;
+  decltype(&gemv_base) gemv;
+  decltype(&attn_pack_base) attn_pack;
+  decltype(&attn_tile_base) attn_tile;
+  decltype(&fma_probe_base) fma_probe;
+  int tile_rows, key_block;
+};
+
+#define KVP_SET(S, VWF) \
+  KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S() }
