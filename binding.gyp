@@ -1,0 +1,38 @@
+{
+  "variables": {
+    "kvp_cflags": ["-O3", "-fPIC", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi"]
+  },
+  "targets": [
+    {
+      "target_name": "kvpress_native",
+      "sources": ["native/addon.cc", "native/k_base.c"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS"],
+      "cflags": ["<@(kvp_cflags)", "-fopenmp"],
+      "cflags_cc": ["-std=c++17"],
+      "ldflags": ["-fopenmp"],
+      "libraries": ["-lopenblas"],
+      "conditions": [
+        ["target_arch=='x64'", { "dependencies": ["kvp_avx2", "kvp_avx512"] }]
+      ]
+    }
+  ],
+  "conditions": [
+    ["target_arch=='x64'", {
+      "targets": [
+        {
+          "target_name": "kvp_avx2",
+          "type": "static_library",
+          "sources": ["native/k_avx2.c"],
+          "cflags": ["<@(kvp_cflags)", "-mavx2", "-mfma"]
+        },
+        {
+          "target_name": "kvp_avx512",
+          "type": "static_library",
+          "sources": ["native/k_avx512.c"],
+          "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"]
+        }
+      ]
+    }]
+  ]
+}

@@ -1,0 +1,77 @@
+import type { AttentionArgs } from '../backend.js';
+
+/**
+ * Argument checks shared by the native and WebAssembly backends. Their kernels index raw
+ * memory, so a short array must become a one-line error here rather than a corrupted heap.
+ */
+
+function fail(op: string, msg: string): never {
+  throw new RangeError(`${op}: ${msg}`);
+}
+
+export function checkCount(op: string, name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) fail(op, `${name} must be a non-negative integer, got ${v}`);
+}
+
+export function checkArray(op: string, name: string, a: unknown, need: number): void {
+  if (!(a instanceof Float32Array)) fail(op, `${name} must be a Float32Array`);
+  if (a.length < need) fail(op, `${name} has ${a.length} floats, needs ${need}`);
+}
+
+export function checkMatmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+  checkCount('matmul', 'm', m);
+  checkCount('matmul', 'n', n);
+  checkCount('matmul', 'k', k);
+  checkArray('matmul', 'out', out, m * n);
+  checkArray('matmul', 'x', x, m * k);
+  checkArray('matmul', 'w', w, n * k);
+  if (bias) checkArray('matmul', 'bias', bias, n);
+}
+
+export function checkRmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
+  checkCount('rmsnorm', 'rows', rows);
+  checkCount('rmsnorm', 'dim', dim);
+  checkArray('rmsnorm', 'out', out, rows * dim);
+  checkArray('rmsnorm', 'x', x, rows * dim);
+  checkArray('rmsnorm', 'weight', weight, dim);
+  if (!(eps >= 0)) fail('rmsnorm', `eps must be ≥ 0, got ${eps}`);
+}
+
+export function checkRope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+  checkCount('rope', 'rows', rows);
+  checkCount('rope', 'heads', heads);
+  checkCount('rope', 'headDim', headDim);
+  if (headDim % 2 !== 0) fail('rope', `headDim must be even, got ${headDim}`);
+  checkArray('rope', 'x', x, rows * heads * headDim);
+  checkArray('rope', 'cos', cos, (rows * headDim) / 2);
+  checkArray('rope', 'sin', sin, (rows * headDim) / 2);
+}
+
+export function checkSiluMul(gate: Float32Array, up: Float32Array, n: number): void {
+  checkCount('siluMul', 'n', n);
+  checkArray('siluMul', 'gate', gate, n);
+  checkArray('siluMul', 'up', up, n);
+}
+
+/** Returns the longest KV head, which sizes the score scratch. */
+export function checkAttention(a: AttentionArgs): number {
+  const { rows, numHeads, numKvHeads, headDim, keys, values, lengths } = a;
+  checkCount('attention', 'rows', rows);
+  checkCount('attention', 'numHeads', numHeads);
+  checkCount('attention', 'headDim', headDim);
+  checkCount('attention', 'numKvHeads', numKvHeads);
+  if (numKvHeads === 0 || numHeads % numKvHeads !== 0) fail('attention', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
+  checkArray('attention', 'q', a.q, rows * numHeads * headDim);
+  checkArray('attention', 'out', a.out, rows * numHeads * headDim);
+  if (!(lengths instanceof Int32Array) || lengths.length < numKvHeads) fail('attention', `lengths must be an Int32Array of ${numKvHeads} entries`);
+  if (keys.length < numKvHeads || values.length < numKvHeads) fail('attention', `keys and values need ${numKvHeads} heads`);
+  let maxLen = 0;
+  for (let g = 0; g < numKvHeads; g++) {
+    const len = lengths[g];
+    if (len < rows) fail('attention', `KV head ${g} has ${len} entries, fewer than the ${rows} new rows`);
+    checkArray('attention', `keys[${g}]`, keys[g], len * headDim);
+    checkArray('attention', `values[${g}]`, values[g], len * headDim);
+    if (len > maxLen) maxLen = len;
+  }
+  return maxLen;
+}

@@ -1,0 +1,15 @@
+export type { AttentionArgs, Backend } from './backend/backend.js';
+export { JsBackend } from './backend/js/kernels.js';
+export { KVCache, LayerCache } from './cache/kv-cache.js';
+export type { Architecture, ModelConfig, RopeScaling } from './model/config.js';
+export type { ForwardOptions } from './model/forward.js';
+export { LayerContext, type Compressor } from './model/layer-context.js';
+export { defaultModelPath, loadModel, type LoadOptions } from './model/load.js';
+export { loadLlama2c } from './model/loaders/llama2c.js';
+export { Model, type ModelOptions } from './model/model.js';
+export { Rope } from './model/rope.js';
+export type { LayerWeights, ModelWeights } from './model/weights.js';
+export { generate, type GenerateOptions, type GenerateResult } from './pipeline/generate.js';
+export { Rng, Sampler, type SamplingOptions } from './pipeline/sampler.js';
+export { Llama2cTokenizer, loadLlama2cTokenizer } from './tokenizer/llama2c.js';
+export type { Tokenizer } from './tokenizer/tokenizer.js';

@@ -1,0 +1,124 @@
+import { existsSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { ModelConfig } from '../config.js';
+import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
+import { loadHfTokenizer } from '../../tokenizer/hf.js';
+import type { Tokenizer } from '../../tokenizer/tokenizer.js';
+import { readHfConfig, readJson } from './hf-config.js';
+import { SafetensorsFile } from './safetensors.js';
+
+/** Where each tensor lives: one `model.safetensors`, or shards listed by an index file. */
+class TensorSource {
+  private readonly open = new Map<string, SafetensorsFile>();
+
+  private constructor(
+    /** The file named in "missing tensor" errors. */
+    private readonly listing: string,
+    private readonly fileOf: (name: string) => string | undefined,
+  ) {}
+
+  static forDirectory(dir: string): TensorSource {
+    const single = join(dir, 'model.safetensors');
+    if (existsSync(single)) return new TensorSource(single, () => single);
+    const indexPath = join(dir, 'model.safetensors.index.json');
+    if (!existsSync(indexPath)) throw new Error(`${dir}: no model.safetensors or model.safetensors.index.json`);
+    const index = readJson(indexPath, 'safetensors index') as { weight_map?: unknown };
+    const map = index?.weight_map;
+    if (typeof map !== 'object' || map === null) throw new Error(`${indexPath}: missing weight_map`);
+    const shards = new Map<string, string>();
+    for (const [name, file] of Object.entries(map)) {
+      // Shard names are plain file names inside the model directory, never paths.
+      if (typeof file !== 'string' || file !== basename(file) || file === '..' || file === '.') {
+        throw new Error(`${indexPath}: invalid shard file name ${JSON.stringify(file)} for tensor ${name}`);
+      }
+      shards.set(name, join(dir, file));
+    }
+    return new TensorSource(indexPath, (name) => shards.get(name));
+  }
+
+  /** The tensor as f32, checked to have exactly `shape`. */
+  get(name: string, shape: number[]): Float32Array {
+    const path = this.fileOf(name);
+    if (path === undefined) throw new Error(`${this.listing}: missing tensor ${name}`);
+    const f = this.file(path);
+    const entry = f.tensors.get(name);
+    if (!entry) throw new Error(`${path}: missing tensor ${name}`);
+    if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
+      throw new Error(`${path}: tensor ${name} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    }
+    return f.read(name);
+  }
+
+  close(): void {
+    for (const f of this.open.values()) f.close();
+    this.open.clear();
+  }
+
+  private file(path: string): SafetensorsFile {
+    let f = this.open.get(path);
+    if (!f) {
+      f = SafetensorsFile.open(path);
+      this.open.set(path, f);
+    }
+    return f;
+  }
+}
+
+/** Reads every weight of a Llama/Mistral/Qwen2/Qwen3 checkpoint by its Hugging Face name. */
+function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
+  const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
+  const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
+  const embedding = src.get('model.embed_tokens.weight', [V, D]);
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}.`;
+    const bias = (name: string, n: number) => (c.attentionBias ? src.get(p + name, [n]) : null);
+    const norm = (name: string) => (c.qkNorm ? src.get(p + name, [hd]) : null);
+    layers.push({
+      attnNorm: src.get(p + 'input_layernorm.weight', [D]),
+      // HF checkpoints already use the engine's half-split RoPE layout for q/k rows.
+      wq: src.get(p + 'self_attn.q_proj.weight', [qDim, D]),
+      wk: src.get(p + 'self_attn.k_proj.weight', [kvDim, D]),
+      wv: src.get(p + 'self_attn.v_proj.weight', [kvDim, D]),
+      wo: src.get(p + 'self_attn.o_proj.weight', [D, qDim]),
+      bq: bias('self_attn.q_proj.bias', qDim),
+      bk: bias('self_attn.k_proj.bias', kvDim),
+      bv: bias('self_attn.v_proj.bias', kvDim),
+      qNorm: norm('self_attn.q_norm.weight'),
+      kNorm: norm('self_attn.k_norm.weight'),
+      ffnNorm: src.get(p + 'post_attention_layernorm.weight', [D]),
+      wGate: src.get(p + 'mlp.gate_proj.weight', [F, D]),
+      wUp: src.get(p + 'mlp.up_proj.weight', [F, D]),
+      wDown: src.get(p + 'mlp.down_proj.weight', [D, F]),
+    });
+  }
+  const finalNorm = src.get('model.norm.weight', [D]);
+  // Tied checkpoints usually omit lm_head.weight; when present it is a copy and is ignored.
+  const lmHead = c.tieWordEmbeddings ? embedding : src.get('lm_head.weight', [V, D]);
+  return { embedding, layers, finalNorm, lmHead };
+}
+
+/**
+ * Loads a Hugging Face model directory: config.json, model.safetensors (or the shards of
+ * model.safetensors.index.json) with F32/F16/BF16 tensors converted to f32, and tokenizer.json
+ * when present.
+ */
+export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
+  let isDir: boolean;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch (e) {
+    throw new Error(`${dir}: cannot open model directory (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+  }
+  if (!isDir) throw new Error(`${dir}: not a directory`);
+  const config = readHfConfig(join(dir, 'config.json'));
+  const src = TensorSource.forDirectory(dir);
+  let weights: ModelWeights;
+  try {
+    weights = readWeights(config, src);
+  } finally {
+    src.close();
+  }
+  validateWeights(config, weights, dir);
+  return { config, weights, tokenizer: loadHfTokenizer(dir) };
+}
