@@ -12,7 +12,7 @@ export function parse(argv: string[], options: OptionSpec, command: string): { v
     return { values: r.values as Record<string, string | boolean | string[] | undefined>, positionals: r.positionals };
   } catch (e) {
     const flags = Object.keys(options).map((k) => `--${k}`).join(', ');
-    throw new UsageError(`${(e as Error).message.split('\n')[0]} (valid options: ${flags})`);
+    throw new UsageError(`${(e as Error).message.split('\n')[0].replace(/\. To specify a positional.*/, '')} (valid options: ${flags})`);
   }
 }
 
