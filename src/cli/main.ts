@@ -1,11 +1,13 @@
-import { JsBackend } from '../backend/js/kernels.js';
+import { createBackend } from '../backend/index.js';
 import type { Backend } from '../backend/backend.js';
 import { UsageError } from './args.js';
 import type { Command, CommandIO } from './command.js';
+import { benchCommand } from './commands/bench.js';
 import { generateCommand } from './commands/generate.js';
+import { infoCommand } from './commands/info.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand];
+const commands: Command[] = [generateCommand, benchCommand, infoCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));
@@ -23,7 +25,7 @@ export function defaultIO(): CommandIO {
   return {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),
-    backend: () => (backend ??= new JsBackend()),
+    backend: () => (backend ??= createBackend()),
     isTTY: process.stderr.isTTY === true,
   };
 }
