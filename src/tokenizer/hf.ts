@@ -44,18 +44,18 @@ export class HfTokenizer implements Tokenizer {
   }
 
   /**
-   * decode([prev, id]) minus decode([prev]), both without an incomplete trailing UTF-8
-   * character: a character split over two tokens is emitted whole with the second. Exact
-   * (streamed text = full decode) unless one character spans three or more tokens, which the
-   * one-token context cannot reassemble.
+   * What decode([prev, id]) adds to decode([prev]). A character split over two tokens decodes
+   * to U+FFFD at the end of the first, so the piece starts where the two decodings differ (the
+   * completed character replaces that U+FFFD) and holds back a trailing U+FFFD for the next
+   * token to complete. Exact (streamed text = full decode) unless one character spans three or
+   * more tokens, which a one-token context cannot reassemble.
    */
   decodePiece(prev: number, id: number): string {
-    const before = this.decode([prev]).replace(INCOMPLETE_TAIL, '');
-    const both = this.decode([prev, id]).replace(INCOMPLETE_TAIL, '');
-    if (both.startsWith(before)) return both.slice(before.length);
+    const before = this.decode([prev]);
+    const both = this.decode([prev, id]);
     let i = 0;
     while (i < before.length && i < both.length && before[i] === both[i]) i++;
-    return both.slice(i);
+    return both.slice(i).replace(INCOMPLETE_TAIL, '');
   }
 }
 
@@ -108,21 +108,21 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
   const gen = readOptionalJson(join(dir, 'generation_config.json')) ?? {};
 
   let lib: HfLibTokenizer;
+  let templateBos: number | null;
   try {
     // transformers (≥ 4.45) defaults clean_up_tokenization_spaces to false; the library to true.
     lib = new HfLibTokenizer(tokJson, { clean_up_tokenization_spaces: false, ...tc });
+    // Does the file's post-processor put a token in front (Llama's "<s> $A")? Qwen's does not.
+    const withSpecial = lib.encode('a', { add_special_tokens: true }).ids;
+    const plain = lib.encode('a', { add_special_tokens: false }).ids;
+    templateBos = withSpecial.length > plain.length && withSpecial[0] !== plain[0] ? withSpecial[0] : null;
   } catch (e) {
-    throw new Error(`${tokPath}: unsupported tokenizer (${(e as Error).message})`);
+    throw new Error(`${tokPath}: unsupported tokenizer (${(e as Error).message.replace(/\s+/g, ' ')})`);
   }
   const idOf = (v: unknown): number | null => {
     const s = tokenContent(v);
     return s === null ? null : lib.token_to_id(s) ?? null;
   };
-
-  // Does the file's post-processor put a token in front (Llama's "<s> $A")? Qwen's does not.
-  const withSpecial = lib.encode('a', { add_special_tokens: true }).ids;
-  const plain = lib.encode('a', { add_special_tokens: false }).ids;
-  const templateBos = withSpecial.length > plain.length && withSpecial[0] !== plain[0] ? withSpecial[0] : null;
   const addsBos = typeof tc.add_bos_token === 'boolean' ? tc.add_bos_token : templateBos !== null;
   const bosId = addsBos ? templateBos ?? idOf(tc.bos_token) ?? idList(cfg.bos_token_id)[0] ?? null : null;
 

@@ -90,7 +90,7 @@ export class SafetensorsFile {
         readFully(this.path, this.fd, bytes.subarray(2 * n), t.start, 2 * n);
         const src = new Uint16Array(out.buffer, 2 * n, n);
         if (t.dtype === 'BF16') {
-          const dst = new Uint32Array(out.buffer);
+          const dst = new Int32Array(out.buffer); // bf16 is the upper half of an f32
           for (let i = 0; i < n; i++) dst[i] = src[i] << 16;
         } else {
           const table = f16Table();
@@ -249,7 +249,7 @@ function f16Table(): Float32Array {
 }
 
 /** f32 → IEEE half, round to nearest even (overflow → ±Inf, NaN kept). */
-export function toF16(x: Float32Array): Uint16Array {
+function toF16(x: Float32Array): Uint16Array {
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
   const out = new Uint16Array(x.length);
   for (let i = 0; i < x.length; i++) {
@@ -283,7 +283,7 @@ export function toF16(x: Float32Array): Uint16Array {
 }
 
 /** f32 → bfloat16, round to nearest even (NaN kept quiet). */
-export function toBf16(x: Float32Array): Uint16Array {
+function toBf16(x: Float32Array): Uint16Array {
   const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
   const out = new Uint16Array(x.length);
   for (let i = 0; i < x.length; i++) {
