@@ -189,3 +189,14 @@ test('bad input: clear errors naming the file and the problem', () => {
   assert.throws(() => model.forward(new Array(513).fill(5), model.newCache(), { logits: 'none' }), /513 tokens exceed the model's context of 512/);
   assert.throws(() => generate(model, []), /prompt is empty/);
 });
+
+test('streamed pieces concatenate to the full decode, multi-byte characters included', async () => {
+  const { TokenStream } = await import('../src/tokenizer/stream.js');
+  const tok = model.tokenizer!;
+  const ids = tok.encode('Zoë saw 日本 and a café.', { bos: false });
+  assert.ok(ids.some((id) => id >= 3 && id < 259), 'the text needs byte-fallback tokens');
+  const stream = new TokenStream(tok);
+  const pieces = ids.map((id) => stream.push(id));
+  assert.equal(pieces.join(''), ' Zoë saw 日本 and a café.');
+  assert.ok(!pieces.some((p) => p.includes('\uFFFD')));
+});

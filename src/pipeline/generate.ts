@@ -1,6 +1,7 @@
 import type { KVCache } from '../cache/kv-cache.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
+import { TokenStream } from '../tokenizer/stream.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -44,13 +45,12 @@ export function generate(model: Model, prompt: readonly number[], opts: Generate
   model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
 
   const tokens: number[] = [];
-  let prev = prompt[prompt.length - 1];
+  const stream = tok && opts.onToken ? new TokenStream(tok) : null;
   for (let i = 0; i < steps; i++) {
     const next = sampler.sample(logits);
     if (stop.has(next)) break;
     tokens.push(next);
-    opts.onToken?.(next, tok ? tok.decodePiece(prev, next) : '');
-    prev = next;
+    opts.onToken?.(next, stream ? stream.push(next) : '');
     if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press: opts.press });
   }
   const t2 = performance.now();
