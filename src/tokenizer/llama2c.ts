@@ -40,20 +40,34 @@ export class Llama2cTokenizer implements Tokenizer {
       if (id !== undefined) ids.push(id);
       else for (const b of new TextEncoder().encode(ch)) ids.push(b + 3);
     }
-    // Greedy BPE: merge the adjacent pair with the highest score, leftmost on ties.
+    // Greedy BPE: merge the adjacent pair with the highest score, leftmost on ties. Each pair's
+    // merge is looked up once and refreshed only next to a merge, so a long text stays fast.
+    const n0 = ids.length - start;
+    const pieces = ids.slice(start);
+    const mergeId = new Int32Array(n0), mergeScore = new Float64Array(n0);
+    const lookup = (i: number) => {
+      const id = i + 1 < pieces.length ? this.pieceIds.get(this.vocab[pieces[i]] + this.vocab[pieces[i + 1]]) : undefined;
+      mergeId[i] = id ?? -1;
+      mergeScore[i] = id === undefined ? -Infinity : this.scores[id];
+    };
+    for (let i = 0; i < pieces.length; i++) lookup(i);
     for (;;) {
-      let best = -Infinity, bestId = -1, bestIdx = -1;
-      for (let i = start; i < ids.length - 1; i++) {
-        const id = this.pieceIds.get(this.vocab[ids[i]] + this.vocab[ids[i + 1]]);
-        if (id !== undefined && this.scores[id] > best) {
-          best = this.scores[id];
-          bestId = id;
+      let bestIdx = -1, best = -Infinity;
+      for (let i = 0; i + 1 < pieces.length; i++) {
+        if (mergeScore[i] > best) {
+          best = mergeScore[i];
           bestIdx = i;
         }
       }
       if (bestIdx < 0) break;
-      ids.splice(bestIdx, 2, bestId);
+      pieces.splice(bestIdx, 2, mergeId[bestIdx]);
+      mergeId.copyWithin(bestIdx + 1, bestIdx + 2);
+      mergeScore.copyWithin(bestIdx + 1, bestIdx + 2);
+      lookup(bestIdx);
+      if (bestIdx > 0) lookup(bestIdx - 1);
     }
+    ids.length = start;
+    ids.push(...pieces);
     return ids;
   }
 
