@@ -3,11 +3,17 @@ import type { Backend } from '../backend/backend.js';
 import { UsageError } from './args.js';
 import type { Command, CommandIO } from './command.js';
 import { benchCommand } from './commands/bench.js';
+import { calibrateCommand } from './commands/calibrate.js';
+import { chatCommand } from './commands/chat.js';
+import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { infoCommand } from './commands/info.js';
+import { pressesCommand } from './commands/presses.js';
+import { reportCommand } from './commands/report.js';
+import { scoresCommand } from './commands/scores.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand, benchCommand, infoCommand];
+const commands: Command[] = [generateCommand, benchCommand, infoCommand, evalCommand, reportCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));

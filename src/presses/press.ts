@@ -1,7 +1,10 @@
-import type { Compressor, LayerContext } from '../model/layer-context.js';
+import type { Compressor, LayerContext, ModelParts } from '../model/layer-context.js';
 
 /** Per-KV-head indices of the entries to keep, ascending. */
 export type KeepIndices = Int32Array[];
+
+/** A mistake in a press request (unknown name or option, bad value, unsuitable model): one line, exit code 2. */
+export class PressError extends Error {}
 
 /** Receives each layer's scores as a press computes them (the `kvpress scores` command). */
 export interface ScoreObserver {
@@ -21,6 +24,14 @@ export interface Press extends Compressor {
   /** Optional observer of the scores (scorer presses and wrappers forward it). */
   observer?: ScoreObserver | null;
   compress(ctx: LayerContext): KeepIndices | null;
+  /**
+   * Throws a PressError saying what is missing when the press cannot run on `model` (wrong
+   * statistics shape, missing weights…). Callers run it once before the first forward pass so
+   * that the problem is reported up front rather than from inside a layer.
+   */
+  validate?(model: ModelParts): void;
+  /** Forgets the state kept between forward passes (decoding presses); a no-op for the others. */
+  reset?(): void;
 }
 
 /** Throws a one-line error unless 0 ≤ ratio < 1. */

@@ -1,4 +1,6 @@
-import type { Press } from './press.js';
+import { PressError, type Press } from './press.js';
+
+export { PressError };
 
 /** One typed, documented option of a press (camelCase, as the spec's parameter names). */
 export type OptionSpec =
@@ -17,9 +19,6 @@ export interface PressEntry {
   /** Builds the press; `options` holds every option (defaults filled in, types checked). */
   create(compressionRatio: number, options: OptionValues): Press;
 }
-
-/** A mistake in a press request (unknown name or option, bad value): one line, exit code 2. */
-export class PressError extends Error {}
 
 export class PressRegistry {
   private readonly entries = new Map<string, PressEntry>();

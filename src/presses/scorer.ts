@@ -30,9 +30,11 @@ export abstract class ScorerPress implements Press {
   abstract score(ctx: LayerContext): Float64Array[];
 
   compress(ctx: LayerContext): KeepIndices | null {
-    if (!ctx.isPrefill || this.ratio === 0) return null;
+    // At ratio 0 nothing is evicted, so scoring is skipped unless someone observes the scores.
+    if (!ctx.isPrefill || (this.ratio === 0 && !this.observer)) return null;
     const scores = this.score(ctx);
     this.observer?.onScores(ctx.layer, scores, this.logScores);
+    if (this.ratio === 0) return null;
     return scores.map((s) => topK(s, Math.floor(s.length * (1 - this.ratio))));
   }
 }

@@ -2,6 +2,8 @@ import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
 import { num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
+import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
+import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 
 export const generateCommand: Command = {
   name: 'generate',
@@ -17,11 +19,15 @@ Options:
   --top-p P              nucleus sampling mass in (0, 1] (default 1)
   --top-k K              sample among the K most likely tokens, 0 = all (default 0)
   --seed S               sampler seed (default: from the clock)
+${pressFlagsUsage}
   --json                 print {"promptTokens", "tokens", "text", "cache": {"bytes"}} on stdout
 
 Examples:
   kvpress generate --prompt "Once upon a time"
-  kvpress generate --prompt "Once upon a time" --temperature 1 --top-p 0.9 --seed 42 --json`,
+  kvpress generate --prompt "Once upon a time" --temperature 1 --top-p 0.9 --seed 42 --json
+  kvpress generate --prompt "Once upon a time" --press expected_attention --ratio 0.5
+
+${contextUsage}`,
   options: {
     prompt: { type: 'string' },
     model: { type: 'string' },
@@ -31,10 +37,13 @@ Examples:
     'top-p': { type: 'string' },
     'top-k': { type: 'string' },
     seed: { type: 'string' },
+    ...pressFlags,
     json: { type: 'boolean' },
+    ...contextOptions,
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options, 'generate');
+    if (values['context-file'] !== undefined || values.question !== undefined) return runGenerateContext(values, io);
     const prompt = str(values.prompt);
     if (prompt === undefined) throw new UsageError('--prompt is required');
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 256;
@@ -43,7 +52,10 @@ Examples:
     if (topP === 0) throw new UsageError('--top-p must be in (0, 1], got "0"');
     const topK = num(values['top-k'], 'top-k', { min: 0, integer: true }) ?? 0;
     const seed = num(values.seed, 'seed', { min: 0, integer: true });
+    // Press mistakes are reported before the model is loaded; what it needs from the model, after.
+    pressFromFlags(values);
     const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
     if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
     const promptTokens = tok.encode(prompt, { bos: true });
@@ -53,7 +65,7 @@ Examples:
     const json = values.json === true;
     if (!json) io.out(prompt);
     const r = generate(model, promptTokens, {
-      maxNewTokens, temperature, topP, topK, seed,
+      maxNewTokens, temperature, topP, topK, seed, press,
       onToken: json ? undefined : (_id, text) => io.out(text),
     });
     if (json) {
@@ -61,7 +73,8 @@ Examples:
     } else {
       io.out('\n');
       const tps = r.tokens.length > 0 ? (r.tokens.length / (r.decodeMs / 1000)).toFixed(1) : '-';
-      io.err(`[${promptTokens.length} prompt tokens, ${r.tokens.length} generated, prefill ${r.prefillMs.toFixed(1)} ms, decode ${tps} tok/s, KV cache ${r.cache.bytes()} bytes]\n`);
+      const pressNote = press ? `press ${press.name} at ratio ${press.compressionRatio}, ` : '';
+      io.err(`[${pressNote}${promptTokens.length} prompt tokens, ${r.tokens.length} generated, prefill ${r.prefillMs.toFixed(1)} ms, decode ${tps} tok/s, KV cache ${r.cache.bytes()} bytes]\n`);
     }
     return 0;
   },

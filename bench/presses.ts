@@ -1,0 +1,124 @@
+/**
+ * Press overhead: the time each press spends choosing what to keep (scoring and selection),
+ * as a fraction of the prefill it compresses. `measurePressOverhead()` is what `npm run bench`
+ * includes; `node dist/bench/presses.js [--json] [--press NAME ...]` runs it alone on
+ * stories260K at T = 512 and on a random SmolLM2-135M-shaped model at T = 4096.
+ *
+ * Every press scores the same contexts in a single prefill: at each layer's hook each press gets
+ * a fresh LayerContext over the layer's still uncompressed cache (so no press inherits another's
+ * lazily computed queries) and its keep indices are discarded. The prefill time is the forward
+ * pass's wall time minus the time spent in the presses. A short prefill runs first as a warm-up.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createBackend } from '../src/backend/index.js';
+import { benchTokens } from '../src/bench/model-bench.js';
+import { benchModelOfShape } from '../src/bench/shapes.js';
+import { LayerContext } from '../src/model/layer-context.js';
+import type { Model } from '../src/model/model.js';
+import { calibrate } from '../src/presses/expected-attention-calibration.js';
+import { presses } from '../src/presses/index.js';
+import type { Press } from '../src/presses/press.js';
+import { writeQueryStats } from '../src/presses/stats-format.js';
+
+export interface PressOverhead {
+  press: string;
+  /** Milliseconds spent in the press over all layers. */
+  ms: number;
+  /** ms / prefill milliseconds. */
+  fraction: number;
+}
+
+export interface PressOverheadResult {
+  model: string;
+  backend: string;
+  tokens: number;
+  /** The prefill's own time, without the presses. */
+  prefillMs: number;
+  presses: PressOverhead[];
+}
+
+/** Times every press of `list` on the contexts of one prefill of `tokens` deterministic tokens. */
+export function measurePressOverhead(model: Model, tokens: number, list: readonly { name: string; press: Press }[]): PressOverheadResult {
+  const ids = benchTokens(tokens, model.config.vocabSize);
+  const spent = new Float64Array(list.length);
+  for (const { press } of list) press.validate?.(model);
+  const timer = {
+    compress(ctx: LayerContext): null {
+      list.forEach(({ press }, i) => {
+        const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
+        const t0 = performance.now();
+        press.compress(own);
+        spent[i] += performance.now() - t0;
+      });
+      return null;
+    },
+  };
+  // A short prefill first, so that no press is timed while its code is still being compiled.
+  model.forward(ids.slice(0, Math.min(tokens, 128)), model.newCache(), { logits: 'none', press: timer });
+  spent.fill(0);
+  model.reserve(tokens, tokens);
+  const t0 = performance.now();
+  model.forward(ids, model.newCache(tokens), { logits: 'none', press: timer });
+  const total = performance.now() - t0;
+  const prefillMs = total - spent.reduce((a, b) => a + b, 0);
+  return {
+    model: model.source, backend: model.backend.name, tokens, prefillMs,
+    presses: list.map(({ name }, i) => ({ press: name, ms: spent[i], fraction: spent[i] / prefillMs })),
+  };
+}
+
+/**
+ * Every registered press at `ratio` that acts on a prefill. Decoding-only presses do nothing in a
+ * prefill and are left out; presses that read query statistics get a file calibrated on random
+ * tokens (the cost of scoring does not depend on the statistics' values); Expected Attention is
+ * also timed with precision=mixed. Returns a cleanup.
+ */
+export function registeredPresses(model: Model, ratio = 0.5, only?: readonly string[]): { list: { name: string; press: Press }[]; cleanup: () => void } {
+  const names = presses.names().filter((n) => (only ? only.includes(n) : !n.startsWith('decoding_') && !n.startsWith('compression_ratio_decoding_')));
+  let dir: string | null = null;
+  const statsFile = () => {
+    if (dir) return join(dir, 'stats.json');
+    dir = mkdtempSync(join(tmpdir(), 'kvpress-bench-'));
+    const n = Math.min(256, model.config.maxPositionEmbeddings);
+    writeQueryStats(join(dir, 'stats.json'), calibrate(model, [benchTokens(n, model.config.vocabSize, 3)]));
+    return join(dir, 'stats.json');
+  };
+  const list = names.map((name) => {
+    const needsStats = 'stats' in presses.get(name).options;
+    const press = presses.create(name, name.startsWith('decoding_') ? 0 : ratio, needsStats ? { stats: statsFile() } : {});
+    return { name, press };
+  });
+  // The flagship's faster numerics, beside its float64 default.
+  if (names.includes('expected_attention')) list.push({ name: 'expected_attention precision=mixed', press: presses.create('expected_attention', ratio, { precision: 'mixed' }) });
+  return { list, cleanup: () => { if (dir) rmSync(dir, { recursive: true, force: true }); } };
+}
+
+/** The two standard measurements (stories260K at 512 tokens, SmolLM2-135M shape at 4096). */
+export async function runPressBench(opts: { only?: string[]; backend?: ReturnType<typeof createBackend> } = {}): Promise<{ markdown: string; json: PressOverheadResult[] }> {
+  const backend = opts.backend ?? createBackend();
+  const results: PressOverheadResult[] = [];
+  for (const [shape, T] of [['stories260K', 512], ['small', 4096]] as const) {
+    const model = await benchModelOfShape(shape, backend);
+    const { list, cleanup } = registeredPresses(model, 0.5, opts.only);
+    try {
+      results.push(measurePressOverhead(model, T, list));
+    } finally {
+      cleanup();
+    }
+  }
+  const lines = ['| press | ' + results.map((r) => `${r.model}, T=${r.tokens} (prefill ${(r.prefillMs / 1000).toFixed(2)} s, ${r.backend})`).join(' | ') + ' |', '|---|' + results.map(() => '---|').join('')];
+  for (const [i, p] of results[0].presses.entries()) {
+    lines.push(`| ${p.press} | ` + results.map((r) => `${r.presses[i].ms.toFixed(1)} ms (${(100 * r.presses[i].fraction).toFixed(1)}%)`).join(' | ') + ' |');
+  }
+  return { markdown: `Press overhead: time choosing what to keep, as a share of the prefill\n\n${lines.join('\n')}`, json: results };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const args = process.argv.slice(2);
+  const only = args.flatMap((a, i) => (args[i - 1] === '--press' ? [a] : []));
+  const r = await runPressBench({ only: only.length ? only : undefined });
+  console.log(args.includes('--json') ? JSON.stringify(r.json, null, 2) : r.markdown);
+}

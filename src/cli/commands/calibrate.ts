@@ -1,0 +1,100 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { loadModel } from '../../model/load.js';
+import { calibrate } from '../../presses/expected-attention-calibration.js';
+import { writeQueryStats } from '../../presses/stats-format.js';
+import { num, parse, str, UsageError } from '../args.js';
+import type { Command } from '../command.js';
+import { ProgressBar } from '../progress.js';
+
+export const calibrateCommand: Command = {
+  name: 'calibrate',
+  summary: 'compute query statistics and Q-Filters from local text files',
+  usage: `kvpress calibrate --input F [--input F2 ...] --output STATS.{json,safetensors} [options]
+
+Runs the model over local text (no download) and writes, per layer and query head, the mean and
+sample covariance of the pre-RoPE queries (for the expected_attention_stats press) and the
+Q-Filters direction of the post-RoPE queries (for the qfilter press). The text of each file is
+tokenized and cut into samples of --seq-len tokens, each starting with BOS; the first --n-sink
+tokens of every sample are left out of the statistics.
+
+Output format (by extension):
+  .safetensors  F32 tensors query_mean [layers, heads, head_dim], query_cov [layers, heads,
+                head_dim, head_dim], query_filters [layers, heads, head_dim]; metadata format =
+                "kvpress-query-stats", version, model, nSink, tokens
+  .json         {"format": "kvpress-query-stats", "version": 1, "model", "nSink", "tokens",
+                 "numLayers", "numHeads", "headDim", "layers": [{"mean", "cov", "qfilter"}]}
+  The Q-Filter of a head is −u, u the top right singular vector of its stacked post-RoPE queries
+  oriented so that they project positively on it; the qfilter press scores −(filter · key).
+
+Options:
+  --input PATH           a text file, or a directory whose files are all read (repeatable)
+  --output PATH          where to write the statistics (.json or .safetensors)
+  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
+  --seq-len N            tokens per sample, BOS included (default: the model's context, at most 1024)
+  --n-sink N             leading tokens of each sample left out (default 4)
+  --max-samples N        stop after N samples (default: all the text)
+
+Examples:
+  kvpress calibrate --input corpus/ --output stats.safetensors
+  kvpress scores --prompt "Once upon a time" --press expected_attention_stats \\
+      --press-option stats=stats.safetensors --ratio 0.5 --json`,
+  options: {
+    input: { type: 'string', multiple: true },
+    output: { type: 'string' },
+    model: { type: 'string' },
+    tokenizer: { type: 'string' },
+    'seq-len': { type: 'string' },
+    'n-sink': { type: 'string' },
+    'max-samples': { type: 'string' },
+  },
+  async run(argv, io) {
+    const { values } = parse(argv, this.options, 'calibrate');
+    const inputs = (values.input as string[] | undefined) ?? [];
+    if (inputs.length === 0) throw new UsageError('--input is required (a text file or a directory)');
+    const output = str(values.output);
+    if (output === undefined) throw new UsageError('--output is required (a .json or .safetensors file)');
+    const ext = extname(output).toLowerCase();
+    if (ext !== '.json' && ext !== '.safetensors') throw new UsageError(`--output must end in .json or .safetensors, got "${output}"`);
+    const nSink = num(values['n-sink'], 'n-sink', { min: 0, integer: true }) ?? 4;
+    const maxSamples = num(values['max-samples'], 'max-samples', { min: 1, integer: true }) ?? Infinity;
+    const files = inputs.flatMap(listTextFiles);
+
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const tok = model.tokenizer;
+    if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    const context = model.config.maxPositionEmbeddings;
+    const seqLen = num(values['seq-len'], 'seq-len', { min: nSink + 2, max: context, integer: true }) ?? Math.min(context, 1024);
+    if (seqLen < nSink + 2) throw new UsageError(`--seq-len ${seqLen} leaves no token beyond the ${nSink} sinks`);
+
+    const bos = tok.bosId === null ? [] : [tok.bosId];
+    const body = seqLen - bos.length;
+    const samples: number[][] = [];
+    for (const f of files) {
+      const ids = tok.encode(readFileSync(f, 'utf8'), { bos: false });
+      for (let i = 0; i < ids.length && samples.length < maxSamples; i += body) samples.push([...bos, ...ids.slice(i, i + body)]);
+    }
+    if (samples.length === 0) throw new UsageError(`no text in ${inputs.join(', ')}`);
+
+    const bar = new ProgressBar(io, 'calibrate', 'samples');
+    const stats = calibrate(model, samples, { nSink, onSample: (done, total) => bar.update(done, total) });
+    writeQueryStats(output, stats);
+    io.err(`[${samples.length} samples from ${files.length} file${files.length > 1 ? 's' : ''}, ${stats.tokens} query vectors per head → ${output}]\n`);
+    return 0;
+  },
+};
+
+/** A file, or the regular non-hidden files of a directory (sorted, not recursive). */
+function listTextFiles(path: string): string[] {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new UsageError(`${path}: no such file or directory`);
+  }
+  if (!st.isDirectory()) return [path];
+  const files = readdirSync(path).filter((n) => !n.startsWith('.')).sort().map((n) => join(path, n)).filter((p) => statSync(p).isFile());
+  if (files.length === 0) throw new UsageError(`${path}: the directory holds no file`);
+  return files;
+}

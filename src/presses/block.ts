@@ -1,0 +1,67 @@
+import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import { checkInt, range, requirePrefillCache, subContext } from './common.js';
+import { checkRatio, type KeepIndices, type Press } from './press.js';
+import { topK, type ScorerPress } from './scorer.js';
+
+/**
+ * BlockPress (kvpress; the block-wise prefill of KeyDiff, Park et al., arXiv 2504.15364): simulates
+ * a prefill that arrives in blocks of `blockSize` under a fixed budget n_kept =
+ * max(1, floor(T(1 − ratio))). Start with the first n_kept tokens; for each following block, score
+ * kept ∪ block with the inner press and keep the top n_kept. One real forward pass, as in kvpress.
+ * Where kvpress reshapes the hidden states per head to fit the inner press, each KV head is scored
+ * here on a context of exactly its own tokens (heads that hold the same tokens share one call).
+ */
+export class BlockPress implements Press {
+  readonly name: string;
+  readonly blockSize: number;
+
+  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, blockSize = 128) {
+    this.name = `block_${inner.name}`;
+    this.blockSize = checkInt(blockSize, 'blockSize');
+    this.compressionRatio = compressionRatio;
+  }
+
+  get compressionRatio(): number {
+    return this.inner.compressionRatio;
+  }
+
+  set compressionRatio(r: number) {
+    this.inner.compressionRatio = checkRatio(r);
+  }
+
+  validate(model: ModelParts): void {
+    (this.inner as Press).validate?.(model);
+  }
+
+  compress(ctx: LayerContext): KeepIndices | null {
+    const ratio = this.compressionRatio;
+    if (!ctx.isPrefill || ratio === 0) return null;
+    const T = requirePrefillCache(ctx, this.name), H = ctx.config.numKvHeads;
+    const block = Math.min(this.blockSize, T), nKept = Math.max(1, Math.floor(T * (1 - ratio)));
+    let kept: Int32Array[] = Array.from({ length: H }, () => range(0, nKept));
+    for (let start = nKept; start < T; start += block) {
+      const fresh = range(start, Math.min(T, start + block));
+      const next: Int32Array[] = new Array(H);
+      // Heads holding the same tokens are scored together.
+      const groups = new Map<string, number[]>();
+      kept.forEach((k, g) => {
+        const key = k.join(',');
+        groups.set(key, [...(groups.get(key) ?? []), g]);
+      });
+      for (const heads of groups.values()) {
+        const rows = concat(kept[heads[0]], fresh);
+        const scores = this.inner.score(subContext(ctx, rows));
+        for (const g of heads) next[g] = topK(scores[g], nKept).map((i) => rows[i]);
+      }
+      kept = next;
+    }
+    return kept;
+  }
+}
+
+function concat(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -1,0 +1,164 @@
+import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import { globalTopK } from './adakv.js';
+import { globalMax, keptCount } from './common.js';
+import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { ScorerPress, topK } from './scorer.js';
+
+export interface CriticalOptions {
+  /** Added to the inner score before weighting by ‖W_O v‖₁. */
+  epsilon?: number;
+  /** Share of each head's budget chosen by the inner score alone (stage 1). */
+  firstStageRatio?: number;
+}
+
+/**
+ * CriticalKV (Feng et al., "Identify Critical KV Cache in LLM Inference from an Output
+ * Perturbation Perspective", arXiv 2502.03805). An entry matters by its attention *and* by what its
+ * value adds to the output, ‖W_O,h v‖₁. Stage 1 keeps the top floor((1 − ratio)·T·firstStageRatio)
+ * entries of the inner score; stage 2 ranks the rest by (s + epsilon)·N_j, N_j the mean over the
+ * KV group's query heads of ‖W_O,h v_j‖₁ (W_O split into per-head d×D blocks). Stage-1 entries get a
+ * score above every other. When the inner press scores in log space the product is taken there,
+ * log(exp(s) + epsilon) + log N, so the ranking is the same without underflow. Use an inner press
+ * without its own value-norm weighting (e.g. Expected Attention with useVnorm off).
+ */
+export class CriticalKVPress extends ScorerPress {
+  readonly name: string;
+  override readonly logScores: boolean;
+  readonly epsilon: number;
+  readonly firstStageRatio: number;
+
+  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions = {}) {
+    super(compressionRatio);
+    this.name = `critical_${inner.name}`;
+    this.logScores = inner.logScores;
+    [this.epsilon, this.firstStageRatio] = criticalOptions(opts);
+    inner.compressionRatio = compressionRatio;
+  }
+
+  // The ratio lives in both: the base class applies it, the inner press may read it while scoring.
+  override get compressionRatio(): number {
+    return super.compressionRatio;
+  }
+
+  override set compressionRatio(r: number) {
+    super.compressionRatio = r;
+    // The base constructor sets the ratio before `inner` exists; the constructor forwards it then.
+    if (this.inner) this.inner.compressionRatio = r;
+  }
+
+  validate(model: ModelParts): void {
+    (this.inner as Press).validate?.(model);
+  }
+
+  score(ctx: LayerContext): Float64Array[] {
+    const s = this.inner.score(ctx);
+    const N = projectedValueNorms(ctx);
+    const out = s.map((x, g) => reweight(x, N[g], this.epsilon, this.logScores));
+    const first = s.map((x) => topK(x, Math.floor((1 - this.compressionRatio) * x.length * this.firstStageRatio)));
+    const m = globalMax(out);
+    const top = Number.isFinite(m) ? m + Math.max(1, Math.abs(m)) : 1;
+    first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = top)));
+    return out;
+  }
+}
+
+/**
+ * CriticalAdaKV (same paper): AdaKV's head-adaptive budgets with CriticalKV's two stages inside
+ * each head. Per-head budgets b_g come from the global top n_kept·heads of the inner scores after
+ * AdaKV's safeguard; then each head keeps its top max(safeguard, floor(b_g·firstStageRatio))
+ * entries by the inner score and fills the rest of b_g by (s + epsilon)·‖W_O v‖₁.
+ * Real eviction, like AdaKVPress (the Python library masks).
+ */
+export class CriticalAdaKVPress implements Press {
+  readonly name: string;
+  readonly alphaSafeguard: number;
+  readonly epsilon: number;
+  readonly firstStageRatio: number;
+  /** The inner press's scores are reported here, before selection. */
+  observer: ScoreObserver | null = null;
+
+  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
+    const alpha = opts.alphaSafeguard ?? 0.2;
+    if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alpha}`);
+    this.name = `critical_adakv_${inner.name}`;
+    this.alphaSafeguard = alpha;
+    [this.epsilon, this.firstStageRatio] = criticalOptions(opts);
+    this.compressionRatio = compressionRatio;
+  }
+
+  get compressionRatio(): number {
+    return this.inner.compressionRatio;
+  }
+
+  set compressionRatio(r: number) {
+    this.inner.compressionRatio = checkRatio(r);
+  }
+
+  validate(model: ModelParts): void {
+    (this.inner as Press).validate?.(model);
+  }
+
+  compress(ctx: LayerContext): KeepIndices | null {
+    const ratio = this.compressionRatio;
+    if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
+    const s = this.inner.score(ctx);
+    this.observer?.onScores(ctx.layer, s, this.inner.logScores);
+    if (ratio === 0) return null;
+    const kept = s.map((x) => Math.max(1, keptCount(x.length, ratio)));
+    const safe = s.map((x, g) => topK(x, Math.floor(kept[g] * this.alphaSafeguard)));
+    const budgets = globalTopK(s, safe, kept.reduce((a, b) => a + b, 0)).map((idx) => idx.length);
+    const N = projectedValueNorms(ctx);
+    return s.map((x, g) => {
+      const first = topK(x, Math.max(safe[g].length, Math.floor(budgets[g] * this.firstStageRatio)));
+      const w = reweight(x, N[g], this.epsilon, this.inner.logScores);
+      for (const t of first) w[t] = Infinity;
+      return topK(w, budgets[g]);
+    });
+  }
+}
+
+/**
+ * N[g][t] = mean over the query heads h of KV group g of ‖W_O,h v_t‖₁, where W_O,h is the
+ * [hidden][headDim] block of the output projection that reads head h (kvpress's `vwl1norm`).
+ */
+export function projectedValueNorms(ctx: LayerContext): Float64Array[] {
+  const c = ctx.config, hd = c.headDim, D = c.hiddenSize, H = c.numHeads, G = H / c.numKvHeads, wo = ctx.weights.wo;
+  let longest = 0;
+  for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
+  const block = new Float32Array(D * hd), out = new Float32Array(longest * D);
+  const norms = Array.from(ctx.cache.lengths, (T) => new Float64Array(T));
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / G), T = ctx.cache.lengths[g], N = norms[g];
+    for (let i = 0; i < D; i++) block.set(wo.subarray(i * H * hd + h * hd, i * H * hd + (h + 1) * hd), i * hd);
+    ctx.backend.matmul(out, ctx.cache.values[g], block, T, D, hd);
+    for (let t = 0; t < T; t++) {
+      let l1 = 0;
+      for (let i = 0, o = t * D; i < D; i++) l1 += Math.abs(out[o + i]);
+      N[t] += l1 / G;
+    }
+  }
+  return norms;
+}
+
+/** (s + ε)·N, or its logarithm log(exp(s) + ε) + log N when s are log-scores. */
+function reweight(s: Float64Array, N: Float64Array, eps: number, log: boolean): Float64Array {
+  const out = new Float64Array(s.length);
+  if (!log) {
+    for (let t = 0; t < s.length; t++) out[t] = (s[t] + eps) * N[t];
+    return out;
+  }
+  const le = Math.log(eps);
+  for (let t = 0; t < s.length; t++) {
+    const a = Math.max(s[t], le), b = Math.min(s[t], le);
+    const lse = b === -Infinity ? a : a + Math.log1p(Math.exp(b - a));
+    out[t] = lse + Math.log(N[t]);
+  }
+  return out;
+}
+
+function criticalOptions(opts: CriticalOptions): [number, number] {
+  const eps = opts.epsilon ?? 1e-4, r1 = opts.firstStageRatio ?? 0.5;
+  if (!(eps >= 0 && Number.isFinite(eps))) throw new RangeError(`epsilon must be a finite number ≥ 0, got ${eps}`);
+  if (!(r1 >= 0 && r1 <= 1)) throw new RangeError(`firstStageRatio must be in [0, 1], got ${r1}`);
+  return [eps, r1];
+}

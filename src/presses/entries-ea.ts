@@ -1,0 +1,143 @@
+import { AdaKVPress } from './adakv.js';
+import { CriticalAdaKVPress, CriticalKVPress } from './critical.js';
+import { CompressionRatioDecodingPress, DecodingPress, PrefillDecodingPress, type DecodingOptions } from './decoding.js';
+import { ExpectedAttentionStatsPress } from './expected-attention-stats.js';
+import { ExpectedAttentionPress, type EaPositions, type EaPrecision, type ExpectedAttentionOptions } from './expected-attention.js';
+import type { Press } from './press.js';
+import type { OptionSpec, OptionValues, PressEntry } from './registry.js';
+
+/** Expected Attention's options (spec §2.1), with per-entry defaults. */
+function eaOptions(defaults: { epsilon?: number; useVnorm?: boolean } = {}): Record<string, OptionSpec> {
+  return {
+    nFuturePositions: { type: 'integer', default: 512, min: 1, description: 'future positions the RoPE rotation is averaged over' },
+    nSink: { type: 'integer', default: 4, min: 0, description: 'leading tokens left out of the statistics and always kept' },
+    useCovariance: { type: 'boolean', default: true, description: 'include the covariance term kᵀΣ̄k/(2d)' },
+    useVnorm: { type: 'boolean', default: defaults.useVnorm ?? true, description: 'weight probabilities by the value norm, (p + epsilon)·‖v‖' },
+    epsilon: { type: 'number', default: defaults.epsilon ?? 0, min: 0, description: 'added to the probabilities before the value-norm weighting' },
+    positions: { type: 'string', default: 'compat', values: ['compat', 'absolute'], description: 'future positions in decoding: compat = as the Python library, absolute = the true next positions' },
+    precision: { type: 'string', default: 'float64', values: ['float64', 'mixed'], description: 'covariance and kᵀΣ̄k: float64 loops, or float32 GEMM blocks reduced in float64 (faster)' },
+  };
+}
+
+const alphaOption: Record<string, OptionSpec> = {
+  alphaSafeguard: { type: 'number', default: 0.2, min: 0, max: 1, description: 'AdaKV: share of its fair budget every head keeps for sure' },
+};
+
+const criticalOptions: Record<string, OptionSpec> = {
+  criticalEpsilon: { type: 'number', default: 1e-4, min: 0, description: 'CriticalKV: added to the score before weighting by ‖W_O v‖₁' },
+  firstStageRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'CriticalKV: share of the budget chosen by the score alone' },
+};
+
+function decodingOptions(withTarget: boolean): Record<string, OptionSpec> {
+  return {
+    compressionInterval: { type: 'integer', default: 512, min: 1, description: 'decoding steps between two compressions' },
+    ...(withTarget ? { targetSize: { type: 'integer', default: 2048, min: 1, description: 'entries per KV head left after a compression' } as OptionSpec } : {}),
+    hiddenStatesBufferSize: { type: 'integer', default: 256, min: 0, description: 'decoding passes whose hidden states are scored (0 = the current one)' },
+  };
+}
+
+function ea(ratio: number, o: OptionValues): ExpectedAttentionPress {
+  return new ExpectedAttentionPress(ratio, eaOpts(o));
+}
+
+function eaOpts(o: OptionValues): ExpectedAttentionOptions {
+  return {
+    nFuturePositions: o.nFuturePositions as number, nSink: o.nSink as number, useCovariance: o.useCovariance as boolean,
+    useVnorm: o.useVnorm as boolean, epsilon: o.epsilon as number, positions: o.positions as EaPositions,
+    precision: o.precision as EaPrecision,
+  };
+}
+
+function decOpts(o: OptionValues): DecodingOptions {
+  return { compressionInterval: o.compressionInterval as number, targetSize: o.targetSize as number, hiddenStatesBufferSize: o.hiddenStatesBufferSize as number };
+}
+
+/** Decoding presses budget by targetSize, so a compression ratio would silently mean nothing. */
+function noRatio(ratio: number): void {
+  if (ratio !== 0) throw new Error(`compresses to targetSize entries per head during decoding and takes no compression ratio (got ${ratio}); set --press-option targetSize=N, or use compression_ratio_decoding_expected_attention`);
+}
+
+/** Reports name the registered configuration (e.g. "…_e2"), not the chain of classes it is built from. */
+function named<P extends Press>(press: P, name: string): P {
+  Object.defineProperty(press, 'name', { value: name });
+  return press;
+}
+
+/** The registry entries of Expected Attention and its configurations (snake_case as kvpress's evaluation registry). */
+export const eaEntries: PressEntry[] = [
+  {
+    name: 'expected_attention',
+    description: 'Expected Attention (arXiv 2510.00636): expected softmax attention of future queries modelled as a Gaussian, × value norm',
+    options: eaOptions(),
+    create: (r, o) => named(ea(r, o), 'expected_attention'),
+  },
+  {
+    name: 'adakv_expected_attention',
+    description: 'AdaKV over Expected Attention: head-adaptive budgets (real per-head eviction)',
+    options: { ...eaOptions(), ...alphaOption },
+    create: (r, o) => named(new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number), 'adakv_expected_attention'),
+  },
+  {
+    name: 'adakv_expected_attention_e2',
+    description: 'AdaKV over Expected Attention with epsilon 1e-2: the leaderboard configuration',
+    options: { ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
+    create: (r, o) => named(new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number), 'adakv_expected_attention_e2'),
+  },
+  {
+    name: 'expected_attention_stats',
+    description: 'Expected Attention with query statistics from `kvpress calibrate` (option stats)',
+    options: {
+      stats: { type: 'string', default: '', description: 'query statistics file (.json or .safetensors) written by `kvpress calibrate`' },
+      ...eaOptions(),
+    },
+    create: (r, o) => {
+      const file = o.stats as string;
+      if (!file) throw new Error('needs query statistics: run `kvpress calibrate --input TEXT --output stats.safetensors` and pass --press-option stats=stats.safetensors');
+      return named(new ExpectedAttentionStatsPress(r, file, eaOpts(o)), 'expected_attention_stats');
+    },
+  },
+  {
+    name: 'critical_expected_attention',
+    description: 'CriticalKV over Expected Attention (useVnorm off): two stages, the second weighted by ‖W_O v‖₁',
+    options: { ...eaOptions({ useVnorm: false }), ...criticalOptions },
+    create: (r, o) => named(new CriticalKVPress(ea(r, o), r, { epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number }), 'critical_expected_attention'),
+  },
+  {
+    name: 'critical_adakv_expected_attention',
+    description: 'CriticalAdaKV over Expected Attention (useVnorm off): head-adaptive budgets and ‖W_O v‖₁ weighting',
+    options: { ...eaOptions({ useVnorm: false }), ...criticalOptions, ...alphaOption },
+    create: (r, o) => named(new CriticalAdaKVPress(ea(r, o), r, {
+      epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number, alphaSafeguard: o.alphaSafeguard as number,
+    }), 'critical_adakv_expected_attention'),
+  },
+  {
+    name: 'decoding_expected_attention',
+    description: 'Expected Attention during generation: every compressionInterval steps, back to targetSize entries per head',
+    options: { ...decodingOptions(true), ...eaOptions() },
+    create: (r, o) => {
+      noRatio(r);
+      return named(new DecodingPress(ea(0, o), decOpts(o)), 'decoding_expected_attention');
+    },
+  },
+  {
+    name: 'decoding_adakv_expected_attention_e2',
+    description: 'AdaKV over Expected Attention (epsilon 1e-2) during generation',
+    options: { ...decodingOptions(true), ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
+    create: (r, o) => {
+      noRatio(r);
+      return named(new DecodingPress(new AdaKVPress(ea(0, o), 0, o.alphaSafeguard as number), decOpts(o)), 'decoding_adakv_expected_attention_e2');
+    },
+  },
+  {
+    name: 'prefill_decoding_expected_attention',
+    description: 'Expected Attention at the ratio on the prompt, then during generation as decoding_expected_attention',
+    options: { ...decodingOptions(true), ...eaOptions() },
+    create: (r, o) => named(new PrefillDecodingPress(ea(r, o), new DecodingPress(ea(0, o), decOpts(o))), 'prefill_decoding_expected_attention'),
+  },
+  {
+    name: 'compression_ratio_decoding_expected_attention',
+    description: 'Expected Attention during generation keeping (1 − ratio) of every token seen so far',
+    options: { ...decodingOptions(false), ...eaOptions() },
+    create: (r, o) => named(new CompressionRatioDecodingPress(ea(0, o), r, decOpts(o)), 'compression_ratio_decoding_expected_attention'),
+  },
+];

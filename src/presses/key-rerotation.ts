@@ -1,0 +1,68 @@
+import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import { keptCount } from './common.js';
+import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { topK, type ScorerPress } from './scorer.js';
+
+/**
+ * KeyRerotation (kvpress's KeyRerotationPress, the re-rotation of SinkCache and of FINCH,
+ * Corallo & Papotti, TACL 2024): after the inner press's top-k, the kept keys are re-rotated to
+ * contiguous positions 0 … n_kept − 1 (RoPE rotation by (new − old)·θ_i with the model's inverse
+ * frequencies), their stored positions renumbered, and after the last layer the cache's next
+ * position set to n_kept, so the next tokens continue right after the compressed context.
+ * Keeps max(1, floor(T(1 − ratio))) entries per head, like kvpress.
+ */
+export class KeyRerotationPress implements Press {
+  readonly name: string;
+  /** The inner press's scores are reported here. */
+  observer: ScoreObserver | null = null;
+
+  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio) {
+    this.name = `key_rerotation_${inner.name}`;
+    this.compressionRatio = compressionRatio;
+  }
+
+  get compressionRatio(): number {
+    return this.inner.compressionRatio;
+  }
+
+  set compressionRatio(r: number) {
+    this.inner.compressionRatio = checkRatio(r);
+  }
+
+  validate(model: ModelParts): void {
+    (this.inner as Press).validate?.(model);
+  }
+
+  compress(ctx: LayerContext): KeepIndices | null {
+    const ratio = this.compressionRatio;
+    if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
+    const scores = this.inner.score(ctx);
+    this.observer?.onScores(ctx.layer, scores, this.inner.logScores);
+    if (ratio === 0) return null;
+    const keep = scores.map((s) => topK(s, Math.max(1, keptCount(s.length, ratio))));
+    // Rotate the chosen entries in place; the forward pass then gathers them.
+    keep.forEach((idx, g) => rerotate(ctx, g, idx));
+    if (ctx.layer === ctx.config.numLayers - 1) ctx.kvCache.nextPosition = Math.max(...keep.map((k) => k.length));
+    return keep;
+  }
+}
+
+/**
+ * Moves entry idx[i] of KV head g from its stored position p to position i: RoPE is a rotation by
+ * p·θ_j in each (j, j + d/2) plane, so rotating by (i − p)·θ_j lands on i·θ_j. Angles in float64.
+ */
+function rerotate(ctx: LayerContext, g: number, idx: Int32Array): void {
+  const hd = ctx.config.headDim, half = hd / 2, inv = ctx.rope.invFreq;
+  const K = ctx.cache.keys[g], P = ctx.cache.positions[g];
+  for (let i = 0; i < idx.length; i++) {
+    const t = idx[i], delta = i - P[t], o = t * hd;
+    if (delta === 0) continue;
+    for (let j = 0; j < half; j++) {
+      const a = delta * inv[j], c = Math.cos(a), s = Math.sin(a);
+      const x = K[o + j], y = K[o + j + half];
+      K[o + j] = x * c - y * s;
+      K[o + j + half] = y * c + x * s;
+    }
+    P[t] = i;
+  }
+}

@@ -1,0 +1,38 @@
+import type { LayerContext } from '../model/layer-context.js';
+import { avgPool1d, checkInt, groupMean, meanRows, padProtected, windowAttention } from './common.js';
+import { ScorerPress } from './scorer.js';
+
+export interface SnapKVOptions {
+  /** Recent tokens whose attention scores the rest (and which are always kept). */
+  windowSize?: number;
+  /** Width of the average pooling along the sequence (odd). */
+  kernelSize?: number;
+}
+
+/**
+ * SnapKV (Li et al., "SnapKV: LLM Knows What You are Looking for Before Generation",
+ * arXiv 2404.14469): the last `windowSize` queries attend to every key; a key's score is its
+ * attention averaged over the window queries, smoothed by an average pool of width `kernelSize`
+ * (zero padding counted, as torch's avg_pool1d), averaged over the query heads of its KV group.
+ * The window's own entries get max + 1 so they always survive. Needs a prompt longer than the
+ * window, as kvpress asserts.
+ */
+export class SnapKVPress extends ScorerPress {
+  readonly name: string = 'snapkv';
+  readonly windowSize: number;
+  readonly kernelSize: number;
+
+  constructor(compressionRatio = 0, opts: SnapKVOptions = {}) {
+    super(compressionRatio);
+    this.windowSize = checkInt(opts.windowSize ?? 64, 'windowSize');
+    this.kernelSize = checkInt(opts.kernelSize ?? 5, 'kernelSize');
+    if (this.kernelSize % 2 === 0) throw new RangeError(`kernelSize must be odd, got ${this.kernelSize}`);
+  }
+
+  score(ctx: LayerContext): Float64Array[] {
+    const w = this.windowSize;
+    if (ctx.rows <= w) throw new RangeError(`${this.name}: the prompt (${ctx.rows} tokens) must be longer than windowSize ${w}`);
+    const perHead = windowAttention(ctx, w).map((a) => avgPool1d(meanRows(a, w, a.length / w), this.kernelSize));
+    return padProtected(groupMean(perHead, ctx.config.numKvHeads), w);
+  }
+}
