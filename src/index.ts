@@ -13,3 +13,13 @@ export { generate, type GenerateOptions, type GenerateResult } from './pipeline/
 export { Rng, Sampler, type SamplingOptions } from './pipeline/sampler.js';
 export { Llama2cTokenizer, loadLlama2cTokenizer } from './tokenizer/llama2c.js';
 export type { Tokenizer } from './tokenizer/tokenizer.js';
+export { backendInfo, BACKEND_ENV, createBackend, type BackendChoice, type BackendInfo, type BackendOptions } from './backend/index.js';
+export { HfTokenizer, loadHfTokenizer } from './tokenizer/hf.js';
+export { TokenStream } from './tokenizer/stream.js';
+export { loadHfDirectory } from './model/loaders/hf-dir.js';
+export { readSafetensors, writeSafetensors, SafetensorsFile } from './model/loaders/safetensors.js';
+export { randomWeights, shapeConfig, SHAPES, type ShapeName } from './model/random.js';
+export * from './presses/index.js';
+export { CompressedContext, Pipeline, PipelineError, type PipelineResult, type RunOptions, type TokenEvent } from './pipeline/pipeline.js';
+export { formatBytes, formatStats, type PipelineStats } from './pipeline/stats.js';
+export { promptParts, splitChatTemplate } from './pipeline/chat-template.js';
