@@ -18,29 +18,45 @@ extern "C" {
 enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
 void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
-void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float *a, int lda, const float *x, int incx,
-                 float beta, float *y, int incy);
 void openblas_set_num_threads(int n);
-int openblas_get_num_threads(void);
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
 }
 
 namespace {
 
-KernelSet pick_kernels() {
+// The kernel builds this CPU runs, widest first; KVPRESS_NATIVE_ISA=avx2|base caps them so that
+// the narrower builds can be tested on a wide machine.
+std::vector<KernelSet> usable_kernels() {
+  const char *cap = std::getenv("KVPRESS_NATIVE_ISA");
+  const bool any = !cap || !*cap || !std::strcmp(cap, "avx512");
+  std::vector<KernelSet> sets;
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    return KVP_SET(avx512, 16);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return KVP_SET(avx2, 8);
+  if (any && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+    sets.push_back(KVP_SET(avx512, 16));
+  if ((any || !std::strcmp(cap, "avx2")) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    sets.push_back(KVP_SET(avx2, 8));
+#else
+  (void)any;
 #endif
-  return KVP_SET(base, 4);
+  sets.push_back(KVP_SET(base, 4));
+  return sets;
 }
 
-const KernelSet K = pick_kernels();
-int g_threads = 1;
+const std::vector<KernelSet> kSets = usable_kernels();
+const KernelSet &K = kSets.front();
+
+// Attention vectorizes along the head dimension: take the widest build whose vectors tile it
+// (head_dim 8 runs 8-wide rather than all in the scalar tails of 16-wide vectors).
+const KernelSet &attention_kernels(int head_dim) {
+  for (const KernelSet &k : kSets)
+    if (head_dim % k.vector_floats == 0) return k;
+  for (const KernelSet &k : kSets)
+    if (head_dim >= k.vector_floats) return k;
+  return kSets.back();
+}
 
 // Elements below which a row-wise op stays on the calling thread (waking a team costs more).
 constexpr size_t kParallelMin = 1 << 15;
@@ -50,24 +66,63 @@ constexpr size_t kParallelMin = 1 << 15;
 struct Scratch {
   float *p = nullptr;
   size_t cap = 0;
+  ~Scratch() { std::free(p); }
   float *get(size_t n) {
     if (n > cap) {
       std::free(p);
       cap = std::max(n, cap * 2);
       p = static_cast<float *>(std::aligned_alloc(64, (cap * sizeof(float) + 63) / 64 * 64));
+      if (!p) cap = 0;
     }
     return p;
   }
 };
-Scratch g_packed, g_scores;
+
+// State of one calling JS thread (the main thread, or each worker that loads the addon).
+struct Workspace {
+  int threads = 1;
+  Scratch packed, scores;
+  std::vector<const float *> keys, values;
+  std::vector<size_t> key_offsets;
+};
+thread_local Workspace W;
+
+// Runs body(t, nt) for t < nt, on a team of nt threads; a lone part runs on the calling thread
+// without entering OpenMP at all (that costs more than a small kernel).
+template <class Body>
+void team(int nt, Body &&body) {
+  if (nt <= 1) {
+    body(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  body(omp_get_thread_num(), nt);
+}
 
 float *F32(const Napi::Value &v) { return v.As<Napi::Float32Array>().Data(); }
 
 int I32(const Napi::Value &v) { return v.As<Napi::Number>().Int32Value(); }
 
-void SetThreads(const Napi::CallbackInfo &info) {
-  g_threads = std::max(1, I32(info[0]));
-  openblas_set_num_threads(g_threads);
+// OpenBLAS stays single-threaded (see Init; the loader also sets OPENBLAS_NUM_THREADS=1):
+// products are split across our own OpenMP team, so one thread pool serves every kernel —
+// two pools spinning against each other on two cores cost more than they give — and a
+// product's bits do not depend on the thread count.
+void SetThreads(const Napi::CallbackInfo &info) { W.threads = std::max(1, I32(info[0])); }
+
+// Threads to split `rows` rows over, on 64-row boundaries, so that every part still holds
+// `min_work` multiply-adds. For products that keeps each part above 100³, where OpenBLAS leaves
+// its small-matrix kernels (another summation order): the bits never depend on the split.
+int split_parts(int rows, double work_per_row, double min_work) {
+  const int blocks = (rows + 63) / 64, ragged = rows % 64 ? 64 - rows % 64 : 0;
+  for (int nt = std::min(W.threads, blocks); nt > 1; nt--)
+    if (((double)(blocks / nt) * 64 - ragged) * work_per_row >= min_work) return nt;
+  return 1;
+}
+
+// Rows [j0, j1) of the weights for one thread: the split falls on multiples of 64 rows so that
+// OpenBLAS's kernels group rows the same way whatever the thread count.
+void product(float *out, const float *x, const float *w, int m, int n, int k, float beta, int j0, int j1) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, j1 - j0, k, 1.0f, x, k, w + (size_t)j0 * k, k, beta, out + j0, n);
 }
 
 void Matmul(const Napi::CallbackInfo &info) {
@@ -75,17 +130,35 @@ void Matmul(const Napi::CallbackInfo &info) {
   const float *x = F32(info[1]), *w = F32(info[2]);
   int m = I32(info[3]), n = I32(info[4]), k = I32(info[5]);
   const float *bias = info[6].IsTypedArray() ? F32(info[6]) : nullptr;
+  if (m == 1) {
+    // Decode: our gemv (kernels.h) streams the weights from DRAM faster than cblas_sgemv.
+    const int nt = split_parts(n, k, 1.3e5), blocks = (n + 63) / 64;
+    team(nt, [&](int t, int parts) {
+      K.gemv(out, x, w, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
+    });
+    return;
+  }
   float beta = 0.0f;
   if (bias) {
     for (int i = 0; i < m; i++) std::memcpy(out + (size_t)i * n, bias, sizeof(float) * n);
     beta = 1.0f;
   }
-  // m = 1 is decode's memory-bound product: OpenBLAS's sgemv streamed cached weights at
-  // 65-70 GB/s on one Zen 5 thread, our vector gemv (kernels.h, used by wasm) at 45.
-  if (m == 1)
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.0f, w, k, x, 1, beta, out, 1);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, beta, out, n);
+  // Split the weight rows (n) when they give every thread a share, else the input rows (m).
+  int nt = split_parts(n, (double)m * k, 1e6);
+  if (nt > 1) {
+    const int blocks = (n + 63) / 64;
+    team(nt, [&](int t, int parts) {
+      product(out, x, w, m, n, k, beta, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64));
+    });
+  } else if ((nt = split_parts(m, (double)n * k, 1e6)) > 1) {
+    const int blocks = (m + 63) / 64;
+    team(nt, [&](int t, int parts) {
+      int i0 = std::min(m, blocks * t / parts * 64), i1 = std::min(m, blocks * (t + 1) / parts * 64);
+      product(out + (size_t)i0 * n, x + (size_t)i0 * k, w, i1 - i0, n, k, beta, 0, n);
+    });
+  } else {
+    product(out, x, w, m, n, k, beta, 0, n);
+  }
 }
 
 void Rmsnorm(const Napi::CallbackInfo &info) {
@@ -93,12 +166,10 @@ void Rmsnorm(const Napi::CallbackInfo &info) {
   const float *x = F32(info[1]), *w = F32(info[2]);
   int rows = I32(info[3]), dim = I32(info[4]);
   float eps = info[5].As<Napi::Number>().FloatValue();
-  int nt = (size_t)rows * dim >= kParallelMin ? std::min(g_threads, rows) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int t = 0; t < nt; t++) {
-    int r0 = (int)((long)rows * t / nt), r1 = (int)((long)rows * (t + 1) / nt);
+  team((size_t)rows * dim >= kParallelMin ? std::min(W.threads, rows) : 1, [&](int t, int parts) {
+    int r0 = (int)((long)rows * t / parts), r1 = (int)((long)rows * (t + 1) / parts);
     K.rmsnorm(out + (size_t)r0 * dim, x + (size_t)r0 * dim, w, r1 - r0, dim, eps);
-  }
+  });
 }
 
 void Rope(const Napi::CallbackInfo &info) {
@@ -106,24 +177,20 @@ void Rope(const Napi::CallbackInfo &info) {
   int rows = I32(info[1]), heads = I32(info[2]), hd = I32(info[3]);
   const float *cs = F32(info[4]), *sn = F32(info[5]);
   int half = hd / 2;
-  int nt = (size_t)rows * heads * hd >= kParallelMin ? std::min(g_threads, rows) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int t = 0; t < nt; t++) {
-    int r0 = (int)((long)rows * t / nt), r1 = (int)((long)rows * (t + 1) / nt);
+  team((size_t)rows * heads * hd >= kParallelMin ? std::min(W.threads, rows) : 1, [&](int t, int parts) {
+    int r0 = (int)((long)rows * t / parts), r1 = (int)((long)rows * (t + 1) / parts);
     K.rope(x + (size_t)r0 * heads * hd, r1 - r0, heads, hd, cs + (size_t)r0 * half, sn + (size_t)r0 * half);
-  }
+  });
 }
 
 void SiluMul(const Napi::CallbackInfo &info) {
   float *g = F32(info[0]);
   const float *u = F32(info[1]);
   size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
-  int nt = n >= kParallelMin ? g_threads : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (int t = 0; t < nt; t++) {
-    size_t i0 = n * t / nt / 64 * 64, i1 = t == nt - 1 ? n : n * (t + 1) / nt / 64 * 64;
+  team(n >= kParallelMin ? W.threads : 1, [&](int t, int parts) {
+    size_t i0 = n * t / parts / 64 * 64, i1 = t == parts - 1 ? n : n * (t + 1) / parts / 64 * 64;
     K.silu_mul(g + i0, u + i0, i1 - i0);
-  }
+  });
 }
 
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
@@ -139,41 +206,56 @@ void Attention(const Napi::CallbackInfo &info) {
   a.lengths = info[8].As<Napi::Int32Array>().Data();
   a.scale = info[9].As<Napi::Number>().FloatValue();
   const int nkv = a.num_kv_heads, hd = a.head_dim;
-  std::vector<const float *> kp(nkv), vp(nkv);
+  const KernelSet &A = attention_kernels(hd);
+  W.keys.resize(nkv);
+  W.values.resize(nkv);
   for (int g = 0; g < nkv; g++) {
-    kp[g] = F32(keys.Get(g));
-    vp[g] = F32(values.Get(g));
+    W.keys[g] = F32(keys.Get(g));
+    W.values[g] = F32(values.Get(g));
   }
-  a.keys = kp.data();
-  a.values = vp.data();
+  a.keys = W.keys.data();
+  a.values = W.values.data();
 
-  const int group = a.num_heads / nkv, nq = a.rows * group, tiles = (nq + K.tile_rows - 1) / K.tile_rows;
+  const int group = a.num_heads / nkv, nq = a.rows * group, tiles = (nq + A.tile_rows - 1) / A.tile_rows;
   // Packing the keys pays off once enough query rows share them (prefill, big GQA groups).
-  const bool packed = nq >= 2 * K.tile_rows;
+  const bool packed = nq >= 2 * A.tile_rows;
   int maxlen = 0;
-  std::vector<size_t> koff(nkv + 1, 0);
+  std::vector<size_t> &koff = W.key_offsets;
+  koff.assign(nkv + 1, 0);
   for (int g = 0; g < nkv; g++) {
     maxlen = std::max(maxlen, (int)a.lengths[g]);
-    koff[g + 1] = koff[g] + (packed ? ((size_t)a.lengths[g] + K.key_block - 1) / K.key_block * K.key_block * hd : 0);
+    koff[g + 1] = koff[g] + (packed ? ((size_t)a.lengths[g] + A.key_block - 1) / A.key_block * A.key_block * hd : 0);
   }
-  const size_t sld = ((size_t)maxlen + K.key_block - 1) / K.key_block * K.key_block + K.key_block;
+  const size_t sld = ((size_t)maxlen + A.key_block - 1) / A.key_block * A.key_block + A.key_block;
   const int items = nkv * tiles;
-  const int nt = std::max(1, std::min(g_threads, items));
-  float *kt = packed ? g_packed.get(koff[nkv]) : nullptr;
-  float *scores = g_scores.get((size_t)nt * K.tile_rows * sld);
-  const double work = (double)nq * maxlen * hd;
-#pragma omp parallel num_threads(nt) if (nt > 1 && work > 1e5)
+  const int nt = std::max(1, std::min(W.threads, items));
+  float *kt = packed ? W.packed.get(koff[nkv]) : nullptr;
+  float *scores = W.scores.get((size_t)nt * A.tile_rows * sld);
+  if ((packed && !kt) || !scores) {
+    Napi::Error::New(info.Env(), "attention: out of memory for scratch space").ThrowAsJavaScriptException();
+    return;
+  }
+  // Below ~10⁵ multiply-adds (short decode steps) a team costs more than it saves.
+  if (nt == 1 || (double)nq * maxlen * hd <= 1e5) {
+    if (packed)
+      for (int g = 0; g < nkv; g++) A.attn_pack(&a, g, kt + koff[g]);
+    for (int it = 0; it < items; it++) {
+      int g = it / tiles, p0 = (it % tiles) * A.tile_rows;
+      A.attn_tile(&a, g, p0, std::min(A.tile_rows, nq - p0), packed ? kt + koff[g] : nullptr, scores, sld);
+    }
+    return;
+  }
+#pragma omp parallel num_threads(nt)
   {
-    float *s = scores + (size_t)omp_get_thread_num() * K.tile_rows * sld;
+    float *s = scores + (size_t)omp_get_thread_num() * A.tile_rows * sld;
     if (packed) {
 #pragma omp for schedule(static)
-      for (int g = 0; g < nkv; g++) K.attn_pack(&a, g, kt + koff[g]);
+      for (int g = 0; g < nkv; g++) A.attn_pack(&a, g, kt + koff[g]);
     }
 #pragma omp for schedule(dynamic, 1)
     for (int it = 0; it < items; it++) {
-      int g = it / tiles, p0 = (it % tiles) * K.tile_rows;
-      int nr = std::min(K.tile_rows, nq - p0);
-      K.attn_tile(&a, g, p0, nr, packed ? kt + koff[g] : nullptr, s, sld);
+      int g = it / tiles, p0 = (it % tiles) * A.tile_rows;
+      A.attn_tile(&a, g, p0, std::min(A.tile_rows, nq - p0), packed ? kt + koff[g] : nullptr, s, sld);
     }
   }
 }
@@ -203,13 +285,11 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   o.Set("probeFlopsPerIteration", 12 * 2 * K.vector_floats);
   o.Set("blasCore", openblas_get_corename());
   o.Set("blasConfig", openblas_get_config());
-  o.Set("blasThreads", openblas_get_num_threads());
-  o.Set("threads", g_threads);
   return o;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  g_threads = std::max(1, openblas_get_num_threads());
+  openblas_set_num_threads(1);  // see SetThreads
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));

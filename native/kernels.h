@@ -2,11 +2,10 @@
  * The hot loops, written once over GCC/Clang vector extensions. Each including translation
  * unit defines VW (floats per vector) and FN(name) (a per-ISA name suffix) and is compiled
  * with its own target flags: AVX-512 (VW 16), AVX2+FMA (VW 8), baseline (VW 4: SSE2, NEON),
- * and wasm32 SIMD128 (VW 4). No libc beyond memcpy/memset, so the same file builds for wasm.
+ * and wasm32 SIMD128 (VW 4). No libc (only compiler builtins), so the same file builds for wasm.
  */
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "attn_args.h"
 
@@ -38,8 +37,8 @@ static inline float HSUM(vf v) {
 #if VW == 16
   typedef float h8 __attribute__((vector_size(32)));
   h8 l8, u8;
-  memcpy(&l8, &v, 32);
-  memcpy(&u8, (const char *)&v + 32, 32);
+  __builtin_memcpy(&l8, &v, 32);
+  __builtin_memcpy(&u8, (const char *)&v + 32, 32);
   l8 += u8;
 #elif VW == 8
   typedef float h8 __attribute__((vector_size(32)));
@@ -48,13 +47,49 @@ static inline float HSUM(vf v) {
 #if VW >= 8
   typedef float h4 __attribute__((vector_size(16)));
   h4 b, u4;
-  memcpy(&b, &l8, 16);
-  memcpy(&u4, (const char *)&l8 + 16, 16);
+  __builtin_memcpy(&b, &l8, 16);
+  __builtin_memcpy(&u4, (const char *)&l8 + 16, 16);
   b += u4;
 #else
   vf b = v;
 #endif
   return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+/* The four sums of a0..a3 in s[0..3]: a transpose-and-add tree, about a third of the work of
+ * four HSUMs (decode's dot products are one per key). */
+static inline void HSUM4(vf a0, vf a1, vf a2, vf a3, float *s) {
+#if !defined(__clang__) && __GNUC__ < 12 /* no __builtin_shufflevector */
+  s[0] = HSUM(a0);
+  s[1] = HSUM(a1);
+  s[2] = HSUM(a2);
+  s[3] = HSUM(a3);
+#elif VW == 16
+  vf b01 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a0, a1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  vf b23 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a2, a3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  vf c = __builtin_shufflevector(b01, b23, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+         __builtin_shufflevector(b01, b23, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  vf d = c + __builtin_shufflevector(c, c, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  s[0] = d[0] + d[1];
+  s[1] = d[4] + d[5];
+  s[2] = d[8] + d[9];
+  s[3] = d[12] + d[13];
+#elif VW == 8
+  vf b01 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(a0, a1, 4, 5, 6, 7, 12, 13, 14, 15);
+  vf b23 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(a2, a3, 4, 5, 6, 7, 12, 13, 14, 15);
+  vf c = __builtin_shufflevector(b01, b23, 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(b01, b23, 2, 3, 6, 7, 10, 11, 14, 15);
+  s[0] = c[0] + c[1];
+  s[1] = c[2] + c[3];
+  s[2] = c[4] + c[5];
+  s[3] = c[6] + c[7];
+#else
+  vf b01 = __builtin_shufflevector(a0, a1, 0, 1, 4, 5) + __builtin_shufflevector(a0, a1, 2, 3, 6, 7);
+  vf b23 = __builtin_shufflevector(a2, a3, 0, 1, 4, 5) + __builtin_shufflevector(a2, a3, 2, 3, 6, 7);
+  vf c = __builtin_shufflevector(b01, b23, 0, 2, 4, 6) + __builtin_shufflevector(b01, b23, 1, 3, 5, 7);
+  __builtin_memcpy(s, &c, 16);
+#endif
 }
 
 static inline float HMAX(vf v) {
@@ -143,40 +178,51 @@ void FN(silu_mul)(float *g, const float *u, size_t n) {
 
 /* ---- products against rows of a matrix (x·Wᵀ, q·Kᵀ) ---- */
 
-/* out[j] = x·w[j] (+ bias[j]) for j in [j0, j1): the m = 1 product, memory-bound. */
+/* out[j] = x·w[j] (+ bias[j]) for j in [j0, j1): the m = 1 product, bound by the bandwidth
+ * that streams w from DRAM. A pass keeps one stream per row in flight: on Zen 5, 16 rows (as
+ * many accumulators as AVX-512's 32 registers allow) read 19-24 GB/s, 8 rows 16-20, OpenBLAS's
+ * sgemv 13-17; software prefetch did not help. Every row is summed the same way whichever
+ * pass takes it, so any split of the rows gives the same bits. */
+#if VW == 16
+#define GEMV_ROWS 16
+#else
+#define GEMV_ROWS 8
+#endif
+static inline float gemv_row_tail(float acc, const float *x, const float *wr, int p, int k) {
+  for (; p < k; p++) acc += x[p] * wr[p];
+  return acc;
+}
+
 void FN(gemv)(float *out, const float *x, const float *w, int j0, int j1, int k, const float *bias) {
   int j = j0;
-  for (; j + 4 <= j1; j += 4) {
-    const float *w0 = w + (size_t)j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
-    vf s0 = SPLAT(0), s1 = SPLAT(0), s2 = SPLAT(0), s3 = SPLAT(0);
+  for (; j + GEMV_ROWS <= j1; j += GEMV_ROWS) {
+    const float *wr = w + (size_t)j * k;
+    vf acc[GEMV_ROWS];
+    for (int r = 0; r < GEMV_ROWS; r++) acc[r] = SPLAT(0);
     int p = 0;
     for (; p + VW <= k; p += VW) {
       vf xv = LD(x + p);
-      s0 += xv * LD(w0 + p);
-      s1 += xv * LD(w1 + p);
-      s2 += xv * LD(w2 + p);
-      s3 += xv * LD(w3 + p);
+      for (int r = 0; r < GEMV_ROWS; r++) acc[r] += xv * LD(wr + (size_t)r * k + p);
     }
-    float r0 = HSUM(s0), r1 = HSUM(s1), r2 = HSUM(s2), r3 = HSUM(s3);
-    for (; p < k; p++) { float xv = x[p]; r0 += xv * w0[p]; r1 += xv * w1[p]; r2 += xv * w2[p]; r3 += xv * w3[p]; }
-    if (bias) { r0 += bias[j]; r1 += bias[j + 1]; r2 += bias[j + 2]; r3 += bias[j + 3]; }
-    out[j] = r0; out[j + 1] = r1; out[j + 2] = r2; out[j + 3] = r3;
+    for (int r = 0; r < GEMV_ROWS; r++) {
+      float v = gemv_row_tail(HSUM(acc[r]), x, wr + (size_t)r * k, p, k);
+      out[j + r] = bias ? v + bias[j + r] : v;
+    }
   }
   for (; j < j1; j++) {
     const float *wr = w + (size_t)j * k;
-    vf s = SPLAT(0);
+    vf acc = SPLAT(0);
     int p = 0;
-    for (; p + VW <= k; p += VW) s += LD(x + p) * LD(wr + p);
-    float r = HSUM(s);
-    for (; p < k; p++) r += x[p] * wr[p];
-    out[j] = bias ? r + bias[j] : r;
+    for (; p + VW <= k; p += VW) acc += LD(x + p) * LD(wr + p);
+    float v = gemv_row_tail(HSUM(acc), x, wr, p, k);
+    out[j] = bias ? v + bias[j] : v;
   }
 }
 
 /* Packs rows [j0, j0+nb) of b[·][k] (nb ≤ KB) transposed into panel[k][KB], zero-padded, so
  * that the micro-kernel reads KB consecutive columns per step. */
 void FN(pack_panel)(float *panel, const float *b, size_t ldb, int j0, int nb, int k) {
-  if (nb < KB) memset(panel, 0, sizeof(float) * (size_t)k * KB);
+  if (nb < KB) __builtin_memset(panel, 0, sizeof(float) * (size_t)k * KB);
   for (int j = 0; j < nb; j++) {
     const float *src = b + (size_t)(j0 + j) * ldb;
     for (int p = 0; p < k; p++) panel[(size_t)p * KB + j] = src[p];
@@ -243,7 +289,31 @@ void FN(attn_tile)(const attn_args *a, int g, int p0, int nr, const float *kt, f
   if (kt) {
     for (int t0 = 0; t0 < horizon; t0 += KB) FN(micro)(s + t0, sld, qr, nr, kt + (size_t)t0 * hd, hd);
   } else {
-    for (int t = 0; t < horizon; t++) {
+    int t = 0;
+    for (; t + 4 <= horizon; t += 4) {
+      const float *k0 = K + (size_t)t * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
+      for (int r = 0; r < nr; r++) {
+        const float *qv = qr[r];
+        vf a0 = SPLAT(0), a1 = SPLAT(0), a2 = SPLAT(0), a3 = SPLAT(0);
+        int d = 0;
+        for (; d + VW <= hd; d += VW) {
+          vf x = LD(qv + d);
+          a0 += x * LD(k0 + d);
+          a1 += x * LD(k1 + d);
+          a2 += x * LD(k2 + d);
+          a3 += x * LD(k3 + d);
+        }
+        float *sr = s + r * sld + t;
+        HSUM4(a0, a1, a2, a3, sr);
+        for (; d < hd; d++) {
+          sr[0] += qv[d] * k0[d];
+          sr[1] += qv[d] * k1[d];
+          sr[2] += qv[d] * k2[d];
+          sr[3] += qv[d] * k3[d];
+        }
+      }
+    }
+    for (; t < horizon; t++) {
       const float *kr = K + (size_t)t * hd;
       for (int r = 0; r < nr; r++) {
         vf acc = SPLAT(0);

@@ -1,0 +1,200 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AttentionArgs, Backend } from '../backend.js';
+import { checkAttention, checkCount, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+
+/** What the compiled addon (native/addon.cc) exports. */
+interface Addon {
+  setThreads(n: number): void;
+  matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
+  rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
+  rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void;
+  attention(
+    out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
+    keys: Float32Array[], values: Float32Array[], lengths: Int32Array, scale: number,
+  ): void;
+  fmaProbe(iterations: number, threads: number): number;
+  info(): AddonInfo;
+}
+
+export interface AddonInfo {
+  /** Instruction set of the kernels picked for this CPU: "avx512", "avx2" or "base". */
+  isa: string;
+  vectorFloats: number;
+  /** Floating-point operations of one iteration of the FMA peak probe. */
+  probeFlopsPerIteration: number;
+  /** OpenBLAS core type in use, e.g. "SkylakeX". */
+  blasCore: string;
+  blasConfig: string;
+}
+
+export type NativeLoad =
+  | { ok: true; addon: Addon; info: AddonInfo; /** How OpenBLAS's core type was chosen. */ coreType: string }
+  | { ok: false; reason: string };
+
+const ADDON = 'build/Release/kvpress_native.node';
+/** Written by native/build.mjs when the install-time build fails. */
+const BUILD_STATUS = 'build/native-build.json';
+
+/** The package root: the nearest folder above this module holding our package.json. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'kvpress-ts') return dir;
+    dir = dirname(dir);
+  }
+  throw new Error('kvpress-ts: cannot find the package root above ' + fileURLToPath(import.meta.url));
+}
+
+/** AVX-512 (F, BW, DQ, VL) as the Linux kernel reports it; false where that cannot be read. */
+function cpuHasAvx512(): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].split(/\s+/) ?? [];
+    return ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl'].every((f) => flags.includes(f));
+  } catch {
+    return false;
+  }
+}
+
+let cached: NativeLoad | undefined;
+
+/** Loads the addon once per process; later calls return the same outcome. */
+export function loadNative(): NativeLoad {
+  if (!cached) cached = load();
+  return cached;
+}
+
+function load(): NativeLoad {
+  let root: string;
+  try {
+    root = packageRoot();
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+  const file = join(root, ADDON);
+  if (!existsSync(file)) {
+    let why = 'run `npm rebuild` with a C++ compiler and libopenblas-dev installed';
+    const status = join(root, BUILD_STATUS);
+    if (existsSync(status)) {
+      try {
+        why = (JSON.parse(readFileSync(status, 'utf8')) as { reason: string }).reason;
+      } catch {
+        // An unreadable status file just loses the detail.
+      }
+    }
+    return { ok: false, reason: `addon not built (${why})` };
+  }
+  // OpenBLAS reads its core type once, when the addon's load maps it in. Its detection of
+  // recent AVX-512 CPUs (Zen 4/5) can fall back to Haswell, half the speed of SkylakeX.
+  let coreType = 'auto-detected';
+  if (process.env.OPENBLAS_CORETYPE) coreType = 'OPENBLAS_CORETYPE from the environment';
+  else if (cpuHasAvx512()) {
+    process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+    coreType = 'chosen for this AVX-512 CPU';
+  }
+  // Our OpenMP team splits every product, so OpenBLAS's own pool would only idle beside it.
+  if (!process.env.OPENBLAS_NUM_THREADS) process.env.OPENBLAS_NUM_THREADS = '1';
+  // Idle OpenMP threads sleep instead of spinning. On 2-vCPU machines whose second core is
+  // throttled, a spinning waiter burns the CPU quota the working thread needs: measured on the
+  // small model at 2 threads, prefill fell from 376 to 127 tok/s and decode from 22 to 1.3.
+  if (!process.env.OMP_WAIT_POLICY && !process.env.GOMP_SPINCOUNT) process.env.OMP_WAIT_POLICY = 'passive';
+  try {
+    const addon = createRequire(import.meta.url)(file) as Addon;
+    return { ok: true, addon, info: addon.info(), coreType };
+  } catch (e) {
+    return { ok: false, reason: `addon failed to load (${(e as Error).message.split('\n')[0]})` };
+  }
+}
+
+/** Cores this process may use: the default and the ceiling of every backend's thread count. */
+export function maxThreads(): number {
+  return availableParallelism();
+}
+
+/** The thread count the addon is set to; backends with another count re-apply theirs. */
+let appliedThreads = 0;
+
+/**
+ * Dense products through OpenBLAS, the rest through our C kernels (AVX-512 / AVX2 / baseline
+ * picked at load time), on zero-copy views of the caller's arrays.
+ */
+export class NativeBackend implements Backend {
+  readonly name = 'native';
+  readonly description: string;
+  #threads: number;
+
+  constructor(private readonly addon: Addon, info: AddonInfo, coreType: string, threads = maxThreads()) {
+    this.#threads = clampThreads(threads);
+    this.description = `native addon: ${info.isa} kernels, OpenBLAS ${info.blasCore} core (${coreType})`;
+  }
+
+  get threads(): number {
+    return this.#threads;
+  }
+
+  setThreads(n: number): void {
+    this.#threads = clampThreads(n);
+  }
+
+  #apply(): void {
+    if (appliedThreads !== this.#threads) {
+      this.addon.setThreads(this.#threads);
+      appliedThreads = this.#threads;
+    }
+  }
+
+  matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    checkMatmul(out, x, w, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    if (k === 0) {
+      // BLAS rejects an empty inner dimension; the product is just the bias.
+      out.fill(0, 0, m * n);
+      if (bias) for (let i = 0; i < m; i++) out.set(bias.subarray(0, n), i * n);
+      return;
+    }
+    this.#apply();
+    this.addon.matmul(out, x, w, m, n, k, bias ?? null);
+  }
+
+  rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
+    checkRmsnorm(out, x, weight, rows, dim, eps);
+    this.#apply();
+    this.addon.rmsnorm(out, x, weight, rows, dim, eps);
+  }
+
+  rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void {
+    checkRope(x, rows, heads, headDim, cos, sin);
+    this.#apply();
+    this.addon.rope(x, rows, heads, headDim, cos, sin);
+  }
+
+  siluMul(gate: Float32Array, up: Float32Array, n: number): void {
+    checkSiluMul(gate, up, n);
+    this.#apply();
+    this.addon.siluMul(gate, up, n);
+  }
+
+  attention(a: AttentionArgs): void {
+    checkAttention(a);
+    if (a.rows === 0 || a.numHeads === 0 || a.headDim === 0) return;
+    this.#apply();
+    this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
+  }
+
+  /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */
+  fmaProbe(iterations: number, threads: number): number {
+    checkCount('fmaProbe', 'iterations', iterations);
+    return this.addon.fmaProbe(iterations, clampThreads(threads));
+  }
+}
+
+export function clampThreads(n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`threads must be a positive integer, got ${n}`);
+  return Math.min(n, maxThreads());
+}
