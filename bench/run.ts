@@ -52,7 +52,7 @@ async function main(): Promise<void> {
 
   process.stderr.write('kernels…\n');
   const kernels = await runKernelBench();
-  md.push('## Kernels', '', kernels.markdown, '');
+  md.push(kernels.markdown.replace(/^### /m, '## '), '');
   json.kernels = kernels.json;
 
   const threadCounts = cpus().length > 1 ? [1, 2] : [1];

@@ -6,7 +6,7 @@ export class UsageError extends Error {}
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
 /** Parses argv against `options`; unknown flags and missing values become UsageErrors. */
-export function parse(argv: string[], options: OptionSpec, command: string): { values: Record<string, string | boolean | string[] | boolean[] | undefined>; positionals: string[] } {
+export function parse(argv: string[], options: OptionSpec): { values: Record<string, string | boolean | string[] | boolean[] | undefined>; positionals: string[] } {
   try {
     const r = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
     return { values: r.values as Record<string, string | boolean | string[] | undefined>, positionals: r.positionals };

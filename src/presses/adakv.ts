@@ -1,7 +1,8 @@
-import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import type { LayerContext } from '../model/layer-context.js';
 import { keptCount } from './common.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import type { KeepIndices } from './press.js';
 import { topK, type ScorerPress } from './scorer.js';
+import { ScorerWrapper } from './wrapper.js';
 
 /**
  * AdaKV (Feng et al., "Ada-KV: Optimizing KV Cache Eviction by Adaptive Budget Allocation for
@@ -14,37 +15,16 @@ import { topK, type ScorerPress } from './scorer.js';
  * **real eviction** — every head keeps its own number of entries and the rest is freed.
  * Ties are broken by lower position, then lower head.
  */
-export class AdaKVPress implements Press {
-  readonly name: string;
+export class AdaKVPress extends ScorerWrapper {
   readonly alphaSafeguard: number;
-  /** The inner press's scores are reported here, before the head-adaptive selection. */
-  observer: ScoreObserver | null = null;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, alphaSafeguard = 0.2) {
+  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, alphaSafeguard = 0.2) {
     if (!(alphaSafeguard >= 0 && alphaSafeguard <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alphaSafeguard}`);
-    this.name = `adakv_${inner.name}`;
+    super(inner, 'adakv', compressionRatio);
     this.alphaSafeguard = alphaSafeguard;
-    this.compressionRatio = compressionRatio;
   }
 
-  get compressionRatio(): number {
-    return this.inner.compressionRatio;
-  }
-
-  set compressionRatio(r: number) {
-    this.inner.compressionRatio = checkRatio(r);
-  }
-
-  validate(model: ModelParts): void {
-    (this.inner as Press).validate?.(model);
-  }
-
-  compress(ctx: LayerContext): KeepIndices | null {
-    const ratio = this.compressionRatio;
-    if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
-    const scores = this.inner.score(ctx);
-    this.observer?.onScores(ctx.layer, scores, this.inner.logScores);
-    if (ratio === 0) return null;
+  protected override select(_ctx: LayerContext, scores: Float64Array[], ratio: number): KeepIndices {
     const budgets = scores.map((s) => keptCount(s.length, ratio));
     const safe = scores.map((s, g) => topK(s, Math.floor(budgets[g] * this.alphaSafeguard)));
     return globalTopK(scores, safe, budgets.reduce((a, b) => a + b, 0));

@@ -1,7 +1,8 @@
-import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import type { LayerContext } from '../model/layer-context.js';
 import { checkInt, range, requirePrefillCache, subContext } from './common.js';
-import { checkRatio, type KeepIndices, type Press } from './press.js';
+import type { KeepIndices } from './press.js';
 import { topK, type ScorerPress } from './scorer.js';
+import { ScorerWrapper } from './wrapper.js';
 
 /**
  * BlockPress (kvpress; the block-wise prefill of KeyDiff, Park et al., arXiv 2504.15364): simulates
@@ -11,29 +12,15 @@ import { topK, type ScorerPress } from './scorer.js';
  * Where kvpress reshapes the hidden states per head to fit the inner press, each KV head is scored
  * here on a context of exactly its own tokens (heads that hold the same tokens share one call).
  */
-export class BlockPress implements Press {
-  readonly name: string;
+export class BlockPress extends ScorerWrapper {
   readonly blockSize: number;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, blockSize = 128) {
-    this.name = `block_${inner.name}`;
+  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, blockSize = 128) {
+    super(inner, 'block', compressionRatio);
     this.blockSize = checkInt(blockSize, 'blockSize');
-    this.compressionRatio = compressionRatio;
   }
 
-  get compressionRatio(): number {
-    return this.inner.compressionRatio;
-  }
-
-  set compressionRatio(r: number) {
-    this.inner.compressionRatio = checkRatio(r);
-  }
-
-  validate(model: ModelParts): void {
-    (this.inner as Press).validate?.(model);
-  }
-
-  compress(ctx: LayerContext): KeepIndices | null {
+  override compress(ctx: LayerContext): KeepIndices | null {
     const ratio = this.compressionRatio;
     if (!ctx.isPrefill || ratio === 0) return null;
     const T = requirePrefillCache(ctx, this.name), H = ctx.config.numKvHeads;

@@ -1,7 +1,8 @@
-import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import type { LayerContext } from '../model/layer-context.js';
 import { checkInt, keptCount, range, requirePrefillCache, subContext } from './common.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import type { KeepIndices } from './press.js';
 import { topK, type ScorerPress } from './scorer.js';
+import { ScorerWrapper } from './wrapper.js';
 
 /**
  * ChunkPress (kvpress; the chunking of FINCH, Corallo & Papotti, TACL 2024): cuts the prefill into
@@ -11,30 +12,15 @@ import { topK, type ScorerPress } from './scorer.js';
  * sequence, each chunk's queries keep their true positions. The observer receives the chunk scores
  * side by side.
  */
-export class ChunkPress implements Press {
-  readonly name: string;
+export class ChunkPress extends ScorerWrapper {
   readonly chunkLength: number;
-  observer: ScoreObserver | null = null;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, chunkLength = 1024) {
-    this.name = `chunk_${inner.name}`;
+  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, chunkLength = 1024) {
+    super(inner, 'chunk', compressionRatio);
     this.chunkLength = checkInt(chunkLength, 'chunkLength');
-    this.compressionRatio = compressionRatio;
   }
 
-  get compressionRatio(): number {
-    return this.inner.compressionRatio;
-  }
-
-  set compressionRatio(r: number) {
-    this.inner.compressionRatio = checkRatio(r);
-  }
-
-  validate(model: ModelParts): void {
-    (this.inner as Press).validate?.(model);
-  }
-
-  compress(ctx: LayerContext): KeepIndices | null {
+  override compress(ctx: LayerContext): KeepIndices | null {
     const ratio = this.compressionRatio;
     if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
     const T = requirePrefillCache(ctx, this.name), H = ctx.config.numKvHeads;

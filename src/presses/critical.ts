@@ -1,8 +1,9 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { globalTopK } from './adakv.js';
 import { globalMax, keptCount } from './common.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import type { KeepIndices, Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
+import { ScorerWrapper } from './wrapper.js';
 
 export interface CriticalOptions {
   /** Added to the inner score before weighting by ‖W_O v‖₁. */
@@ -69,41 +70,20 @@ export class CriticalKVPress extends ScorerPress {
  * entries by the inner score and fills the rest of b_g by (s + epsilon)·‖W_O v‖₁.
  * Real eviction, like AdaKVPress (the Python library masks).
  */
-export class CriticalAdaKVPress implements Press {
-  readonly name: string;
+export class CriticalAdaKVPress extends ScorerWrapper {
   readonly alphaSafeguard: number;
   readonly epsilon: number;
   readonly firstStageRatio: number;
-  /** The inner press's scores are reported here, before selection. */
-  observer: ScoreObserver | null = null;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
+  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
     const alpha = opts.alphaSafeguard ?? 0.2;
     if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alpha}`);
-    this.name = `critical_adakv_${inner.name}`;
+    super(inner, 'critical_adakv', compressionRatio);
     this.alphaSafeguard = alpha;
     [this.epsilon, this.firstStageRatio] = criticalOptions(opts);
-    this.compressionRatio = compressionRatio;
   }
 
-  get compressionRatio(): number {
-    return this.inner.compressionRatio;
-  }
-
-  set compressionRatio(r: number) {
-    this.inner.compressionRatio = checkRatio(r);
-  }
-
-  validate(model: ModelParts): void {
-    (this.inner as Press).validate?.(model);
-  }
-
-  compress(ctx: LayerContext): KeepIndices | null {
-    const ratio = this.compressionRatio;
-    if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
-    const s = this.inner.score(ctx);
-    this.observer?.onScores(ctx.layer, s, this.inner.logScores);
-    if (ratio === 0) return null;
+  protected override select(ctx: LayerContext, s: Float64Array[], ratio: number): KeepIndices {
     const kept = s.map((x) => Math.max(1, keptCount(x.length, ratio)));
     const safe = s.map((x, g) => topK(x, Math.floor(kept[g] * this.alphaSafeguard)));
     const budgets = globalTopK(s, safe, kept.reduce((a, b) => a + b, 0)).map((idx) => idx.length);

@@ -1,7 +1,8 @@
-import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import type { LayerContext } from '../model/layer-context.js';
 import { keptCount } from './common.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import type { KeepIndices } from './press.js';
 import { topK, type ScorerPress } from './scorer.js';
+import { ScorerWrapper } from './wrapper.js';
 
 /**
  * KeyRerotation (kvpress's KeyRerotationPress, the re-rotation of SinkCache and of FINCH,
@@ -11,34 +12,12 @@ import { topK, type ScorerPress } from './scorer.js';
  * position set to n_kept, so the next tokens continue right after the compressed context.
  * Keeps max(1, floor(T(1 − ratio))) entries per head, like kvpress.
  */
-export class KeyRerotationPress implements Press {
-  readonly name: string;
-  /** The inner press's scores are reported here. */
-  observer: ScoreObserver | null = null;
-
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio) {
-    this.name = `key_rerotation_${inner.name}`;
-    this.compressionRatio = compressionRatio;
+export class KeyRerotationPress extends ScorerWrapper {
+  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio) {
+    super(inner, 'key_rerotation', compressionRatio);
   }
 
-  get compressionRatio(): number {
-    return this.inner.compressionRatio;
-  }
-
-  set compressionRatio(r: number) {
-    this.inner.compressionRatio = checkRatio(r);
-  }
-
-  validate(model: ModelParts): void {
-    (this.inner as Press).validate?.(model);
-  }
-
-  compress(ctx: LayerContext): KeepIndices | null {
-    const ratio = this.compressionRatio;
-    if (!ctx.isPrefill || (ratio === 0 && !this.observer)) return null;
-    const scores = this.inner.score(ctx);
-    this.observer?.onScores(ctx.layer, scores, this.inner.logScores);
-    if (ratio === 0) return null;
+  protected override select(ctx: LayerContext, scores: Float64Array[], ratio: number): KeepIndices {
     const keep = scores.map((s) => topK(s, Math.max(1, keptCount(s.length, ratio))));
     // Rotate the chosen entries in place; the forward pass then gathers them.
     keep.forEach((idx, g) => rerotate(ctx, g, idx));

@@ -35,7 +35,7 @@ Examples:
     json: { type: 'boolean' },
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'bench');
+    const { values } = parse(argv, this.options);
     const shape = str(values.shape);
     if (!shape || !(SHAPE_NAMES as string[]).includes(shape)) throw new UsageError(`--shape must be one of ${SHAPE_NAMES.join(', ')}${shape ? `, got "${shape}"` : ''}`);
     const promptTokens = num(values['prompt-tokens'], 'prompt-tokens', { min: 1, max: 32768, integer: true }) ?? 512;

@@ -50,7 +50,7 @@ Examples:
     'max-samples': { type: 'string' },
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'calibrate');
+    const { values } = parse(argv, this.options);
     const inputs = (values.input as string[] | undefined) ?? [];
     if (inputs.length === 0) throw new UsageError('--input is required (a text file or a directory)');
     const output = str(values.output);

@@ -57,7 +57,7 @@ Examples:
     seed: { type: 'string' },
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'chat');
+    const { values } = parse(argv, this.options);
     const file = str(values['context-file']);
     if (file === undefined) throw new UsageError('--context-file is required');
     const context = readContext(file);

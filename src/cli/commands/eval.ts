@@ -89,7 +89,7 @@ Examples:
     threads: { type: 'string' },
   },
   async run(argv, io) {
-    const { values, positionals } = parse(argv, this.options, 'eval');
+    const { values, positionals } = parse(argv, this.options);
     if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --)`);
     const dataset = str(values.dataset);
     if (dataset === undefined) throw new UsageError('--dataset is required (continuation, name_recall, ruler, niah or jsonl:PATH)');

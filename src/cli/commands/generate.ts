@@ -42,7 +42,7 @@ ${contextUsage}`,
     ...contextOptions,
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'generate');
+    const { values } = parse(argv, this.options);
     if (values['context-file'] !== undefined || values.question !== undefined) return runGenerateContext(values, io);
     const prompt = str(values.prompt);
     if (prompt === undefined) throw new UsageError('--prompt is required');

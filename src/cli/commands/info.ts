@@ -15,7 +15,7 @@ Examples:
   ${BACKEND_ENV}=js kvpress info --json`,
   options: { json: { type: 'boolean' } },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'info');
+    const { values } = parse(argv, this.options);
     const info = backendInfo();
     if (values.json === true) {
       io.out(JSON.stringify(info) + '\n');

@@ -66,7 +66,7 @@ Examples:
   kvpress presses expected_attention`,
   options: { json: { type: 'boolean' } },
   async run(argv, io) {
-    const { values, positionals } = parse(argv, this.options, 'presses');
+    const { values, positionals } = parse(argv, this.options);
     if (positionals.length > 1) throw new UsageError(`expected at most one press name, got ${positionals.length}`);
     const entries = positionals.length ? [presses.get(positionals[0])] : presses.list();
     if (values.json === true) {

@@ -22,7 +22,7 @@ Examples:
     output: { type: 'string' },
   },
   async run(argv, io) {
-    const { values, positionals } = parse(argv, this.options, 'report');
+    const { values, positionals } = parse(argv, this.options);
     if (positionals.length !== 1) throw new UsageError(`expected one results folder, got ${positionals.length ? positionals.join(' ') : 'none'} (kvpress report DIR)`);
     const dir = positionals[0];
     const out = str(values.output) ?? dir;

@@ -45,7 +45,7 @@ Examples:
     json: { type: 'boolean' },
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options, 'scores');
+    const { values } = parse(argv, this.options);
     const sources = (['prompt', 'prompt-file', 'tokens-file'] as const).filter((k) => values[k] !== undefined);
     if (sources.length !== 1) throw new UsageError(`give exactly one of --prompt, --prompt-file, --tokens-file${sources.length ? ` (got ${sources.map((s) => `--${s}`).join(', ')})` : ''}`);
     if (values.press === undefined) throw new UsageError('--press NAME is required (`kvpress presses` lists them)');
