@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: kernel GFLOP/s against an FMA peak probe, prefill and decode speed of
- * stories260K and two random-weight shapes against llama.cpp's figures, decode speed against
+ * stories260K and two random-weight shapes against llama.cpp's figures (and decode from bf16
+ * weights against llama.cpp's f16 figures), decode speed against
  * compression ratio, each press's scoring time, KV-cache bytes and peak RSS. Writes
  * bench/results/latest.md and latest.json. Model runs go through `kvpress bench --json` in a
  * child process each, so that every figure has its own peak RSS and a clean heap.
@@ -19,6 +20,11 @@ const LLAMA_CPP: Record<string, { p512: number; p2048: number; decode: number; d
   stories260K: { p512: 2071, p2048: 529, decode: 5808, decode2048: 259 },
   small: { p512: 390, p2048: 320, decode: 35.8, decode2048: 28.5 },
   medium: { p512: 110, p2048: 102, decode: 7.9, decode2048: 7.0 },
+};
+/** llama.cpp with f16 weights (same build and machine kind): what bf16 decode weights compete with. */
+const LLAMA_CPP_F16: Record<string, { decode: number; decode2048: number }> = {
+  small: { decode: 93, decode2048: 35.5 },
+  medium: { decode: 19.5, decode2048: 12.6 },
 };
 const SHAPES = ['stories260K', 'small', 'medium'] as const;
 const root = packageRoot();
@@ -85,6 +91,23 @@ async function main(): Promise<void> {
     const ref = LLAMA_CPP[shape];
     md.push(`| ${shape} | ${fmt(r.p512.prefillTokensPerSecond)} vs ${ref.p512}: **${ratio(r.p512.prefillTokensPerSecond, ref.p512)}** | ${fmt(r.p2048.prefillTokensPerSecond)} vs ${ref.p2048}: **${ratio(r.p2048.prefillTokensPerSecond, ref.p2048)}** | ${fmt(r.d0.decodeTokensPerSecond)} vs ${ref.decode}: **${ratio(r.d0.decodeTokensPerSecond, ref.decode)}** | ${fmt(r.d2048.decodeTokensPerSecond)} vs ${ref.decode2048}: **${ratio(r.d2048.decodeTokensPerSecond, ref.decode2048)}** |`);
   }
+
+  process.stderr.write('bf16 decode weights…\n');
+  md.push('', '### bf16 decode weights (1 thread)', '');
+  md.push('`--decode-weights bf16`: decode steps read a bf16 copy of the matrices (f32 activations and sums; +50 % weight memory), against the f32 decode above and llama.cpp with f16 weights.', '');
+  md.push('| model | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | vs llama.cpp f16 | peak RSS |', '|---|---|---|---|---|---|---|---|');
+  const bf16: Record<string, { d0: BenchJson; d2048: BenchJson }> = {};
+  for (const shape of ['small', 'medium'] as const) {
+    const t = ['--shape', shape, '--threads', '1', '--decode-weights', 'bf16', '--prompt-tokens', '1'];
+    const gen = shape === 'small' ? '32' : '16';
+    const r = { d0: kvpressBench([...t, '--gen-tokens', gen]), d2048: kvpressBench([...t, '--depth', '2048', '--gen-tokens', gen]) };
+    bf16[shape] = r;
+    const f32 = models[`${shape}@1`] as Record<string, BenchJson>;
+    const ref = LLAMA_CPP_F16[shape];
+    const d0 = r.d0.decodeTokensPerSecond, d2048 = r.d2048.decodeTokensPerSecond;
+    md.push(`| ${shape} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${fmt(d0)} vs ${ref.decode}: **${ratio(d0, ref.decode)}** | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${fmt(d2048)} vs ${ref.decode2048}: **${ratio(d2048, ref.decode2048)}** | ${mib(Math.max(r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
+  }
+  json.bf16Decode = bf16;
 
   process.stderr.write('decode vs compression ratio…\n');
   md.push('', '## Decode speed vs compression ratio (small, depth 8192, 1 thread)', '');

@@ -161,6 +161,20 @@ void Matmul(const Napi::CallbackInfo &info) {
   }
 }
 
+// matmulBf16(out, x, w, m, n, k, bias): x·wᵀ with w[n][k] given as bf16 bits, for decode steps
+// (kernels.h gemv_bf16). Rows of w split over the team on 64-row boundaries as the f32 gemv's.
+void MatmulBf16(const Napi::CallbackInfo &info) {
+  float *out = F32(info[0]);
+  const float *x = F32(info[1]);
+  const uint16_t *w = info[2].As<Napi::Uint16Array>().Data();
+  int m = I32(info[3]), n = I32(info[4]), k = I32(info[5]);
+  const float *bias = info[6].IsTypedArray() ? F32(info[6]) : nullptr;
+  const int nt = split_parts(n, (double)m * k, 1.3e5), blocks = (n + 63) / 64;
+  team(nt, [&](int t, int parts) {
+    K.gemv_bf16(out, x, w, m, n, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
+  });
+}
+
 void Rmsnorm(const Napi::CallbackInfo &info) {
   float *out = F32(info[0]);
   const float *x = F32(info[1]), *w = F32(info[2]);
@@ -292,6 +306,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   openblas_set_num_threads(1);  // see SetThreads
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));

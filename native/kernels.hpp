@@ -13,6 +13,7 @@ extern "C" {
   void rope_##S(float *, int, int, int, const float *, const float *);                               \
   void silu_mul_##S(float *, const float *, size_t);                                                 \
   void gemv_##S(float *, const float *, const float *, int, int, int, const float *);                \
+  void gemv_bf16_##S(float *, const float *, const uint16_t *, int, int, int, int, int, const float *); \
   void attn_pack_##S(const attn_args *, int, float *);                                               \
   void attn_tile_##S(const attn_args *, int, int, int, const float *, float *, size_t);              \
   float fma_probe_##S(long);                                                                         \
@@ -32,6 +33,7 @@ struct KernelSet {
   decltype(&rope_base) rope;
   decltype(&silu_mul_base) silu_mul;
   decltype(&gemv_base) gemv;
+  decltype(&gemv_bf16_base) gemv_bf16;
   decltype(&attn_pack_base) attn_pack;
   decltype(&attn_tile_base) attn_tile;
   decltype(&fma_probe_base) fma_probe;
@@ -39,4 +41,4 @@ struct KernelSet {
 };
 
 #define KVP_SET(S, VWF) \
-  KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S() }
+  KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, gemv_bf16_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S() }

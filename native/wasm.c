@@ -55,6 +55,13 @@ EXPORT(matmul) void matmul(float *out, const float *x, const float *w, int m, in
   }
 }
 
+/* Rows [j0, j1) of out[m×n] = x[m×k]·w[n×k]ᵀ (+ bias) with w as bf16 bits: any split of the
+ * rows gives the same bits. */
+EXPORT(matmul_bf16) void matmul_bf16(float *out, const float *x, const uint16_t *w, int m, int n, int k, const float *bias,
+                                     int j0, int j1) {
+  gemv_bf16_wasm(out, x, w, m, n, j0, j1, k, bias);
+}
+
 /* Attention runs in two steps so that threads can share the second: pack the keys of every KV
  * head (kt_off[g]: float offset of head g's panels in kt), then tiles [it0, it1) of the
  * (KV head, TR query rows) grid. keys/values: per KV head, the address of its [len][hd] copy;

@@ -17,6 +17,14 @@ export interface Backend {
   /** out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias[n] on every row). `w` is a PyTorch Linear weight. */
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
 
+  /**
+   * out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias[n] on every row) with `w` given as bf16 bits (the upper
+   * 16 bits of each f32), widened exactly to f32; x, the sums and out stay f32. Optional: the
+   * decode steps of a model with `decodeWeights: 'bf16'` use it where the backend has it and
+   * fall back to `matmul` on the f32 weights where it does not.
+   */
+  matmulBf16?(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
+
   /** out[r] = weight ⊙ x[r] / sqrt(mean(x[r]²) + eps) for `rows` rows of `dim`; out may be x. */
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
 

@@ -39,6 +39,35 @@ export class JsBackend implements Backend {
     }
   }
 
+  matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    // As matmul, with each weight widened through the 65536-entry table of bf16 values.
+    const f = bf16Table();
+    for (let i = 0; i < m; i++) {
+      const xo = i * k;
+      const oo = i * n;
+      let j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const w0 = j * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (let p = 0; p < k; p++) {
+          const xv = x[xo + p];
+          s0 += xv * f[w[w0 + p]];
+          s1 += xv * f[w[w1 + p]];
+          s2 += xv * f[w[w2 + p]];
+          s3 += xv * f[w[w3 + p]];
+        }
+        out[oo + j] = s0; out[oo + j + 1] = s1; out[oo + j + 2] = s2; out[oo + j + 3] = s3;
+      }
+      for (; j < n; j++) {
+        const wo = j * k;
+        let s = 0;
+        for (let p = 0; p < k; p++) s += x[xo + p] * f[w[wo + p]];
+        out[oo + j] = s;
+      }
+      if (bias) for (let c = 0; c < n; c++) out[oo + c] += bias[c];
+    }
+  }
+
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
     for (let r = 0; r < rows; r++) {
       const o = r * dim;
@@ -108,4 +137,35 @@ export class JsBackend implements Backend {
       }
     }
   }
+}
+
+/**
+ * The bf16 bits of an f32 given by its bits: the upper 16 bits, rounded to nearest with ties to
+ * even on the lower 16. Infinities stay infinite, finite values past bf16's largest round to
+ * infinity, and a NaN stays a NaN (made quiet, so that rounding cannot turn it into an infinity).
+ */
+export function bf16Bits(f32Bits: number): number {
+  const u = f32Bits >>> 0;
+  if ((u & 0x7fffffff) > 0x7f800000) return (u >>> 16) | 0x0040;
+  return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16;
+}
+
+/** `src` rounded to bf16 (see bf16Bits), as a new array of bf16 bits. */
+export function toBf16(src: Float32Array): Uint16Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < out.length; i++) out[i] = bf16Bits(bits[i]);
+  return out;
+}
+
+let table: Float32Array | null = null;
+
+/** Every bf16 value as an f32, indexed by its bits (256 KiB, built on first use). */
+function bf16Table(): Float32Array {
+  if (!table) {
+    const bits = new Uint32Array(65536);
+    for (let h = 0; h < 65536; h++) bits[h] = h << 16;
+    table = new Float32Array(bits.buffer);
+  }
+  return table;
 }

@@ -4,12 +4,13 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend } from '../backend.js';
-import { checkAttention, checkCount, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkArray, checkAttention, checkCount, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
   setThreads(n: number): void;
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
+  matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
   rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
@@ -162,6 +163,13 @@ export class NativeBackend implements Backend {
     this.addon.matmul(out, x, w, m, n, k, bias ?? null);
   }
 
+  matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    checkMatmulBf16(out, x, w, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    this.#apply();
+    this.addon.matmulBf16(out, x, w, m, n, k, bias ?? null);
+  }
+
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
     checkRmsnorm(out, x, weight, rows, dim, eps);
     this.#apply();
@@ -197,4 +205,16 @@ export class NativeBackend implements Backend {
 export function clampThreads(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`threads must be a positive integer, got ${n}`);
   return Math.min(n, maxThreads());
+}
+
+/** checkMatmul's checks, with the weights as bf16 bits (shared with the wasm backend). */
+export function checkMatmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+  checkCount('matmulBf16', 'm', m);
+  checkCount('matmulBf16', 'n', n);
+  checkCount('matmulBf16', 'k', k);
+  checkArray('matmulBf16', 'out', out, m * n);
+  checkArray('matmulBf16', 'x', x, m * k);
+  if (!(w instanceof Uint16Array)) throw new RangeError('matmulBf16: w must be a Uint16Array of bf16 bits');
+  if (w.length < n * k) throw new RangeError(`matmulBf16: w has ${w.length} values, needs ${n * k}`);
+  if (bias) checkArray('matmulBf16', 'bias', bias, n);
 }

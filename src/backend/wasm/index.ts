@@ -1,8 +1,8 @@
 import type { AttentionArgs, Backend } from '../backend.js';
 import { checkAttention, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
-import { clampThreads, maxThreads } from '../native/index.js';
+import { checkMatmulBf16, clampThreads, maxThreads } from '../native/index.js';
 import { kernelsWasmBase64 } from './kernels-wasm.js';
-import { TASK_ATTENTION, TASK_MATMUL, WORKER_STACK, type Exports } from './module.js';
+import { TASK_ATTENTION, TASK_MATMUL, TASK_MATMUL_BF16, WORKER_STACK, type Exports } from './module.js';
 import { Pool } from './pool.js';
 
 interface Loaded {
@@ -17,7 +17,7 @@ export type WasmLoad = { ok: true; module: Loaded } | { ok: false; reason: strin
 
 let cached: WasmLoad | undefined;
 
-/** Compiles the embedded module (≈20 KB) and instantiates it on a shared memory, once per process. */
+/** Compiles the embedded module (≈27 KB) and instantiates it on a shared memory, once per process. */
 export function loadWasm(): WasmLoad {
   if (!cached) {
     try {
@@ -55,6 +55,7 @@ export class WasmBackend implements Backend {
   #threads: number;
   #f32: Float32Array;
   #i32: Int32Array;
+  #u16: Uint16Array;
   /** Next free byte of the current call's layout. */
   #top = 0;
 
@@ -69,6 +70,7 @@ export class WasmBackend implements Backend {
     this.#keyBlock = m.exports.key_block();
     this.#f32 = new Float32Array(m.memory.buffer);
     this.#i32 = new Int32Array(m.memory.buffer);
+    this.#u16 = new Uint16Array(m.memory.buffer);
   }
 
   get threads(): number {
@@ -96,6 +98,7 @@ export class WasmBackend implements Backend {
     if (this.#f32.byteLength !== mem.buffer.byteLength) {
       this.#f32 = new Float32Array(mem.buffer);
       this.#i32 = new Int32Array(mem.buffer);
+      this.#u16 = new Uint16Array(mem.buffer);
     }
     this.#top = this.#base;
   }
@@ -132,6 +135,26 @@ export class WasmBackend implements Backend {
     } else {
       this.#pool.args.set([oo, xo, wo, m, n, k, bo, so, scratch, kb]);
       this.#pool.run(TASK_MATMUL, parts);
+    }
+    this.#get(out, oo, m * n);
+  }
+
+  matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    checkMatmulBf16(out, x, w, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    const parts = this.#parts(m * n * k);
+    this.#begin(4 * (m * k + n + m * n) + 2 * n * k + 4 * 64);
+    const xo = this.#put(x, m * k);
+    // Half the bytes of the f32 weights to copy in, as well as to read.
+    const wo = this.#take(Math.ceil((n * k) / 2));
+    this.#u16.set(w.length === n * k ? w : w.subarray(0, n * k), wo >>> 1);
+    const bo = bias ? this.#put(bias, n) : 0;
+    const oo = this.#take(m * n);
+    if (parts === 1) {
+      this.#w.matmul_bf16(oo, xo, wo, m, n, k, bo, 0, n);
+    } else {
+      this.#pool.args.set([oo, xo, wo, m, n, k, bo]);
+      this.#pool.run(TASK_MATMUL_BF16, parts);
     }
     this.#get(out, oo, m * n);
   }

@@ -14,6 +14,7 @@ export interface Exports {
   tile_rows(): number;
   key_block(): number;
   matmul(out: number, x: number, w: number, m: number, n: number, k: number, bias: number, panel: number, edge: number, j0: number, j1: number): void;
+  matmul_bf16(out: number, x: number, w: number, m: number, n: number, k: number, bias: number, j0: number, j1: number): void;
   attention_pack(rows: number, nh: number, nkv: number, hd: number, keys: number, lengths: number, kt: number, ktOff: number): void;
   attention_tiles(
     out: number, q: number, rows: number, nh: number, nkv: number, hd: number, keys: number, values: number,
@@ -35,13 +36,15 @@ export const CONTROL_BYTES = ARGS_AT + 8 * ARGS_LEN;
 
 export const TASK_MATMUL = 1;
 export const TASK_ATTENTION = 2;
+export const TASK_MATMUL_BF16 = 3;
 
 /** Bytes of stack each worker's instance gets (the kernels use a few hundred). */
 export const WORKER_STACK = 64 * 1024;
 
 /**
  * Runs part `part` of `parts` of a task. Matmul: args = out, x, w, m, n, k, bias, scratch,
- * scratchStride, keyBlock: contiguous KB-aligned ranges of weight rows. Attention: args = out,
+ * scratchStride, keyBlock: contiguous KB-aligned ranges of weight rows. Matmul with bf16
+ * weights: args = out, x, w, m, n, k, bias: contiguous 16-row-aligned ranges. Attention: args = out,
  * q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, scratch, scratchStride, sld,
  * items: every parts-th tile, so that cheap early tiles and costly late ones mix.
  */
@@ -53,6 +56,12 @@ export function runPart(ex: Exports, task: number, a: Float64Array, part: number
     const j1 = Math.min(n, Math.floor((panels * (part + 1)) / parts) * kb);
     const panel = scratch + part * stride;
     if (j1 > j0) ex.matmul(out, x, w, m, n, k, bias, panel, panel + 4 * k * kb, j0, j1);
+  } else if (task === TASK_MATMUL_BF16) {
+    const [out, x, w, m, n, k, bias] = a;
+    const blocks = Math.ceil(n / 16);
+    const j0 = Math.min(n, Math.floor((blocks * part) / parts) * 16);
+    const j1 = Math.min(n, Math.floor((blocks * (part + 1)) / parts) * 16);
+    if (j1 > j0) ex.matmul_bf16(out, x, w, m, n, k, bias, j0, j1);
   } else if (task === TASK_ATTENTION) {
     const [out, q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, scratch, stride, sld, items] = a;
     const s = scratch + part * stride;
