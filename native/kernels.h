@@ -179,44 +179,44 @@ void FN(silu_mul)(float *g, const float *u, size_t n) {
 /* ---- products against rows of a matrix (x·Wᵀ, q·Kᵀ) ---- */
 
 /* out[j] = x·w[j] (+ bias[j]) for j in [j0, j1): the m = 1 product, bound by the bandwidth
- * that streams w from DRAM. A pass keeps one stream per row in flight: on Zen 5, 16 rows (as
- * many accumulators as AVX-512's 32 registers allow) read 19-24 GB/s, 8 rows 16-20, OpenBLAS's
- * sgemv 13-17; software prefetch did not help. Every row is summed the same way whichever
- * pass takes it, so any split of the rows gives the same bits. */
-#if VW == 16
-#define GEMV_ROWS 16
-#else
-#define GEMV_ROWS 8
-#endif
+ * that streams w from DRAM. As gemv_bf16 (below): a pass streams GEMV_ROWS rows and prefetches
+ * the rows GEMV_AHEAD further on into L2, because rows of a few KB end before the hardware
+ * prefetcher ramps up on them (16 rows without prefetch read 15-20 GB/s in decode on Zen 5).
+ * Every row is summed the same way whichever pass takes it, so any split of the rows gives the
+ * same bits. */
+#define GEMV_ROWS 4
+#define GEMV_AHEAD 32
 static inline float gemv_row_tail(float acc, const float *x, const float *wr, int p, int k) {
   for (; p < k; p++) acc += x[p] * wr[p];
   return acc;
 }
 
+static inline __attribute__((always_inline)) void gemv_rows(float *o, const float *x, const float *w, int nr, int k,
+                                                            const float *bias, const float *pf) {
+  vf acc[GEMV_ROWS];
+  for (int r = 0; r < nr; r++) acc[r] = SPLAT(0);
+  int p = 0;
+  for (; p + VW <= k; p += VW) {
+    vf xv = LD(x + p);
+    for (int r = 0; r < nr; r++) {
+      if (pf) __builtin_prefetch(pf + (size_t)r * k + p, 0, 1);
+      acc[r] += xv * LD(w + (size_t)r * k + p);
+    }
+  }
+  for (int r = 0; r < nr; r++) {
+    float v = gemv_row_tail(HSUM(acc[r]), x, w + (size_t)r * k, p, k);
+    o[r] = bias ? v + bias[r] : v;
+  }
+}
+
 void FN(gemv)(float *out, const float *x, const float *w, int j0, int j1, int k, const float *bias) {
   int j = j0;
   for (; j + GEMV_ROWS <= j1; j += GEMV_ROWS) {
-    const float *wr = w + (size_t)j * k;
-    vf acc[GEMV_ROWS];
-    for (int r = 0; r < GEMV_ROWS; r++) acc[r] = SPLAT(0);
-    int p = 0;
-    for (; p + VW <= k; p += VW) {
-      vf xv = LD(x + p);
-      for (int r = 0; r < GEMV_ROWS; r++) acc[r] += xv * LD(wr + (size_t)r * k + p);
-    }
-    for (int r = 0; r < GEMV_ROWS; r++) {
-      float v = gemv_row_tail(HSUM(acc[r]), x, wr + (size_t)r * k, p, k);
-      out[j + r] = bias ? v + bias[j + r] : v;
-    }
+    const float *wb = w + (size_t)j * k;
+    const float *ahead = j + GEMV_AHEAD + GEMV_ROWS <= j1 ? wb + (size_t)GEMV_AHEAD * k : 0;
+    gemv_rows(out + j, x, wb, GEMV_ROWS, k, bias ? bias + j : 0, ahead);
   }
-  for (; j < j1; j++) {
-    const float *wr = w + (size_t)j * k;
-    vf acc = SPLAT(0);
-    int p = 0;
-    for (; p + VW <= k; p += VW) acc += LD(x + p) * LD(wr + p);
-    float v = gemv_row_tail(HSUM(acc), x, wr, p, k);
-    out[j] = bias ? v + bias[j] : v;
-  }
+  for (; j < j1; j++) gemv_rows(out + j, x, w + (size_t)j * k, 1, k, bias ? bias + j : 0, 0);
 }
 
 /* ---- products against bf16 weights (decode steps of a model keeping a bf16 copy) ---- */
@@ -261,7 +261,7 @@ static inline void DEINTERLEAVE(const float *x, vf *even, vf *odd) {
 
 /* A pass of gemv_bf16 streams GEMV_BF16_ROWS weight rows and prefetches the rows
  * GEMV_BF16_AHEAD further on into L2. Rows of a few KB end before the hardware prefetcher ramps
- * up on them, which held the 16-row pass of gemv (above) to 11-13 GB/s on bf16 rows of the
+ * up on them, which held a 16-row pass without prefetch to 11-13 GB/s on bf16 rows of the
  * benchmark shapes (k = 576…4864, Zen 5, one thread). With software prefetch, fewer streams do
  * better: 4 rows, 32 ahead read 24-28 GB/s (16 rows: 20-25; AVX2 builds alike). */
 #define GEMV_BF16_ROWS 4
