@@ -20,6 +20,13 @@ export function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
+/** `--decode-weights`: which copy of the weights decode steps read (default f32). */
+export function decodeWeightsFlag(v: unknown): 'f32' | 'bf16' {
+  const s = str(v) ?? 'f32';
+  if (s !== 'f32' && s !== 'bf16') throw new UsageError(`--decode-weights must be f32 or bf16, got "${s}"`);
+  return s;
+}
+
 /** A numeric flag: undefined when absent, UsageError when not a number in [min, max]. */
 export function num(v: unknown, name: string, opts: { min?: number; max?: number; integer?: boolean } = {}): number | undefined {
   if (v === undefined) return undefined;

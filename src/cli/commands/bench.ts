@@ -3,7 +3,7 @@ import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
 import { Model } from '../../model/model.js';
 import type { ShapeName } from '../../model/random.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 
 export const benchCommand: Command = {
@@ -46,8 +46,7 @@ Examples:
     const genTokens = num(values['gen-tokens'], 'gen-tokens', { min: 0, max: 32768, integer: true }) ?? 32;
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
     const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
-    const decodeWeights = str(values['decode-weights']) ?? 'f32';
-    if (decodeWeights !== 'f32' && decodeWeights !== 'bf16') throw new UsageError(`--decode-weights must be f32 or bf16, got "${decodeWeights}"`);
+    const decodeWeights = decodeWeightsFlag(values['decode-weights']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });
     const built = await benchModelOfShape(shape as ShapeName, backend);

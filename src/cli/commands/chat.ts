@@ -5,7 +5,7 @@ import { isDecodingPress, Pipeline, pipelineStats, type AnswerOptions, type Comp
 import type { AnswerStats } from '../../pipeline/stats.js';
 import { formatBytes, formatStats } from '../../pipeline/stats.js';
 import type { Press } from '../../presses/press.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { readContext, samplingFromFlags } from './generate-context.js';
@@ -37,6 +37,7 @@ Options:
   --max-context-length N keep at most N context tokens (default: the window minus room for a
                          32-token question and the answer)
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
+  --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
   --temperature T        0 = greedy (default 0); --top-p, --top-k, --seed as for generate
 
 Examples:
@@ -46,6 +47,7 @@ Examples:
     'context-file': { type: 'string' },
     ...pressFlags,
     model: { type: 'string' },
+    'decode-weights': { type: 'string' },
     tokenizer: { type: 'string' },
     'answer-prefix': { type: 'string' },
     'max-new-tokens': { type: 'string' },
@@ -68,7 +70,7 @@ Examples:
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 50;
     const answer: AnswerOptions = { answerPrefix: str(values['answer-prefix']), maxNewTokens, sampling: samplingFromFlags(values) };
     const maxContextLength = num(values['max-context-length'], 'max-context-length', { min: 1, integer: true });
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights: decodeWeightsFlag(values['decode-weights']) });
     if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
 
     const bar = new ProgressBar(io, 'compressing the context', 'layers');

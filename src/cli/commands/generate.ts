@@ -1,6 +1,6 @@
 import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
@@ -45,12 +45,8 @@ ${contextUsage}`,
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options);
-    const decodeWeights = str(values['decode-weights']) ?? 'f32';
-    if (decodeWeights !== 'f32' && decodeWeights !== 'bf16') throw new UsageError(`--decode-weights must be f32 or bf16, got "${decodeWeights}"`);
-    if (values['context-file'] !== undefined || values.question !== undefined) {
-      if (values['decode-weights'] !== undefined) throw new UsageError('--decode-weights applies to --prompt generation, not to --context-file');
-      return runGenerateContext(values, io);
-    }
+    const decodeWeights = decodeWeightsFlag(values['decode-weights']);
+    if (values['context-file'] !== undefined || values.question !== undefined) return runGenerateContext(values, io);
     const prompt = str(values.prompt);
     if (prompt === undefined) throw new UsageError('--prompt is required');
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 256;
@@ -70,11 +66,20 @@ ${contextUsage}`,
       throw new UsageError(`the prompt has ${promptTokens.length} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}`);
     }
     const json = values.json === true;
-    if (!json) io.out(prompt);
+    // The prompt is echoed once the prefill has succeeded, so that an error stays on its own line.
+    let echoed = json;
+    const echo = () => {
+      if (!echoed) io.out(prompt);
+      echoed = true;
+    };
     const r = generate(model, promptTokens, {
       maxNewTokens, temperature, topP, topK, seed, press,
-      onToken: json ? undefined : (_id, text) => io.out(text),
+      onToken: json ? undefined : (_id, text) => {
+        echo();
+        io.out(text);
+      },
     });
+    echo();
     if (json) {
       io.out(JSON.stringify({ promptTokens, tokens: r.tokens, text: r.text, cache: { bytes: r.cache.bytes() } }) + '\n');
     } else {
