@@ -23,3 +23,8 @@ export * from './presses/index.js';
 export { CompressedContext, Pipeline, PipelineError, type PipelineResult, type RunOptions, type TokenEvent } from './pipeline/pipeline.js';
 export { formatBytes, formatStats, type PipelineStats } from './pipeline/stats.js';
 export { promptParts, splitChatTemplate } from './pipeline/chat-template.js';
+export { runEval, EvalError, type EvalOptions, type EvalSummary, type RunMetrics } from './eval/runner.js';
+export { writeReport } from './eval/report.js';
+export { continuationReference, recallReference, scoreContinuation, scoreRecall } from './eval/fidelity.js';
+export { toBf16 } from './backend/js/kernels.js';
+export type { DecodeWeights } from './model/model.js';
