@@ -3,24 +3,7 @@ import { describe, test } from 'node:test';
 import type { AttentionArgs, Backend } from '../src/backend/backend.js';
 import { backendInfo, createBackend } from '../src/backend/index.js';
 import { JsBackend } from '../src/backend/js/kernels.js';
-
-/** Deterministic uniform floats in [-scale, scale). */
-function rng(seed: number): (scale?: number) => number {
-  let s = seed >>> 0;
-  return (scale = 1) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  };
-}
-
-function randArray(r: (s?: number) => number, n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r(scale);
-  return a;
-}
+import { randArray, rng } from './helpers/random.js';
 
 /** max |a − b| relative to max |ref|: the "relative to magnitude" error of a whole output. */
 function relErr(got: Float32Array, ref: Float32Array, n = ref.length): number {

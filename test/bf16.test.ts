@@ -10,24 +10,7 @@ import { loadModel, packageRoot } from '../src/model/load.js';
 import { Model } from '../src/model/model.js';
 import { argmax } from '../src/pipeline/sampler.js';
 import { runCli } from './helpers/cli.js';
-
-/** Deterministic uniform floats in [-scale, scale). */
-function rng(seed: number): (scale?: number) => number {
-  let s = seed >>> 0;
-  return (scale = 1) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  };
-}
-
-function randArray(r: (s?: number) => number, n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r(scale);
-  return a;
-}
+import { randArray, rng } from './helpers/random.js';
 
 /** The f32 a bf16 stands for, decoded here independently of the code under test. */
 function bf16Value(h: number): number {
