@@ -19,13 +19,24 @@ export function checkArray(op: string, name: string, a: unknown, need: number): 
 }
 
 export function checkMatmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
-  checkCount('matmul', 'm', m);
-  checkCount('matmul', 'n', n);
-  checkCount('matmul', 'k', k);
-  checkArray('matmul', 'out', out, m * n);
-  checkArray('matmul', 'x', x, m * k);
+  checkProduct('matmul', out, x, m, n, k, bias);
   checkArray('matmul', 'w', w, n * k);
-  if (bias) checkArray('matmul', 'bias', bias, n);
+}
+
+/** checkMatmul's checks, with the weights as bf16 bits. */
+export function checkMatmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+  checkProduct('matmulBf16', out, x, m, n, k, bias);
+  if (!(w instanceof Uint16Array)) fail('matmulBf16', 'w must be a Uint16Array of bf16 bits');
+  if (w.length < n * k) fail('matmulBf16', `w has ${w.length} values, needs ${n * k}`);
+}
+
+function checkProduct(op: string, out: Float32Array, x: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+  checkCount(op, 'm', m);
+  checkCount(op, 'n', n);
+  checkCount(op, 'k', k);
+  checkArray(op, 'out', out, m * n);
+  checkArray(op, 'x', x, m * k);
+  if (bias) checkArray(op, 'bias', bias, n);
 }
 
 export function checkRmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {

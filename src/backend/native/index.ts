@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend } from '../backend.js';
-import { checkArray, checkAttention, checkCount, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkAttention, checkCount, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -205,16 +205,4 @@ export class NativeBackend implements Backend {
 export function clampThreads(n: number): number {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`threads must be a positive integer, got ${n}`);
   return Math.min(n, maxThreads());
-}
-
-/** checkMatmul's checks, with the weights as bf16 bits (shared with the wasm backend). */
-export function checkMatmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
-  checkCount('matmulBf16', 'm', m);
-  checkCount('matmulBf16', 'n', n);
-  checkCount('matmulBf16', 'k', k);
-  checkArray('matmulBf16', 'out', out, m * n);
-  checkArray('matmulBf16', 'x', x, m * k);
-  if (!(w instanceof Uint16Array)) throw new RangeError('matmulBf16: w must be a Uint16Array of bf16 bits');
-  if (w.length < n * k) throw new RangeError(`matmulBf16: w has ${w.length} values, needs ${n * k}`);
-  if (bias) checkArray('matmulBf16', 'bias', bias, n);
 }

@@ -1,6 +1,6 @@
 import type { AttentionArgs, Backend } from '../backend.js';
-import { checkAttention, checkMatmul, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
-import { checkMatmulBf16, clampThreads, maxThreads } from '../native/index.js';
+import { checkAttention, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
+import { clampThreads, maxThreads } from '../native/index.js';
 import { kernelsWasmBase64 } from './kernels-wasm.js';
 import { TASK_ATTENTION, TASK_MATMUL, TASK_MATMUL_BF16, WORKER_STACK, type Exports } from './module.js';
 import { Pool } from './pool.js';
