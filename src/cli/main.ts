@@ -13,7 +13,7 @@ import { reportCommand } from './commands/report.js';
 import { scoresCommand } from './commands/scores.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand, benchCommand, infoCommand, evalCommand, reportCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand];
+const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand, evalCommand, reportCommand, benchCommand, infoCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));

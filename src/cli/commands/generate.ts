@@ -7,7 +7,7 @@ import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 
 export const generateCommand: Command = {
   name: 'generate',
-  summary: 'generate text from a prompt',
+  summary: 'generate text from a prompt, or answer questions from a compressed context',
   usage: `kvpress generate --prompt TEXT [options]
 
 Options:
