@@ -207,6 +207,46 @@ void SiluMul(const Napi::CallbackInfo &info) {
   });
 }
 
+double *F64(const Napi::Value &v) { return v.As<Napi::Float64Array>().Data(); }
+
+// Multiply-adds below which Expected Attention's float64 kernels stay on the calling thread.
+constexpr double kF64ParallelMin = 1e5;
+
+// gram64(out, X, n, d): out[d×d] = XᵀX, full symmetric. The row tiles are dealt to the team,
+// the upper triangle computed, then mirrored.
+void Gram64(const Napi::CallbackInfo &info) {
+  double *out = F64(info[0]);
+  const double *X = F64(info[1]);
+  const int n = I32(info[2]), d = I32(info[3]);
+  std::fill(out, out + (size_t)d * d, 0.0);
+  const int tiles = (d + 7) / 8;
+  const int nt = (double)n * d * d / 2 >= kF64ParallelMin ? std::max(1, std::min(W.threads, tiles)) : 1;
+  team(nt, [&](int t, int parts) { K.gram64(out, X, n, d, t, parts); });
+  for (int i = 0; i < d; i++)
+    for (int j = i + 1; j < d; j++) out[(size_t)j * d + i] = out[(size_t)i * d + j];
+}
+
+// eaLogits64(z, keys, s0, m, d, G, mus, quad | null, stride): Expected Attention's logits
+// (kernels.h ea_logits64), blocks of keys split over the team.
+void EaLogits64(const Napi::CallbackInfo &info) {
+  double *z = F64(info[0]);
+  const float *keys = F32(info[1]);
+  const int s0 = I32(info[2]), m = I32(info[3]), d = I32(info[4]), G = I32(info[5]);
+  const double *mus = F64(info[6]);
+  const double *quad = info[7].IsTypedArray() ? F64(info[7]) : nullptr;
+  const size_t stride = (size_t)info[8].As<Napi::Number>().Int64Value();
+  const int eb = K.ea_key_block, blocks = (m + eb - 1) / eb;
+  const double work = (double)m * G * d * (quad ? d / 2 + 1 : 1);
+  const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, blocks)) : 1;
+  team(nt, [&](int t, int parts) {
+    // Per OpenMP thread, grown once: the widened keys of one block.
+    static thread_local std::vector<double> kb;
+    if (kb.size() < (size_t)d * eb) kb.resize((size_t)d * eb);
+    const int b0 = (int)((long)blocks * t / parts), b1 = (int)((long)blocks * (t + 1) / parts);
+    K.ea_logits64(z, keys, s0, m, d, G, mus, quad, stride, b0 * eb, std::min(m, b1 * eb), kb.data());
+  });
+}
+
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
 void Attention(const Napi::CallbackInfo &info) {
   attn_args a;
@@ -311,6 +351,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("gram64", Napi::Function::New(env, Gram64));
+  exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

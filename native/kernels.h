@@ -491,3 +491,149 @@ float FN(fma_probe)(long iters) {
 /* Tile geometry of this build, for callers that size scratch space. */
 int FN(tile_rows)(void) { return TR; }
 int FN(key_block)(void) { return KB; }
+
+#if !defined(__wasm__)
+/* ---- float64 products of Expected Attention's scoring (native builds only; wasm.c leaves them out) ----
+ * The same vector width in doubles: VD lanes. Every output is one chain of multiply-adds in a
+ * fixed order, so any split of the outputs over threads gives the same bits. */
+#define VD (VW / 2)
+typedef double vd __attribute__((vector_size(VW * 4)));
+typedef double vdu __attribute__((vector_size(VW * 4), aligned(8), __may_alias__));
+
+static inline vd LDD(const double *p) { return *(const vdu *)p; }
+static inline void STD(double *p, vd v) { *(vdu *)p = v; }
+static inline vd SPLATD(double x) { return x - (vd){0}; }
+
+/* Register tile rows of both kernels: 8 × 2 accumulators on AVX-512's 32 registers, 4 × 2 else. */
+#if VW == 16
+#define DR 8
+#else
+#define DR 4
+#endif
+
+/* Adds Σ_{t0 ≤ t < t1} X[t][i + r]·X[t][j] to out[i + r][j] for r < NR and every j from the
+ * vector boundary at or below i up to d (the few j < i land in the lower triangle, which the
+ * caller overwrites by mirroring). */
+static inline __attribute__((always_inline)) void gram_tile(double *out, const double *X, int t0, int t1, int d, int i, int NR) {
+  int j = i / VD * VD;
+  for (; j + 2 * VD <= d; j += 2 * VD) {
+    vd a0[DR], a1[DR];
+    for (int r = 0; r < NR; r++) {
+      a0[r] = LDD(out + (size_t)(i + r) * d + j);
+      a1[r] = LDD(out + (size_t)(i + r) * d + j + VD);
+    }
+    for (int t = t0; t < t1; t++) {
+      const double *x = X + (size_t)t * d;
+      vd u = LDD(x + j), v = LDD(x + j + VD);
+      for (int r = 0; r < NR; r++) {
+        vd s = SPLATD(x[i + r]);
+        a0[r] += s * u;
+        a1[r] += s * v;
+      }
+    }
+    for (int r = 0; r < NR; r++) {
+      STD(out + (size_t)(i + r) * d + j, a0[r]);
+      STD(out + (size_t)(i + r) * d + j + VD, a1[r]);
+    }
+  }
+  for (; j + VD <= d; j += VD) {
+    vd a0[DR];
+    for (int r = 0; r < NR; r++) a0[r] = LDD(out + (size_t)(i + r) * d + j);
+    for (int t = t0; t < t1; t++) {
+      const double *x = X + (size_t)t * d;
+      vd u = LDD(x + j);
+      for (int r = 0; r < NR; r++) a0[r] += SPLATD(x[i + r]) * u;
+    }
+    for (int r = 0; r < NR; r++) STD(out + (size_t)(i + r) * d + j, a0[r]);
+  }
+  for (; j < d; j++) {
+    for (int r = 0; r < NR; r++) {
+      double a = out[(size_t)(i + r) * d + j];
+      for (int t = t0; t < t1; t++) a += X[(size_t)t * d + i + r] * X[(size_t)t * d + j];
+      out[(size_t)(i + r) * d + j] = a;
+    }
+  }
+}
+
+/* Rows of X per pass: a pass's rows stay in L1/L2 while every tile of the caller's share reads them. */
+#define GRAM_ROWS 64
+
+/* XᵀX for X [n][d], upper triangle (j ≥ i) of the row tiles q ≡ part (mod parts), tile q
+ * holding rows [q·DR, q·DR + DR); out must start zeroed. Interleaving the tiles balances the
+ * triangle over the parts. */
+void FN(gram64)(double *out, const double *X, int n, int d, int part, int parts) {
+  for (int t0 = 0; t0 < n; t0 += GRAM_ROWS) {
+    int t1 = t0 + GRAM_ROWS < n ? t0 + GRAM_ROWS : n;
+    for (int i = part * DR; i < d; i += parts * DR) {
+      if (i + DR <= d) gram_tile(out, X, t0, t1, d, i, DR);
+      else
+        for (int r = i; r < d; r++) gram_tile(out, X, t0, t1, d, r, 1);
+    }
+  }
+}
+
+/* Keys per block of ea_logits64: two vectors of doubles, one key per lane. */
+#define EB (2 * VD)
+
+/* Rows [i, i + NR) of Σ_i kb_i·(μ_i + Σ_{j ≥ i} U_ij kb_j), added into l0/l1 in order of i. */
+static inline __attribute__((always_inline)) void ea_rows(const double *U, const double *mu, const double *kb, int d, int i, int NR, vd *l0, vd *l1) {
+  vd r0[DR], r1[DR];
+  for (int r = 0; r < NR; r++) r0[r] = r1[r] = SPLATD(mu[i + r]);
+  for (int j = i; j < i + NR; j++) { /* the triangle inside the tile: row i + r from column i + r on */
+    vd u = LDD(kb + (size_t)j * EB), v = LDD(kb + (size_t)j * EB + VD);
+    for (int r = 0; r <= j - i; r++) {
+      vd w = SPLATD(U[(size_t)(i + r) * d + j]);
+      r0[r] += w * u;
+      r1[r] += w * v;
+    }
+  }
+  for (int j = i + NR; j < d; j++) {
+    vd u = LDD(kb + (size_t)j * EB), v = LDD(kb + (size_t)j * EB + VD);
+    for (int r = 0; r < NR; r++) {
+      vd w = SPLATD(U[(size_t)(i + r) * d + j]);
+      r0[r] += w * u;
+      r1[r] += w * v;
+    }
+  }
+  for (int r = 0; r < NR; r++) {
+    *l0 += LDD(kb + (size_t)(i + r) * EB) * r0[r];
+    *l1 += LDD(kb + (size_t)(i + r) * EB + VD) * r1[r];
+  }
+}
+
+/* Expected Attention logits of keys [t0, t1) of the m keys from entry s0 (t0 a multiple of
+ * EB): z[k·stride + t] = Σ_i key_i·(mus[k·d + i] + Σ_{j ≥ i} quad[k·d·d + i·d + j]·key_j) for
+ * the G heads k, the quadratic part left out when quad is NULL. kb: d·EB doubles of scratch,
+ * the block's keys widened and interleaved (kb[i·EB + b] = component i of key b). */
+void FN(ea_logits64)(double *z, const float *keys, int s0, int m, int d, int G, const double *mus, const double *quad,
+                     size_t stride, int t0, int t1, double *kb) {
+  for (int t = t0; t < t1; t += EB) {
+    const int nb = m - t < EB ? m - t : EB;
+    const float *src = keys + (size_t)(s0 + t) * d;
+    for (int i = 0; i < d; i++)
+      for (int b = 0; b < EB; b++) kb[(size_t)i * EB + b] = b < nb ? (double)src[(size_t)b * d + i] : 0.0;
+    for (int k = 0; k < G; k++) {
+      const double *mu = mus + (size_t)k * d;
+      vd l0 = SPLATD(0), l1 = SPLATD(0);
+      if (quad) {
+        const double *U = quad + (size_t)k * d * d;
+        int i = 0;
+        for (; i + DR <= d; i += DR) ea_rows(U, mu, kb, d, i, DR, &l0, &l1);
+        for (; i < d; i++) ea_rows(U, mu, kb, d, i, 1, &l0, &l1);
+      } else {
+        for (int i = 0; i < d; i++) {
+          vd w = SPLATD(mu[i]);
+          l0 += LDD(kb + (size_t)i * EB) * w;
+          l1 += LDD(kb + (size_t)i * EB + VD) * w;
+        }
+      }
+      double lz[EB];
+      STD(lz, l0);
+      STD(lz + VD, l1);
+      for (int b = 0; b < nb; b++) z[(size_t)k * stride + t + b] = lz[b];
+    }
+  }
+}
+
+int FN(ea_key_block)(void) { return EB; }
+#endif

@@ -18,7 +18,10 @@ extern "C" {
   void attn_tile_##S(const attn_args *, int, int, int, const float *, float *, size_t);              \
   float fma_probe_##S(long);                                                                         \
   int tile_rows_##S(void);                                                                           \
-  int key_block_##S(void);
+  int key_block_##S(void);                                                                           \
+  void gram64_##S(double *, const double *, int, int, int, int);                                     \
+  void ea_logits64_##S(double *, const float *, int, int, int, int, const double *, const double *, size_t, int, int, double *); \
+  int ea_key_block_##S(void);
 KVP_DECLARE(base)
 #if defined(__x86_64__)
 KVP_DECLARE(avx2)
@@ -38,7 +41,11 @@ struct KernelSet {
   decltype(&attn_tile_base) attn_tile;
   decltype(&fma_probe_base) fma_probe;
   int tile_rows, key_block;
+  decltype(&gram64_base) gram64;
+  decltype(&ea_logits64_base) ea_logits64;
+  int ea_key_block;
 };
 
 #define KVP_SET(S, VWF) \
-  KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, gemv_bf16_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S() }
+  KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, gemv_bf16_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S(), \
+            gram64_##S, ea_logits64_##S, ea_key_block_##S() }

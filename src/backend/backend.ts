@@ -40,6 +40,23 @@ export interface Backend {
 
   /** Causal grouped-query attention of new query rows over a per-KV-head cache. */
   attention(args: AttentionArgs): void;
+
+  /**
+   * out[d×d] = xᵀx for x [n][d], float64 and fully symmetric. Optional: Expected Attention's
+   * query covariance uses it where the backend has it, its own float64 loop where not.
+   */
+  gram64?(out: Float64Array, x: Float64Array, n: number, d: number): void;
+
+  /**
+   * Expected Attention's float64 logits of the m keys of one KV head from entry s0 (keys
+   * [entries][d], float32) for the G query heads of its group: for t < m,
+   * z[k·stride + t] = Σ_i key_i·(mus[k·d + i] + Σ_{j≥i} quad[k·d·d + i·d + j]·key_j), with `quad`
+   * upper triangles (lower triangles ignored) or null for the linear part alone. Optional, as gram64.
+   */
+  eaLogits64?(
+    z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
+    mus: Float64Array, quad: Float64Array | null, stride: number,
+  ): void;
 }
 
 /**

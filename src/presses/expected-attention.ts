@@ -16,7 +16,8 @@ export type EaPositions = 'compat' | 'absolute';
 /**
  * How the two O(T·d²) products — the query covariance and the keys' quadratic form kᵀΣ̄k — are
  * evaluated:
- * - `float64`: plain float64 loops (exact to rounding; the reference).
+ * - `float64`: float64 sums (exact to rounding; the reference): the backend's float64 kernels
+ *   (`gram64`, `eaLogits64`) where it has them, else plain TypeScript loops.
  * - `mixed`: the backend's float32 GEMM on blocks of 64 tokens (covariance) or on the float32
  *   keys (quadratic form), each product then reduced in float64. Every float32 dot product has
  *   at most d or 64 terms, so the logits stay within ~1e-6 relative of float64 — the precision
@@ -242,13 +243,25 @@ export function queryMoments(ctx: LayerContext, start: number, withCovariance: b
     mean.push(mu);
     if (!withCovariance) continue;
     for (let t = 0; t < n; t++) for (let i = 0, o = t * d; i < d; i++) X[o + i] -= mu[i];
-    cov.push(precision === 'mixed' ? blockedGram(ctx.backend, X, 0, n, d) : centeredGram(X, 0, n, d));
+    cov.push(precision === 'mixed' ? blockedGram(ctx.backend, X, 0, n, d) : float64Gram(ctx.backend, X, n, d));
   }
   return { mean, cov: withCovariance ? cov : null };
 }
 
-/** (1/n)·Σ_t x_t x_tᵀ of n centered rows of X starting at `base`; upper triangle eight rows at a time. */
-function centeredGram(X: Float64Array, base: number, n: number, d: number): Float64Array {
+/** centeredGram of the first n rows of X, by the backend's float64 kernel where it has one. */
+function float64Gram(backend: Backend, X: Float64Array, n: number, d: number): Float64Array {
+  if (!backend.gram64) return centeredGram(X, 0, n, d);
+  const S = new Float64Array(d * d);
+  backend.gram64(S, X, n, d);
+  for (let i = 0; i < d * d; i++) S[i] /= n;
+  return S;
+}
+
+/**
+ * (1/n)·Σ_t x_t x_tᵀ of n centered rows of X starting at `base`; upper triangle eight rows at a
+ * time. The reference for backends' gram64, and the loop where they have none.
+ */
+export function centeredGram(X: Float64Array, base: number, n: number, d: number): Float64Array {
   const S = new Float64Array(d * d);
   let t = 0;
   for (; t + 8 <= n; t += 8) {
@@ -338,11 +351,16 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     // z[k·stride + t]: head k's logit of key s0 + t; rows padded to whole blocks of eight keys.
     const stride = Math.ceil(m / 8) * 8;
     const z = new Float64Array(G * stride);
+    const be = ctx.backend;
+    const linear = (q: Float64Array | null): void => {
+      if (be.eaLogits64) be.eaLogits64(z, cache.keys[g], s0, m, d, G, mus, q, stride);
+      else logits(cache.keys[g], s0, m, d, G, mus, q, z, stride);
+    };
     if (quad && p.precision === 'mixed') {
-      logits(cache.keys[g], s0, m, d, G, mus, null, z, stride);
-      addQuadraticGemm(ctx.backend, cache.keys[g], s0, m, d, G, quad, z, stride);
+      linear(null);
+      addQuadraticGemm(be, cache.keys[g], s0, m, d, G, quad, z, stride);
     } else {
-      logits(cache.keys[g], s0, m, d, G, mus, quad, z, stride);
+      linear(quad);
     }
 
     const out = new Float64Array(T);
@@ -386,9 +404,11 @@ function upperTriangle(S: Float64Array, d: number, scale: number, out: Float64Ar
 /**
  * z[k·stride + t] = μ̄_k·key + keyᵀΣ̄_k key for the m keys from entry s0 on and the G heads of a group,
  * as Σ_i key_i·(μ̄_i + Σ_{j≥i} U_ij key_j) with U the upper triangle. Eight keys at a time, stored
- * interleaved, so that each loaded coefficient serves eight keys.
+ * interleaved, so that each loaded coefficient serves eight keys (z is written up to the next
+ * multiple of eight past m, within stride). The reference for backends' eaLogits64, and the loop
+ * where they have none.
  */
-function logits(K: Float32Array, s0: number, m: number, d: number, G: number, mus: Float64Array, quad: Float64Array | null, z: Float64Array, stride: number): void {
+export function logits(K: Float32Array, s0: number, m: number, d: number, G: number, mus: Float64Array, quad: Float64Array | null, z: Float64Array, stride: number): void {
   const kb = new Float64Array(8 * d); // kb[i·8 + b]: component i of key b of the block
   for (let t = 0; t < m; t += 8) {
     const nb = Math.min(8, m - t);

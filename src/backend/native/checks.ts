@@ -86,3 +86,28 @@ export function checkAttention(a: AttentionArgs): number {
   }
   return maxLen;
 }
+
+function checkF64(op: string, name: string, a: unknown, need: number): void {
+  if (!(a instanceof Float64Array)) fail(op, `${name} must be a Float64Array`);
+  if (a.length < need) fail(op, `${name} has ${a.length} doubles, needs ${need}`);
+}
+
+export function checkGram64(out: Float64Array, x: Float64Array, n: number, d: number): void {
+  checkCount('gram64', 'n', n);
+  checkCount('gram64', 'd', d);
+  checkF64('gram64', 'out', out, d * d);
+  checkF64('gram64', 'x', x, n * d);
+}
+
+export function checkEaLogits64(
+  z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
+  mus: Float64Array, quad: Float64Array | null, stride: number,
+): void {
+  const op = 'eaLogits64';
+  for (const [name, v] of [['s0', s0], ['m', m], ['d', d], ['G', G], ['stride', stride]] as const) checkCount(op, name, v);
+  if (stride < m) fail(op, `stride (${stride}) must be at least m (${m})`);
+  checkF64(op, 'z', z, G === 0 || m === 0 ? 0 : (G - 1) * stride + m);
+  checkArray(op, 'keys', keys, (s0 + m) * d);
+  checkF64(op, 'mus', mus, G * d);
+  if (quad !== null) checkF64(op, 'quad', quad, G * d * d);
+}

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend } from '../backend.js';
-import { checkAttention, checkCount, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -17,6 +17,11 @@ interface Addon {
   attention(
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     keys: Float32Array[], values: Float32Array[], lengths: Int32Array, scale: number,
+  ): void;
+  gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
+  eaLogits64(
+    z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
+    mus: Float64Array, quad: Float64Array | null, stride: number,
   ): void;
   fmaProbe(iterations: number, threads: number): number;
   info(): AddonInfo;
@@ -193,6 +198,22 @@ export class NativeBackend implements Backend {
     if (a.rows === 0 || a.numHeads === 0 || a.headDim === 0) return;
     this.#apply();
     this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
+  }
+
+  gram64(out: Float64Array, x: Float64Array, n: number, d: number): void {
+    checkGram64(out, x, n, d);
+    this.#apply();
+    this.addon.gram64(out, x, n, d);
+  }
+
+  eaLogits64(
+    z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
+    mus: Float64Array, quad: Float64Array | null, stride: number,
+  ): void {
+    checkEaLogits64(z, keys, s0, m, d, G, mus, quad, stride);
+    if (m === 0 || G === 0) return;
+    this.#apply();
+    this.addon.eaLogits64(z, keys, s0, m, d, G, mus, quad, stride);
   }
 
   /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */

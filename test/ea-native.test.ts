@@ -1,0 +1,135 @@
+/**
+ * The native backend's float64 kernels of Expected Attention (gram64, eaLogits64) against the
+ * TypeScript float64 loops they replace, and EA's scores on stories260K through either.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Backend } from '../src/backend/backend.js';
+import { JsBackend } from '../src/backend/js/kernels.js';
+import { loadNative, NativeBackend } from '../src/backend/native/index.js';
+import { LayerContext } from '../src/model/layer-context.js';
+import { loadModel } from '../src/model/load.js';
+import { centeredGram, ExpectedAttentionPress, logits } from '../src/presses/expected-attention.js';
+import { topK } from '../src/presses/scorer.js';
+import { mulberry32 } from './fixtures/tiny-models.js';
+
+// Built directly rather than through createBackend, which KVPRESS_BACKEND may redirect.
+const load = loadNative();
+const native = load.ok ? new NativeBackend(load.addon, load.info, load.coreType) : null;
+const skip = native ? false : 'native addon not built';
+
+function randomF64(n: number, seed: number): Float64Array {
+  const r = mulberry32(seed);
+  return Float64Array.from({ length: n }, () => 2 * r() - 1);
+}
+
+function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, n: number, tol: number, what: string): void {
+  let scale = 0;
+  for (let i = 0; i < n; i++) scale = Math.max(scale, Math.abs(want[i]));
+  for (let i = 0; i < n; i++) {
+    assert.ok(Math.abs(got[i] - want[i]) <= tol * Math.max(Math.abs(want[i]), 1e-3 * scale), `${what}[${i}]: ${got[i]} vs ${want[i]}`);
+  }
+}
+
+test('gram64 equals the float64 covariance loop on odd shapes, for 1 and 2 threads', { skip }, () => {
+  const be = native as Backend;
+  for (const d of [8, 64, 128, 7]) {
+    for (const n of [1, 13, 203]) {
+      const X = randomF64(n * d + 5, d * 1000 + n); // longer than n·d: only the first n rows count
+      const want = centeredGram(X, 0, n, d);
+      const outs = [1, 2].map((threads) => {
+        be.setThreads(threads); // capped at the cores available
+        const out = new Float64Array(d * d).fill(NaN);
+        be.gram64!(out, X, n, d);
+        return out;
+      });
+      for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) assert.equal(outs[0][i * d + j], outs[0][j * d + i], `symmetric d=${d} n=${n}`);
+      assert.deepEqual(outs[1], outs[0], `thread count changed the bits, d=${d} n=${n}`);
+      assertClose(outs[0].map((v) => v / n), want, d * d, 1e-12, `gram d=${d} n=${n}`);
+    }
+  }
+});
+
+test('eaLogits64 equals the float64 logits loop on odd shapes, with and without the quadratic part', { skip }, () => {
+  const be = native as Backend;
+  const r = mulberry32(5);
+  for (const d of [8, 64, 128]) {
+    for (const G of [1, 2, 7]) {
+      for (const withQuad of [false, true]) {
+        const s0 = 3, m = d === 64 ? 37 : 21, T = s0 + m + 2;
+        const keys = Float32Array.from({ length: T * d }, () => 4 * r() - 2);
+        const mus = randomF64(G * d, d + G);
+        let quad: Float64Array | null = null;
+        if (withQuad) {
+          // Upper triangles; the lower ones hold garbage the kernel must not read.
+          quad = randomF64(G * d * d, 7 * d + G);
+          const upper = Float64Array.from(quad);
+          for (let k = 0; k < G; k++) for (let i = 0; i < d; i++) for (let j = 0; j < i; j++) upper[(k * d + i) * d + j] = 0;
+          const stride = Math.ceil(m / 8) * 8 + 3;
+          const want = new Float64Array(G * stride);
+          logits(keys, s0, m, d, G, mus, upper, want, stride);
+          const [got, got2] = [1, 2].map((threads) => {
+            be.setThreads(threads);
+            const z = new Float64Array(G * stride).fill(NaN);
+            be.eaLogits64!(z, keys, s0, m, d, G, mus, quad, stride);
+            return z;
+          });
+          assert.deepEqual(got2, got, `thread count changed the bits, d=${d} G=${G}`);
+          for (let k = 0; k < G; k++) {
+            assertClose(got.subarray(k * stride, k * stride + m), want.subarray(k * stride, k * stride + m), m, 1e-12, `z d=${d} G=${G} head ${k}`);
+            assert.ok(Number.isNaN(got[k * stride + m]), 'nothing written past m');
+          }
+        } else {
+          const stride = Math.ceil(m / 8) * 8;
+          const want = new Float64Array(G * stride), got = new Float64Array(G * stride);
+          logits(keys, s0, m, d, G, mus, null, want, stride);
+          be.eaLogits64!(got, keys, s0, m, d, G, mus, null, stride);
+          for (let k = 0; k < G; k++) assertClose(got.subarray(k * stride, k * stride + m), want.subarray(k * stride, k * stride + m), m, 1e-12, `z d=${d} G=${G} linear head ${k}`);
+        }
+      }
+    }
+  }
+});
+
+test('gram64 and eaLogits64 reject bad arguments with one-line errors', { skip }, () => {
+  const be = native as Backend;
+  assert.throws(() => be.gram64!(new Float64Array(15), new Float64Array(16), 4, 4), /gram64: out has 15 doubles, needs 16/);
+  assert.throws(() => be.gram64!(new Float64Array(16), new Float64Array(15), 4, 4), /gram64: x has 15 doubles, needs 16/);
+  assert.throws(() => be.gram64!(new Float64Array(16), new Float32Array(16) as unknown as Float64Array, 4, 4), /gram64: x must be a Float64Array/);
+  const keys = new Float32Array(10 * 8), mus = new Float64Array(2 * 8), quad = new Float64Array(2 * 64);
+  assert.throws(() => be.eaLogits64!(new Float64Array(16), keys, 4, 7, 8, 2, mus, quad, 8), /eaLogits64: keys has 80 floats, needs 88/);
+  assert.throws(() => be.eaLogits64!(new Float64Array(16), keys, 0, 9, 8, 2, mus, quad, 8), /eaLogits64: stride \(8\) must be at least m \(9\)/);
+  assert.throws(() => be.eaLogits64!(new Float64Array(14), keys, 0, 7, 8, 2, mus, quad, 8), /eaLogits64: z has 14 doubles, needs 15/);
+  assert.throws(() => be.eaLogits64!(new Float64Array(16), keys, 0, 7, 8, 2, mus, new Float64Array(127), 8), /eaLogits64: quad has 127 doubles, needs 128/);
+  assert.throws(() => be.eaLogits64!(new Float64Array(16), keys, 0, 7, 8, 2, mus.subarray(1), null, 8), /eaLogits64: mus has 15 doubles, needs 16/);
+  assert.throws(() => be.eaLogits64!(new Float64Array(16), keys, -1, 7, 8, 2, mus, null, 8), /eaLogits64: s0 must be a non-negative integer/);
+});
+
+test('EA scores on stories260K: the native kernels keep what the float64 loops keep', { skip }, async () => {
+  const model = await loadModel(undefined, { backend: native as Backend });
+  const js = new JsBackend();
+  const text = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends. '.repeat(5);
+  const ids = model.tokenizer!.encode(text, { bos: true });
+  let layers = 0;
+  model.forward(ids, model.newCache(), {
+    logits: 'none',
+    press: {
+      compress: (ctx) => {
+        const m = ctx.model;
+        const onJs = new LayerContext({ config: m.config, layerWeights: m.layerWeights, backend: js, rope: m.rope }, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
+        for (const useCovariance of [true, false]) {
+          const press = new ExpectedAttentionPress(0.5, { useCovariance });
+          const a = press.score(ctx), b = press.score(onJs);
+          for (let g = 0; g < a.length; g++) {
+            for (let t = 0; t < a[g].length; t++) assert.ok(Math.abs(a[g][t] - b[g][t]) <= 1e-10, `layer ${ctx.layer} head ${g} entry ${t}: ${a[g][t]} vs ${b[g][t]}`);
+            const keep = Math.floor(a[g].length / 2);
+            assert.deepEqual(topK(a[g], keep), topK(b[g], keep), `kept sets, layer ${ctx.layer} head ${g}`);
+          }
+        }
+        layers++;
+        return null;
+      },
+    },
+  });
+  assert.equal(layers, model.config.numLayers);
+});
