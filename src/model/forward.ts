@@ -1,6 +1,7 @@
 import type { Backend } from '../backend/backend.js';
 import type { KVCache } from '../cache/kv-cache.js';
-import type { ModelConfig } from './config.js';
+import { JsBackend } from '../backend/js/kernels.js';
+import { attentionScale, layerWindow, type ModelConfig } from './config.js';
 import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
 import type { Bf16Weights } from './model.js';
 import type { ModelWeights } from './weights.js';
@@ -25,6 +26,8 @@ export class Workspace {
   hb2 = new Float32Array(0);
   cos = new Float32Array(0); // [rows][headDim/2]
   sin = new Float32Array(0);
+  cosLocal = new Float32Array(0); // [rows][headDim/2], sliding-window layers' RoPE (Gemma 3)
+  sinLocal = new Float32Array(0);
   positions = new Int32Array(0);
   scratch = new Float32Array(0); // attention row
   logits: Float32Array;
@@ -47,6 +50,10 @@ export class Workspace {
       this.hb2 = new Float32Array(rows * c.intermediateSize);
       this.cos = new Float32Array(rows * (c.headDim / 2));
       this.sin = new Float32Array(rows * (c.headDim / 2));
+      if (c.localRopeTheta !== undefined) {
+        this.cosLocal = new Float32Array(rows * (c.headDim / 2));
+        this.sinLocal = new Float32Array(rows * (c.headDim / 2));
+      }
       this.positions = new Int32Array(rows);
       this.rows = rows;
     }
@@ -76,7 +83,9 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
     ws.x.set(w.embedding.subarray(t * D, (t + 1) * D), r * D);
     ws.positions[r] = start + r;
   }
+  if (c.embeddingScale !== undefined) for (let i = 0; i < R * D; i++) ws.x[i] *= c.embeddingScale;
   model.rope.tables(ws.positions, R, ws.cos, ws.sin);
+  model.localRope?.tables(ws.positions, R, ws.cosLocal, ws.sinLocal);
   const isPrefill = start === 0;
   cache.nextPosition = start + R;
   // Decode steps read the bf16 copy of the matrices when the model keeps one.
@@ -84,6 +93,9 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
 
   for (let l = 0; l < c.numLayers; l++) {
     const lw = w.layers[l], lb = bf16?.layers[l], lc = cache.layers[l];
+    const window = layerWindow(c, l);
+    const local = window !== undefined && model.localRope;
+    const cos = local ? ws.cosLocal : ws.cos, sin = local ? ws.sinLocal : ws.sin;
     // Attention: qkv projections, optional q/k norm, RoPE, append, attend.
     be.rmsnorm(ws.xb, ws.x, lw.attnNorm, R, D, eps);
     linear(be, ws.q, ws.xb, lw.wq, lb?.wq, R, qDim, D, lw.bq);
@@ -91,12 +103,14 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
     linear(be, ws.v, ws.xb, lw.wv, lb?.wv, R, kvDim, D, lw.bv);
     if (lw.qNorm) be.rmsnorm(ws.q, ws.q, lw.qNorm, R * c.numHeads, hd, eps);
     if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
-    be.rope(ws.q, R, c.numHeads, hd, ws.cos, ws.sin);
-    be.rope(ws.k, R, c.numKvHeads, hd, ws.cos, ws.sin);
+    be.rope(ws.q, R, c.numHeads, hd, cos, sin);
+    be.rope(ws.k, R, c.numKvHeads, hd, cos, sin);
     lc.append(ws.k, ws.v, ws.positions, R);
-    be.attention({
+    // Sliding-window layers run on the TypeScript reference kernel until every backend takes `window`.
+    (window === undefined ? be : windowedAttention).attention({
       out: ws.att, q: ws.q, rows: R, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
-      keys: lc.keys, values: lc.values, lengths: lc.lengths, scale: 1 / Math.sqrt(hd), scratch: ws.scratch,
+      keys: lc.keys, values: lc.values, lengths: lc.lengths, scale: attentionScale(c), scratch: ws.scratch,
+      window, positions: lc.positions,
     });
     // The press sees this pass's full activations and edits only what the cache keeps.
     if (opts.press) {
@@ -104,14 +118,17 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
       if (keep) lc.keep(keep);
     }
     linear(be, ws.xb, ws.att, lw.wo, lb?.wo, R, D, qDim);
+    if (lw.postAttnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postAttnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
 
-    // SwiGLU feed-forward.
+    // Gated feed-forward: SwiGLU, or GeGLU (tanh GELU) for Gemma.
     be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
     linear(be, ws.hb, ws.xb, lw.wGate, lb?.wGate, R, F, D);
     linear(be, ws.hb2, ws.xb, lw.wUp, lb?.wUp, R, F, D);
-    be.siluMul(ws.hb, ws.hb2, R * F);
+    if (c.activation === 'gelu_tanh') geluTanhMul(ws.hb, ws.hb2, R * F);
+    else be.siluMul(ws.hb, ws.hb2, R * F);
     linear(be, ws.xb, ws.hb, lw.wDown, lb?.wDown, R, D, F);
+    if (lw.postFfnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postFfnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
   }
 
@@ -134,6 +151,17 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
 function linear(be: Backend, out: Float32Array, x: Float32Array, w: Float32Array, h: Uint16Array | undefined, m: number, n: number, k: number, bias?: Float32Array | null): void {
   if (h && be.matmulBf16) be.matmulBf16(out, x, h, m, n, k, bias);
   else be.matmul(out, x, w, m, n, k, bias);
+}
+
+const windowedAttention = new JsBackend();
+
+/** gate[i] ← gelu_tanh(gate[i]) · up[i]: 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))). */
+function geluTanhMul(gate: Float32Array, up: Float32Array, n: number): void {
+  const k = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = 0.5 * g * (1 + Math.tanh(k * (g + 0.044715 * g * g * g))) * up[i];
+  }
 }
 
 function addInPlace(x: Float32Array, y: Float32Array, n: number): void {

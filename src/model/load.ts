@@ -33,8 +33,9 @@ export function defaultModelPath(): string {
 }
 
 /**
- * Loads a model: a llama2.c `.bin` checkpoint (tokenizer found beside it) or a Hugging Face
- * directory (config.json + safetensors + tokenizer.json). With no path, the embedded stories260K.
+ * Loads a model: a llama2.c `.bin` checkpoint (tokenizer found beside it), a Hugging Face
+ * directory (config.json + safetensors + tokenizer.json) or a `.gguf` file (tokenizer and chat
+ * template from its metadata). With no path, the embedded stories260K.
  */
 export async function loadModel(path: string = defaultModelPath(), opts: LoadOptions = {}): Promise<Model> {
   const p = resolve(path);
@@ -42,6 +43,11 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   if (statSync(p).isDirectory()) {
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
     const { config, weights, tokenizer } = await loadHfDirectory(p);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
+  }
+  if (p.toLowerCase().endsWith('.gguf')) {
+    const { loadGguf } = await import('./loaders/gguf-model.js');
+    const { config, weights, tokenizer } = loadGguf(p);
     return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
   }
   const { config, weights } = loadLlama2c(p);

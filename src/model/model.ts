@@ -50,6 +50,7 @@ export class Model implements ModelParts {
   readonly backend: Backend;
   readonly tokenizer: Tokenizer | null;
   readonly rope: Rope;
+  readonly localRope: Rope | null;
   readonly source: string;
   readonly decodeWeights: DecodeWeights;
   /** The bf16 decode weights, when asked for and the backend can use them. */
@@ -66,6 +67,7 @@ export class Model implements ModelParts {
     this.backend = opts.backend ?? new JsBackend();
     this.tokenizer = opts.tokenizer ?? null;
     this.rope = new Rope(config);
+    this.localRope = config.localRopeTheta === undefined ? null : new Rope({ ...config, ropeTheta: config.localRopeTheta, ropeScaling: null });
     this.ws = new Workspace(config);
     this.bf16 = dw === 'bf16' && this.backend.matmulBf16 ? bf16Copy(weights) : null;
   }

@@ -16,4 +16,6 @@ export interface Tokenizer {
    * decodePiece over a sequence equals decode of that sequence.
    */
   decodePiece(prev: number, id: number): string;
+  /** The literal text of a (special) token, for chat templates that print `bos_token`; optional. */
+  tokenText?(id: number): string;
 }

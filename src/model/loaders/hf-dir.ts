@@ -64,7 +64,11 @@ class TensorSource {
   }
 }
 
-/** Reads every weight of a Llama/Mistral/Qwen2/Qwen3 checkpoint by its Hugging Face name. */
+/**
+ * Reads every weight of a Llama/Mistral/Qwen2/Qwen3/Phi-3/Gemma-3 checkpoint by its Hugging Face
+ * name. Phi-3's fused qkv_proj and gate_up_proj are split into the separate matrices; Gemma's
+ * RMSNorm weights w are stored for x·(1 + w), so 1 is added at load (in f32, as transformers does).
+ */
 function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
@@ -73,29 +77,53 @@ function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
     const bias = (name: string, n: number) => (c.attentionBias ? src.get(p + name, [n]) : null);
-    const norm = (name: string) => (c.qkNorm ? src.get(p + name, [hd]) : null);
+    const gemma = c.architecture === 'gemma3';
+    const rms = (name: string, n: number) => (gemma ? onePlus(src.get(p + name, [n])) : src.get(p + name, [n]));
+    const norm = (name: string) => (c.qkNorm ? rms(name, hd) : null);
+    // HF checkpoints already use the engine's half-split RoPE layout for q/k rows.
+    let wq: Float32Array, wk: Float32Array, wv: Float32Array, wGate: Float32Array, wUp: Float32Array;
+    if (c.architecture === 'phi3') {
+      const qkv = src.get(p + 'self_attn.qkv_proj.weight', [qDim + 2 * kvDim, D]);
+      wq = qkv.slice(0, qDim * D);
+      wk = qkv.slice(qDim * D, (qDim + kvDim) * D);
+      wv = qkv.slice((qDim + kvDim) * D);
+      const gateUp = src.get(p + 'mlp.gate_up_proj.weight', [2 * F, D]);
+      wGate = gateUp.slice(0, F * D);
+      wUp = gateUp.slice(F * D);
+    } else {
+      wq = src.get(p + 'self_attn.q_proj.weight', [qDim, D]);
+      wk = src.get(p + 'self_attn.k_proj.weight', [kvDim, D]);
+      wv = src.get(p + 'self_attn.v_proj.weight', [kvDim, D]);
+      wGate = src.get(p + 'mlp.gate_proj.weight', [F, D]);
+      wUp = src.get(p + 'mlp.up_proj.weight', [F, D]);
+    }
     layers.push({
-      attnNorm: src.get(p + 'input_layernorm.weight', [D]),
-      // HF checkpoints already use the engine's half-split RoPE layout for q/k rows.
-      wq: src.get(p + 'self_attn.q_proj.weight', [qDim, D]),
-      wk: src.get(p + 'self_attn.k_proj.weight', [kvDim, D]),
-      wv: src.get(p + 'self_attn.v_proj.weight', [kvDim, D]),
+      attnNorm: rms('input_layernorm.weight', D),
+      wq, wk, wv,
       wo: src.get(p + 'self_attn.o_proj.weight', [D, qDim]),
       bq: bias('self_attn.q_proj.bias', qDim),
       bk: bias('self_attn.k_proj.bias', kvDim),
       bv: bias('self_attn.v_proj.bias', kvDim),
       qNorm: norm('self_attn.q_norm.weight'),
       kNorm: norm('self_attn.k_norm.weight'),
-      ffnNorm: src.get(p + 'post_attention_layernorm.weight', [D]),
-      wGate: src.get(p + 'mlp.gate_proj.weight', [F, D]),
-      wUp: src.get(p + 'mlp.up_proj.weight', [F, D]),
+      // Gemma's post_attention_layernorm is the sandwich norm; its pre-FFN norm has its own name.
+      ffnNorm: rms(gemma ? 'pre_feedforward_layernorm.weight' : 'post_attention_layernorm.weight', D),
+      wGate, wUp,
       wDown: src.get(p + 'mlp.down_proj.weight', [D, F]),
+      postAttnNorm: gemma ? rms('post_attention_layernorm.weight', D) : null,
+      postFfnNorm: gemma ? rms('post_feedforward_layernorm.weight', D) : null,
     });
   }
-  const finalNorm = src.get('model.norm.weight', [D]);
+  const finalNorm = c.architecture === 'gemma3' ? onePlus(src.get('model.norm.weight', [D])) : src.get('model.norm.weight', [D]);
   // Tied checkpoints usually omit lm_head.weight; when present it is a copy and is ignored.
   const lmHead = c.tieWordEmbeddings ? embedding : src.get('lm_head.weight', [V, D]);
   return { embedding, layers, finalNorm, lmHead };
+}
+
+/** w ← 1 + w in f32 (Gemma's RMSNorm scale convention). */
+function onePlus(w: Float32Array): Float32Array {
+  for (let i = 0; i < w.length; i++) w[i] = Math.fround(1 + w[i]);
+  return w;
 }
 
 /**

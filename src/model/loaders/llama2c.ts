@@ -87,7 +87,7 @@ export function loadLlama2c(path: string): { config: ModelConfig; weights: Model
 }
 
 /** Reorders each head's rows from interleaved pairs (2j, 2j+1) to halves (j, j + hs/2). */
-function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
+export function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
   const out = new Float32Array(w.length);
   const half = hs / 2;
   for (let h = 0; h < heads; h++) {
