@@ -8,12 +8,13 @@ import { chatCommand } from './commands/chat.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { infoCommand } from './commands/info.js';
+import { logitsCommand } from './commands/logits.js';
 import { pressesCommand } from './commands/presses.js';
 import { reportCommand } from './commands/report.js';
 import { scoresCommand } from './commands/scores.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand, evalCommand, reportCommand, benchCommand, infoCommand];
+const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, logitsCommand, calibrateCommand, evalCommand, reportCommand, benchCommand, infoCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));

@@ -1,6 +1,7 @@
 import { createBackend } from '../../backend/index.js';
 import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
+import { loadModel } from '../../model/load.js';
 import { Model } from '../../model/model.js';
 import type { ShapeName } from '../../model/random.js';
 import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
@@ -9,13 +10,14 @@ import type { Command } from '../command.js';
 export const benchCommand: Command = {
   name: 'bench',
   summary: 'time prefill and decode on a model shape',
-  usage: `kvpress bench --shape stories260K|small|medium [options]
+  usage: `kvpress bench (--shape stories260K|small|medium | --model PATH) [options]
 
-Builds the model (stories260K's real weights; random weights in memory for small and medium),
-prefills N tokens and decodes M tokens greedily.
+Builds the model (stories260K's real weights; random weights in memory for small and medium) or
+loads the one at --model, prefills N tokens and decodes M tokens greedily.
 
 Options:
   --shape NAME           stories260K, small (SmolLM2-135M-shaped) or medium (Qwen2.5-0.5B-shaped)
+  --model PATH           a llama2.c .bin, .gguf file or Hugging Face directory instead of a shape
   --prompt-tokens N      tokens to prefill (default 512)
   --gen-tokens M         tokens to decode (default 32)
   --depth D              decode from a cache of D entries instead of the prefill's (default: the prefill)
@@ -26,10 +28,12 @@ Options:
 
 Examples:
   kvpress bench --shape stories260K
+  kvpress bench --model test/fixtures/gguf/stories260K-q8_0.gguf --prompt-tokens 256
   kvpress bench --shape small --prompt-tokens 2048 --gen-tokens 16 --threads 1 --json
   kvpress bench --shape small --prompt-tokens 1 --depth 2048 --gen-tokens 16 --threads 1 --decode-weights bf16`,
   options: {
     shape: { type: 'string' },
+    model: { type: 'string' },
     'prompt-tokens': { type: 'string' },
     'gen-tokens': { type: 'string' },
     depth: { type: 'string' },
@@ -40,8 +44,9 @@ Examples:
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options);
-    const shape = str(values.shape);
-    if (!shape || !(SHAPE_NAMES as string[]).includes(shape)) throw new UsageError(`--shape must be one of ${SHAPE_NAMES.join(', ')}${shape ? `, got "${shape}"` : ''}`);
+    const shape = str(values.shape), modelPath = str(values.model);
+    if ((shape === undefined) === (modelPath === undefined)) throw new UsageError('give exactly one of --shape, --model');
+    if (shape !== undefined && !(SHAPE_NAMES as string[]).includes(shape)) throw new UsageError(`--shape must be one of ${SHAPE_NAMES.join(', ')}, got "${shape}"`);
     const promptTokens = num(values['prompt-tokens'], 'prompt-tokens', { min: 1, max: 32768, integer: true }) ?? 512;
     const genTokens = num(values['gen-tokens'], 'gen-tokens', { min: 0, max: 32768, integer: true }) ?? 32;
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
@@ -49,17 +54,17 @@ Examples:
     const decodeWeights = decodeWeightsFlag(values['decode-weights']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });
-    const built = await benchModelOfShape(shape as ShapeName, backend);
+    const built = modelPath !== undefined ? await loadModel(modelPath, { backend }) : await benchModelOfShape(shape as ShapeName, backend);
     // The shapes come as f32 models; the bf16 decode copy is made from the same weights.
     const model = decodeWeights === 'f32' ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, decodeWeights });
     const r = benchModel(model, { promptTokens, genTokens, depth });
     const result = {
-      ...r, shape, backend: backend.name, backendDescription: backend.description, threads: backend.threads, decodeWeights,
+      ...r, shape: shape ?? modelPath, backend: backend.name, backendDescription: backend.description, threads: backend.threads, decodeWeights,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
     if (values.json === true) io.out(JSON.stringify(result) + '\n');
     else {
-      io.out(`${shape} on ${backend.name} (${backend.threads} thread${backend.threads > 1 ? 's' : ''})\n`);
+      io.out(`${shape ?? modelPath} on ${backend.name} (${backend.threads} thread${backend.threads > 1 ? 's' : ''})\n`);
       io.out(`prefill ${promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s (${r.prefillMs.toFixed(0)} ms)\n`);
       io.out(`decode ${genTokens} tokens at depth ${r.depth} (${decodeWeights} weights): ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n`);
       io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);

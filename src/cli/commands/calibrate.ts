@@ -30,7 +30,7 @@ Output format (by extension):
 Options:
   --input PATH           a text file, or a directory whose files are all read (repeatable)
   --output PATH          where to write the statistics (.json or .safetensors)
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --seq-len N            tokens per sample, BOS included (default: the model's context, at most 1024)
   --n-sink N             leading tokens of each sample left out (default 4)

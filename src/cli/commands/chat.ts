@@ -30,7 +30,7 @@ Options:
   --press NAME           the press compressing the context (kvpress presses lists them; default none)
   --ratio R              fraction of the context's KV entries to remove, in [0, 1) (default 0)
   --press-option K=V     a press option, e.g. windowSize=32 (repeatable)
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --answer-prefix TEXT   text every answer starts from
   --max-new-tokens N     tokens per answer at most (default 50)

@@ -55,7 +55,7 @@ Options:
   --dataset NAME            one of the datasets above (required)
   --press P1,P2,...         presses to evaluate (required; \`kvpress presses\` lists them)
   --ratios R1,R2,...        compression ratios in [0, 1) (default ${DEFAULT_RATIOS.join(',')})
-  --model PATH              llama2.c .bin or Hugging Face directory (default: embedded stories260K)
+  --model PATH              llama2.c .bin, .gguf or Hugging Face directory (default: embedded stories260K)
   --limit N                 items per run (continuation 100, name_recall 200; ruler: per task, 10)
   --output DIR              results folder (default results/)
   --shard i/n               run only every n-th run of the grid, starting at the i-th (1 ≤ i ≤ n);

@@ -12,7 +12,7 @@ export const generateCommand: Command = {
 
 Options:
   --prompt TEXT          the prompt (tokenized with BOS)
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --max-new-tokens N     tokens to generate at most (default 256)
   --temperature T        0 = greedy (default 0)

@@ -23,7 +23,7 @@ Options:
   --prompt-file F        the sequence read from a text file, tokenized with BOS
   --tokens-file F        a JSON array of token ids, used as they are (BOS included by the caller)
 ${pressFlagsUsage}
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --json                 print one JSON object on stdout:
                          {"tokens": number[], "layers": [{"scores": number[][] | null, "kept": number[][]}]}
@@ -101,7 +101,7 @@ function scoreRange(scores: number[][]): string {
   return lo <= hi ? `scores in [${lo.toPrecision(4)}, ${hi.toPrecision(4)}]` : 'no finite score';
 }
 
-function readText(path: string): string {
+export function readText(path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (e) {
@@ -109,7 +109,8 @@ function readText(path: string): string {
   }
 }
 
-function readTokens(path: string, vocab: number): number[] {
+/** A JSON array of token ids, each checked against the vocabulary. */
+export function readTokens(path: string, vocab: number): number[] {
   let ids: unknown;
   try {
     ids = JSON.parse(readText(path));
