@@ -28,7 +28,7 @@ export function parseHfConfig(json: unknown, source: string): ModelConfig {
   };
   const act = arch === 'gemma3' ? j.hidden_activation ?? 'gelu_pytorch_tanh' : j.hidden_act ?? 'silu';
   const expectedAct = arch === 'gemma3' ? 'gelu_pytorch_tanh' : 'silu';
-  if (act !== expectedAct) throw new Error(`${source}: unsupported activation ${JSON.stringify(act)} for ${arch} (only ${expectedAct})`);
+  if (act !== expectedAct) throw new Error(`${source}: unsupported ${arch === 'gemma3' ? 'hidden_activation' : 'hidden_act'} ${JSON.stringify(act)} for ${arch} (only ${expectedAct})`);
   if (j.mlp_bias === true) throw new Error(`${source}: mlp_bias is not supported`);
   // Qwen2 always has q/k/v biases; elsewhere attention_bias would also put a bias on o_proj,
   // which no supported checkpoint uses and the engine does not implement.
