@@ -223,8 +223,8 @@ describe('GGUF reader checks the header against the file', () => {
 // ---------------------------------------------------------------------------------------------
 // Tokenizers from metadata.
 
-/** A tiny llama-shaped GGUF (all weights zero) carrying the given tokenizer metadata. */
-function tokenizerModel(meta: [string, MetaValue][], vocab: number): string {
+/** A tiny llama-shaped GGUF (all weights zero) carrying the given metadata (and extra tensors). */
+function tokenizerModel(meta: [string, MetaValue][], vocab: number, extra: GgufSpec['tensors'] = []): string {
   const D = 8, F = 8, z = (k: number) => new Uint8Array(4 * k);
   const tensors = [
     { name: 'token_embd.weight', dims: [D, vocab], type: 0, data: z(D * vocab) },
@@ -234,6 +234,7 @@ function tokenizerModel(meta: [string, MetaValue][], vocab: number): string {
     { name: 'blk.0.ffn_gate.weight', dims: [D, F], type: 0, data: z(D * F) },
     { name: 'blk.0.ffn_up.weight', dims: [D, F], type: 0, data: z(D * F) },
     { name: 'blk.0.ffn_down.weight', dims: [F, D], type: 0, data: z(D * F) },
+    ...extra,
   ];
   const u = (value: number): MetaValue => ({ type: 'u32', value });
   return write(ggufBytes({
@@ -247,6 +248,19 @@ function tokenizerModel(meta: [string, MetaValue][], vocab: number): string {
     tensors,
   }));
 }
+
+test('rope_freqs.weight (Llama 3.x files) divides the RoPE frequencies', async () => {
+  const { Rope } = await import('../src/model/rope.js');
+  // The divisors a converter writes for llama3 scaling, recovered from our llama3 implementation.
+  const cfg = (await loadModel(tokenizerModel([], 4))).config;
+  const llama3 = new Rope({ ...cfg, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8 } });
+  const plain = new Rope(cfg);
+  const factors = Array.from(plain.invFreq, (f, j) => f / llama3.invFreq[j]);
+  assert.ok(factors[1] > 1, 'the low frequency is scaled');
+  const m = await loadModel(tokenizerModel([], 4, [{ name: 'rope_freqs.weight', dims: [2], type: 0, data: f32Bytes(factors) }]));
+  assert.deepEqual(m.config.ropeFreqFactors, factors.map(Math.fround));
+  m.rope.invFreq.forEach((f, j) => assert.ok(Math.abs(f - llama3.invFreq[j]) <= 1e-7 * f));
+});
 
 describe('tokenizers from GGUF metadata', () => {
   test('gpt2 byte-level BPE with merges, llama-bpe pre-tokenizer, specials and a chat template', async () => {

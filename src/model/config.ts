@@ -20,6 +20,8 @@ export interface ModelConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
+  /** Per-frequency divisors [headDim/2] of the RoPE frequencies (GGUF's `rope_freqs.weight`: Llama 3.x). */
+  ropeFreqFactors?: number[];
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (Qwen2). */
   attentionBias: boolean;

@@ -67,7 +67,7 @@ export class Model implements ModelParts {
     this.backend = opts.backend ?? new JsBackend();
     this.tokenizer = opts.tokenizer ?? null;
     this.rope = new Rope(config);
-    this.localRope = config.localRopeTheta === undefined ? null : new Rope({ ...config, ropeTheta: config.localRopeTheta, ropeScaling: null });
+    this.localRope = config.localRopeTheta === undefined ? null : new Rope({ ...config, ropeTheta: config.localRopeTheta, ropeScaling: null, ropeFreqFactors: undefined });
     this.ws = new Workspace(config);
     this.bf16 = dw === 'bf16' && this.backend.matmulBf16 ? bf16Copy(weights) : null;
   }

@@ -36,8 +36,16 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   let ropeScaling: RopeScaling | null = null;
   if (scalingType === 'linear') ropeScaling = { type: 'linear', factor: num('rope.scaling.factor') };
   else if (scalingType !== 'none') throw new Error(`${src}: unsupported ${a}.rope.scaling.type ${JSON.stringify(scalingType)} (supported: none, linear)`);
-  for (const t of ['rope_freqs.weight', 'rope_factors_long.weight', 'rope_factors_short.weight']) {
-    if (f.tensors.has(t)) throw new Error(`${src}: RoPE frequency factors (${t}, llama3/longrope scaling) are not supported`);
+  for (const t of ['rope_factors_long.weight', 'rope_factors_short.weight']) {
+    if (f.tensors.has(t)) throw new Error(`${src}: RoPE frequency factors (${t}, longrope scaling) are not supported`);
+  }
+  // Llama 3.x files carry their llama3 scaling as one divisor per frequency.
+  let ropeFreqFactors: number[] | undefined;
+  if (f.tensors.has('rope_freqs.weight')) {
+    const t = f.info('rope_freqs.weight');
+    if (t.dims.length !== 1 || t.dims[0] !== headDim / 2) throw new Error(`${src}: rope_freqs.weight has dims [${t.dims.join(', ')}], expected [${headDim / 2}]`);
+    ropeFreqFactors = Array.from(f.readF32('rope_freqs.weight'));
+    if (!ropeFreqFactors.every((x) => x > 0 && Number.isFinite(x))) throw new Error(`${src}: rope_freqs.weight holds a factor that is not positive`);
   }
 
   const config: ModelConfig = {
@@ -57,6 +65,7 @@ export function ggufConfig(f: GgufFile): ModelConfig {
     attentionBias: f.tensors.has('blk.0.attn_q.bias'),
     qkNorm: f.tensors.has('blk.0.attn_q_norm.weight'),
   };
+  if (ropeFreqFactors) config.ropeFreqFactors = ropeFreqFactors;
   const window = num('attention.sliding_window', 0);
   if (a === 'phi3' && window > 0) {
     config.slidingWindow = window;
