@@ -48,6 +48,10 @@ export function ggufConfig(f: GgufFile): ModelConfig {
     if (!ropeFreqFactors.every((x) => x > 0 && Number.isFinite(x))) throw new Error(`${src}: rope_freqs.weight holds a factor that is not positive`);
   }
 
+  for (const key of ['attn_logit_softcapping', 'final_logit_softcapping']) {
+    const v = f.get(`${a}.${key}`);
+    if (v !== undefined && v !== 0) throw new Error(`${src}: ${a}.${key} is not supported`);
+  }
   const config: ModelConfig = {
     architecture: a,
     hiddenSize,

@@ -32,6 +32,11 @@ export interface GgufTensorInfo {
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 const MAX_DIMS = 4; // ggml tensors have at most 4 dimensions
 const DEFAULT_ALIGNMENT = 32;
+/**
+ * Longest metadata array read (a JS array takes ≥ 8 bytes per element, so the file size alone
+ * does not bound it usefully). Real vocabularies and merge lists are well under a million.
+ */
+const MAX_ARRAY = 1 << 24;
 /** Bytes read from the file per refill of the header buffer. */
 const CHUNK = 1 << 20;
 const MAX_READ = 1 << 30;
@@ -130,6 +135,7 @@ function readValue(c: HeaderCursor, type: number, key: string, depth: number): G
       const width = VALUE_BYTES[elemType];
       if (width === undefined) throw new GgufFormatError(`metadata ${key}: unknown array element type ${elemType}`);
       const n = c.count(`metadata ${key} array length`, Math.floor(c.remaining / width));
+      if (n > MAX_ARRAY) throw new GgufFormatError(`metadata ${key}: array of ${n} values (limit ${MAX_ARRAY})`);
       const out: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(c, elemType, key, depth + 1);
       return out;
