@@ -247,11 +247,10 @@ function dequantQ6_K(s: Uint8Array, o: number, d: number, y: Float32Array, at: n
       const q2 = ((s[ql + l + 32] & 15) | (((h >> 2) & 3) << 4)) - 32;
       const q3 = ((s[ql + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
       const q4 = ((s[ql + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
-      const sig = (k: number) => (s[sc + is + k] << 24) >> 24;
-      y[at + l] = fr(fr(d * sig(0)) * q1);
-      y[at + l + 32] = fr(fr(d * sig(2)) * q2);
-      y[at + l + 64] = fr(fr(d * sig(4)) * q3);
-      y[at + l + 96] = fr(fr(d * sig(6)) * q4);
+      y[at + l] = fr(fr(d * ((s[sc + is] << 24) >> 24)) * q1);
+      y[at + l + 32] = fr(fr(d * ((s[sc + is + 2] << 24) >> 24)) * q2);
+      y[at + l + 64] = fr(fr(d * ((s[sc + is + 4] << 24) >> 24)) * q3);
+      y[at + l + 96] = fr(fr(d * ((s[sc + is + 6] << 24) >> 24)) * q4);
     }
     at += 128;
   }
