@@ -10,7 +10,7 @@ import { GgufFile } from '../src/model/loaders/gguf.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import type { Model } from '../src/model/model.js';
 import { f32Bytes, ggufBytes, type GgufSpec, type MetaValue } from './fixtures/gguf-writer.js';
-import { tempDir } from './fixtures/tiny-models.js';
+import { mulberry32, tempDir } from './fixtures/tiny-models.js';
 
 const dir = join(packageRoot(), 'test', 'fixtures', 'gguf');
 
@@ -300,6 +300,18 @@ describe('tokenizers from GGUF metadata', () => {
     await assert.rejects(loadModel(p1), oneLine(p1, /unsupported tokenizer.ggml.pre "deepseek-coder"/));
     const p2 = tokenizerModel([['tokenizer.ggml.model', { type: 'string', value: 'rwkv' }], ...common], 2);
     await assert.rejects(loadModel(p2), oneLine(p2, /unsupported tokenizer.ggml.model "rwkv"/));
+  });
+
+  test('SentencePiece on a long text: the ids of the llama2.c encoder over the same vocabulary', async () => {
+    const { loadLlama2cTokenizer } = await import('../src/tokenizer/llama2c.js');
+    const spm = (await loadModel(join(dir, 'stories260K-q4_0.gguf'))).tokenizer!;
+    const l2c = loadLlama2cTokenizer(join(packageRoot(), 'models', 'stories260K', 'tok512.bin'), 512);
+    const words = ['Once', 'upon', 'a', 'time', 'there', 'was', 'little', 'girl', 'named', 'Lily.', 'She', 'loved', 'to', 'play', 'outside', 'Tom', 'and', 'his', 'dog', 'went', 'park!', 'big', 'red', 'ball,', 'happy', 'é', '42'];
+    const r = mulberry32(9);
+    const text = Array.from({ length: 4000 }, () => words[Math.floor(r() * words.length)]).join(' ');
+    const ids = spm.encode(text, { bos: true });
+    assert.deepEqual(ids, l2c.encode(text, { bos: true }));
+    assert.equal(spm.decode(ids), text);
   });
 
   test('SentencePiece: byte fallback, special tokens in text, decode drops the dummy prefix', async () => {

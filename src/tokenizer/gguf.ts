@@ -99,26 +99,33 @@ export class SpmTokenizer implements Tokenizer {
 
   private encodeText(text: string, out: number[]): void {
     const syms = [...text.replaceAll(' ', SPACE)];
-    if (syms.length === 0) return;
-    // Merge the best-scored adjacent pair, leftmost on ties; a pair's score is looked up once
-    // and refreshed only next to a merge.
-    const score = new Float64Array(syms.length).fill(-Infinity);
-    const look = (i: number) => {
-      const id = i + 1 < syms.length ? this.ids.get(syms[i] + syms[i + 1]) : undefined;
-      score[i] = id === undefined ? -Infinity : this.scores[id];
+    const n = syms.length;
+    if (n === 0) return;
+    // Symbols form a linked list; candidate merges wait in a heap ordered by score, then by the
+    // left symbol's index (leftmost first). A candidate is stale once either side has changed.
+    const next = Int32Array.from({ length: n }, (_, i) => (i + 1 < n ? i + 1 : -1));
+    const prev = Int32Array.from({ length: n }, (_, i) => i - 1);
+    const heap = new MergeHeap();
+    const offer = (l: number) => {
+      const r = next[l];
+      if (l < 0 || r < 0) return;
+      const id = this.ids.get(syms[l] + syms[r]);
+      if (id !== undefined) heap.push(this.scores[id], l, r, syms[l].length + syms[r].length);
     };
-    for (let i = 0; i < syms.length; i++) look(i);
-    for (;;) {
-      let best = -1, bestScore = -Infinity;
-      for (let i = 0; i + 1 < syms.length; i++) if (score[i] > bestScore) { bestScore = score[i]; best = i; }
-      if (best < 0) break;
-      syms.splice(best, 2, syms[best] + syms[best + 1]);
-      score.copyWithin(best + 1, best + 2);
-      look(best);
-      if (best > 0) look(best - 1);
+    for (let i = 0; i + 1 < n; i++) offer(i);
+    for (let c = heap.pop(); c; c = heap.pop()) {
+      const { left: l, right: r } = c;
+      if (syms[l] === '' || syms[r] === '' || next[l] !== r || syms[l].length + syms[r].length !== c.size) continue;
+      syms[l] += syms[r];
+      syms[r] = '';
+      next[l] = next[r];
+      if (next[r] >= 0) prev[next[r]] = l;
+      offer(prev[l]);
+      offer(l);
     }
     const enc = new TextEncoder();
-    for (const s of syms) {
+    for (let i = 0; i >= 0; i = next[i]) {
+      const s = syms[i];
       const id = this.ids.get(s);
       if (id !== undefined) {
         out.push(id);
@@ -151,6 +158,46 @@ export class SpmTokenizer implements Tokenizer {
     const b = this.bytes[id];
     // The dummy-prefix space of the first piece after BOS is not part of the text.
     return this.opts.addSpacePrefix && prev === this.opts.bosId && b[0] === 0x20 ? b.subarray(1) : b;
+  }
+}
+
+/** A binary max-heap of merge candidates: higher score first, then lower left index. */
+class MergeHeap {
+  private readonly items: { score: number; left: number; right: number; size: number }[] = [];
+
+  push(score: number, left: number, right: number, size: number): void {
+    const a = this.items;
+    a.push({ score, left, right, size });
+    for (let i = a.length - 1; i > 0;) {
+      const p = (i - 1) >> 1;
+      if (!this.before(i, p)) break;
+      [a[i], a[p]] = [a[p], a[i]];
+      i = p;
+    }
+  }
+
+  pop(): { score: number; left: number; right: number; size: number } | undefined {
+    const a = this.items;
+    if (a.length === 0) return undefined;
+    const top = a[0], last = a.pop()!;
+    if (a.length > 0) {
+      a[0] = last;
+      for (let i = 0; ;) {
+        const l = 2 * i + 1, r = l + 1;
+        let m = i;
+        if (l < a.length && this.before(l, m)) m = l;
+        if (r < a.length && this.before(r, m)) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m], a[i]];
+        i = m;
+      }
+    }
+    return top;
+  }
+
+  private before(i: number, j: number): boolean {
+    const x = this.items[i], y = this.items[j];
+    return x.score > y.score || (x.score === y.score && x.left < y.left);
   }
 }
 
