@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { backendInfo, createBackend } from '../src/backend/index.js';
 import { GgufFile } from '../src/model/loaders/gguf.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import type { Model } from '../src/model/model.js';
@@ -103,6 +104,22 @@ describe('GGUF models against llama.cpp: tokens, logits, greedy', () => {
           r.greedy.forEach((t, k) => {
             if (r.greedy_margins[k] > 2 * atol) assert.equal(argmax(all, (P - 1 + k) * V, V), t, `greedy step ${k}`);
           });
+        }
+      }
+    });
+  }
+});
+
+describe('the fast backends agree with llama.cpp too', () => {
+  for (const name of ['native', 'wasm'] as const) {
+    test(name, { skip: !backendInfo().backends[name].available && `${name} backend unavailable` }, async () => {
+      const backend = createBackend({ prefer: name, threads: 1 });
+      for (const file of files) {
+        const fr = ref.files[file];
+        const m = await loadModel(join(dir, file), { backend });
+        for (const r of fr.results) {
+          const d = maxDiff(m.forward(r.prompt_tokens, m.newCache()), r.last_logits);
+          assert.ok(d <= fr.suggested_logit_atol, `${file} prompt ${r.prompt_index}: max |Δlogit| ${d}`);
         }
       }
     });
