@@ -32,7 +32,6 @@ function specialSplitter(pieces: string[], types: ArrayLike<number>): ((text: st
 
 export interface SpmOptions {
   bosId: number | null;
-  eosId: number | null;
   unkId: number | null;
   addBos: boolean;
   addSpacePrefix: boolean;
@@ -285,7 +284,7 @@ export function loadGgufTokenizer(f: GgufFile): Tokenizer | null {
   if (model === 'llama') {
     const scores = Float32Array.from((numbers('tokenizer.ggml.scores') ?? new Array(n).fill(0)) as number[]);
     return new SpmTokenizer(pieces, scores, types, {
-      bosId, eosId, unkId: id('tokenizer.ggml.unknown_token_id'),
+      bosId, unkId: id('tokenizer.ggml.unknown_token_id'),
       addBos: flag('tokenizer.ggml.add_bos_token', true),
       addSpacePrefix: flag('tokenizer.ggml.add_space_prefix', true),
       stopIds, chatTemplate,
