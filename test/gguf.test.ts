@@ -344,3 +344,20 @@ describe('tokenizers from GGUF metadata', () => {
     assert.deepEqual(tok.encode('a</s>b'), [...tok.encode('a'), 2, ...tok.encode('b')]);
   });
 });
+
+test('unsupported phi3 and gemma3 variants are one-line errors naming the file', async () => {
+  const { parseHfConfig } = await import('../src/model/loaders/hf-config.js');
+  const phi3 = JSON.parse(readFileSync(join(dir, 'hf', 'tiny-phi3', 'config.json'), 'utf8'));
+  const gemma = JSON.parse(readFileSync(join(dir, 'hf', 'tiny-gemma3', 'config.json'), 'utf8'));
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ ...phi3, rope_scaling: { rope_type: 'longrope', short_factor: [1], long_factor: [1] } }, /Phi-3 rope_scaling "longrope" is not supported/],
+    [{ ...phi3, partial_rotary_factor: 0.5 }, /partial_rotary_factor 0.5/],
+    [{ ...gemma, final_logit_softcapping: 30 }, /final_logit_softcapping is not supported/],
+    [{ ...gemma, hidden_activation: 'gelu' }, /hidden_activation "gelu"/],
+    [{ ...gemma, layer_types: ['sliding_attention'] }, /layer_types lists 1 layers/],
+  ];
+  for (const [json, fragment] of bad) assert.throws(() => parseHfConfig(json, 'x/config.json'), oneLine('x/config.json', fragment));
+  // Without layer_types, every sliding_window_pattern-th layer is global.
+  const { layer_types: _, ...byPattern } = gemma;
+  assert.deepEqual(parseHfConfig({ ...byPattern, sliding_window_pattern: 3 }, 'x').slidingLayers, [true, true, false, true, true, false]);
+});
