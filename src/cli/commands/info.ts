@@ -5,7 +5,7 @@ import type { Command } from '../command.js';
 
 export const infoCommand: Command = {
   name: 'info',
-  summary: 'show which kernel backend is active and why',
+  summary: 'show which kernel backend is active and why, or describe a model (--model)',
   usage: `kvpress info [--json] [--model PATH]
 
 Prints the active backend (native addon, WebAssembly or TypeScript), why it was chosen, its
