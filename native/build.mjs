@@ -1,5 +1,5 @@
 // Install-time build of the native addon (`npm install` runs it). It never fails the install:
-// without a compiler or OpenBLAS the package falls back to its WebAssembly kernels, and the
+// without a compiler the package falls back to its WebAssembly kernels, and the
 // reason is left in build/native-build.json for `kvpress info` to show.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,7 +40,7 @@ giveUp(`node-gyp failed: ${diagnose(`${run.stdout}\n${run.stderr}`, run.status)}
 function diagnose(log, code) {
   const lines = log.split('\n');
   const lib = /cannot find -l(\S+)/.exec(log);
-  if (lib) return `library ${lib[1]} not found${lib[1] === 'openblas' ? ' (install libopenblas-dev)' : ''}`;
+  if (lib) return `library ${lib[1]} not found`;
   const patterns = [/fatal error: (.*)/, /\b((?:make|g\+\+|c\+\+|cc|gcc|python3?): (?:not found|No such file or directory))/, /(not found: .*)/, /gyp ERR! stack Error: (.*)/, /error: (.*)/i];
   for (const p of patterns) {
     for (const l of lines) {
