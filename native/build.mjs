@@ -2,7 +2,7 @@
 // without a compiler the package falls back to its WebAssembly kernels, and the
 // reason is left in build/native-build.json for `kvpress info` to show.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,6 +17,11 @@ function giveUp(reason) {
 }
 
 if (process.env.KVPRESS_SKIP_NATIVE) giveUp('KVPRESS_SKIP_NATIVE is set');
+
+// A package that ships a prebuilt addon for this platform (prebuilds/<platform>-<arch>/, the
+// prebuildify / node-gyp-build convention) installs without a compiler.
+const prebuilds = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+if (existsSync(prebuilds) && readdirSync(prebuilds).some((f) => f.endsWith('.node'))) process.exit(0);
 
 // npm hands its bundled node-gyp to install scripts; otherwise look beside this node.
 const bundled = resolve(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');

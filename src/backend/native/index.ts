@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -51,6 +51,20 @@ export type NativeLoad =
   | { ok: false; reason: string };
 
 const ADDON = 'build/Release/kvpress_native.node';
+
+/**
+ * The addon to load, node-gyp-build's convention: a prebuilt binary shipped in the package
+ * (`prebuilds/<platform>-<arch>/*.node`) when there is one for this machine, else the one
+ * `npm install` built.
+ */
+function addonPath(root: string): string {
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(dir)) {
+    const file = readdirSync(dir).filter((f) => f.endsWith('.node')).sort()[0];
+    if (file) return join(dir, file);
+  }
+  return join(root, ADDON);
+}
 /** Written by native/build.mjs when the install-time build fails. */
 const BUILD_STATUS = 'build/native-build.json';
 
@@ -80,7 +94,7 @@ function load(): NativeLoad {
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
-  const file = join(root, ADDON);
+  const file = addonPath(root);
   if (!existsSync(file)) {
     let why = 'run `npm rebuild` with a C++ compiler installed';
     const status = join(root, BUILD_STATUS);
