@@ -2,6 +2,7 @@ import { statSync } from 'node:fs';
 import { loadModel } from './load.js';
 import { ggufConfig } from './loaders/gguf-model.js';
 import { GgufFile } from './loaders/gguf.js';
+import { weightBytes, weightLength, weightType, type Weight } from './weights.js';
 
 /** What `kvpress info --model` reports about a model before (or without) running it. */
 export interface ModelDescription {
@@ -14,9 +15,9 @@ export interface ModelDescription {
   /** Tensor count per stored type (F32, Q4_K …). */
   tensorTypes: Record<string, number>;
   parameters: number;
-  /** Bytes of tensor data as stored in the file(s). */
+  /** Bytes of tensor data as the GGUF file stores it (other formats: as loaded). */
   storedBytes: number;
-  /** Bytes the weights take once loaded (f32 today: quantized tensors are dequantized at load). */
+  /** Bytes the weights take once loaded (GGUF: f32, quantized tensors are dequantized at load for now). */
   loadedBytes: number;
 }
 
@@ -43,12 +44,18 @@ export async function describeModel(path: string): Promise<ModelDescription> {
   }
   const m = await loadModel(path);
   const c = m.config, w = m.weights;
-  const arrays = new Set<Float32Array>([w.embedding, w.finalNorm, w.lmHead]);
-  for (const l of w.layers) for (const a of Object.values(l)) if (a instanceof Float32Array) arrays.add(a);
-  let parameters = 0;
-  for (const a of arrays) parameters += a.length;
+  const tensors = new Set<Weight>([w.embedding, w.finalNorm, w.lmHead]);
+  for (const l of w.layers) for (const a of Object.values(l)) if (a) tensors.add(a);
+  const tensorTypes: Record<string, number> = {};
+  let parameters = 0, loadedBytes = 0;
+  for (const t of tensors) {
+    const type = weightType(t).toUpperCase();
+    tensorTypes[type] = (tensorTypes[type] ?? 0) + 1;
+    parameters += weightLength(t);
+    loadedBytes += weightBytes(t);
+  }
   return {
     path, format: statSync(path).isDirectory() ? 'hf' : 'llama2c', architecture: c.architecture, layers: c.numLayers, hiddenSize: c.hiddenSize,
-    vocabSize: c.vocabSize, tensorTypes: { F32: arrays.size }, parameters, storedBytes: 4 * parameters, loadedBytes: 4 * parameters,
+    vocabSize: c.vocabSize, tensorTypes, parameters, storedBytes: loadedBytes, loadedBytes,
   };
 }

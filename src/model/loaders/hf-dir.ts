@@ -1,7 +1,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ModelConfig } from '../config.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
+import { toBf16 } from '../../backend/js/kernels.js';
+import { toWeightType, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
 import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readHfConfig, readJson } from './hf-config.js';
@@ -38,6 +39,22 @@ class TensorSource {
 
   /** The tensor as f32, checked to have exactly `shape`. */
   get(name: string, shape: number[]): Float32Array {
+    return this.checked(name, shape).read(name);
+  }
+
+  /**
+   * A [rows][cols] matrix held as `type`, or by default as stored: BF16 stays bf16 (read
+   * as is), F32 and F16 become f32. A conversion happens one tensor at a time.
+   */
+  matrix(name: string, rows: number, cols: number, type: WeightType | undefined): Weight {
+    const f = this.checked(name, [rows, cols]);
+    const stored = f.tensors.get(name)!.dtype;
+    if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: f.readBf16(name) };
+    const data = f.read(name);
+    return type === 'bf16' ? { type: 'bf16', rows, cols, data: toBf16(data) } : data;
+  }
+
+  private checked(name: string, shape: number[]): SafetensorsFile {
     const path = this.fileOf(name);
     if (path === undefined) throw new Error(`${this.listing}: missing tensor ${name}`);
     const f = this.file(path);
@@ -46,7 +63,7 @@ class TensorSource {
     if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
       throw new Error(`${path}: tensor ${name} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`);
     }
-    return f.read(name);
+    return f;
   }
 
   close(): void {
@@ -66,13 +83,15 @@ class TensorSource {
 
 /**
  * Reads every weight of a Llama/Mistral/Qwen2/Qwen3/Phi-3/Gemma-3 checkpoint by its Hugging Face
- * name. Phi-3's fused qkv_proj and gate_up_proj are split into the separate matrices; Gemma's
- * RMSNorm weights w are stored for x·(1 + w), so 1 is added at load (in f32, as transformers does).
+ * name. Phi-3's fused qkv_proj and gate_up_proj are split into the separate matrices (read as
+ * f32, then held as `type`, f32 by default); Gemma's RMSNorm weights w are stored for x·(1 + w),
+ * so 1 is added at load (in f32, as transformers does).
  */
-function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
+function readWeights(c: ModelConfig, src: TensorSource, type: WeightType | undefined): ModelWeights {
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
-  const embedding = src.get('model.embed_tokens.weight', [V, D]);
+  const mat = (name: string, rows: number, cols: number) => src.matrix(name, rows, cols, type);
+  const embedding = mat('model.embed_tokens.weight', V, D);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
@@ -81,26 +100,27 @@ function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
     const rms = (name: string, n: number) => (gemma ? onePlus(src.get(p + name, [n])) : src.get(p + name, [n]));
     const norm = (name: string) => (c.qkNorm ? rms(name, hd) : null);
     // HF checkpoints already use the engine's half-split RoPE layout for q/k rows.
-    let wq: Float32Array, wk: Float32Array, wv: Float32Array, wGate: Float32Array, wUp: Float32Array;
+    let wq: Weight, wk: Weight, wv: Weight, wGate: Weight, wUp: Weight;
     if (c.architecture === 'phi3') {
+      const part = (a: Float32Array, row0: number, rows: number) => toWeightType(a.slice(row0 * D, (row0 + rows) * D), type ?? 'f32', rows, D);
       const qkv = src.get(p + 'self_attn.qkv_proj.weight', [qDim + 2 * kvDim, D]);
-      wq = qkv.slice(0, qDim * D);
-      wk = qkv.slice(qDim * D, (qDim + kvDim) * D);
-      wv = qkv.slice((qDim + kvDim) * D);
+      wq = part(qkv, 0, qDim);
+      wk = part(qkv, qDim, kvDim);
+      wv = part(qkv, qDim + kvDim, kvDim);
       const gateUp = src.get(p + 'mlp.gate_up_proj.weight', [2 * F, D]);
-      wGate = gateUp.slice(0, F * D);
-      wUp = gateUp.slice(F * D);
+      wGate = part(gateUp, 0, F);
+      wUp = part(gateUp, F, F);
     } else {
-      wq = src.get(p + 'self_attn.q_proj.weight', [qDim, D]);
-      wk = src.get(p + 'self_attn.k_proj.weight', [kvDim, D]);
-      wv = src.get(p + 'self_attn.v_proj.weight', [kvDim, D]);
-      wGate = src.get(p + 'mlp.gate_proj.weight', [F, D]);
-      wUp = src.get(p + 'mlp.up_proj.weight', [F, D]);
+      wq = mat(p + 'self_attn.q_proj.weight', qDim, D);
+      wk = mat(p + 'self_attn.k_proj.weight', kvDim, D);
+      wv = mat(p + 'self_attn.v_proj.weight', kvDim, D);
+      wGate = mat(p + 'mlp.gate_proj.weight', F, D);
+      wUp = mat(p + 'mlp.up_proj.weight', F, D);
     }
     layers.push({
       attnNorm: rms('input_layernorm.weight', D),
       wq, wk, wv,
-      wo: src.get(p + 'self_attn.o_proj.weight', [D, qDim]),
+      wo: mat(p + 'self_attn.o_proj.weight', D, qDim),
       bq: bias('self_attn.q_proj.bias', qDim),
       bk: bias('self_attn.k_proj.bias', kvDim),
       bv: bias('self_attn.v_proj.bias', kvDim),
@@ -109,14 +129,14 @@ function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
       // Gemma's post_attention_layernorm is the sandwich norm; its pre-FFN norm has its own name.
       ffnNorm: rms(gemma ? 'pre_feedforward_layernorm.weight' : 'post_attention_layernorm.weight', D),
       wGate, wUp,
-      wDown: src.get(p + 'mlp.down_proj.weight', [D, F]),
+      wDown: mat(p + 'mlp.down_proj.weight', D, F),
       postAttnNorm: gemma ? rms('post_attention_layernorm.weight', D) : null,
       postFfnNorm: gemma ? rms('post_feedforward_layernorm.weight', D) : null,
     });
   }
   const finalNorm = c.architecture === 'gemma3' ? onePlus(src.get('model.norm.weight', [D])) : src.get('model.norm.weight', [D]);
   // Tied checkpoints usually omit lm_head.weight; when present it is a copy and is ignored.
-  const lmHead = c.tieWordEmbeddings ? embedding : src.get('lm_head.weight', [V, D]);
+  const lmHead = c.tieWordEmbeddings ? embedding : mat('lm_head.weight', V, D);
   return { embedding, layers, finalNorm, lmHead };
 }
 
@@ -128,10 +148,10 @@ function onePlus(w: Float32Array): Float32Array {
 
 /**
  * Loads a Hugging Face model directory: config.json, model.safetensors (or the shards of
- * model.safetensors.index.json) with F32/F16/BF16 tensors converted to f32, and tokenizer.json
- * when present.
+ * model.safetensors.index.json) and tokenizer.json when present. Matrices are held as `weights`
+ * says, by default as stored (BF16 stays bf16; F32 and F16 become f32); norms and biases f32.
  */
-export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
+export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
   let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
@@ -143,7 +163,7 @@ export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfi
   const src = TensorSource.forDirectory(dir);
   let weights: ModelWeights;
   try {
-    weights = readWeights(config, src);
+    weights = readWeights(config, src, type);
   } finally {
     src.close();
   }
