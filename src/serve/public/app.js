@@ -3,7 +3,7 @@
 
 const RAMP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const CELL = 14;
-const PER_ROW = 48;
+const PER_ROW = 40;
 
 /** Colour of t in [0, 1] on a viridis-like ramp. */
 export function ramp(t) {
@@ -84,7 +84,7 @@ function render(panel, data) {
   for (let h = 0; h < data.numKvHeads; h++) head.append(el('th', {}, String(h)));
   grid.append(head);
   const heat = el('canvas', { class: 'heatmap' });
-  const caption = el('div', { class: 'legend' });
+  const caption = el('div', { class: 'legend caption' });
   const select = (layer, h, cell) => {
     grid.querySelectorAll('td.selected').forEach((c) => c.classList.remove('selected'));
     cell.classList.add('selected');
@@ -110,7 +110,11 @@ function render(panel, data) {
   select(0, 0, firstCell);
 }
 
-/** The selected head's scores, one cell per position (min–max over the head), kept ones framed in white. */
+/**
+ * The selected head's scores, one cell per position, kept ones framed in white. Colours follow
+ * each score's rank within the head (equal scores share a colour): a few extreme scores, such as
+ * a window's, would otherwise flatten every other cell to one end of the ramp.
+ */
 function drawHeat(canvas, caption, tokens, data, layer, h) {
   const T = data.tokens.length;
   const kept = new Set(data.layers[layer].kept[h]);
@@ -122,12 +126,18 @@ function drawHeat(canvas, caption, tokens, data, layer, h) {
   const ctx = canvas.getContext('2d');
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   let lo = Infinity, hi = -Infinity;
-  if (scores) for (const v of scores) if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  const rank = new Map();
+  if (scores) {
+    const distinct = [...new Set(scores.filter(Number.isFinite))].sort((a, b) => a - b);
+    distinct.forEach((v, i) => rank.set(v, distinct.length > 1 ? i / (distinct.length - 1) : 1));
+    lo = distinct[0];
+    hi = distinct[distinct.length - 1];
+  }
   for (let t = 0; t < T; t++) {
     const x = (t % cols) * CELL, y = Math.floor(t / cols) * CELL;
     let color;
     if (scores && Number.isFinite(scores[t])) {
-      color = ramp(hi > lo ? (scores[t] - lo) / (hi - lo) : 1);
+      color = ramp(rank.get(scores[t]));
     } else {
       color = kept.has(t) ? [120, 120, 120] : [220, 220, 220];
     }
@@ -140,7 +150,7 @@ function drawHeat(canvas, caption, tokens, data, layer, h) {
     }
   }
   caption.textContent = scores
-    ? `Layer ${layer}, head ${h}: ${data.logScores ? 'log-' : ''}scores from ${lo.toPrecision(3)} (dark) to ${hi.toPrecision(3)} (yellow), ${PER_ROW} positions per row; framed cells are kept (${kept.size} of ${T}).`
+    ? `Layer ${layer}, head ${h}: ${data.logScores ? 'log-' : ''}scores from ${lo.toPrecision(3)} (dark) to ${hi.toPrecision(3)} (yellow), coloured by rank, ${PER_ROW} positions per row; framed cells are kept (${kept.size} of ${T}).`
     : `Layer ${layer}, head ${h}: ${data.press} does not score positions; dark cells are kept (${kept.size} of ${T}).`;
   canvas.dataset.ready = '1';
 }
