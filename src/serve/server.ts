@@ -424,8 +424,19 @@ export function createServer(opts: ServerOptions): KvpressServer {
       });
       const res = reply.raw;
       let ended = false;
+      // Chunks written within one turn of the event loop go out in one syscall.
+      let corked = false;
       const write = (obj: unknown) => {
-        if (!ended) res.write(`data: ${JSON.stringify(obj)}\n\n`);
+        if (ended) return;
+        if (!corked) {
+          corked = true;
+          res.cork();
+          setImmediate(() => {
+            corked = false;
+            res.uncork();
+          });
+        }
+        res.write(`data: ${JSON.stringify(obj)}\n\n`);
       };
       // The status line went out with the first chunk; a later failure is an error event.
       const end = () => {
