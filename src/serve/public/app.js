@@ -12,6 +12,10 @@ export function ramp(t) {
   return RAMP[i].map((a, k) => Math.round(a + f * (RAMP[i + 1][k] - a)));
 }
 
+// With `kvpress serve --api-key K`, open the page as /#key=K: the key stays in the browser.
+const KEY = new URLSearchParams(location.hash.slice(1)).get('key');
+const auth = KEY ? { authorization: `Bearer ${KEY}` } : {};
+
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, text) => {
   const e = document.createElement(tag);
@@ -22,7 +26,8 @@ const el = (tag, attrs = {}, text) => {
 const kib = (b) => (b >= 1024 * 1024 ? `${(b / 1024 / 1024).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
 
 async function loadPresses() {
-  const r = await fetch('/v1/kvpress/presses');
+  const r = await fetch('/v1/kvpress/presses', { headers: auth });
+  if (!r.ok) throw new Error((await r.json()).error?.message ?? `HTTP ${r.status}`);
   const { data } = await r.json();
   for (const id of ['configA', 'configB']) {
     const select = $(`#${id} .press`);
@@ -47,7 +52,7 @@ function requestOf(id) {
 }
 
 async function scores(body) {
-  const r = await fetch('/v1/kvpress/scores', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const r = await fetch('/v1/kvpress/scores', { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify(body) });
   const j = await r.json();
   if (!r.ok) throw new Error(j.error?.message ?? `HTTP ${r.status}`);
   return j;
