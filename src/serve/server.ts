@@ -81,6 +81,8 @@ interface Answer {
   promptTokens: number;
   completionTokens(): number;
   finishReason(): 'stop' | 'length';
+  /** The whole answer decoded at once, once finished (streamed pieces hold back an incomplete character). */
+  fullText(): string;
   usage(): KvUsage;
 }
 
@@ -287,6 +289,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       promptTokens: ids.length,
       completionTokens: () => gen.tokens.length,
       finishReason: () => gen.finishReason ?? 'length',
+      fullText: () => tok!.decode(gen.tokens),
       usage: () => {
         const m = gen.measure;
         return {
@@ -311,12 +314,15 @@ export function createServer(opts: ServerOptions): KvpressServer {
     if (ids.length > room) throw new ApiError(400, `the question takes ${ids.length} tokens but only ${room} positions remain after the ${base.contextEnd}-position context (model window ${window})`, 'messages', 'context_length_exceeded');
     const limit = Math.min(maxTokens ?? window, room - ids.length + 1);
     let steps: Generator<TokenEvent, AnswerRecord> | null = null;
-    let count = 0;
+    let count = 0, full = '';
     return {
       step() {
         steps ??= new CompressedContext(model, tk, base.cache.clone(), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
         const r = steps.next();
-        if (r.done) return null;
+        if (r.done) {
+          full = r.value.text;
+          return null;
+        }
         count++;
         return { id: r.value.id, text: r.value.text };
       },
@@ -324,6 +330,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       promptTokens: ids.length,
       completionTokens: () => count,
       finishReason: () => (count >= limit ? 'length' : 'stop'),
+      fullText: () => full,
       usage: () => ({
         press: stored.press, compression_ratio: stored.compressionRatio, context_id: stored.id,
         entries_kept: stored.kept, entries: stored.entries, kv_bytes_before: stored.bytesBefore, kv_bytes_after: stored.bytes,
@@ -359,6 +366,15 @@ export function createServer(opts: ServerOptions): KvpressServer {
             metrics.ttft.observe((performance.now() - admitted) / 1000);
           }
           if (t === null) {
+            const full = answer.fullText();
+            if (full.startsWith(matcher.pushed)) {
+              const tail = matcher.push(full.slice(matcher.pushed.length));
+              if (tail) sink.token(tail);
+            }
+            if (matcher.stopped) {
+              finish('stop');
+              return true;
+            }
             const rest = matcher.flush();
             if (rest) sink.token(rest);
             finish(answer.finishReason());

@@ -30,6 +30,11 @@ export class StopMatcher {
     return this.stopped ? '' : this.take(this.text.length);
   }
 
+  /** Everything pushed so far. */
+  get pushed(): string {
+    return this.text;
+  }
+
   /** The answer so far, stop string excluded. */
   get output(): string {
     return this.text.slice(0, this.emitted);
