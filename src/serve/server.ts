@@ -372,25 +372,26 @@ export function createServer(opts: ServerOptions): KvpressServer {
               if (tail) sink.token(tail);
             }
             if (matcher.stopped) {
-              finish('stop');
+              finish(sink, 'stop');
               return true;
             }
             const rest = matcher.flush();
             if (rest) sink.token(rest);
-            finish(answer.finishReason());
+            finish(sink, answer.finishReason());
             return true;
           }
           const text = matcher.push(t.text);
           if (text) sink.token(text);
           if (matcher.stopped) {
             answer.stop();
-            finish('stop');
+            finish(sink, 'stop');
             return true;
           }
           return false;
         },
         cancel(reason) {
           answer.stop();
+          metrics.completionTokens.inc(answer.completionTokens());
           sink.cancelled(reason);
         },
         fail(e) {
@@ -398,14 +399,13 @@ export function createServer(opts: ServerOptions): KvpressServer {
           sink.error(e);
         },
       });
-      const finish = (reason: 'stop' | 'length') => {
+      const finish = (sink: { done(finish: 'stop' | 'length'): void }, reason: 'stop' | 'length') => {
         const n = answer.completionTokens();
         metrics.completionTokens.inc(n);
         const secs = (performance.now() - admitted) / 1000;
         if (n > 0 && secs > 0) metrics.tokensPerSecond.observe(n / secs);
-        sinkRef.done(reason);
+        sink.done(reason);
       };
-      let sinkRef: { done(finish: 'stop' | 'length'): void };
 
       if (body.stream !== true) {
         return new Promise((resolve, reject) => {
@@ -421,7 +421,6 @@ export function createServer(opts: ServerOptions): KvpressServer {
             error: (e: unknown) => reject(e),
             cancelled: (reason: string) => reject(new ApiError(503, `cancelled: ${reason}`, null, 'cancelled')),
           };
-          sinkRef = sink;
           const task = run(sink);
           scheduler.submit(task);
           reply.raw.on('close', () => {
@@ -476,7 +475,6 @@ export function createServer(opts: ServerOptions): KvpressServer {
           end();
         },
       };
-      sinkRef = sink;
       const task = run(sink);
       scheduler.submit(task);
       reply.hijack();
