@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { createServer } from '../../serve/server.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { num, parse, str, UsageError, weightsFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 /** In-flight requests get this long to finish after SIGTERM before they are cancelled. */
@@ -28,7 +28,8 @@ Options:
                              evicted beyond it (default 256)
   --max-queue N              requests in progress at once; more get 429 (default 64)
   --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
-  --decode-weights W         f32 or bf16: decode from a bf16 copy of the weights (default f32)
+  --weights W                f32 or bf16: hold every matrix in this format (default: as the checkpoint stores it)
+  --decode-weights W         former name of --weights (still accepted)
 
 Examples:
   kvpress serve
@@ -42,6 +43,7 @@ Examples:
     'max-context-memory': { type: 'string' },
     'max-queue': { type: 'string' },
     'api-key': { type: 'string' },
+    weights: { type: 'string' },
     'decode-weights': { type: 'string' },
   },
   async run(argv, io) {
@@ -53,8 +55,9 @@ Examples:
     const maxQueue = num(values['max-queue'], 'max-queue', { min: 1, integer: true }) ?? 64;
     const apiKey = str(values['api-key']);
     if (apiKey === '') throw new UsageError('--api-key must not be empty');
+    const weights = weightsFlag(values, io.err);
     const modelPath = str(values.model);
-    const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights: decodeWeightsFlag(values['decode-weights']) });
+    const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
     if (!model.tokenizer) throw new UsageError(`${modelPath}: no tokenizer found; pass --tokenizer PATH`);
     const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
     const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
