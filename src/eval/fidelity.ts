@@ -75,7 +75,7 @@ export interface ContinuationScore {
  * out: the prefill itself predicts it, and a press never changes the pass it runs in.
  */
 function continuationLogits(model: Model, tokens: readonly number[], context: number, press: Compressor | null): { logits: Float32Array; removed: number } {
-  const cache = model.newCache(tokens.length);
+  const cache = model.newCache();
   model.forward(tokens.slice(0, context), cache, { logits: 'none', press });
   const removed = removedShare(cache, context);
   const logits = model.forward(tokens.slice(context, tokens.length - 1), cache, { logits: 'all' });
@@ -192,7 +192,7 @@ export interface RecallScore {
  * the greedy prediction and the summed NLL at the name's positions.
  */
 function recallPass(model: Model, tokens: readonly number[], context: number, names: number, press: Compressor | null): { predicted: number[]; nll: number; removed: number } {
-  const cache = model.newCache(tokens.length);
+  const cache = model.newCache();
   model.forward(tokens.slice(0, context), cache, { logits: 'none', press });
   const removed = removedShare(cache, context);
   const rest = tokens.slice(context, tokens.length - 1);

@@ -1,9 +1,9 @@
-import type { Backend } from '../backend/backend.js';
+import type { Backend, PagedAttentionArgs } from '../backend/backend.js';
+import { pagedAttention } from '../backend/js/paged-attention.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import type { ModelConfig } from './config.js';
 import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
-import type { Bf16Weights } from './model.js';
-import type { ModelWeights } from './weights.js';
+import type { Bf16Weights, ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
   /** Which logits to compute: only the last row (default), every row, or none (backbone only). */
@@ -27,6 +27,8 @@ export class Workspace {
   sin = new Float32Array(0);
   positions = new Int32Array(0);
   scratch = new Float32Array(0); // attention row
+  gatherK = new Float32Array(0); // [kvHeads][length][headDim]: f32 entries for a backend without paged attention
+  gatherV = new Float32Array(0);
   logits: Float32Array;
 
   constructor(private readonly c: ModelConfig) {
@@ -54,17 +56,48 @@ export class Workspace {
   }
 }
 
-/** The forward pass, top to bottom (llama2.c's run.c, batched over the pass's rows). */
+/**
+ * The forward pass, top to bottom (llama2.c's run.c, batched over the pass's rows).
+ *
+ * Exception-safe: the cache is put back as it was before the pass when anything throws (a
+ * press, a kernel, a bad token). The keep indices a press returns are therefore applied once
+ * every layer has run — the cache of a compressing prefill briefly holds the whole pass, as the
+ * pass itself needs — and what a press changes directly (ComposedPress's intermediate keeps,
+ * KeyRerotation's rotated keys) is copy-on-write until the pass ends.
+ */
 export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16Weights | null; source: string }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions): Float32Array {
+  const c = model.config, R = tokens.length;
+  if (R === 0) throw new Error('forward: no tokens to process');
+  if (cache.layers.length !== c.numLayers) throw new Error(`forward: cache has ${cache.layers.length} layers, the model ${c.numLayers}`);
+  if (cache.layers.some((l) => l.numKvHeads !== c.numKvHeads || l.headDim !== c.headDim)) throw new Error(`forward: cache heads do not match the model's ${c.numKvHeads} KV heads of ${c.headDim}`);
+  if (cache.nextPosition + R > c.maxPositionEmbeddings) {
+    throw new Error(`${model.source}: ${cache.nextPosition + R} tokens exceed the model's context of ${c.maxPositionEmbeddings} positions`);
+  }
+  for (let r = 0; r < R; r++) {
+    const t = tokens[r];
+    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
+  }
+  const keeps: (Int32Array[] | null)[] = new Array(c.numLayers).fill(null);
+  cache.begin();
+  let logits: Float32Array;
+  try {
+    logits = pass(model, ws, tokens, cache, opts, keeps);
+  } catch (e) {
+    cache.rollback();
+    throw e;
+  }
+  cache.commit();
+  keeps.forEach((k, l) => k && cache.layers[l].keep(k));
+  // After a compression no idle page stays: allocatedBytes ≤ bytes + one page per (layer, KV head).
+  if (keeps.some((k) => k)) cache.pool.trim();
+  return logits;
+}
+
+function pass(model: ModelParts & { weights: ModelWeights; bf16: Bf16Weights | null }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions, keeps: (Int32Array[] | null)[]): Float32Array {
   const c = model.config, w = model.weights, be = model.backend;
   const R = tokens.length, D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps;
   const start = cache.nextPosition;
-  if (R === 0) throw new Error('forward: no tokens to process');
-  if (cache.layers.length !== c.numLayers) throw new Error(`forward: cache has ${cache.layers.length} layers, the model ${c.numLayers}`);
-  if (start + R > c.maxPositionEmbeddings) {
-    throw new Error(`${model.source}: ${start + R} tokens exceed the model's context of ${c.maxPositionEmbeddings} positions`);
-  }
   let longest = 0;
   for (const l of cache.layers) for (const n of l.lengths) longest = Math.max(longest, n);
   ws.reserve(R, longest + R);
@@ -72,7 +105,6 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
   // Embedding lookup.
   for (let r = 0; r < R; r++) {
     const t = tokens[r];
-    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
     ws.x.set(w.embedding.subarray(t * D, (t + 1) * D), r * D);
     ws.positions[r] = start + r;
   }
@@ -81,6 +113,7 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
   cache.nextPosition = start + R;
   // Decode steps read the bf16 copy of the matrices when the model keeps one.
   const bf16 = R === 1 ? model.bf16 : null;
+  const positions = ws.positions.subarray(0, R);
 
   for (let l = 0; l < c.numLayers; l++) {
     const lw = w.layers[l], lb = bf16?.layers[l], lc = cache.layers[l];
@@ -93,15 +126,16 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
     if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
     be.rope(ws.q, R, c.numHeads, hd, ws.cos, ws.sin);
     be.rope(ws.k, R, c.numKvHeads, hd, ws.cos, ws.sin);
-    lc.append(ws.k, ws.v, ws.positions, R);
-    be.attention({
+    lc.append(ws.k, ws.v, positions, R);
+    attend(be, ws, {
       out: ws.att, q: ws.q, rows: R, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
-      keys: lc.keys, values: lc.values, lengths: lc.lengths, scale: 1 / Math.sqrt(hd), scratch: ws.scratch,
+      cache: lc, queryPositions: positions, scale: 1 / Math.sqrt(hd), scratch: ws.scratch,
     });
-    // The press sees this pass's full activations and edits only what the cache keeps.
+    // The press sees exactly this pass's rows and edits only what the cache keeps.
     if (opts.press) {
-      const keep = opts.press.compress(new LayerContext(model, l, cache, isPrefill, R, ws.xb, ws.positions.subarray(0, R), ws.q));
-      if (keep) lc.keep(keep);
+      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim));
+      const keep = opts.press.compress(ctx);
+      if (keep) keeps[l] = lc.checkKeep(keep);
     }
     linear(be, ws.xb, ws.att, lw.wo, lb?.wo, R, D, qDim);
     addInPlace(ws.x, ws.xb, R * D);
@@ -128,6 +162,33 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
   be.rmsnorm(ws.xb, ws.x, w.finalNorm, R, D, eps);
   linear(be, logits, ws.xb, w.lmHead, bf16?.lmHead, R, c.vocabSize, D);
   return logits;
+}
+
+/**
+ * Attention in place over the pages where the backend reads them; otherwise each head's entries
+ * are decoded to f32 into the workspace (one copy per call) for the backend's contiguous kernel.
+ */
+function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void {
+  if (be.attentionPaged) return be.attentionPaged(a);
+  // The contiguous kernels know no window: the reference reads the pages instead.
+  if (a.window !== undefined) return pagedAttention(a);
+  const { cache, headDim: hd, numKvHeads } = a;
+  let longest = 0;
+  for (let g = 0; g < numKvHeads; g++) longest = Math.max(longest, cache.lengths[g]);
+  if (ws.gatherK.length < numKvHeads * longest * hd) {
+    ws.gatherK = new Float32Array(Math.max(numKvHeads * longest * hd, 2 * ws.gatherK.length));
+    ws.gatherV = new Float32Array(ws.gatherK.length);
+  }
+  const lc = a.cache as KVCache['layers'][number], stride = longest * hd;
+  const keys: Float32Array[] = [], values: Float32Array[] = [];
+  for (let g = 0; g < numKvHeads; g++) {
+    const n = lc.lengths[g];
+    keys.push(ws.gatherK.subarray(g * stride, g * stride + n * hd));
+    values.push(ws.gatherV.subarray(g * stride, g * stride + n * hd));
+    lc.readKeys(g, keys[g]);
+    lc.readValues(g, values[g]);
+  }
+  be.attention({ out: a.out, q: a.q, rows: a.rows, numHeads: a.numHeads, numKvHeads, headDim: hd, keys, values, lengths: lc.lengths, scale: a.scale, scratch: a.scratch });
 }
 
 /** out = x · Wᵀ (+ bias) from W's bf16 copy `h` when there is one and the backend takes it. */

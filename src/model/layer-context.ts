@@ -92,7 +92,7 @@ export class LayerContext {
     for (let h = 0; h < c.numHeads; h++) {
       const g = Math.floor(h / group);
       const len = this.cache.lengths[g];
-      const K = this.cache.keys[g];
+      const K = this.cache.headKeys(g);
       const probs = new Float32Array(window * len);
       for (let i = 0; i < window; i++) {
         const row = this.rows - window + i;

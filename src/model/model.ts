@@ -1,12 +1,15 @@
 import type { Backend } from '../backend/backend.js';
 import { JsBackend, toBf16 } from '../backend/js/kernels.js';
-import { KVCache } from '../cache/kv-cache.js';
+import { resolveKvDtype, type CheckpointPrecision, type KvDtype, type KvDtypeOption } from '../cache/format.js';
+import { KVCache, type CacheOptions } from '../cache/kv-cache.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { validateConfig, type ModelConfig } from './config.js';
 import { forward, Workspace, type ForwardOptions } from './forward.js';
 import type { ModelParts } from './layer-context.js';
 import { Rope } from './rope.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from './weights.js';
+import { validateWeights, type Bf16Weights, type LayerWeights, type ModelWeights } from './weights.js';
+
+export type { Bf16LayerWeights, Bf16Weights } from './weights.js';
 
 /** Number format of the matrices decode steps (one-token forward passes) read. */
 export type DecodeWeights = 'f32' | 'bf16';
@@ -26,23 +29,10 @@ export interface ModelOptions {
    * Default 'f32'.
    */
   decodeWeights?: DecodeWeights;
-}
-
-/** One layer's matrices as bf16 bits, laid out as their f32 originals. */
-export interface Bf16LayerWeights {
-  wq: Uint16Array;
-  wk: Uint16Array;
-  wv: Uint16Array;
-  wo: Uint16Array;
-  wGate: Uint16Array;
-  wUp: Uint16Array;
-  wDown: Uint16Array;
-}
-
-/** The bf16 copy of every matrix a decode step reads. */
-export interface Bf16Weights {
-  layers: Bf16LayerWeights[];
-  lmHead: Uint16Array;
+  /** Element type of the caches newCache() makes; 'auto' (default) follows `precision` (see autoKvDtype). */
+  kvDtype?: KvDtypeOption;
+  /** Number format of the checkpoint's weights, which 'auto' follows (default 'f32'). */
+  precision?: CheckpointPrecision;
 }
 
 /** A loaded Llama-family model: config, f32 weights, kernels and reusable buffers. */
@@ -54,6 +44,10 @@ export class Model implements ModelParts {
   readonly decodeWeights: DecodeWeights;
   /** The bf16 decode weights, when asked for and the backend can use them. */
   readonly bf16: Bf16Weights | null;
+  /** Number format of the checkpoint's weights. */
+  readonly precision: CheckpointPrecision;
+  /** Element type of the caches newCache() makes. */
+  readonly kvDtype: KvDtype;
   private readonly ws: Workspace;
 
   constructor(readonly config: ModelConfig, readonly weights: ModelWeights, opts: ModelOptions = {}) {
@@ -67,6 +61,8 @@ export class Model implements ModelParts {
     this.tokenizer = opts.tokenizer ?? null;
     this.rope = new Rope(config);
     this.ws = new Workspace(config);
+    this.precision = opts.precision ?? 'f32';
+    this.kvDtype = resolveKvDtype(opts.kvDtype, this.precision);
     this.bf16 = dw === 'bf16' && this.backend.matmulBf16 ? bf16Copy(weights) : null;
   }
 
@@ -74,9 +70,9 @@ export class Model implements ModelParts {
     return this.weights.layers;
   }
 
-  /** An empty cache, with room for `capacity` tokens per head reserved up front. */
-  newCache(capacity = 0): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, capacity);
+  /** An empty paged cache in the model's kvDtype (or opts.dtype). */
+  newCache(opts: CacheOptions = {}): KVCache {
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
   }
 
   /**

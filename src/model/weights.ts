@@ -61,3 +61,20 @@ export function validateWeights(c: ModelConfig, w: ModelWeights, source: string)
     check(p + 'wDown', l.wDown, D * F);
   });
 }
+
+/** One layer's matrices as bf16 bits, laid out as their f32 originals. */
+export interface Bf16LayerWeights {
+  wq: Uint16Array;
+  wk: Uint16Array;
+  wv: Uint16Array;
+  wo: Uint16Array;
+  wGate: Uint16Array;
+  wUp: Uint16Array;
+  wDown: Uint16Array;
+}
+
+/** The bf16 copy of every matrix a decode step reads. */
+export interface Bf16Weights {
+  layers: Bf16LayerWeights[];
+  lmHead: Uint16Array;
+}

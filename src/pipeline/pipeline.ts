@@ -196,7 +196,7 @@ export class Pipeline {
         return keep;
       },
     };
-    const cache = model.newCache(ids.length);
+    const cache = model.newCache();
     opts.onLayer?.(0, layers);
     const t0 = now();
     model.forward(ids, cache, { logits: 'none', press: prefillPress || opts.onLayer ? hook : null });
@@ -261,7 +261,6 @@ export class CompressedContext {
         let logits = model.forward(ids, cache, { logits: 'last', press });
         const t1 = now();
         questionMs = t1 - t0;
-        cache.reserve(steps);
         model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
         let prev = ids[ids.length - 1];
         for (let i = 0; i < steps; i++) {
