@@ -304,12 +304,12 @@ export class LayerCache {
     for (let g = 0; g < this.numKvHeads; g++) {
       const s = this.saved[g];
       if (s) {
+        // Saved at the first rewrite, which may come after this pass's appends: cut those too.
         for (const p of this.pages[g]) this.pool.release(p);
         this.pages[g] = s.pages;
         this.lengths[g] = s.length;
-      } else {
-        this.shrink(g, Math.min(this.lengths[g], this.marks[g]));
       }
+      this.shrink(g, Math.min(this.lengths[g], this.marks[g]));
     }
     this.saved = this.marks = null;
   }
@@ -447,10 +447,9 @@ export class KVCache {
     return c;
   }
 
-  /** Releases every page this cache holds (a clone keeps the pages it shares). */
+  /** Releases every page this cache holds (a clone keeps the pages it shares); up to maxIdlePages stay in the pool for reuse. */
   dispose(): void {
     for (const l of this.layers) l.clear();
-    this.pool.trim();
   }
 
   /** Starts a forward pass (see rollback). */

@@ -1,3 +1,4 @@
+import type { KvDtypeOption } from '../cache/format.js';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,8 @@ export interface LoadOptions {
   backend?: Backend;
   /** 'bf16': decode from a bf16 copy of the matrices (+50 % weight memory; see ModelOptions). Default 'f32'. */
   decodeWeights?: DecodeWeights;
+  /** Element type of the model's KV caches (ModelOptions.kvDtype; default auto). */
+  kvDtype?: KvDtypeOption;
 }
 
 /** The package root (the folder holding package.json), wherever this file was compiled to. */
@@ -42,13 +45,13 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   if (statSync(p).isDirectory()) {
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
     const { config, weights, tokenizer } = await loadHfDirectory(p);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights, kvDtype: opts.kvDtype });
   }
   const { config, weights } = loadLlama2c(p);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);
-  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
+  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights, kvDtype: opts.kvDtype });
 }
 
 /** llama2.c names a custom tokenizer tok<vocab>.bin (tok512.bin), the default one tokenizer.bin. */

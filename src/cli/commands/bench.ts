@@ -1,3 +1,4 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { createBackend } from '../../backend/index.js';
 import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
@@ -22,10 +23,12 @@ Options:
   --threads T            kernel threads (default: available cores)
   --backend NAME         native, wasm, js or auto (default auto; KVPRESS_BACKEND also works)
   --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
+${kvDtypeUsage}
   --json                 print one JSON object {"prefillTokensPerSecond", "decodeTokensPerSecond", "backend", ...}
 
 Examples:
   kvpress bench --shape stories260K
+  kvpress bench --shape small --prompt-tokens 1 --depth 8192 --gen-tokens 8 --threads 1 --kv-dtype q8_0
   kvpress bench --shape small --prompt-tokens 2048 --gen-tokens 16 --threads 1 --json
   kvpress bench --shape small --prompt-tokens 1 --depth 2048 --gen-tokens 16 --threads 1 --decode-weights bf16`,
   options: {
@@ -36,6 +39,7 @@ Examples:
     threads: { type: 'string' },
     backend: { type: 'string' },
     'decode-weights': { type: 'string' },
+    ...kvDtypeOption,
     json: { type: 'boolean' },
   },
   async run(argv, io) {
@@ -47,14 +51,15 @@ Examples:
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
     const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
     const decodeWeights = decodeWeightsFlag(values['decode-weights']);
+    const kvDtype = kvDtypeFlag(values['kv-dtype']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });
     const built = await benchModelOfShape(shape as ShapeName, backend);
     // The shapes come as f32 models; the bf16 decode copy is made from the same weights.
-    const model = decodeWeights === 'f32' ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, decodeWeights });
+    const model = decodeWeights === 'f32' && kvDtype === 'auto' ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, decodeWeights, kvDtype });
     const r = benchModel(model, { promptTokens, genTokens, depth });
     const result = {
-      ...r, shape, backend: backend.name, backendDescription: backend.description, threads: backend.threads, decodeWeights,
+      ...r, shape, backend: backend.name, backendDescription: backend.description, threads: backend.threads, decodeWeights, kvDtype: model.kvDtype,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
     if (values.json === true) io.out(JSON.stringify(result) + '\n');
@@ -62,7 +67,7 @@ Examples:
       io.out(`${shape} on ${backend.name} (${backend.threads} thread${backend.threads > 1 ? 's' : ''})\n`);
       io.out(`prefill ${promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s (${r.prefillMs.toFixed(0)} ms)\n`);
       io.out(`decode ${genTokens} tokens at depth ${r.depth} (${decodeWeights} weights): ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n`);
-      io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
+      io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB ${model.kvDtype}, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
     }
     return 0;
   },

@@ -1,3 +1,4 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { loadModel } from '../../model/load.js';
@@ -38,6 +39,7 @@ Options:
                          32-token question and the answer)
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
   --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
+${kvDtypeUsage}
   --temperature T        0 = greedy (default 0); --top-p, --top-k, --seed as for generate
 
 Examples:
@@ -48,6 +50,7 @@ Examples:
     ...pressFlags,
     model: { type: 'string' },
     'decode-weights': { type: 'string' },
+    ...kvDtypeOption,
     tokenizer: { type: 'string' },
     'answer-prefix': { type: 'string' },
     'max-new-tokens': { type: 'string' },
@@ -70,7 +73,7 @@ Examples:
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 50;
     const answer: AnswerOptions = { answerPrefix: str(values['answer-prefix']), maxNewTokens, sampling: samplingFromFlags(values) };
     const maxContextLength = num(values['max-context-length'], 'max-context-length', { min: 1, integer: true });
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights: decodeWeightsFlag(values['decode-weights']) });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights: decodeWeightsFlag(values['decode-weights']), kvDtype: kvDtypeFlag(values['kv-dtype']) });
     if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
 
     const bar = new ProgressBar(io, 'compressing the context', 'layers');
@@ -90,12 +93,11 @@ Examples:
  * compressed cache. Returns the exit code (0 at /quit or end of input).
  */
 export async function chatSession(compressed: CompressedContext, press: Press | null, opts: AnswerOptions, input: Readable, output: Writable, io: CommandIO): Promise<number> {
-  const headDim = compressed.model.config.headDim;
   const answers: AnswerStats[] = [];
-  const stats = () => pipelineStats(press, [compressed.measure], answers, headDim);
+  const stats = () => pipelineStats(press, [compressed.measure], answers);
   const s = stats();
   if (s.truncatedFrom !== null) io.err(`kvpress chat: warning: the context was truncated from ${s.truncatedFrom} to ${s.contextTokens} tokens\n`);
-  io.out(`Context: ${s.contextTokens} tokens, KV cache ${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} with ${s.press ?? 'no press'} (${(100 * s.achievedRatio).toFixed(1)}% removed) in ${(s.prefillMs / 1000).toFixed(2)} s.\n${HELP}\n`);
+  io.out(`Context: ${s.contextTokens} tokens, KV cache ${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} with ${s.press ?? 'no press'} (${(100 * s.achievedRatio).toFixed(1)}% removed; ${s.kvDtype}, ${formatBytes(s.cacheAllocatedBytesAfter)} allocated) in ${(s.prefillMs / 1000).toFixed(2)} s.\n${HELP}\n`);
 
   const rl = createInterface({ input, output, terminal: (input as { isTTY?: boolean }).isTTY === true, prompt: '> ' });
   rl.on('SIGINT', () => rl.close());
