@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { AttentionArgs, Backend } from '../src/backend/backend.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs } from '../src/backend/backend.js';
 import { createBackend } from '../src/backend/index.js';
 import { JsBackend } from '../src/backend/js/kernels.js';
 import { pagedAttention } from '../src/backend/js/paged-attention.js';
@@ -18,6 +18,15 @@ import { KnormPress } from '../src/presses/knorm.js';
 import { rng } from './helpers/random.js';
 
 const model = await loadModel();
+/** The native and wasm backends where this machine has them. */
+const fastBackends = (['native', 'wasm'] as const).flatMap((prefer) => {
+  try {
+    const be = createBackend({ prefer });
+    return be.name === prefer ? [be] : [];
+  } catch {
+    return [];
+  }
+});
 const c = model.config;
 const story = readFileSync(join(packageRoot(), 'examples/story.txt'), 'utf8');
 const prompt = model.tokenizer!.encode(story, { bos: true }).slice(0, 120);
@@ -211,9 +220,13 @@ test('paged attention in every type equals the f64 attention over the stored (de
       const keys = [0, 1].map((g) => l.headKeys(g).slice()), values = [0, 1].map((g) => l.headValues(g).slice());
       const kPos = [0, 1].map((g) => l.headPositions(g).slice());
       const want = reference(q, keys, values, qPos, kPos, H, G, hd, window);
-      const out = new Float32Array(rows * H * hd);
-      pagedAttention({ out, q, rows, numHeads: H, numKvHeads: G, headDim: hd, cache: l, queryPositions: qPos, window, scale: 1 / Math.sqrt(hd), scratch: new Float32Array(64) });
-      for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - want[i]) < 1e-5, `${dtype} window ${window} [${i}]: ${out[i]} vs ${want[i]}`);
+      const kernels: [string, (a: PagedAttentionArgs) => void][] = [['ts', pagedAttention]];
+      for (const be of fastBackends) if (be.attentionPaged) kernels.push([be.name, (a) => be.attentionPaged!(a)]);
+      for (const [name, run] of kernels) {
+        const out = new Float32Array(rows * H * hd);
+        run({ out, q, rows, numHeads: H, numKvHeads: G, headDim: hd, cache: l, queryPositions: qPos, window, scale: 1 / Math.sqrt(hd), scratch: new Float32Array(64) });
+        for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - want[i]) < 1e-5, `${name} ${dtype} window ${window} [${i}]: ${out[i]} vs ${want[i]}`);
+      }
     }
   }
 });
