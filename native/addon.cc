@@ -376,15 +376,18 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   bytes_heads.resize(nkv);
   pos_heads.resize(nkv);
   int maxlen = 0;
+  // One property read per page: the positions follow the keys and values in the page's buffer.
+  const Napi::String u8 = Napi::String::New(info.Env(), "u8");
+  const size_t pos_offset = 2 * a.values_offset;
   for (int g = 0; g < nkv; g++) {
     Napi::Array pages = heads.Get(g).As<Napi::Array>();
     const uint32_t np = pages.Length();
     bytes[g].resize(np);
     pos[g].resize(np);
     for (uint32_t p = 0; p < np; p++) {
-      Napi::Object page = pages.Get(p).As<Napi::Object>();
-      bytes[g][p] = page.Get("u8").As<Napi::Uint8Array>().Data();
-      pos[g][p] = page.Get("pos").As<Napi::Int32Array>().Data();
+      const uint8_t *b = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
+      bytes[g][p] = b;
+      pos[g][p] = reinterpret_cast<const int32_t *>(b + pos_offset);
     }
     bytes_heads[g] = bytes[g].data();
     pos_heads[g] = pos[g].data();
