@@ -380,7 +380,7 @@ class QaTask implements Task {
 
   evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
     const m = this.model;
-    const model = kvDtype === m.kvDtype ? m : new Model(m.config, m.weights, { backend: m.backend, tokenizer: m.tokenizer, source: m.source, decodeWeights: m.decodeWeights, kvDtype });
+    const model = kvDtype === m.kvDtype ? m : new Model(m.config, m.weights, { backend: m.backend, tokenizer: m.tokenizer, source: m.source, kvDtype });
     const pipeline = new Pipeline(model);
     // One compression serves every question on the same context (kvpress's grouping); a
     // decoding press compresses while it answers, so it runs row by row.

@@ -1,7 +1,7 @@
 import type { KVCache } from '../../cache/kv-cache.js';
 import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
@@ -21,7 +21,8 @@ Options:
   --top-p P              nucleus sampling mass in (0, 1] (default 1)
   --top-k K              sample among the K most likely tokens, 0 = all (default 0)
   --seed S               sampler seed (default: from the clock)
-  --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
+  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --decode-weights W     former name of --weights (still accepted)
 ${kvDtypeUsage}
 ${pressFlagsUsage}
   --json                 print {"promptTokens", "tokens", "text", "cache": {"bytes", "allocatedBytes", "dtype", "pageEntries"}} on stdout
@@ -41,6 +42,7 @@ ${contextUsage}`,
     'top-p': { type: 'string' },
     'top-k': { type: 'string' },
     seed: { type: 'string' },
+    weights: { type: 'string' },
     'decode-weights': { type: 'string' },
     ...kvDtypeOption,
     ...pressFlags,
@@ -49,7 +51,7 @@ ${contextUsage}`,
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options);
-    const decodeWeights = decodeWeightsFlag(values['decode-weights']);
+    const weights = weightsFlag(values, io.err);
     const kvDtype = kvDtypeFlag(values['kv-dtype']);
     if (values['context-file'] !== undefined || values.question !== undefined) return runGenerateContext(values, io);
     const prompt = str(values.prompt);
@@ -62,7 +64,7 @@ ${contextUsage}`,
     const seed = num(values.seed, 'seed', { min: 0, integer: true });
     // Press mistakes are reported before the model is loaded; what it needs from the model, after.
     pressFromFlags(values);
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights, kvDtype });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights, kvDtype });
     const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
     if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
