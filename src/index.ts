@@ -1,6 +1,7 @@
-export type { AttentionArgs, Backend } from './backend/backend.js';
+export type { AttentionArgs, Backend, PagedAttentionArgs, PagedKv } from './backend/backend.js';
 export { JsBackend } from './backend/js/kernels.js';
-export { KVCache, LayerCache } from './cache/kv-cache.js';
+export { KVCache, LayerCache, PagePool, KvPage, DEFAULT_PAGE_ENTRIES, type CacheOptions } from './cache/kv-cache.js';
+export { KV_DTYPES, autoKvDtype, resolveKvDtype, kvFormat, type KvDtype, type KvDtypeOption, type KvFormat, type CheckpointPrecision } from './cache/format.js';
 export type { Architecture, ModelConfig, RopeScaling } from './model/config.js';
 export type { ForwardOptions } from './model/forward.js';
 export { LayerContext, type Compressor } from './model/layer-context.js';

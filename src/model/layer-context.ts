@@ -96,13 +96,13 @@ export class LayerContext {
     for (let h = 0; h < c.numHeads; h++) {
       const g = Math.floor(h / group);
       const len = this.cache.lengths[g];
-      const K = this.cache.keys[g], P = this.cache.positions[g];
+      const K = this.cache.headKeys(g), P = win === undefined ? null : this.cache.headPositions(g);
       const probs = new Float32Array(window * len);
       for (let i = 0; i < window; i++) {
         const row = this.rows - window + i;
         const visible = len - this.rows + row + 1;
         let first = 0;
-        if (win !== undefined) while (P[first] <= P[visible - 1] - win) first++;
+        if (P && win !== undefined) while (P[first] <= P[visible - 1] - win) first++;
         const qo = row * qStride + h * hd, po = i * len;
         let max = -Infinity;
         for (let t = first; t < visible; t++) {

@@ -1,3 +1,4 @@
+import type { KvDtypeOption } from '../cache/format.js';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,8 @@ export interface LoadOptions {
   weights?: WeightType;
   /** @deprecated the former name of `weights`. */
   decodeWeights?: WeightType;
+  /** Element type of the model's KV caches (ModelOptions.kvDtype; default auto). */
+  kvDtype?: KvDtypeOption;
 }
 
 /** The package root (the folder holding package.json), wherever this file was compiled to. */
@@ -48,18 +51,18 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   if (statSync(p).isDirectory()) {
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
     const { config, weights, tokenizer } = await loadHfDirectory(p, type);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
   }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { loadGguf } = await import('./loaders/gguf-model.js');
-    const { config, weights, tokenizer } = loadGguf(p);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
+    const { config, weights, tokenizer, precision } = loadGguf(p);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
   const { config, weights } = loadLlama2c(p);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);
-  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
+  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
 }
 
 /** llama2.c names a custom tokenizer tok<vocab>.bin (tok512.bin), the default one tokenizer.bin. */

@@ -1,6 +1,7 @@
 import type { Backend } from '../backend/backend.js';
 import { JsBackend } from '../backend/js/kernels.js';
-import { KVCache } from '../cache/kv-cache.js';
+import { resolveKvDtype, type CheckpointPrecision, type KvDtype, type KvDtypeOption } from '../cache/format.js';
+import { KVCache, type CacheOptions } from '../cache/kv-cache.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { validateConfig, type ModelConfig } from './config.js';
 import { forward, Workspace, type ForwardOptions } from './forward.js';
@@ -24,6 +25,10 @@ export interface ModelOptions {
   weights?: WeightType;
   /** @deprecated the former name of `weights` (it now sets the one copy both passes use). */
   decodeWeights?: WeightType;
+  /** Element type of the caches newCache() makes; 'auto' (default) follows `precision` (see autoKvDtype). */
+  kvDtype?: KvDtypeOption;
+  /** Number format of the checkpoint's weights, which 'auto' follows (default 'f32'). */
+  precision?: CheckpointPrecision;
 }
 
 /** A loaded Llama-family model: config, weights held once, kernels and reusable buffers. */
@@ -36,6 +41,10 @@ export class Model implements ModelParts {
   readonly weights: ModelWeights;
   /** The number format of the matrices ('mixed' only when given so and not asked to convert). */
   readonly weightsType: WeightType | 'mixed';
+  /** Number format of the checkpoint's weights. */
+  readonly precision: CheckpointPrecision;
+  /** Element type of the caches newCache() makes. */
+  readonly kvDtype: KvDtype;
   private readonly ws: Workspace;
 
   constructor(readonly config: ModelConfig, weights: ModelWeights, opts: ModelOptions = {}) {
@@ -51,15 +60,17 @@ export class Model implements ModelParts {
     this.rope = new Rope(config);
     this.localRope = config.localRopeTheta === undefined ? null : new Rope({ ...config, ropeTheta: config.localRopeTheta, ropeScaling: null, ropeFreqFactors: undefined });
     this.ws = new Workspace(config);
+    this.precision = opts.precision ?? 'f32';
+    this.kvDtype = resolveKvDtype(opts.kvDtype, this.precision);
   }
 
   get layerWeights(): readonly LayerWeights[] {
     return this.weights.layers;
   }
 
-  /** An empty cache, with room for `capacity` tokens per head reserved up front. */
-  newCache(capacity = 0): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, capacity);
+  /** An empty paged cache in the model's kvDtype (or opts.dtype). */
+  newCache(opts: CacheOptions = {}): KVCache {
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
   }
 
   /**

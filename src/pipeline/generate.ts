@@ -41,7 +41,6 @@ export function generate(model: Model, prompt: readonly number[], opts: Generate
   const t0 = performance.now();
   let logits = model.forward(prompt, cache, { logits: 'last', press: opts.press });
   const t1 = performance.now();
-  cache.reserve(steps);
   model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
 
   const tokens: number[] = [];

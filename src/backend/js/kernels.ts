@@ -1,4 +1,5 @@
-import type { AttentionArgs, Backend } from '../backend.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
+import { pagedAttention } from './paged-attention.js';
 
 /**
  * The TypeScript reference backend: always available, and the oracle the fast backends are
@@ -106,6 +107,10 @@ export class JsBackend implements Backend {
       const g = gate[i];
       gate[i] = (g / (1 + Math.exp(-g))) * up[i];
     }
+  }
+
+  attentionPaged(a: PagedAttentionArgs): void {
+    pagedAttention(a);
   }
 
   attention(a: AttentionArgs): void {

@@ -1,3 +1,4 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { createBackend } from '../../backend/index.js';
 import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
@@ -28,11 +29,13 @@ Options:
   --backend NAME         native, wasm, js or auto (default auto; KVPRESS_BACKEND also works)
   --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
   --decode-weights W     former name of --weights (still accepted)
+${kvDtypeUsage}
   --json                 print one JSON object {"prefillTokensPerSecond", "decodeTokensPerSecond", "backend", "weights", "gemm", ...}
 
 Examples:
   kvpress bench --shape stories260K
   kvpress bench --model test/fixtures/gguf/stories260K-q8_0.gguf --prompt-tokens 256
+  kvpress bench --shape small --prompt-tokens 1 --depth 8192 --gen-tokens 8 --threads 1 --kv-dtype q8_0
   kvpress bench --shape small --prompt-tokens 2048 --gen-tokens 16 --threads 1 --json
   kvpress bench --shape small --prompt-tokens 1 --depth 2048 --gen-tokens 16 --threads 1 --weights bf16`,
   options: {
@@ -45,6 +48,7 @@ Examples:
     backend: { type: 'string' },
     weights: { type: 'string' },
     'decode-weights': { type: 'string' },
+    ...kvDtypeOption,
     json: { type: 'boolean' },
   },
   async run(argv, io) {
@@ -57,15 +61,16 @@ Examples:
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
     const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
     const weights = weightsFlag(values, io.err) ?? 'f32';
+    const kvDtype = kvDtypeFlag(values['kv-dtype']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });
-    const built = modelPath !== undefined ? await loadModel(modelPath, { backend, weights }) : await benchModelOfShape(shape as ShapeName, backend);
+    const built = modelPath !== undefined ? await loadModel(modelPath, { backend, weights, kvDtype }) : await benchModelOfShape(shape as ShapeName, backend);
     // The shapes come as f32 models; --weights bf16 converts them (held once, as bf16).
-    const model = weights === 'f32' || modelPath !== undefined ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, weights });
+    const model = modelPath !== undefined || (weights === 'f32' && kvDtype === 'auto') ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, weights, kvDtype });
     const gemm = backendGemm(backend, weights);
     const r = benchModel(model, { promptTokens, genTokens, depth });
     const result = {
-      ...r, shape: shape ?? modelPath, backend: backend.name, backendDescription: backend.description, threads: backend.threads, weights, gemm,
+      ...r, shape: shape ?? modelPath, backend: backend.name, backendDescription: backend.description, threads: backend.threads, weights, gemm, kvDtype: model.kvDtype,
       weightBytes: modelWeightBytes(model.weights),
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
@@ -74,7 +79,7 @@ Examples:
       io.out(`${shape ?? modelPath} on ${backend.name} (${backend.threads} thread${backend.threads > 1 ? 's' : ''})\n`);
       io.out(`prefill ${promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s (${r.prefillMs.toFixed(0)} ms)\n`);
       io.out(`decode ${genTokens} tokens at depth ${r.depth} (${weights} weights): ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n`);
-      io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
+      io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB ${model.kvDtype}, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
     }
     return 0;
   },

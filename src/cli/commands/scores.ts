@@ -1,3 +1,4 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../../model/load.js';
 import type { Model } from '../../model/model.js';
@@ -26,6 +27,7 @@ Options:
 ${pressFlagsUsage}
   --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
+${kvDtypeUsage}
   --json                 print one JSON object on stdout:
                          {"tokens": number[], "layers": [{"scores": number[][] | null, "kept": number[][]}]}
                          layers[l].scores[h][t]: score of position t for KV head h (null for presses
@@ -43,6 +45,7 @@ Examples:
     ...pressFlags,
     model: { type: 'string' },
     tokenizer: { type: 'string' },
+    ...kvDtypeOption,
     json: { type: 'boolean' },
   },
   async run(argv, io) {
@@ -52,7 +55,8 @@ Examples:
     if (values.press === undefined) throw new UsageError('--press NAME is required (`kvpress presses` lists them)');
     // Press mistakes are reported before the model is loaded.
     pressFromFlags(values);
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const kvDtype = kvDtypeFlag(values['kv-dtype']);
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), kvDtype });
     const press = pressFromFlags(values, model)!;
     const c = model.config;
 

@@ -1,3 +1,4 @@
+import type { CheckpointPrecision } from '../../cache/format.js';
 import type { Architecture, ModelConfig, RopeScaling } from '../config.js';
 import { validateConfig } from '../config.js';
 import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
@@ -165,8 +166,19 @@ export function dequantizeAtLoad(f: GgufFile, name: string): Float32Array {
   return f.readF32(name);
 }
 
+/**
+ * The checkpoint's number format as the KV cache's `auto` type reads it: 'quantized' when any
+ * matrix is in ggml blocks, else the 16-bit type of its matrices, else f32.
+ */
+function ggufPrecision(f: GgufFile): CheckpointPrecision {
+  const types = new Set([...f.tensors.values()].filter((t) => t.dims.length >= 2).map((t) => t.typeName));
+  if ([...types].some((t) => t !== 'F32' && t !== 'F16' && t !== 'BF16')) return 'quantized';
+  if (types.has('F16')) return 'f16';
+  return types.has('BF16') ? 'bf16' : 'f32';
+}
+
 /** Loads a GGUF model file: config from its metadata, weights as f32, its tokenizer and chat template. */
-export function loadGguf(path: string): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null } {
+export function loadGguf(path: string): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision } {
   const f = GgufFile.open(path);
   try {
     const config = ggufConfig(f);
@@ -176,7 +188,7 @@ export function loadGguf(path: string): { config: ModelConfig; weights: ModelWei
     }
     const weights = readWeights(config, f);
     validateWeights(config, weights, path);
-    return { config, weights, tokenizer };
+    return { config, weights, tokenizer, precision: ggufPrecision(f) };
   } finally {
     f.close();
   }
