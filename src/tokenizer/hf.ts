@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
-import type { Tokenizer } from './tokenizer.js';
+import { checkIds, checkText, type Tokenizer } from './tokenizer.js';
 
 export interface HfTokenizerOptions {
   bosId: number | null;
@@ -33,11 +33,14 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    checkText(text);
     const ids = text.length > 0 ? this.lib.encode(text, { add_special_tokens: false }).ids : [];
-    return opts.bos && this.bosId !== null ? [this.bosId, ...ids] : ids;
+    if (opts.bos && this.bosId !== null) ids.unshift(this.bosId);
+    return ids;
   }
 
   decode(ids: readonly number[]): string {
+    checkIds(ids);
     // Ids past the tokenizer's vocabulary (models pad their embedding) have no text.
     const known = ids.filter((id) => Number.isInteger(id) && id >= 0 && id < this.vocabSize);
     return known.length === 0 ? '' : this.lib.decode(known, { skip_special_tokens: true });
@@ -51,6 +54,7 @@ export class HfTokenizer implements Tokenizer {
    * more tokens, which a one-token context cannot reassemble.
    */
   decodePiece(prev: number, id: number): string {
+    checkIds([id]);
     const before = this.decode([prev]);
     const both = this.decode([prev, id]);
     let i = 0;

@@ -17,3 +17,30 @@ export interface Tokenizer {
    */
   decodePiece(prev: number, id: number): string;
 }
+
+/** How a wrong argument reads in an error message. */
+export function describe(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'number' ? String(v) : typeof v;
+}
+
+/**
+ * Rejects what is not a list of token ids, in the library's words. Ids past the vocabulary are
+ * allowed (they decode to nothing: models may pad their embedding).
+ */
+export function checkIds(ids: unknown): void {
+  if (!Array.isArray(ids) && !(ArrayBuffer.isView(ids) && !(ids instanceof DataView))) {
+    throw new TypeError(`tokenizer.decode: ids must be an array of token ids, got ${describe(ids)}`);
+  }
+  const list = ids as ArrayLike<unknown>;
+  for (let i = 0; i < list.length; i++) {
+    const id = list[i];
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) {
+      throw new RangeError(`tokenizer.decode: ids[${i}] is ${describe(id)}, not a token id (an integer ≥ 0)`);
+    }
+  }
+}
+
+/** Rejects a text that is not a string, in the library's words. */
+export function checkText(text: unknown): void {
+  if (typeof text !== 'string') throw new TypeError(`tokenizer.encode: text must be a string, got ${describe(text)}`);
+}
