@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 /** A mistake in what the user asked for: printed as one line, exit code 2. */
@@ -37,4 +38,16 @@ export function num(v: unknown, name: string, opts: { min?: number; max?: number
     throw new UsageError(`--${name} must be ${range}, got "${String(v)}"`);
   }
   return x;
+}
+
+/** The error for a model that came without a tokenizer: the fix differs between the two formats. */
+export function noTokenizer(model: string | undefined, alternative = ''): UsageError {
+  let dir = false;
+  try {
+    dir = model !== undefined && statSync(model).isDirectory();
+  } catch {
+    // A path that vanished since loading is reported as a llama2.c file.
+  }
+  if (dir) return new UsageError(`${model}: no tokenizer.json in the directory; copy the model's tokenizer.json (and tokenizer_config.json) into it${alternative}`);
+  return new UsageError(`${model}: no tokenizer found beside the checkpoint (tok<vocab>.bin or tokenizer.bin); pass --tokenizer PATH${alternative}`);
 }

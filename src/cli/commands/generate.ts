@@ -1,6 +1,6 @@
 import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { decodeWeightsFlag, num, parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
@@ -60,7 +60,7 @@ ${contextUsage}`,
     const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights });
     const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
-    if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    if (!tok) throw noTokenizer(str(values.model));
     const promptTokens = tok.encode(prompt, { bos: true });
     if (promptTokens.length > model.config.maxPositionEmbeddings) {
       throw new UsageError(`the prompt has ${promptTokens.length} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}`);

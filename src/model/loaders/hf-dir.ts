@@ -6,6 +6,10 @@ import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readHfConfig, readJson } from './hf-config.js';
 import { SafetensorsFile } from './safetensors.js';
+import { checkFinite, checkNotAllZero } from './finite.js';
+
+/** Tensors every logit depends on: all zeros makes every logit equal (a model that says <unk> forever). */
+const EVERY_LOGIT_READS = new Set(['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight']);
 
 /** Where each tensor lives: one `model.safetensors`, or shards listed by an index file. */
 class TensorSource {
@@ -46,7 +50,10 @@ class TensorSource {
     if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
       throw new Error(`${path}: tensor ${name} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`);
     }
-    return f.read(name);
+    const data = f.read(name);
+    checkFinite(path, name, data);
+    if (EVERY_LOGIT_READS.has(name)) checkNotAllZero(path, name, data);
+    return data;
   }
 
   close(): void {
