@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
-import { checkIds, checkText, type Tokenizer } from './tokenizer.js';
+import { checkIds, checkText, printable, type Tokenizer } from './tokenizer.js';
 
 export interface HfTokenizerOptions {
   bosId: number | null;
@@ -69,7 +69,7 @@ function readOptionalJson(path: string): Record<string, unknown> | null {
   try {
     v = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+    throw new Error(`${path}: invalid JSON (${printable((e as Error).message)}); replace it with the model's original file`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`);
   return v as Record<string, unknown>;
@@ -121,7 +121,7 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
     const plain = lib.encode('a', { add_special_tokens: false }).ids;
     templateBos = withSpecial.length > plain.length && withSpecial[0] !== plain[0] ? withSpecial[0] : null;
   } catch (e) {
-    throw new Error(`${tokPath}: unsupported tokenizer (${(e as Error).message.replace(/\s+/g, ' ')})`);
+    throw new Error(`${tokPath}: unsupported tokenizer (${printable((e as Error).message.replace(/\s+/g, ' '))})`);
   }
   const idOf = (v: unknown): number | null => {
     const s = tokenContent(v);

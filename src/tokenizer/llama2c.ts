@@ -25,6 +25,7 @@ export class Llama2cTokenizer implements Tokenizer {
   private readonly pairCache = new Map<number, number>();
   /** Byte-fallback ids reach 258 even in a smaller vocabulary. */
   private readonly pairStride: number;
+  private readonly longestPiece: number;
 
   constructor(readonly vocab: string[], readonly scores: Float32Array) {
     vocab.forEach((p, i) => { if (!this.pieceIds.has(p)) this.pieceIds.set(p, i); });
@@ -33,7 +34,13 @@ export class Llama2cTokenizer implements Tokenizer {
       return m ? Uint8Array.of(parseInt(m[1], 16)) : this.utf8.encode(p);
     });
     this.pairStride = Math.max(vocab.length, 259);
+    this.longestPiece = vocab.reduce((m, p) => Math.max(m, p.length), 1);
     this.splitsAtSpaces = this.pieceIds.has(' ') && !vocab.some((p) => /[^ ] /.test(p));
+  }
+
+  /** Each token covers at most the longest piece's UTF-16 units (a byte-fallback token less than one). */
+  minTokens(text: string): number {
+    return Math.ceil(text.length / this.longestPiece);
   }
 
   get vocabSize(): number {

@@ -7,6 +7,8 @@ export interface Tokenizer {
   readonly stopIds: readonly number[];
   /** Jinja chat template, when the model ships one (tokenizer_config.json). */
   readonly chatTemplate: string | null;
+  /** A lower bound on encode(text).length, from the text's length alone (no encoding). */
+  minTokens?(text: string): number;
   /** Token ids for `text`; with `bos`, the BOS id first (when the model has one). */
   encode(text: string, opts?: { bos?: boolean }): number[];
   /** Text of a sequence of generated ids (special tokens skipped). */
@@ -43,4 +45,9 @@ export function checkIds(ids: unknown): void {
 /** Rejects a text that is not a string, in the library's words. */
 export function checkText(text: unknown): void {
   if (typeof text !== 'string') throw new TypeError(`tokenizer.encode: text must be a string, got ${describe(text)}`);
+}
+
+/** `s` with control characters escaped (\\x00), so a binary file quoted in an error stays one readable line. */
+export function printable(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

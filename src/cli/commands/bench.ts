@@ -3,7 +3,7 @@ import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
 import { Model } from '../../model/model.js';
 import type { ShapeName } from '../../model/random.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { decodeWeightsFlag, num, parse, str, UsageError, threadsFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 export const benchCommand: Command = {
@@ -45,7 +45,7 @@ Examples:
     const promptTokens = num(values['prompt-tokens'], 'prompt-tokens', { min: 1, max: 32768, integer: true }) ?? 512;
     const genTokens = num(values['gen-tokens'], 'gen-tokens', { min: 0, max: 32768, integer: true }) ?? 32;
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
-    const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
+    const threads = threadsFlag(values.threads);
     const decodeWeights = decodeWeightsFlag(values['decode-weights']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });

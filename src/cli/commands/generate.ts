@@ -61,6 +61,11 @@ ${contextUsage}`,
     const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
     if (!tok) throw noTokenizer(str(values.model));
+    // A prompt that cannot fit is refused before it is tokenized (a 10 MB file would take a while).
+    const atLeast = (tok.minTokens?.(prompt) ?? 0) + (tok.bosId === null ? 0 : 1);
+    if (atLeast > model.config.maxPositionEmbeddings) {
+      throw new UsageError(`the prompt (${prompt.length} characters) has at least ${atLeast} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}; shorten it`);
+    }
     const promptTokens = tok.encode(prompt, { bos: true });
     if (promptTokens.length > model.config.maxPositionEmbeddings) {
       throw new UsageError(`the prompt has ${promptTokens.length} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}`);

@@ -7,6 +7,7 @@ import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readHfConfig, readJson } from './hf-config.js';
 import { SafetensorsFile } from './safetensors.js';
 import { checkFinite, checkNotAllZero } from './finite.js';
+import { splitChatTemplate } from '../../pipeline/chat-template.js';
 
 /** Tensors every logit depends on: all zeros makes every logit equal (a model that says <unk> forever). */
 const EVERY_LOGIT_READS = new Set(['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight']);
@@ -119,6 +120,15 @@ export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfi
   }
   if (!isDir) throw new Error(`${dir}: not a directory`);
   const config = readHfConfig(join(dir, 'config.json'));
+  // The tokenizer and its chat template are checked before gigabytes of weights are read.
+  const tokenizer = loadHfTokenizer(dir);
+  if (tokenizer?.chatTemplate) {
+    try {
+      splitChatTemplate(tokenizer.chatTemplate, 'context');
+    } catch (e) {
+      throw new Error(`${dir}: the model's chat template is unusable: ${(e as Error).message}; fix chat_template in tokenizer_config.json (or remove it to use plain prompts)`);
+    }
+  }
   const src = TensorSource.forDirectory(dir);
   let weights: ModelWeights;
   try {
@@ -127,5 +137,5 @@ export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfi
     src.close();
   }
   validateWeights(config, weights, dir);
-  return { config, weights, tokenizer: loadHfTokenizer(dir) };
+  return { config, weights, tokenizer };
 }
