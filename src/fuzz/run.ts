@@ -94,7 +94,16 @@ export async function fuzzFamily(family: string, opts: FuzzOptions): Promise<Fam
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { count: { type: 'string' }, seed: { type: 'string' }, family: { type: 'string', multiple: true }, json: { type: 'string' } } });
   const count = Number(values.count ?? 20000), seed = Number(values.seed ?? 1);
+  if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(seed)) {
+    console.error(`fuzz: --count must be an integer ≥ 1 and --seed an integer, got ${values.count ?? 20000} and ${values.seed ?? 1}`);
+    process.exit(2);
+  }
   const names = values.family ?? FAMILIES.map((f) => f.name);
+  const unknown = names.filter((n) => !FAMILIES.some((f) => f.name === n));
+  if (unknown.length) {
+    console.error(`fuzz: unknown family ${unknown.join(', ')} (known: ${FAMILIES.map((f) => f.name).join(', ')})`);
+    process.exit(2);
+  }
   const results: FamilyResult[] = [];
   console.log(`family               inputs   success     typed   crashes  hangs   seconds`);
   for (const name of names) {
