@@ -5,6 +5,8 @@ import { checkIds, checkText, printable, type Tokenizer } from './tokenizer.js';
 
 export interface HfTokenizerOptions {
   bosId: number | null;
+  /** The tokenizer.json path, for error messages. */
+  source?: string;
   stopIds: readonly number[];
   chatTemplate: string | null;
 }
@@ -23,7 +25,10 @@ export class HfTokenizer implements Tokenizer {
   readonly stopIds: readonly number[];
   readonly chatTemplate: string | null;
 
+  private readonly source: string;
+
   constructor(readonly lib: HfLibTokenizer, opts: HfTokenizerOptions) {
+    this.source = opts.source ?? 'tokenizer.json';
     this.bosId = opts.bosId;
     this.stopIds = opts.stopIds;
     this.chatTemplate = opts.chatTemplate;
@@ -35,6 +40,11 @@ export class HfTokenizer implements Tokenizer {
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
     checkText(text);
     const ids = text.length > 0 ? this.lib.encode(text, { add_special_tokens: false }).ids : [];
+    // An inconsistent file (a merge whose result is missing from the vocabulary) yields ids
+    // that are not numbers; they must not reach the model.
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new Error(`${this.source}: the tokenizer produced the id ${JSON.stringify(id) ?? 'undefined'} for this text; its tokenizer.json is inconsistent (a merge or token missing from the vocabulary)`);
+    }
     if (opts.bos && this.bosId !== null) ids.unshift(this.bosId);
     return ids;
   }
@@ -120,6 +130,10 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
     const withSpecial = lib.encode('a', { add_special_tokens: true }).ids;
     const plain = lib.encode('a', { add_special_tokens: false }).ids;
     templateBos = withSpecial.length > plain.length && withSpecial[0] !== plain[0] ? withSpecial[0] : null;
+    // The library takes whatever the file maps a token to; an id must be a token index.
+    for (const [token, id] of lib.get_vocab(true)) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new Error(`token ${JSON.stringify(token).slice(0, 40)} has id ${JSON.stringify(id)?.slice(0, 40)}, not an integer ≥ 0`);
+    }
   } catch (e) {
     throw new Error(`${tokPath}: unsupported tokenizer (${printable((e as Error).message.replace(/\s+/g, ' '))})`);
   }
@@ -136,5 +150,5 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
   const jinjaPath = join(dir, 'chat_template.jinja');
   if (chatTemplate === null && existsSync(jinjaPath)) chatTemplate = readFileSync(jinjaPath, 'utf8');
 
-  return new HfTokenizer(lib, { bosId, stopIds, chatTemplate });
+  return new HfTokenizer(lib, { bosId, stopIds, chatTemplate, source: tokPath });
 }
