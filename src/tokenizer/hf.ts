@@ -145,6 +145,9 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
   const bosId = addsBos ? templateBos ?? idOf(tc.bos_token) ?? idList(cfg.bos_token_id)[0] ?? null : null;
 
   const stopIds = [...new Set([...idList(gen.eos_token_id), ...idList(cfg.eos_token_id), ...[idOf(tc.eos_token)].filter((x): x is number => x !== null)])];
+  for (const id of [bosId, ...stopIds]) {
+    if (id !== null && (!Number.isSafeInteger(id) || id < 0)) throw new Error(`${tokPath}: the BOS/EOS token id ${typeof id === 'number' ? String(id) : JSON.stringify(id) ?? 'undefined'} is not an integer ≥ 0; check bos_token/eos_token in the tokenizer files and config.json`);
+  }
 
   let chatTemplate = chatTemplateOf(tc.chat_template);
   const jinjaPath = join(dir, 'chat_template.jinja');
