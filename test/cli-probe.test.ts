@@ -23,7 +23,7 @@ copyFileSync(defaultModelPath(), trailing);
 writeFileSync(trailing, Buffer.concat([readFileSync(defaultModelPath()), Buffer.alloc(8)]));
 const nanModel = join(dir, 'nan.bin');
 const w = randomWeights(c, 2);
-w.layers[0].wUp[3] = NaN;
+(w.layers[0].wUp as Float32Array)[3] = NaN;
 writeLlama2c(nanModel, c, w);
 const longPrompt = 'Once upon a time there was a girl. '.repeat(2000);
 

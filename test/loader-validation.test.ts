@@ -12,11 +12,11 @@ const c = tinyConfig();
 test('a llama2.c checkpoint with NaN or Inf weights is rejected, naming the tensor and layer', () => {
   const dir = tempDir('nan');
   const w = randomWeights(c, 1);
-  w.layers[1].wDown[5] = NaN;
+  (w.layers[1].wDown as Float32Array)[5] = NaN;
   writeLlama2c(join(dir, 'a.bin'), c, w);
   assert.throws(() => loadLlama2c(join(dir, 'a.bin')), /tensor w2 holds NaN \(layer 1, element 5\)/);
   const w2 = randomWeights(c, 1);
-  w2.embedding[3] = -Infinity;
+  (w2.embedding as Float32Array)[3] = -Infinity;
   writeLlama2c(join(dir, 'b.bin'), c, w2);
   assert.throws(() => loadLlama2c(join(dir, 'b.bin')), /tensor token_embedding_table holds -Infinity \(element 3\)/);
 });
@@ -24,7 +24,7 @@ test('a llama2.c checkpoint with NaN or Inf weights is rejected, naming the tens
 test('all-zero embedding or final norm is rejected (every logit would be equal)', () => {
   const dir = tempDir('zero');
   const w = randomWeights(c, 2);
-  w.embedding.fill(0);
+  (w.embedding as Float32Array).fill(0);
   writeLlama2c(join(dir, 'a.bin'), c, w);
   assert.throws(() => loadLlama2c(join(dir, 'a.bin')), /tensor token_embedding_table is all zeros/);
   const w2 = randomWeights(c, 2);
@@ -36,7 +36,7 @@ test('all-zero embedding or final norm is rejected (every logit would be equal)'
 test('a safetensors tensor holding Inf is rejected at load, naming it', async () => {
   const dir = tempDir('inf');
   const w = randomWeights(c, 3);
-  w.layers[0].wq[7] = Infinity;
+  (w.layers[0].wq as Float32Array)[7] = Infinity;
   writeHfDirectory(join(dir, 'hf'), c, w, { dtype: 'BF16' });
   await assert.rejects(loadModel(join(dir, 'hf')), /tensor model.layers.0.self_attn.q_proj.weight holds Infinity/);
 });
