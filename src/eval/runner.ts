@@ -514,7 +514,10 @@ function makeTask(ds: DatasetRef, model: Model, opts: EvalOptions): Task {
     case 'name_recall':
       return new NameRecallTask(model, nameRecallStories({ count: opts.limit ?? DEFAULT_LIMITS.name_recall, seed }), fraction);
     case 'ruler':
-      return new QaTask(model, generateRuler({ tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed }), rulerScorer, opts.queryAware ?? false);
+      return new QaTask(model, generateRuler({
+        tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed,
+        onSkip: (task, why) => opts.onNotice?.(`note: RULER ${task} skipped: ${why.replace(/^RULER \S+: /, '')}`),
+      }), rulerScorer, opts.queryAware ?? false);
     case 'niah': {
       const depths = NIAH_DEPTHS.slice(0, opts.limit ?? NIAH_DEPTHS.length);
       return new QaTask(model, needleInHaystack({ tokenizer: tok, maxContextLength: contextLength, depths, seed }), niahScorer, opts.queryAware ?? false);

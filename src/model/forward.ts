@@ -6,7 +6,7 @@ import { LayerContext, type Compressor, type ModelParts } from './layer-context.
 import { linear, weightRow, type ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
-  /** Which logits to compute: only the last row (default), every row, or none (backbone only). */
+  /** Which logits to compute: only the last row (default), every row (flat, rows × vocab), or none (backbone only). */
   logits?: 'last' | 'all' | 'none';
   /** Called after each layer's attention to evict cache entries. */
   press?: Compressor | null;

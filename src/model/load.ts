@@ -44,11 +44,13 @@ export function defaultModelPath(): string {
  * template from its metadata). With no path, the embedded stories260K.
  */
 export async function loadModel(path: string = defaultModelPath(), opts: LoadOptions = {}): Promise<Model> {
+  if (typeof path !== 'string') throw new TypeError(`loadModel: path must be a string (a llama2.c .bin checkpoint or a Hugging Face directory), got ${path === null ? 'null' : typeof path}`);
   const p = resolve(path);
   const type = opts.weights ?? opts.decodeWeights;
   if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
   if (!existsSync(p)) throw new Error(`${path}: no such file or directory`);
   if (statSync(p).isDirectory()) {
+    if (opts.tokenizer !== undefined) throw new Error(`${path}: --tokenizer is for llama2.c checkpoints; a Hugging Face directory's tokenizer is its own tokenizer.json`);
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
     const { config, weights, tokenizer } = await loadHfDirectory(p, type);
     return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });

@@ -70,15 +70,17 @@ export class Model implements ModelParts {
 
   /** An empty paged cache in the model's kvDtype (or opts.dtype). */
   newCache(opts: CacheOptions = {}): KVCache {
+    if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError(`newCache: options must be an object like { dtype: 'f16', pageEntries: 64 }, got ${String(opts)}`);
     return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
   }
 
   /**
    * Runs `tokens` through the model at positions cache.nextPosition…, appending their keys and
    * values to `cache`. Returns logits ([vocab] for 'last' — a view reused by the next call —
-   * [rows][vocab] for 'all', empty for 'none').
+   * one flat Float32Array of rows × vocab for 'all', row r at r·vocab; empty for 'none').
    */
   forward(tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions = {}): Float32Array {
+    checkForwardArgs(tokens, opts);
     return forward(this, this.ws, tokens, cache, opts);
   }
 
@@ -86,4 +88,12 @@ export class Model implements ModelParts {
   reserve(rows: number, length: number): void {
     this.ws.reserve(rows, length);
   }
+}
+
+/** The public forward's arguments, checked in the library's words (token ids are checked by forward). */
+function checkForwardArgs(tokens: ArrayLike<number>, opts: ForwardOptions): void {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`forward: options must be an object, got ${opts === null ? 'null' : typeof opts}`);
+  const l = opts.logits;
+  if (l !== undefined && l !== 'last' && l !== 'all' && l !== 'none') throw new TypeError(`forward: logits must be 'last', 'all' or 'none', got ${JSON.stringify(l)}`);
+  if (typeof tokens !== 'object' || tokens === null || typeof tokens.length !== 'number') throw new TypeError(`forward: tokens must be an array of token ids, got ${tokens === null ? 'null' : typeof tokens}`);
 }

@@ -121,6 +121,10 @@ export class Pipeline {
 
   private *steps(opts: RunOptions): Generator<TokenEvent, PipelineResult> {
     if (opts.question !== undefined && opts.questions !== undefined) throw new PipelineError('pass either question or questions, not both');
+    if (opts.questions !== undefined && (!Array.isArray(opts.questions) || opts.questions.some((q) => typeof q !== 'string'))) {
+      throw new PipelineError(`questions must be an array of strings (one question: question: '...'), got ${JSON.stringify(opts.questions)?.slice(0, 60)}`);
+    }
+    if (opts.question !== undefined && typeof opts.question !== 'string') throw new PipelineError(`question must be a string, got ${typeof opts.question}`);
     const questions = opts.questions ?? [opts.question ?? ''];
     if (questions.length === 0) throw new PipelineError('questions is empty');
     const press = opts.press ?? null;

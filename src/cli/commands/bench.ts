@@ -8,7 +8,7 @@ import { loadModel } from '../../model/load.js';
 import { Model } from '../../model/model.js';
 import { weightBytes, type ModelWeights } from '../../model/weights.js';
 import type { ShapeName } from '../../model/random.js';
-import { weightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError, threadsFlag } from '../args.js';
 import type { Command } from '../command.js';
 
 export const benchCommand: Command = {
@@ -59,7 +59,7 @@ Examples:
     const promptTokens = num(values['prompt-tokens'], 'prompt-tokens', { min: 1, max: 32768, integer: true }) ?? 512;
     const genTokens = num(values['gen-tokens'], 'gen-tokens', { min: 0, max: 32768, integer: true }) ?? 32;
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
-    const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
+    const threads = threadsFlag(values.threads);
     const weights = weightsFlag(values, io.err) ?? 'f32';
     const kvDtype = kvDtypeFlag(values['kv-dtype']);
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;

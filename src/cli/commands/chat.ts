@@ -6,7 +6,7 @@ import { isDecodingPress, Pipeline, pipelineStats, type AnswerOptions, type Comp
 import type { AnswerStats } from '../../pipeline/stats.js';
 import { formatBytes, formatStats } from '../../pipeline/stats.js';
 import type { Press } from '../../presses/press.js';
-import { weightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { readContext, samplingFromFlags } from './generate-context.js';
@@ -76,7 +76,7 @@ Examples:
     const answer: AnswerOptions = { answerPrefix: str(values['answer-prefix']), maxNewTokens, sampling: samplingFromFlags(values) };
     const maxContextLength = num(values['max-context-length'], 'max-context-length', { min: 1, integer: true });
     const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values, io.err), kvDtype: kvDtypeFlag(values['kv-dtype']) });
-    if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    if (!model.tokenizer) throw noTokenizer(str(values.model));
 
     const bar = new ProgressBar(io, 'compressing the context', 'layers');
     const compressed = new Pipeline(model).compress(context, {

@@ -1,6 +1,6 @@
 import { KV_DTYPES, type KvDtype } from '../../cache/format.js';
 import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, runEval, type EvalProgress } from '../../eval/runner.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { num, parse, str, UsageError, threadsFlag, checkOutputDir } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 
 function formatEta(ms: number | null): string {
@@ -104,7 +104,8 @@ Examples:
     if (press === undefined) throw new UsageError('--press is required: a comma-separated list of presses (`kvpress presses` lists them)');
     const ratiosArg = str(values.ratios);
     const shardArg = str(values.shard);
-    const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
+    const threads = threadsFlag(values.threads);
+    if (str(values.output) !== undefined) checkOutputDir('output', str(values.output) as string);
     const backend = io.backend();
     if (threads !== undefined) backend.setThreads(threads);
     const bar = io.isTTY ? progressBar(io) : null;

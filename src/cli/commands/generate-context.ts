@@ -4,7 +4,7 @@ import { loadModel } from '../../model/load.js';
 import { Pipeline } from '../../pipeline/pipeline.js';
 import type { SamplingOptions } from '../../pipeline/sampler.js';
 import { formatStats } from '../../pipeline/stats.js';
-import { weightsFlag, num, str, UsageError, type OptionSpec } from '../args.js';
+import { weightsFlag, num, str, UsageError, type OptionSpec, noTokenizer } from '../args.js';
 import type { CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { pressFlags, pressFromFlags } from './presses.js';
@@ -58,7 +58,7 @@ export async function runGenerateContext(values: Values, io: CommandIO): Promise
   const questions = (values.question as string[] | undefined) ?? [''];
   const press = pressFromFlags(values);
   const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values), kvDtype: kvDtypeFlag(values['kv-dtype']) });
-  if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+  if (!model.tokenizer) throw noTokenizer(str(values.model));
   const json = values.json === true;
   const bar = new ProgressBar(io, 'compressing the context', 'layers');
   const showQuestions = questions.length > 1 || questions[0] !== '';

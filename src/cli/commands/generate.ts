@@ -1,7 +1,7 @@
 import type { KVCache } from '../../cache/kv-cache.js';
 import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
-import { weightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
@@ -67,7 +67,12 @@ ${contextUsage}`,
     const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights, kvDtype });
     const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
-    if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    if (!tok) throw noTokenizer(str(values.model));
+    // A prompt that cannot fit is refused before it is tokenized (a 10 MB file would take a while).
+    const atLeast = (tok.minTokens?.(prompt) ?? 0) + (tok.bosId === null ? 0 : 1);
+    if (atLeast > model.config.maxPositionEmbeddings) {
+      throw new UsageError(`the prompt (${prompt.length} characters) has at least ${atLeast} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}; shorten it`);
+    }
     const promptTokens = tok.encode(prompt, { bos: true });
     if (promptTokens.length > model.config.maxPositionEmbeddings) {
       throw new UsageError(`the prompt has ${promptTokens.length} tokens, more than the model's context of ${model.config.maxPositionEmbeddings}`);

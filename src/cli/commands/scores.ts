@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { loadModel } from '../../model/load.js';
 import type { Model } from '../../model/model.js';
 import { prefill, type Press, type ScoreObserver } from '../../presses/index.js';
-import { parse, str, UsageError } from '../args.js';
+import { parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 
@@ -65,7 +65,7 @@ Examples:
       tokens = readTokens(str(values['tokens-file'])!, c.vocabSize);
     } else {
       const tok = model.tokenizer;
-      if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH or use --tokens-file`);
+      if (!tok) throw noTokenizer(str(values.model), ', or use --tokens-file');
       const text = sources[0] === 'prompt' ? str(values.prompt)! : readText(str(values['prompt-file'])!);
       tokens = tok.encode(text, { bos: true });
     }

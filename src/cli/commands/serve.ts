@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { createServer } from '../../serve/server.js';
-import { num, parse, str, UsageError, weightsFlag } from '../args.js';
+import { num, parse, str, UsageError, weightsFlag, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 
 /** In-flight requests get this long to finish after SIGTERM before they are cancelled. */
@@ -58,7 +58,7 @@ Examples:
     const weights = weightsFlag(values, io.err);
     const modelPath = str(values.model);
     const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
-    if (!model.tokenizer) throw new UsageError(`${modelPath}: no tokenizer found; pass --tokenizer PATH`);
+    if (!model.tokenizer) throw noTokenizer(modelPath);
     const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
     const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
     let address: string;

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { validateConfig, type Architecture, type ModelConfig, type RopeScaling } from '../config.js';
+import { printable } from '../../tokenizer/tokenizer.js';
 
 /** transformers' default `max_position_embeddings` per architecture, for configs that omit it. */
 const DEFAULT_MAX_POSITIONS: Record<Architecture, number> = { llama: 2048, mistral: 4096 * 32, qwen2: 32768, qwen3: 32768, phi3: 4096, gemma3: 131072 };
@@ -151,6 +152,6 @@ export function readJson(path: string, what: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+    throw new Error(`${path}: invalid JSON (${printable((e as Error).message)}); replace it with the model's original file`);
   }
 }

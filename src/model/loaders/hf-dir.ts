@@ -7,6 +7,11 @@ import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readHfConfig, readJson } from './hf-config.js';
 import { SafetensorsFile } from './safetensors.js';
+import { checkFinite, checkNotAllZero } from './finite.js';
+import { splitChatTemplate } from '../../pipeline/chat-template.js';
+
+/** Tensors every logit depends on: all zeros makes every logit equal (a model that says <unk> forever). */
+const EVERY_LOGIT_READS = new Set(['model.embed_tokens.weight', 'model.norm.weight', 'lm_head.weight']);
 
 /** Where each tensor lives: one `model.safetensors`, or shards listed by an index file. */
 class TensorSource {
@@ -39,7 +44,7 @@ class TensorSource {
 
   /** The tensor as f32, checked to have exactly `shape`. */
   get(name: string, shape: number[]): Float32Array {
-    return this.checked(name, shape).read(name);
+    return this.verified(name, this.checked(name, shape).read(name));
   }
 
   /**
@@ -49,9 +54,17 @@ class TensorSource {
   matrix(name: string, rows: number, cols: number, type: WeightType | undefined): Weight {
     const f = this.checked(name, [rows, cols]);
     const stored = f.tensors.get(name)!.dtype;
-    if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: f.readBf16(name) };
-    const data = f.read(name);
+    if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: this.verified(name, f.readBf16(name)) };
+    const data = this.verified(name, f.read(name));
     return type === 'bf16' ? { type: 'bf16', rows, cols, data: toBf16(data) } : data;
+  }
+
+  /** Rejects NaN/Inf anywhere, and all zeros where every logit depends on the tensor. */
+  private verified<T extends Float32Array | Uint16Array>(name: string, data: T): T {
+    const path = this.fileOf(name) ?? this.listing;
+    checkFinite(path, name, data);
+    if (EVERY_LOGIT_READS.has(name)) checkNotAllZero(path, name, data);
+    return data;
   }
 
   private checked(name: string, shape: number[]): SafetensorsFile {
@@ -160,6 +173,15 @@ export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{
   }
   if (!isDir) throw new Error(`${dir}: not a directory`);
   const config = readHfConfig(join(dir, 'config.json'));
+  // The tokenizer and its chat template are checked before gigabytes of weights are read.
+  const tokenizer = loadHfTokenizer(dir);
+  if (tokenizer?.chatTemplate) {
+    try {
+      splitChatTemplate(tokenizer.chatTemplate, 'context');
+    } catch (e) {
+      throw new Error(`${dir}: the model's chat template is unusable: ${(e as Error).message}; fix chat_template in tokenizer_config.json (or remove it to use plain prompts)`);
+    }
+  }
   const src = TensorSource.forDirectory(dir);
   let weights: ModelWeights;
   try {
@@ -168,5 +190,5 @@ export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{
     src.close();
   }
   validateWeights(config, weights, dir);
-  return { config, weights, tokenizer: loadHfTokenizer(dir) };
+  return { config, weights, tokenizer };
 }

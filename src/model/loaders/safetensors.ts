@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { f16Table } from '../quant/formats.js';
+import { printable } from '../../tokenizer/tokenizer.js';
 
 /** The floating-point dtypes we load (converted to f32) and write. */
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
@@ -146,7 +147,7 @@ function readHeader(path: string, fd: number): { tensors: Map<string, TensorEntr
   try {
     header = JSON.parse(headerBuf.toString('utf8'));
   } catch (e) {
-    throw new Error(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
+    throw new Error(`${path}: safetensors header is not valid JSON (${printable((e as Error).message)})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new Error(`${path}: safetensors header is not a JSON object`);
 
