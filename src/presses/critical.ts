@@ -1,6 +1,6 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { globalTopK } from './adakv.js';
-import { globalMax, keptCount } from './common.js';
+import { keptCount } from './common.js';
 import type { KeepIndices, Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
@@ -56,9 +56,8 @@ export class CriticalKVPress extends ScorerPress {
     const N = projectedValueNorms(ctx);
     const out = s.map((x, g) => reweight(x, N[g], this.epsilon, this.logScores));
     const first = s.map((x) => topK(x, Math.floor((1 - this.compressionRatio) * x.length * this.firstStageRatio)));
-    const m = globalMax(out);
-    const top = Number.isFinite(m) ? m + Math.max(1, Math.abs(m)) : 1;
-    first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = top)));
+    // The library's marker, finfo(float64).max: above every score, linear or log.
+    first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = Number.MAX_VALUE)));
     return out;
   }
 }
