@@ -331,3 +331,21 @@ test('BlockPress: equals the plain press for one block or token-independent scor
   }));
   assert.deepEqual(positionsOf(prefill(new BlockPress(new KeyDiffPress(), ratio, B))), expected);
 });
+
+test('the public press API refuses wrong arguments with one-line PressErrors', async () => {
+  const { createPress, AdaKVPress, CriticalKVPress, ComposedPress, DecodingPress, PerLayerCompressionPress, KnormPress, PressError } = await import('../src/presses/index.js');
+  const cases: [() => unknown, RegExp][] = [
+    [() => createPress('knorm', 0.5, null as never), /options must be an object of option → value.*got null/],
+    [() => createPress(null as never), /a press name must be a string, got null/],
+    [() => createPress('knorm', '0.5' as never), /compression ratio must be a number in \[0, 1\), got the string "0.5"/],
+    [() => createPress('knorm', 0.5, { toString: 1 }), /has no option "toString"/],
+    [() => new AdaKVPress(null as never, 0.5), /the adakv wrapper wraps a scorer press, got null/],
+    [() => new AdaKVPress(null as never), /wraps a scorer press, got null/],
+    [() => new CriticalKVPress(undefined as never, 0.5), /CriticalKVPress wraps a scorer press, got undefined/],
+    [() => new AdaKVPress(new DecodingPress(new KnormPress()) as never, 0.5), /one with score\(ctx\).*got decoding_knorm/],
+    [() => new ComposedPress([null as never]), /ComposedPress \(entry 0\) wraps a press, got null/],
+    [() => new PerLayerCompressionPress(null as never, [0.5]), /PerLayerCompressionPress wraps a press, got null/],
+    [() => new DecodingPress(42 as never), /DecodingPress wraps a press, got number 42/],
+  ];
+  for (const [f, re] of cases) assert.throws(f, (e: Error) => e instanceof PressError && re.test(e.message) && !e.message.includes('\n'), String(re));
+});

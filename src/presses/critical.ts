@@ -1,7 +1,7 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { globalTopK } from './adakv.js';
 import { keptCount } from './common.js';
-import type { KeepIndices, Press } from './press.js';
+import { requireScorer, type KeepIndices, type Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
 
@@ -28,8 +28,9 @@ export class CriticalKVPress extends ScorerPress {
   readonly epsilon: number;
   readonly firstStageRatio: number;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions = {}) {
+  constructor(readonly inner: ScorerPress, compressionRatio = inner?.compressionRatio, opts: CriticalOptions = {}) {
     super(compressionRatio);
+    requireScorer(inner, 'CriticalKVPress');
     this.name = `critical_${inner.name}`;
     this.logScores = inner.logScores;
     [this.epsilon, this.firstStageRatio] = criticalOptions(opts);
@@ -74,7 +75,7 @@ export class CriticalAdaKVPress extends ScorerWrapper {
   readonly epsilon: number;
   readonly firstStageRatio: number;
 
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
     const alpha = opts.alphaSafeguard ?? 0.2;
     if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alpha}`);
     super(inner, 'critical_adakv', compressionRatio);

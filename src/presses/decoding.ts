@@ -1,5 +1,5 @@
 import { LayerContext, type ModelParts } from '../model/layer-context.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { checkRatio, requirePress, type KeepIndices, type Press, type ScoreObserver } from './press.js';
 
 export interface DecodingOptions {
   /** Decoding forward passes between two compressions (default 512). */
@@ -39,6 +39,7 @@ export class DecodingPress implements Press {
   private readonly state = new Map<number, LayerState>();
 
   constructor(readonly basePress: Press, options: DecodingOptions = {}) {
+    requirePress(basePress, 'DecodingPress');
     this.name = `decoding_${basePress.name}`;
     this.compressionInterval = positiveInt(options.compressionInterval ?? 512, 'compressionInterval');
     this.targetSize = positiveInt(options.targetSize ?? 2048, 'targetSize');

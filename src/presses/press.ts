@@ -36,6 +36,27 @@ export interface Press extends Compressor {
 
 /** Throws a one-line error unless 0 ≤ ratio < 1. */
 export function checkRatio(ratio: number, what = 'compressionRatio'): number {
-  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw new RangeError(`${what} must be in [0, 1), got ${ratio}`);
+  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw new RangeError(`${what} must be in [0, 1), got ${typeof ratio === 'string' ? `"${ratio}"` : String(ratio)}`);
   return ratio;
+}
+
+/** Throws a one-line PressError unless `p` is a press (an object with `compress`); returns it. */
+export function requirePress<P extends Press>(p: P | null | undefined, who: string, what = 'press'): P {
+  if (typeof p !== 'object' || p === null || typeof (p as Partial<Press>).compress !== 'function') {
+    throw new PressError(`${who} wraps a ${what}, got ${describe(p)}`);
+  }
+  return p;
+}
+
+/** Throws unless `p` is a scorer press (an object with `score(ctx)`), as kvpress's wrappers require. */
+export function requireScorer<P extends Press & { score: unknown }>(p: P | null | undefined, who: string): P {
+  requirePress(p, who, 'scorer press');
+  if (typeof (p as { score?: unknown }).score !== 'function') throw new PressError(`${who} wraps a scorer press (one with score(ctx), e.g. SnapKVPress), got ${(p as Press).name ?? describe(p)}`);
+  return p as P;
+}
+
+function describe(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'an array';
+  return typeof x === 'object' ? 'an object that is not one' : `${typeof x} ${String(x)}`.slice(0, 60);
 }

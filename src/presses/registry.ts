@@ -51,14 +51,18 @@ export class PressRegistry {
    * typed values (from the API); unknown keys and mistyped values are PressErrors.
    */
   create(name: string, compressionRatio = 0, options: Record<string, unknown> = {}): Press {
+    if (typeof name !== 'string') throw new PressError(`a press name must be a string, got ${name === null ? 'null' : typeof name}; \`kvpress presses\` lists them`);
     const e = this.get(name);
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw new PressError(`press "${name}": options must be an object of option → value (e.g. { windowSize: 32 }), got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}`);
+    }
     if (typeof compressionRatio !== 'number' || !(compressionRatio >= 0 && compressionRatio < 1)) {
-      throw new PressError(`compression ratio must be in [0, 1), got ${compressionRatio}`);
+      throw new PressError(`compression ratio must be a number in [0, 1), got ${typeof compressionRatio === 'string' ? `the string "${compressionRatio}"` : String(compressionRatio)}`);
     }
     const values: OptionValues = {};
     for (const [k, spec] of Object.entries(e.options)) values[k] = spec.default;
     for (const [k, raw] of Object.entries(options)) {
-      const spec = e.options[k];
+      const spec = Object.hasOwn(e.options, k) ? e.options[k] : undefined;
       if (!spec) {
         const valid = Object.keys(e.options);
         throw new PressError(`press "${name}" has no option "${k}" (${valid.length ? `options: ${valid.join(', ')}` : 'it takes no options'})`);
