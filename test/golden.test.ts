@@ -7,6 +7,11 @@ import {
   KeyRerotationPress, KnormPress, LagKVPress, ObservedAttentionPress, PerLayerCompressionPress, prefill, PyramidKVPress,
   SnapKVPress, StreamingLLMPress, TOVAPress, topK, type Press,
 } from '../src/presses/index.js';
+import { CapPress } from '../src/presses/cap.js';
+import { CompactorPress } from '../src/presses/compactor.js';
+import { CURPress } from '../src/presses/cur.js';
+import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.js';
+import { NonCausalAttnPress } from '../src/presses/non-causal-attn.js';
 import { golden, scoreError, sameSet, topKViolation, type GoldenEntry, type GoldenPrompt, type GoldenTie, type Tolerance } from './helpers/golden.js';
 
 // Every configuration of NVIDIA kvpress's golden outputs (see test/helpers/golden.ts) that this
@@ -23,7 +28,7 @@ const EA: Tolerance = { rel: 1e-3, abs: 0 };
 type Check = 'topk' | 'adakv' | 'critical_adakv' | 'chunk' | 'exact';
 
 interface Case {
-  make(): Press;
+  make(prompt: GoldenPrompt): Press;
   check?: Check;
   /** Presses that renumber positions (re-rotation): kept entries are found by their values. */
   byValues?: boolean;
@@ -34,7 +39,24 @@ interface Case {
   log?: boolean;
 }
 
+/** z-scores sit around 0, so their tolerance is absolute as well as relative. */
+const Z: Tolerance = { rel: 2e-5, abs: 2e-5 };
+/** kvpress computes the leverage sketch product and its Cholesky factor in float32. */
+const LEVERAGE: Tolerance = { rel: 2e-3, abs: 2e-3 };
+
+/** LeverageScore's Gaussian sketch as kvpress drew it (torch.manual_seed(0)), from the golden file. */
+const storedSketch = (p: GoldenPrompt): Sketch => (layer, head) => Float64Array.from(p.phi[layer][head].flat());
+
 const cases: Record<string, Case> = {
+  'NonCausalAttnPress@0.5': { make: () => new NonCausalAttnPress(0.5), tol: Z },
+  'NonCausalAttnPress@0.75': { make: () => new NonCausalAttnPress(0.75), tol: Z },
+  'LeverageScorePress@0.5': { make: (p) => new LeverageScorePress(0.5, {}, storedSketch(p)), tol: LEVERAGE },
+  'CompactorPress@0.5': { make: (p) => new CompactorPress(0.5, {}, storedSketch(p)), tol: LEVERAGE },
+  'CompactorPress@0.75': { make: (p) => new CompactorPress(0.75, {}, storedSketch(p)), tol: LEVERAGE },
+  'CURPress@0.5': { make: () => new CURPress(0.5) },
+  'CURPress@0.75': { make: () => new CURPress(0.75) },
+  'CapPress@0.5': { make: () => new CapPress(0.5) },
+  'CapPress@0.75': { make: () => new CapPress(0.75) },
   'ExpectedAttentionPress@0.5': { make: () => new ExpectedAttentionPress(0.5), log: true, tol: { rel: 1e-3, abs: 0 } },
   'ExpectedAttentionPress@0.75': { make: () => new ExpectedAttentionPress(0.75), log: true, tol: { rel: 1e-3, abs: 0 } },
   'KnormPress@0.5': { make: () => new KnormPress(0.5) },
@@ -198,7 +220,7 @@ for (const [config, c] of Object.entries(cases)) {
       const e = prompt.presses[config];
       assert.ok(e, `${config} is not in the golden files`);
       const want = e.skipped ? [] : goldenKept(e, prompt.n_tokens, H);
-      const r = await run(c.make(), prompt, c.byValues, want);
+      const r = await run(c.make(prompt), prompt, c.byValues, want);
       if (e.skipped) {
         assert.ok(r.error, `${pid}: kvpress refused (${e.error}); the port ran`);
         continue;

@@ -1,15 +1,9 @@
+import { coerceOption, type OptionSpec, type OptionValues } from './options.js';
 import { PressError, type Press } from './press.js';
 
 export { PressError };
 
-/** One typed, documented option of a press (camelCase, as the spec's parameter names). */
-export type OptionSpec =
-  | { type: 'number'; default: number; description: string; min?: number; max?: number }
-  | { type: 'integer'; default: number; description: string; min?: number; max?: number }
-  | { type: 'boolean'; default: boolean; description: string }
-  | { type: 'string'; default: string; description: string; values?: readonly string[] };
-
-export type OptionValues = Record<string, number | boolean | string>;
+export type { OptionSpec, OptionValues } from './options.js';
 
 /** A registered press: its name, a one-line description, its options and a factory. */
 export interface PressEntry {
@@ -67,38 +61,12 @@ export class PressRegistry {
         const valid = Object.keys(e.options);
         throw new PressError(`press "${name}" has no option "${k}" (${valid.length ? `options: ${valid.join(', ')}` : 'it takes no options'})`);
       }
-      values[k] = coerce(name, k, spec, raw);
+      values[k] = coerceOption(`press "${name}"`, k, spec, raw);
     }
     try {
       return e.create(compressionRatio, values);
     } catch (err) {
       throw new PressError(`press "${name}": ${(err as Error).message}`);
-    }
-  }
-}
-
-function coerce(press: string, key: string, spec: OptionSpec, raw: unknown): number | boolean | string {
-  const bad = (want: string) => new PressError(`press "${press}" option ${key} must be ${want}, got "${String(raw)}"`);
-  switch (spec.type) {
-    case 'boolean': {
-      if (typeof raw === 'boolean') return raw;
-      if (raw === 'true' || raw === '1') return true;
-      if (raw === 'false' || raw === '0') return false;
-      throw bad('true or false');
-    }
-    case 'string': {
-      if (typeof raw !== 'string') throw bad('a string');
-      if (spec.values && !spec.values.includes(raw)) throw bad(`one of ${spec.values.join(', ')}`);
-      return raw;
-    }
-    default: {
-      const x = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
-      const integer = spec.type === 'integer';
-      const min = spec.min ?? -Infinity, max = spec.max ?? Infinity;
-      if (!Number.isFinite(x) || (integer && !Number.isInteger(x)) || x < min || x > max) {
-        throw bad(`${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` ≥ ${min}` : ''}${max < Infinity ? ` and ≤ ${max}` : ''}`);
-      }
-      return x;
     }
   }
 }

@@ -55,20 +55,27 @@ function describeOption(name: string, o: OptionSpec): string {
 export const pressesCommand: Command = {
   name: 'presses',
   summary: 'list every press with its options and defaults',
-  usage: `kvpress presses [--json] [NAME]
+  usage: `kvpress presses [--json | --markdown] [NAME]
 
 Lists every registered press: its name, a one-line description and its options with their
 defaults (set them with --press-option key=value on generate and scores). With NAME, only that
-press. --json prints [{"name", "description", "options": {key: {type, default, description}}}].
+press. --json prints [{"name", "description", "options": {key: {type, default, description}}}];
+--markdown prints the README's table of presses (generated from the same declarations).
 
 Examples:
   kvpress presses
-  kvpress presses expected_attention`,
-  options: { json: { type: 'boolean' } },
+  kvpress presses expected_attention
+  kvpress presses --markdown`,
+  options: { json: { type: 'boolean' }, markdown: { type: 'boolean' } },
   async run(argv, io) {
     const { values, positionals } = parse(argv, this.options);
     if (positionals.length > 1) throw new UsageError(`expected at most one press name, got ${positionals.length}`);
     const entries = positionals.length ? [presses.get(positionals[0])] : presses.list();
+    if (values.json === true && values.markdown === true) throw new UsageError('give at most one of --json and --markdown');
+    if (values.markdown === true) {
+      io.out(pressTable(entries));
+      return 0;
+    }
     if (values.json === true) {
       io.out(JSON.stringify(entries.map((e) => ({ name: e.name, description: e.description, options: e.options }))) + '\n');
       return 0;
@@ -81,3 +88,9 @@ Examples:
     return 0;
   },
 };
+
+/** The README's table of presses: name, description, options with their defaults. */
+export function pressTable(entries: readonly { name: string; description: string; options: Record<string, OptionSpec> }[]): string {
+  const rows = entries.map((e) => `| \`${e.name}\` | ${e.description} | ${Object.entries(e.options).map(([k, o]) => `\`${k}=${String(o.default)}\``).join(', ')} |`);
+  return ['| name | what it does | options (defaults) |', '|---|---|---|', ...rows].join('\n') + '\n';
+}
