@@ -183,5 +183,5 @@ test("the README's table of presses is `kvpress presses --markdown`", async () =
   assert.equal(r.code, 0, r.stderr);
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
   assert.ok(readme.includes(r.stdout), 'README.md: replace the table of presses with the output of `kvpress presses --markdown`');
-  assert.equal(r.stdout.split('\n').length - 3, presses.list().length);
+  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('| `')).length, presses.list().length + presses.wrappers().length);
 });

@@ -3,6 +3,9 @@ import type { Model } from '../model/model.js';
 import { baselineEntries } from './entries-baselines.js';
 import { eaEntries } from './entries-ea.js';
 import { capEntry } from './cap.js';
+import { chunkKVWrapper } from './chunkkv.js';
+import { dmsWrapper } from './dms.js';
+import { mergingWrapper } from './merging.js';
 import { compactorEntry } from './compactor.js';
 import { curEntry } from './cur.js';
 import { leverageScoreEntry } from './leverage-score.js';
@@ -31,6 +34,9 @@ export { SnapKVPress, type SnapKVOptions } from './snapkv.js';
 export { StreamingLLMPress, type StreamingLLMOptions } from './streaming-llm.js';
 export { TOVAPress } from './tova.js';
 export { CapPress } from './cap.js';
+export { ChunkKVPress } from './chunkkv.js';
+export { DMSPress } from './dms.js';
+export { MergingPress } from './merging.js';
 export { CompactorPress } from './compactor.js';
 export { CURPress } from './cur.js';
 export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-score.js';
@@ -38,13 +44,13 @@ export { NonCausalAttnPress } from './non-causal-attn.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
-export { PressRegistry, closeMatches, type OptionSpec, type OptionValues, type PressEntry } from './registry.js';
+export { PressRegistry, closeMatches, type OptionSpec, type OptionValues, type PressEntry, type WrapperEntry } from './registry.js';
 export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, type QueryStats } from './stats-format.js';
 
 /** Every registered press, by its snake_case name (`kvpress presses` lists them). */
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry,
-);
+).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options

@@ -1,5 +1,6 @@
 import { coerceOption, type OptionSpec, type OptionValues } from './options.js';
-import { PressError, type Press } from './press.js';
+import { PressError, requireScorer, type Press } from './press.js';
+import type { ScorerPress } from './scorer.js';
 
 export { PressError };
 
@@ -14,8 +15,55 @@ export interface PressEntry {
   create(compressionRatio: number, options: OptionValues): Press;
 }
 
+/**
+ * A wrapper over any scorer press: registered once, it composes with every registered scorer as
+ * `<prefix>_<scorer name>` (chunkkv_snapkv, dms_knorm, merging_expected_attention), taking the
+ * options of both (the wrapper's win when a name is shared).
+ */
+export interface WrapperEntry {
+  prefix: string;
+  description: string;
+  options: Record<string, OptionSpec>;
+  wrap(inner: ScorerPress, compressionRatio: number, options: OptionValues): Press;
+}
+
 export class PressRegistry {
   private readonly entries = new Map<string, PressEntry>();
+  private readonly wrapperEntries = new Map<string, WrapperEntry>();
+
+  registerWrapper(...wrappers: WrapperEntry[]): this {
+    for (const w of wrappers) {
+      if (this.wrapperEntries.has(w.prefix)) throw new Error(`wrapper "${w.prefix}" is registered twice`);
+      this.wrapperEntries.set(w.prefix, w);
+    }
+    return this;
+  }
+
+  /** The registered wrappers (`kvpress presses` lists them apart from the presses). */
+  wrappers(): WrapperEntry[] {
+    return [...this.wrapperEntries.values()];
+  }
+
+  /** `<prefix>_<scorer>` as an entry, or null when `name` is not such a composition. */
+  private composed(name: string): PressEntry | null {
+    for (const w of this.wrapperEntries.values()) {
+      if (!name.startsWith(`${w.prefix}_`)) continue;
+      const innerName = name.slice(w.prefix.length + 1), inner = this.entries.get(innerName);
+      if (!inner) continue;
+      return {
+        name,
+        description: `${w.description}, over ${innerName}`,
+        options: { ...inner.options, ...w.options },
+        create: (r, o) => {
+          const innerValues: OptionValues = {}, own: OptionValues = {};
+          for (const [k, v] of Object.entries(o)) (k in w.options ? own : innerValues)[k] = v;
+          const press = inner.create(r, innerValues);
+          return w.wrap(requireScorer(press as ScorerPress, `the ${w.prefix} wrapper`), r, own);
+        },
+      };
+    }
+    return null;
+  }
 
   register(...entries: PressEntry[]): this {
     for (const e of entries) {
@@ -34,10 +82,11 @@ export class PressRegistry {
   }
 
   get(name: string): PressEntry {
-    const e = this.entries.get(name);
+    const e = this.entries.get(name) ?? this.composed(name);
     if (e) return e;
     const close = closeMatches(name, this.names());
-    throw new PressError(`unknown press "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; \`kvpress presses\` lists them all`);
+    const prefixes = this.wrappers().map((w) => `${w.prefix}_`).join(', ');
+    throw new PressError(`unknown press "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; \`kvpress presses\` lists them all${prefixes ? ` (the wrappers ${prefixes} go before any scorer's name)` : ''}`);
   }
 
   /**
