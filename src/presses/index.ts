@@ -43,7 +43,7 @@ export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-scor
 export { NonCausalAttnPress } from './non-causal-attn.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
-export { PressError, checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
 export { PressRegistry, closeMatches, type OptionSpec, type OptionValues, type PressEntry, type WrapperEntry } from './registry.js';
 export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, type QueryStats } from './stats-format.js';
 

@@ -6,6 +6,17 @@ export type KeepIndices = Int32Array[];
 /** A mistake in a press request (unknown name or option, bad value, unsuitable model): one line, exit code 2. */
 export class PressError extends Error {}
 
+/**
+ * When a press acts: on the prompt's prefill only (most presses), only while generating (the
+ * decoding presses: kvpress does not attach them to the context prefill), or both.
+ */
+export type PressPhase = 'prefill' | 'decoding' | 'both';
+
+/** A press's phase: its own declaration, 'prefill' when it declares none. */
+export function phaseOf(press: Press | null | undefined): PressPhase | null {
+  return press ? press.phase ?? 'prefill' : null;
+}
+
 /** Receives each layer's scores as a press computes them (the `kvpress scores` command). */
 export interface ScoreObserver {
   /** scores[g][t]: score of entry t of KV head g (log-scores when `log`); higher = keep. */
@@ -17,8 +28,13 @@ export interface ScoreObserver {
  * forward pass calls after each layer's attention (see model/layer-context.ts).
  */
 export interface Press extends Compressor {
-  /** Registry name or class-like label, for reports. */
-  readonly name: string;
+  /**
+   * Registry name or class-like label, for reports. The registry sets it to the registered name
+   * (e.g. "adakv_expected_attention_e2") on the presses it builds.
+   */
+  name: string;
+  /** When it acts (see PressPhase); 'prefill' when absent. */
+  readonly phase?: PressPhase;
   /** Fraction of entries to remove, in [0, 1). Derived for some wrappers. */
   compressionRatio: number;
   /** Optional observer of the scores (scorer presses and wrappers forward it). */

@@ -1,5 +1,5 @@
 import { coerceOption, type OptionSpec, type OptionValues } from './options.js';
-import { PressError, requireScorer, type Press } from './press.js';
+import { PressError, requireScorer, type Press, type PressPhase } from './press.js';
 import type { ScorerPress } from './scorer.js';
 
 export { PressError };
@@ -11,6 +11,8 @@ export interface PressEntry {
   name: string;
   description: string;
   options: Record<string, OptionSpec>;
+  /** When the press acts ('prefill' when absent), known before building it (`kvpress eval` sorts by it). */
+  phase?: PressPhase;
   /** Builds the press; `options` holds every option (defaults filled in, types checked). */
   create(compressionRatio: number, options: OptionValues): Press;
 }
@@ -54,6 +56,7 @@ export class PressRegistry {
         name,
         description: `${w.description}, over ${innerName}`,
         options: { ...inner.options, ...w.options },
+        phase: inner.phase,
         create: (r, o) => {
           const innerValues: OptionValues = {}, own: OptionValues = {};
           for (const [k, v] of Object.entries(o)) (k in w.options ? own : innerValues)[k] = v;
@@ -113,7 +116,10 @@ export class PressRegistry {
       values[k] = coerceOption(`press "${name}"`, k, spec, raw);
     }
     try {
-      return e.create(compressionRatio, values);
+      const press = e.create(compressionRatio, values);
+      // Reports name the registered configuration, not the chain of classes it is built from.
+      press.name = e.name;
+      return press;
     } catch (err) {
       throw new PressError(`press "${name}": ${(err as Error).message}`);
     }
