@@ -11,9 +11,8 @@
       "cflags": ["<@(kvp_cflags)", "-fopenmp"],
       "cflags_cc": ["-std=c++17"],
       "ldflags": ["-fopenmp"],
-      "libraries": ["-lopenblas"],
       "conditions": [
-        ["target_arch=='x64'", { "dependencies": ["kvp_avx2", "kvp_avx512"] }]
+        ["target_arch=='x64'", { "dependencies": ["kvp_avx2", "kvp_avx512", "kvp_avx512bf16"] }]
       ]
     }
   ],
@@ -31,6 +30,12 @@
           "type": "static_library",
           "sources": ["native/k_avx512.c"],
           "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma"]
+        },
+        {
+          "target_name": "kvp_avx512bf16",
+          "type": "static_library",
+          "sources": ["native/k_avx512bf16.c"],
+          "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512bf16", "-mavx2", "-mfma"]
         }
       ]
     }]

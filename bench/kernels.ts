@@ -1,12 +1,13 @@
 /**
- * Kernel benchmark: an FMA peak probe, GEMM GFLOP/s at prefill and decode shapes, and
+ * Kernel benchmark: an FMA peak probe and a bf16 dot-product probe, GEMM GFLOP/s (f32 and bf16
+ * weights) at prefill and decode shapes, and
  * attention speed, for every available backend at 1 and 2 threads. `runKernelBench()` is
  * what `npm run bench` includes; `node dist/bench/kernels.js [--json]` runs it alone.
  */
 import { pathToFileURL } from 'node:url';
 import type { AttentionArgs, Backend } from '../src/backend/backend.js';
 import { backendInfo } from '../src/backend/index.js';
-import { JsBackend } from '../src/backend/js/kernels.js';
+import { JsBackend, toBf16 } from '../src/backend/js/kernels.js';
 import { NativeBackend, loadNative, maxThreads } from '../src/backend/native/index.js';
 import { WasmBackend, loadWasm } from '../src/backend/wasm/index.js';
 
@@ -54,6 +55,20 @@ function peakProbe(threads: number): number | null {
   return (iters * n.info.probeFlopsPerIteration * threads) / best / 1e9;
 }
 
+/**
+ * GFLOP/s of the bf16 dot-product probe (vdpbf16ps) on `threads` threads, as peakProbe; null
+ * where the CPU has none (bf16 products then go by conversion to f32, whose ceiling is the FMA
+ * probe).
+ */
+function bf16Probe(threads: number): number | null {
+  const n = loadNative();
+  if (!n.ok || !n.info.bf16ProbeFlopsPerIteration) return null;
+  const iters = 1.5e6;
+  let best = Infinity;
+  for (let r = 0; r < 20; r++) best = Math.min(best, n.addon.bf16Probe(iters, threads) ?? Infinity);
+  return (iters * n.info.bf16ProbeFlopsPerIteration * threads) / best / 1e9;
+}
+
 /** `dram`: cycle through enough copies of the weights to overflow the caches, as decode does. */
 const GEMM_SHAPES: { label: string; m: number; n: number; k: number; dram?: boolean }[] = [
   { label: 'prefill 512 · small FFN up', m: 512, n: 1536, k: 576 },
@@ -99,7 +114,7 @@ interface Config { backend: Backend; threads: number }
 function configs(): Config[] {
   const out: Config[] = [];
   const n = loadNative();
-  if (n.ok) for (const t of [1, 2]) if (t <= maxThreads()) out.push({ backend: new NativeBackend(n.addon, n.info, n.coreType, t), threads: t });
+  if (n.ok) for (const t of [1, 2]) if (t <= maxThreads()) out.push({ backend: new NativeBackend(n.addon, n.info, t), threads: t });
   const w = loadWasm();
   if (w.ok) for (const t of [1, 2]) if (t <= maxThreads()) out.push({ backend: new WasmBackend(w.module, t), threads: t });
   out.push({ backend: new JsBackend(), threads: 1 });
@@ -128,6 +143,12 @@ export async function runKernelBench(): Promise<{ markdown: string; json: object
         for (const w of ws) backend.matmul(out, x, w, s.m, s.n, s.k);
       }, slow ? 0 : 0.4, slow ? 1 : 3);
       g[s.label] = (2 * s.m * s.n * s.k * copies) / t / 1e9;
+      if (!backend.matmulBf16) continue;
+      const hs = ws.map(toBf16);
+      const tb = bestTime(() => {
+        for (const h of hs) backend.matmulBf16!(out, x, h, s.m, s.n, s.k);
+      }, slow ? 0 : 0.4, slow ? 1 : 3);
+      g[`bf16 ${s.label}`] = (2 * s.m * s.n * s.k * copies) / tb / 1e9;
     }
     gemm.push(g);
     const a: Row = { backend: backend.name, threads };
@@ -142,16 +163,26 @@ export async function runKernelBench(): Promise<{ markdown: string; json: object
   }
   const after = peakProbe(1);
   const probe1 = before === null || after === null ? null : Math.max(before, after);
+  const bf16Probe1 = bf16Probe(1), bf16Probe2 = maxThreads() >= 2 ? bf16Probe(2) : null;
+  // Without vdpbf16ps the bf16 GEMM's ceiling is the f32 FMA's.
+  const bf16Ceiling = bf16Probe1 ?? probe1;
 
   const native1 = gemm.find((r) => r.backend === 'native' && r.threads === 1);
   const prefillLabel = GEMM_SHAPES[0].label;
   const ratio = native1 && probe1 ? (native1[prefillLabel] as number) / probe1 : null;
+  const bf16Ratio = native1 && bf16Ceiling && native1[`bf16 ${prefillLabel}`] !== undefined ? (native1[`bf16 ${prefillLabel}`] as number) / bf16Ceiling : null;
+  const native = loadNative();
   const info = backendInfo();
   const lines: string[] = [];
   lines.push('### Kernels', '');
   lines.push(`Active backend: **${info.active ?? 'none'}** (${info.reason}).`, '');
   lines.push(`FMA peak probe: ${fmt(probe1)} GFLOP/s on 1 thread, ${fmt(probe2)} on 2.`);
-  if (ratio !== null) lines.push(`GEMM (${prefillLabel}) on 1 thread: ${(100 * ratio).toFixed(0)} % of the probe (goal ≥ 85 %).`);
+  lines.push(bf16Probe1 !== null
+    ? `bf16 dot-product probe (vdpbf16ps): ${fmt(bf16Probe1)} GFLOP/s on 1 thread, ${fmt(bf16Probe2)} on 2.`
+    : 'bf16 dot-product probe: this CPU has no vdpbf16ps; bf16 products go by conversion to f32 (ceiling: the FMA probe).');
+  if (native.ok) lines.push(`GEMM micro-kernels: ${native.info.gemmF32} (f32 weights), ${native.info.gemmBf16} (bf16 weights); caches L1 ${native.info.cacheBytes.l1 >> 10} KiB, L2 ${native.info.cacheBytes.l2 >> 10} KiB, L3 ${native.info.cacheBytes.l3 >> 20} MiB.`);
+  if (ratio !== null) lines.push(`GEMM (${prefillLabel}) on 1 thread: ${(100 * ratio).toFixed(0)} % of the FMA probe (goal ≥ 85 %).`);
+  if (bf16Ratio !== null) lines.push(`bf16 GEMM (${prefillLabel}) on 1 thread: ${(100 * bf16Ratio).toFixed(0)} % of the ${bf16Probe1 !== null ? 'bf16' : 'FMA'} probe (goal ≥ 70 %).`);
   lines.push('', '| GEMM GFLOP/s | threads | ' + GEMM_SHAPES.map((s) => `${s.label} (${s.m}×${s.n}×${s.k})`).join(' | ') + ' |');
   lines.push('|---|---|' + GEMM_SHAPES.map(() => '---|').join(''));
   for (const r of gemm) {
@@ -159,6 +190,16 @@ export async function runKernelBench(): Promise<{ markdown: string; json: object
     const cells = GEMM_SHAPES.map((s) => {
       const v = r[s.label] as number | undefined;
       return v === undefined || s.m > 1 ? fmt(v) : `${fmt(v)} (${fmt(2 * v, 0)} GB/s)`;
+    });
+    lines.push(`| ${r.backend} | ${r.threads} | ${cells.join(' | ')} |`);
+  }
+  lines.push('', '| GEMM GFLOP/s, bf16 weights | threads | ' + GEMM_SHAPES.map((s) => `${s.label}`).join(' | ') + ' |');
+  lines.push('|---|---|' + GEMM_SHAPES.map(() => '---|').join(''));
+  for (const r of gemm) {
+    // 2 bytes of weight per 2 flops in decode.
+    const cells = GEMM_SHAPES.map((s) => {
+      const v = r[`bf16 ${s.label}`] as number | undefined;
+      return v === undefined || s.m > 1 ? fmt(v) : `${fmt(v)} (${fmt(v, 0)} GB/s)`;
     });
     lines.push(`| ${r.backend} | ${r.threads} | ${cells.join(' | ')} |`);
   }
@@ -173,7 +214,11 @@ export async function runKernelBench(): Promise<{ markdown: string; json: object
   }
   return {
     markdown: lines.join('\n') + '\n',
-    json: { backend: info, peakProbeGflops: { 1: probe1, 2: probe2 }, gemmOverPeak1Thread: ratio, gemm, attention },
+    json: {
+      backend: info, peakProbeGflops: { 1: probe1, 2: probe2 }, bf16ProbeGflops: { 1: bf16Probe1, 2: bf16Probe2 },
+      gemmKernels: native.ok ? { f32: native.info.gemmF32, bf16: native.info.gemmBf16 } : null,
+      gemmOverPeak1Thread: ratio, bf16GemmOverPeak1Thread: bf16Ratio, gemm, attention,
+    },
   };
 }
 

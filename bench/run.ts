@@ -22,9 +22,10 @@ const LLAMA_CPP: Record<string, { p512: number; p2048: number; decode: number; d
   medium: { p512: 110, p2048: 102, decode: 7.9, decode2048: 7.0 },
 };
 /** llama.cpp with f16 weights (same build and machine kind): what bf16 decode weights compete with. */
-const LLAMA_CPP_F16: Record<string, { decode: number; decode2048: number }> = {
-  small: { decode: 93, decode2048: 35.5 },
-  medium: { decode: 19.5, decode2048: 12.6 },
+/** llama.cpp with f16 weights; small prefill 512 from issue #10 (620 tok/s, same machine kind). */
+const LLAMA_CPP_F16: Record<string, { p512: number | null; decode: number; decode2048: number }> = {
+  small: { p512: 620, decode: 93, decode2048: 35.5 },
+  medium: { p512: null, decode: 19.5, decode2048: 12.6 },
 };
 const SHAPES = ['stories260K', 'small', 'medium'] as const;
 const root = packageRoot();
@@ -92,22 +93,26 @@ async function main(): Promise<void> {
     md.push(`| ${shape} | ${fmt(r.p512.prefillTokensPerSecond)} vs ${ref.p512}: **${ratio(r.p512.prefillTokensPerSecond, ref.p512)}** | ${fmt(r.p2048.prefillTokensPerSecond)} vs ${ref.p2048}: **${ratio(r.p2048.prefillTokensPerSecond, ref.p2048)}** | ${fmt(r.d0.decodeTokensPerSecond)} vs ${ref.decode}: **${ratio(r.d0.decodeTokensPerSecond, ref.decode)}** | ${fmt(r.d2048.decodeTokensPerSecond)} vs ${ref.decode2048}: **${ratio(r.d2048.decodeTokensPerSecond, ref.decode2048)}** |`);
   }
 
-  process.stderr.write('bf16 decode weights…\n');
-  md.push('', '### bf16 decode weights (1 thread)', '');
-  md.push('`--decode-weights bf16`: decode steps read a bf16 copy of the matrices (f32 activations and sums; +50 % weight memory), against the f32 decode above and llama.cpp with f16 weights.', '');
-  md.push('| model | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | vs llama.cpp f16 | peak RSS |', '|---|---|---|---|---|---|---|---|');
-  const bf16: Record<string, { d0: BenchJson; d2048: BenchJson }> = {};
+  process.stderr.write('bf16 weights…\n');
+  md.push('', '### bf16 weights (1 thread)', '');
+  md.push('`--weights bf16`: every matrix held once as bf16, prefill (bf16 GEMM) and decode alike (f32 activations between products and f32 sums), against f32 above and llama.cpp with f16 weights.', '');
+  md.push('| model | prefill 512 bf16 | vs llama.cpp f16 | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | vs llama.cpp f16 | peak RSS |', '|---|---|---|---|---|---|---|---|---|---|');
+  const bf16: Record<string, { p512: BenchJson; d0: BenchJson; d2048: BenchJson }> = {};
   for (const shape of ['small', 'medium'] as const) {
-    const t = ['--shape', shape, '--threads', '1', '--decode-weights', 'bf16', '--prompt-tokens', '1'];
+    const t = ['--shape', shape, '--threads', '1', '--weights', 'bf16', '--prompt-tokens', '1'];
     const gen = shape === 'small' ? '32' : '16';
-    const r = { d0: kvpressBench([...t, '--gen-tokens', gen]), d2048: kvpressBench([...t, '--depth', '2048', '--gen-tokens', gen]) };
+    const r = {
+      p512: kvpressBench(['--shape', shape, '--threads', '1', '--weights', 'bf16', '--prompt-tokens', '512', '--gen-tokens', '0']),
+      d0: kvpressBench([...t, '--gen-tokens', gen]), d2048: kvpressBench([...t, '--depth', '2048', '--gen-tokens', gen]),
+    };
     bf16[shape] = r;
     const f32 = models[`${shape}@1`] as Record<string, BenchJson>;
     const ref = LLAMA_CPP_F16[shape];
     const d0 = r.d0.decodeTokensPerSecond, d2048 = r.d2048.decodeTokensPerSecond;
-    md.push(`| ${shape} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${fmt(d0)} vs ${ref.decode}: **${ratio(d0, ref.decode)}** | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${fmt(d2048)} vs ${ref.decode2048}: **${ratio(d2048, ref.decode2048)}** | ${mib(Math.max(r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
+    const p = r.p512.prefillTokensPerSecond;
+    md.push(`| ${shape} | ${fmt(p)} | ${ref.p512 === null ? '—' : `${fmt(p)} vs ${ref.p512}: **${ratio(p, ref.p512)}**`} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${fmt(d0)} vs ${ref.decode}: **${ratio(d0, ref.decode)}** | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${fmt(d2048)} vs ${ref.decode2048}: **${ratio(d2048, ref.decode2048)}** | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
   }
-  json.bf16Decode = bf16;
+  json.bf16Weights = bf16;
 
   process.stderr.write('decode vs compression ratio…\n');
   md.push('', '## Decode speed vs compression ratio (small, depth 8192, 1 thread)', '');

@@ -1,27 +1,18 @@
-// N-API glue of the native backend: zero-copy views of the caller's Float32Arrays, dense
-// products through OpenBLAS, everything else through our kernels (kernels.h) picked at load
-// time for the CPU at hand, threaded with OpenMP. Arguments are validated on the TypeScript
+// N-API glue of the native backend: zero-copy views of the caller's typed arrays, every kernel
+// ours (kernels.h, and gemm.h for dense products) picked at load time for the CPU at hand,
+// threaded with OpenMP. No BLAS: a C/C++ toolchain is all the build needs. Arguments are validated on the TypeScript
 // side (src/backend/native/index.ts); this file trusts them.
 #include <napi.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels.hpp"
-
-extern "C" {
-// The few OpenBLAS entry points we use, declared here so that any OpenBLAS install works
-// without depending on where its cblas.h lives.
-enum { CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112 };
-void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
-                 const float *b, int ldb, float beta, float *c, int ldc);
-void openblas_set_num_threads(int n);
-char *openblas_get_corename(void);
-char *openblas_get_config(void);
-}
 
 namespace {
 
@@ -34,8 +25,15 @@ std::vector<KernelSet> usable_kernels() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (any && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
-    sets.push_back(KVP_SET(avx512, 16));
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
+    KernelSet s = KVP_SET(avx512, 16);
+    if (__builtin_cpu_supports("avx512bf16")) {
+      s.gemm_bf16 = gemm_bf16_avx512bf16;
+      s.bf16_isa = "avx512bf16";
+      s.bf16_probe = bf16_probe_avx512bf16;
+    }
+    sets.push_back(s);
+  }
   if ((any || !std::strcmp(cap, "avx2")) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     sets.push_back(KVP_SET(avx2, 8));
 #else
@@ -47,6 +45,53 @@ std::vector<KernelSet> usable_kernels() {
 
 const std::vector<KernelSet> kSets = usable_kernels();
 const KernelSet &K = kSets.front();
+
+// Size in bytes of the level-`level` data (or unified) cache of CPU 0, as Linux reports it;
+// `fallback` where it does not.
+long cache_bytes(int level, long fallback) {
+  for (int i = 0; i < 16; i++) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    auto read = [&](const char *name) {
+      char buf[64] = {0};
+      FILE *f = std::fopen((dir + name).c_str(), "r");
+      if (!f) return std::string();
+      size_t got = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      buf[got] = 0;
+      return std::string(buf);
+    };
+    const std::string lv = read("level");
+    if (lv.empty()) break;
+    if (std::atoi(lv.c_str()) != level || read("type").rfind("Instruction", 0) == 0) continue;
+    const std::string sz = read("size");
+    char *end = nullptr;
+    long v = std::strtol(sz.c_str(), &end, 10);
+    if (v <= 0) break;
+    if (end && *end == 'K') v <<= 10;
+    else if (end && *end == 'M') v <<= 20;
+    return v;
+  }
+  return fallback;
+}
+
+// GEMM cache blocks (gemm.h): a KC×GN weight panel fills half of L1, an MC×KC block of inputs
+// half of L2, a KC×NC block of weights a quarter of L3 (shared by the cores).
+struct Blocking {
+  int kc, mc, nc;
+};
+const long kL1 = cache_bytes(1, 32 << 10), kL2 = cache_bytes(2, 512 << 10), kL3 = cache_bytes(3, 8 << 20);
+
+Blocking blocking(int panel_bytes, int x_bytes) {
+  auto clamp = [](long v, long lo, long hi) { return (int)std::max(lo, std::min(hi, v)); };
+  Blocking b;
+  b.kc = clamp(kL1 / 2 / ((long)K.gemm_cols * panel_bytes) / 16 * 16, 64, 2048);
+  b.mc = clamp(kL2 / 2 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 4096 / K.gemm_rows * K.gemm_rows);
+  b.nc = clamp(kL3 / 4 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
+  return b;
+}
+// vdpbf16ps panels hold bf16 pairs (2 bytes an entry, inputs too); by conversion they are f32.
+const bool kNativeBf16 = K.bf16_probe != nullptr;
+const Blocking kBlockF32 = blocking(4, 4), kBlockBf16 = kNativeBf16 ? blocking(2, 2) : kBlockF32;
 
 // Attention vectorizes along the head dimension: take the widest build whose vectors tile it
 // (head_dim 8 runs 8-wide rather than all in the scalar tails of 16-wide vectors).
@@ -103,15 +148,13 @@ float *F32(const Napi::Value &v) { return v.As<Napi::Float32Array>().Data(); }
 
 int I32(const Napi::Value &v) { return v.As<Napi::Number>().Int32Value(); }
 
-// OpenBLAS stays single-threaded (see Init; the loader also sets OPENBLAS_NUM_THREADS=1):
-// products are split across our own OpenMP team, so one thread pool serves every kernel —
-// two pools spinning against each other on two cores cost more than they give — and a
-// product's bits do not depend on the thread count.
+// Products are split across our own OpenMP team over output rows or columns only (a K
+// reduction is never split), so one thread pool serves every kernel and a product's bits do
+// not depend on the thread count.
 void SetThreads(const Napi::CallbackInfo &info) { W.threads = std::max(1, I32(info[0])); }
 
 // Threads to split `rows` rows over, on 64-row boundaries, so that every part still holds
-// `min_work` multiply-adds. For products that keeps each part above 100³, where OpenBLAS leaves
-// its small-matrix kernels (another summation order): the bits never depend on the split.
+// `min_work` multiply-adds (waking a team for less costs more than it saves).
 int split_parts(int rows, double work_per_row, double min_work) {
   const int blocks = (rows + 63) / 64, ragged = rows % 64 ? 64 - rows % 64 : 0;
   for (int nt = std::min(W.threads, blocks); nt > 1; nt--)
@@ -119,10 +162,35 @@ int split_parts(int rows, double work_per_row, double min_work) {
   return 1;
 }
 
-// Rows [j0, j1) of the weights for one thread: the split falls on multiples of 64 rows so that
-// OpenBLAS's kernels group rows the same way whatever the thread count.
-void product(float *out, const float *x, const float *w, int m, int n, int k, float beta, int j0, int j1) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, j1 - j0, k, 1.0f, x, k, w + (size_t)j0 * k, k, beta, out + j0, n);
+// out[m×n] = x·wᵀ (+ bias) through gemm.h, w f32 (wf) or bf16 bits (wh). The weight rows (n)
+// are split over the team when they give every thread a share, else the input rows (m); each
+// thread packs into its own scratch.
+bool gemm(float *out, const float *x, const float *wf, const uint16_t *wh, int m, int n, int k, const float *bias) {
+  const Blocking &b = wh ? kBlockBf16 : kBlockF32;
+  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  bool ok = true;
+  auto part = [&](int i0, int i1, int j0, int j1) {
+    static thread_local Scratch s;
+    float *sc = s.get(need);
+    if (!sc) {
+#pragma omp atomic write
+      ok = false;
+      return;
+    }
+    if (wh) K.gemm_bf16(out, x, wh, n, k, bias, i0, i1, j0, j1, b.kc, b.mc, b.nc, sc);
+    else K.gemm_f32(out, x, wf, n, k, bias, i0, i1, j0, j1, b.kc, b.mc, b.nc, sc);
+  };
+  int nt = split_parts(n, (double)m * k, 1e6);
+  if (nt > 1) {
+    const int blocks = (n + 63) / 64;
+    team(nt, [&](int t, int parts) { part(0, m, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64)); });
+  } else if ((nt = split_parts(m, (double)n * k, 1e6)) > 1) {
+    const int blocks = (m + 63) / 64;
+    team(nt, [&](int t, int parts) { part(std::min(m, blocks * t / parts * 64), std::min(m, blocks * (t + 1) / parts * 64), 0, n); });
+  } else {
+    part(0, m, 0, n);
+  }
+  return ok;
 }
 
 void Matmul(const Napi::CallbackInfo &info) {
@@ -131,44 +199,33 @@ void Matmul(const Napi::CallbackInfo &info) {
   int m = I32(info[3]), n = I32(info[4]), k = I32(info[5]);
   const float *bias = info[6].IsTypedArray() ? F32(info[6]) : nullptr;
   if (m == 1) {
-    // Decode: our gemv (kernels.h) streams the weights from DRAM faster than cblas_sgemv.
+    // Decode: the gemv (kernels.h) streams the weights once, with software prefetch.
     const int nt = split_parts(n, k, 1.3e5), blocks = (n + 63) / 64;
     team(nt, [&](int t, int parts) {
       K.gemv(out, x, w, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
     });
     return;
   }
-  float beta = 0.0f;
-  if (bias) {
-    for (int i = 0; i < m; i++) std::memcpy(out + (size_t)i * n, bias, sizeof(float) * n);
-    beta = 1.0f;
-  }
-  // Split the weight rows (n) when they give every thread a share, else the input rows (m).
-  int nt = split_parts(n, (double)m * k, 1e6);
-  if (nt > 1) {
-    const int blocks = (n + 63) / 64;
-    team(nt, [&](int t, int parts) {
-      product(out, x, w, m, n, k, beta, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64));
-    });
-  } else if ((nt = split_parts(m, (double)n * k, 1e6)) > 1) {
-    const int blocks = (m + 63) / 64;
-    team(nt, [&](int t, int parts) {
-      int i0 = std::min(m, blocks * t / parts * 64), i1 = std::min(m, blocks * (t + 1) / parts * 64);
-      product(out + (size_t)i0 * n, x + (size_t)i0 * k, w, i1 - i0, n, k, beta, 0, n);
-    });
-  } else {
-    product(out, x, w, m, n, k, beta, 0, n);
-  }
+  if (!gemm(out, x, w, nullptr, m, n, k, bias)) Napi::Error::New(info.Env(), "matmul: out of memory for scratch space").ThrowAsJavaScriptException();
 }
 
-// matmulBf16(out, x, w, m, n, k, bias): x·wᵀ with w[n][k] given as bf16 bits, for decode steps
-// (kernels.h gemv_bf16). Rows of w split over the team on 64-row boundaries as the f32 gemv's.
+// Input rows below which a bf16 product streams the weights row by row (gemv_bf16, f32 inputs)
+// rather than packing them for the GEMM.
+constexpr int kBf16GemmRows = 4;
+
+// matmulBf16(out, x, w, m, n, k, bias): x·wᵀ with w[n][k] given as bf16 bits. Decode steps (few
+// rows) stream w through gemv_bf16 with f32 inputs; prefill packs it into the bf16 GEMM, whose
+// products are bf16 × bf16 (the inputs rounded) summed in f32.
 void MatmulBf16(const Napi::CallbackInfo &info) {
   float *out = F32(info[0]);
   const float *x = F32(info[1]);
   const uint16_t *w = info[2].As<Napi::Uint16Array>().Data();
   int m = I32(info[3]), n = I32(info[4]), k = I32(info[5]);
   const float *bias = info[6].IsTypedArray() ? F32(info[6]) : nullptr;
+  if (m >= kBf16GemmRows) {
+    if (!gemm(out, x, nullptr, w, m, n, k, bias)) Napi::Error::New(info.Env(), "matmulBf16: out of memory for scratch space").ThrowAsJavaScriptException();
+    return;
+  }
   const int nt = split_parts(n, (double)m * k, 1.3e5), blocks = (n + 63) / 64;
   team(nt, [&](int t, int parts) {
     K.gemv_bf16(out, x, w, m, n, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
@@ -330,6 +387,23 @@ Napi::Value FmaProbe(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), t1 - t0);
 }
 
+// bf16Probe(iterations, threads) → seconds, as fmaProbe for the vdpbf16ps probe; null where
+// bf16 products go by conversion to f32 (the FMA probe is their ceiling).
+Napi::Value Bf16Probe(const Napi::CallbackInfo &info) {
+  if (!K.bf16_probe) return info.Env().Null();
+  long iters = (long)info[0].As<Napi::Number>().Int64Value();
+  int nt = std::max(1, I32(info[1]));
+  volatile float sink = 0;
+  double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(nt)
+  {
+    float r = K.bf16_probe(iters);
+#pragma omp atomic
+    sink += r;
+  }
+  return Napi::Number::New(info.Env(), omp_get_wtime() - t0);
+}
+
 Napi::Value Info(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -337,13 +411,29 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   o.Set("vectorFloats", K.vector_floats);
   // Flops of one probe iteration: 12 independent vector multiply-adds.
   o.Set("probeFlopsPerIteration", 12 * 2 * K.vector_floats);
-  o.Set("blasCore", openblas_get_corename());
-  o.Set("blasConfig", openblas_get_config());
+  // Flops of one bf16 probe iteration: 12 vdpbf16ps of two products per f32 lane.
+  o.Set("bf16ProbeFlopsPerIteration", K.bf16_probe ? 12 * 2 * 2 * K.vector_floats : 0);
+  const std::string tile = std::to_string(K.gemm_rows) + "x" + std::to_string(K.gemm_cols);
+  o.Set("gemmF32", std::string(K.isa) + " " + tile);
+  o.Set("gemmBf16", std::string(K.bf16_isa) + " " + tile);
+  Napi::Object cache = Napi::Object::New(env);
+  cache.Set("l1", (double)kL1);
+  cache.Set("l2", (double)kL2);
+  cache.Set("l3", (double)kL3);
+  o.Set("cacheBytes", cache);
+  auto blk = [&](const Blocking &b) {
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("kc", b.kc);
+    r.Set("mc", b.mc);
+    r.Set("nc", b.nc);
+    return r;
+  };
+  o.Set("blockingF32", blk(kBlockF32));
+  o.Set("blockingBf16", blk(kBlockBf16));
   return o;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  openblas_set_num_threads(1);  // see SetThreads
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
@@ -354,6 +444,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
+  exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;
 }

@@ -1,8 +1,8 @@
 // Install-time build of the native addon (`npm install` runs it). It never fails the install:
-// without a compiler or OpenBLAS the package falls back to its WebAssembly kernels, and the
+// without a compiler the package falls back to its WebAssembly kernels, and the
 // reason is left in build/native-build.json for `kvpress info` to show.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,6 +17,11 @@ function giveUp(reason) {
 }
 
 if (process.env.KVPRESS_SKIP_NATIVE) giveUp('KVPRESS_SKIP_NATIVE is set');
+
+// A package that ships a prebuilt addon for this platform (prebuilds/<platform>-<arch>/, the
+// prebuildify / node-gyp-build convention) installs without a compiler.
+const prebuilds = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+if (existsSync(prebuilds) && readdirSync(prebuilds).some((f) => f.endsWith('.node'))) process.exit(0);
 
 // npm hands its bundled node-gyp to install scripts; otherwise look beside this node.
 const bundled = resolve(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
@@ -40,7 +45,7 @@ giveUp(`node-gyp failed: ${diagnose(`${run.stdout}\n${run.stderr}`, run.status)}
 function diagnose(log, code) {
   const lines = log.split('\n');
   const lib = /cannot find -l(\S+)/.exec(log);
-  if (lib) return `library ${lib[1]} not found${lib[1] === 'openblas' ? ' (install libopenblas-dev)' : ''}`;
+  if (lib) return `library ${lib[1]} not found`;
   const patterns = [/fatal error: (.*)/, /\b((?:make|g\+\+|c\+\+|cc|gcc|python3?): (?:not found|No such file or directory))/, /(not found: .*)/, /gyp ERR! stack Error: (.*)/, /error: (.*)/i];
   for (const p of patterns) {
     for (const l of lines) {

@@ -2,3 +2,4 @@
 #define VW 8
 #define FN(name) name##_avx2
 #include "kernels.h"
+#include "gemm.h"

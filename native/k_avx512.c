@@ -2,3 +2,4 @@
 #define VW 16
 #define FN(name) name##_avx512
 #include "kernels.h"
+#include "gemm.h"

@@ -2,3 +2,4 @@
 #define VW 4
 #define FN(name) name##_base
 #include "kernels.h"
+#include "gemm.h"

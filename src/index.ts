@@ -27,4 +27,5 @@ export { runEval, EvalError, type EvalOptions, type EvalSummary, type RunMetrics
 export { writeReport } from './eval/report.js';
 export { continuationReference, recallReference, scoreContinuation, scoreRecall } from './eval/fidelity.js';
 export { toBf16 } from './backend/js/kernels.js';
-export type { DecodeWeights } from './model/model.js';
+export type { Weight, WeightMatrix, WeightType } from './model/weights.js';
+export { linear, toWeightType } from './model/weights.js';

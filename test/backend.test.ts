@@ -27,7 +27,7 @@ for (const name of ['native', 'wasm'] as const) {
 
 test('at least the wasm backend is available', () => {
   assert.ok(info.backends.wasm.available, info.backends.wasm.detail);
-  // The CI machine installs libopenblas-dev and a compiler: the native build must be there.
+  // The CI machine installs a compiler: the native build must be there.
   if (process.env.CI) assert.ok(info.backends.native.available, info.backends.native.detail);
   // test/backend-isa.test.ts reruns this file with the native kernels capped to a narrower ISA.
   const isa = process.env.KVPRESS_NATIVE_ISA;

@@ -8,6 +8,7 @@ import { backendInfo, createBackend } from '../src/backend/index.js';
 import { bf16Bits, JsBackend, toBf16 } from '../src/backend/js/kernels.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import { Model } from '../src/model/model.js';
+import { toWeightType, type Weight } from '../src/model/weights.js';
 import { argmax } from '../src/pipeline/sampler.js';
 import { runCli } from './helpers/cli.js';
 import { randArray, rng } from './helpers/random.js';
@@ -17,6 +18,13 @@ function bf16Value(h: number): number {
   const v = new DataView(new ArrayBuffer(4));
   v.setUint32(0, h << 16);
   return v.getFloat32(0);
+}
+
+/** A matrix as f32 (the checkpoint's own arrays, for stories260K). */
+function f32(w: Weight): Float32Array {
+  const a = toWeightType(w, 'f32', 0, 0);
+  if (!(a instanceof Float32Array)) throw new Error('not f32');
+  return a;
 }
 
 /** max |got − want| relative to max |want|. */
@@ -107,23 +115,63 @@ function setThreadsCapped(b: Backend, threads: number): void {
   b.setThreads(Math.min(threads, availableParallelism()));
 }
 
+/**
+ * The error a bf16 product may make against the exact Σ_p x_p·w_p + b (w exactly bf16): the
+ * input rounded to bf16 (the native GEMM does: ≤ 2^-8 relative, bf16's unit roundoff, per
+ * product) plus f32 sums of k + 1 terms (≤ (k+1)·2^-24 of Σ|terms|, to first order).
+ */
+function bf16Bound(sumAbs: number, k: number): number {
+  return 2 ** -8 * sumAbs + (k + 2) * 2 ** -24 * (1 + 2 ** -8) * sumAbs + 1e-30;
+}
+
+/** The float64 products of x by the exact bf16 weights: Σ_p x·w and Σ_p |x·w| per output. */
+function exactBf16Product(x: Float32Array, w: Uint16Array, m: number, n: number, k: number): { sum: Float64Array; abs: Float64Array } {
+  const v = new DataView(new ArrayBuffer(4)), wide = new Float64Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    v.setUint32(0, w[i] << 16);
+    wide[i] = v.getFloat32(0);
+  }
+  const sum = new Float64Array(m * n), abs = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0, a = 0;
+      for (let p = 0; p < k; p++) {
+        const t = x[i * k + p] * wide[j * k + p];
+        s += t;
+        a += Math.abs(t);
+      }
+      sum[i * n + j] = s;
+      abs[i * n + j] = a;
+    }
+  }
+  return { sum, abs };
+}
+
+/** Checks got against the exact product (+ bias) within bf16Bound. */
+function checkBf16Product(what: string, got: Float32Array, exact: { sum: Float64Array; abs: Float64Array }, m: number, n: number, k: number, bias: Float32Array | null): void {
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      const s = exact.sum[i * n + j] + (bias ? bias[j] : 0), abs = exact.abs[i * n + j] + (bias ? Math.abs(bias[j]) : 0);
+      const err = Math.abs(got[i * n + j] - s);
+      if (!(err <= bf16Bound(abs, k))) assert.fail(`${what}: out[${i}][${j}] = ${got[i * n + j]}, exact ${s}, error ${err} > bound ${bf16Bound(abs, k)}`);
+    }
+  }
+}
+
 for (const b of fast) {
-  test(`${b.name} bf16 matmul matches the JS reference on odd shapes, 1 and 2 threads`, () => {
-    const js = new JsBackend();
+  test(`${b.name} bf16 matmul is within bf16's rounding of the exact product on odd shapes, same bits on 1 and 2 threads`, () => {
     let seed = 100;
-    for (const [m, n, k] of SHAPES) {
+    for (const [m, n, k] of [...SHAPES, [6, 33, 17], [13, 70, 300], [64, 172, 64], [100, 40, 1100]] as [number, number, number][]) {
       const r = rng(seed++);
       const x = randArray(r, m * k), w = toBf16(randArray(r, n * k)), bias = randArray(r, n);
+      const exact = exactBf16Product(x, w, m, n, k);
       for (const bb of [null, bias]) {
-        const want = new Float32Array(m * n);
-        js.matmulBf16(want, x, w, m, n, k, bb);
         const outs: Float32Array[] = [];
         for (const threads of [1, 2]) {
           setThreadsCapped(b, threads);
           const got = new Float32Array(m * n).fill(NaN);
           b.matmulBf16!(got, x, w, m, n, k, bb);
-          const e = relErr(got, want);
-          assert.ok(e <= 1e-5, `${b.name} ${m}×${n}×${k} bias=${!!bb} threads=${b.threads}: relative error ${e}`);
+          checkBf16Product(`${b.name} ${m}×${n}×${k} bias=${!!bb} threads=${b.threads}`, got, exact, m, n, k, bb);
           outs.push(got);
         }
         assert.deepEqual(outs[1], outs[0], `${b.name} ${m}×${n}×${k}: bits depend on the thread count`);
@@ -151,24 +199,21 @@ if (!process.env.KVPRESS_NATIVE_ISA && info.backends.native.available) {
   }
 }
 
-/** Measured on stories260K (every backend alike): over greedy decodes of 161-256 tokens from
- * three prompts, bf16 decode weights moved the logits (magnitude up to ±24) by at most 0.111,
- * 0.015 on average, and the greedy tokens agreed for the first 161 or more. */
+/** Measured on stories260K: see test/bf16-accuracy.test.ts for the figures and their bounds. */
 const LOGIT_TOLERANCE = 0.25;
 const AGREED_TOKENS = 64;
 
 for (const b of [new JsBackend(), ...fast]) {
-  test(`stories260K on ${b.name}: bf16 decode weights stay within ${LOGIT_TOLERANCE} of f32 for ${AGREED_TOKENS} greedy tokens`, async () => {
+  test(`stories260K on ${b.name}: bf16 weights stay within ${LOGIT_TOLERANCE} of f32 for ${AGREED_TOKENS} greedy tokens`, async () => {
     const f32 = await loadModel(undefined, { backend: b });
-    const bf16 = await loadModel(undefined, { backend: b, decodeWeights: 'bf16' });
-    assert.equal(f32.bf16, null);
-    assert.ok(bf16.bf16, 'no bf16 copy was made');
+    const bf16 = await loadModel(undefined, { backend: b, weights: 'bf16' });
+    assert.equal(f32.weightsType, 'f32');
+    assert.equal(bf16.weightsType, 'bf16');
     const prompt = f32.tokenizer!.encode('Once upon a time', { bos: true });
     const ca = f32.newCache(), cb = bf16.newCache();
-    // Prefill keeps the f32 weights: the same logits, bit for bit.
     const pa = f32.forward(prompt, ca), pb = bf16.forward(prompt, cb);
-    assert.deepEqual(pb, pa);
     let ta = argmax(pa), tb = argmax(pb), maxDiff = 0;
+    for (let j = 0; j < pa.length; j++) maxDiff = Math.max(maxDiff, Math.abs(pa[j] - pb[j]));
     for (let i = 0; i < AGREED_TOKENS; i++) {
       assert.equal(tb, ta, `greedy token ${i} differs`);
       const la = f32.forward([ta], ca), lb = bf16.forward([tb], cb);
@@ -176,7 +221,7 @@ for (const b of [new JsBackend(), ...fast]) {
       ta = argmax(la);
       tb = argmax(lb);
     }
-    // Above 0: the decode steps did read the bf16 weights.
+    // Above 0: the passes did read the bf16 weights.
     assert.ok(maxDiff > 0 && maxDiff <= LOGIT_TOLERANCE, `max |Δlogit| ${maxDiff}`);
   });
 }
@@ -198,11 +243,12 @@ test('bf16 decode equals f32 decode over weights rounded to bf16 beforehand', as
   const w = m.weights;
   const rounded = {
     ...w,
-    lmHead: round(w.lmHead),
-    layers: w.layers.map((l) => ({ ...l, wq: round(l.wq), wk: round(l.wk), wv: round(l.wv), wo: round(l.wo), wGate: round(l.wGate), wUp: round(l.wUp), wDown: round(l.wDown) })),
+    embedding: round(f32(w.embedding)),
+    lmHead: round(f32(w.lmHead)),
+    layers: w.layers.map((l) => ({ ...l, wq: round(f32(l.wq)), wk: round(f32(l.wk)), wv: round(f32(l.wv)), wo: round(f32(l.wo)), wGate: round(f32(l.wGate)), wUp: round(f32(l.wUp)), wDown: round(f32(l.wDown)) })),
   };
   for (const b of [new JsBackend(), ...fast]) {
-    const half = new Model(m.config, w, { backend: b, decodeWeights: 'bf16' });
+    const half = new Model(m.config, w, { backend: b, weights: 'bf16' });
     const ref = new Model(m.config, rounded, { backend: b });
     // One token per pass from the start, so that every pass of `half` reads its bf16 weights.
     const ch = half.newCache(), cr = ref.newCache();
@@ -214,45 +260,69 @@ test('bf16 decode equals f32 decode over weights rounded to bf16 beforehand', as
   }
 });
 
-test('decodeWeights: a bad value is a one-line error', async () => {
+test('weights: a bad value is a one-line error', async () => {
   const m = await loadModel();
-  assert.throws(() => new Model(m.config, m.weights, { decodeWeights: 'f16' as 'bf16' }), /^Error: model: decodeWeights must be 'f32' or 'bf16', got "f16"$/);
+  assert.throws(() => new Model(m.config, m.weights, { weights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32' or 'bf16', got "f16"$/);
+  assert.throws(() => new Model(m.config, m.weights, { decodeWeights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32' or 'bf16', got "f16"$/);
 });
 
-test('a backend without matmulBf16 decodes from the f32 weights', async () => {
+test('bf16 weights are held once: every matrix bf16, tied embeddings one array, no f32 copy', async () => {
+  const m = await loadModel(undefined, { weights: 'bf16' });
+  const w = m.weights;
+  assert.equal(m.weightsType, 'bf16');
+  assert.equal(w.lmHead, w.embedding);
+  for (const l of w.layers) for (const a of [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown]) assert.ok(!(a instanceof Float32Array) && a.data instanceof Uint16Array);
+  // The deprecated option name does the same.
+  assert.equal((await loadModel(undefined, { decodeWeights: 'bf16' })).weightsType, 'bf16');
+});
+
+test('a backend without matmulBf16 computes from bf16 weights a block of rows at a time, as the reference does', async () => {
   const m = await loadModel();
   const js = new JsBackend();
   const plain: Backend = {
     name: 'plain', description: 'no bf16', threads: 1, setThreads: () => {},
     matmul: js.matmul.bind(js), rmsnorm: js.rmsnorm.bind(js), rope: js.rope.bind(js), siluMul: js.siluMul.bind(js), attention: js.attention.bind(js),
   };
-  const a = new Model(m.config, m.weights, { backend: plain, decodeWeights: 'bf16' });
-  const b = new Model(m.config, m.weights, { backend: js });
-  assert.equal(a.bf16, null);
+  const a = new Model(m.config, m.weights, { backend: plain, weights: 'bf16' });
+  const b = new Model(m.config, m.weights, { backend: js, weights: 'bf16' });
   const ca = a.newCache(), cb = b.newCache();
+  assert.deepEqual(a.forward([1, 9, 77], ca, { logits: 'all' }), b.forward([1, 9, 77], cb, { logits: 'all' }));
   for (const t of [1, 9, 77]) assert.deepEqual(a.forward([t], ca), b.forward([t], cb));
 });
 
-test('kvpress bench --decode-weights', async () => {
-  const r = await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '4', '--gen-tokens', '4', '--decode-weights', 'bf16', '--json']);
+test('kvpress bench --weights: "weights" and "gemm" in --json; --decode-weights is an alias with a notice', async () => {
+  const r = await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '4', '--gen-tokens', '4', '--weights', 'bf16', '--json']);
   assert.equal(r.code, 0, r.stderr);
-  const j = JSON.parse(r.stdout) as { decodeWeights: string; decodeTokensPerSecond: number };
-  assert.equal(j.decodeWeights, 'bf16');
+  const j = JSON.parse(r.stdout) as { weights: string; gemm: string; decodeTokensPerSecond: number; weightBytes: number };
+  assert.equal(j.weights, 'bf16');
+  assert.equal(typeof j.gemm, 'string');
+  assert.ok(j.gemm.length > 0);
   assert.ok(j.decodeTokensPerSecond > 0);
-  const bad = await runCli(['bench', '--shape', 'stories260K', '--decode-weights', 'f16']);
+  const old = await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '4', '--gen-tokens', '4', '--decode-weights', 'bf16', '--json']);
+  assert.equal(old.code, 0, old.stderr);
+  assert.equal((JSON.parse(old.stdout) as { weights: string }).weights, 'bf16');
+  assert.match(old.stderr, /^kvpress: --decode-weights is now --weights/);
+  assert.equal(old.stderr.trim().split('\n').length, 1);
+  const f32 = JSON.parse((await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '4', '--gen-tokens', '4', '--json'])).stdout) as { weights: string; weightBytes: number };
+  assert.equal(f32.weights, 'f32');
+  // Matrices halve; the f32 norms stay.
+  assert.ok(j.weightBytes < 0.55 * f32.weightBytes, `${j.weightBytes} vs ${f32.weightBytes}`);
+  const bad = await runCli(['bench', '--shape', 'stories260K', '--weights', 'f16']);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--decode-weights must be f32 or bf16, got "f16"/);
+  assert.match(bad.stderr, /--weights must be f32 or bf16, got "f16"/);
+  const both = await runCli(['bench', '--shape', 'stories260K', '--weights', 'bf16', '--decode-weights', 'bf16']);
+  assert.equal(both.code, 2);
 });
 
-test('kvpress generate --decode-weights bf16 generates greedily as f32 does', async () => {
+test('kvpress generate --weights bf16 generates greedily as f32 does', async () => {
   const args = ['generate', '--prompt', 'Once upon a time', '--max-new-tokens', '24', '--json'];
-  const a = await runCli(args), b = await runCli([...args, '--decode-weights', 'bf16']);
+  const a = await runCli(args), b = await runCli([...args, '--weights', 'bf16']);
   assert.equal(b.code, 0, b.stderr);
   assert.deepEqual((JSON.parse(b.stdout) as { tokens: number[] }).tokens, (JSON.parse(a.stdout) as { tokens: number[] }).tokens);
   const ctx = await runCli(['generate', '--context-file', `${packageRoot()}/examples/story.txt`, '--question', 'Who lost his ball?', '--max-new-tokens', '8', '--decode-weights', 'bf16', '--json']);
   assert.equal(ctx.code, 0, ctx.stderr);
   assert.equal((JSON.parse(ctx.stdout) as { answers: string[] }).answers.length, 1);
-  const bad = await runCli([...args, '--decode-weights', 'fp8']);
+  const bad = await runCli([...args, '--weights', 'fp8']);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--decode-weights must be f32 or bf16, got "fp8"/);
+  assert.match(bad.stderr, /--weights must be f32 or bf16, got "fp8"/);
 });

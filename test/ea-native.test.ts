@@ -15,7 +15,7 @@ import { mulberry32 } from './fixtures/tiny-models.js';
 
 // Built directly rather than through createBackend, which KVPRESS_BACKEND may redirect.
 const load = loadNative();
-const native = load.ok ? new NativeBackend(load.addon, load.info, load.coreType) : null;
+const native = load.ok ? new NativeBackend(load.addon, load.info) : null;
 const skip = native ? false : 'native addon not built';
 
 function randomF64(n: number, seed: number): Float64Array {

@@ -8,7 +8,12 @@ import { loadHfDirectory } from '../src/model/loaders/hf-dir.js';
 import { loadLlama2c } from '../src/model/loaders/llama2c.js';
 import { readSafetensors, SafetensorsFile, writeSafetensors, type FloatDtype } from '../src/model/loaders/safetensors.js';
 import { Model } from '../src/model/model.js';
-import type { ModelWeights } from '../src/model/weights.js';
+import { toWeightType, type ModelWeights, type Weight } from '../src/model/weights.js';
+
+/** A matrix widened to f32 (exact), for the float64 reference. */
+function asF32(w: Weight): Float32Array {
+  return toWeightType(w, 'f32', 0, 0) as Float32Array;
+}
 import { loadHfTokenizer } from '../src/tokenizer/hf.js';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.js';
 import {
@@ -70,12 +75,14 @@ function referenceLogits(c: ModelConfig, w: ModelWeights, tokens: number[]): num
     const inv = 1 / Math.sqrt(ms + c.rmsNormEps);
     return x.map((v, i) => g[i] * v * inv);
   };
-  const linear = (x: number[], W: ArrayLike<number>, outDim: number, b: ArrayLike<number> | null = null): number[] =>
-    Array.from({ length: outDim }, (_, o) => {
+  const linear = (x: number[], M: Weight, outDim: number, b: ArrayLike<number> | null = null): number[] => {
+    const W = asF32(M);
+    return Array.from({ length: outDim }, (_, o) => {
       let s = b ? b[o] : 0;
       for (let i = 0; i < x.length; i++) s += W[o * x.length + i] * x[i];
       return s;
     });
+  };
   const heads = (v: number[], n: number) => Array.from({ length: n }, (_, h) => v.slice(h * hd, (h + 1) * hd));
   const invFreq = referenceInvFreq(c);
   const rope = (x: number[], pos: number): number[] => {
@@ -89,7 +96,7 @@ function referenceLogits(c: ModelConfig, w: ModelWeights, tokens: number[]): num
   };
   const silu = (v: number) => v / (1 + Math.exp(-v));
 
-  let xs = tokens.map((t) => Array.from(w.embedding.subarray(t * D, (t + 1) * D)));
+  let xs = tokens.map((t) => Array.from(asF32(w.embedding).subarray(t * D, (t + 1) * D)));
   for (const l of w.layers) {
     const qs: number[][][] = [], ks: number[][][] = [], vs: number[][][] = [];
     xs.forEach((x, pos) => {
@@ -340,7 +347,7 @@ describe('Hugging Face directory: bad input', () => {
     await rejectsOneLine(loadHfDirectory(untied), join(untied, 'model.safetensors'), 'missing tensor lm_head.weight');
 
     const kv = c.numKvHeads * c.headDim;
-    const transposed = withTensors('shape', (t) => { t['model.layers.1.self_attn.k_proj.weight'] = { dtype: 'F32', shape: [c.hiddenSize, kv], data: w.layers[1].wk }; });
+    const transposed = withTensors('shape', (t) => { t['model.layers.1.self_attn.k_proj.weight'] = { dtype: 'F32', shape: [c.hiddenSize, kv], data: asF32(w.layers[1].wk) }; });
     await rejectsOneLine(loadHfDirectory(transposed), join(transposed, 'model.safetensors'), 'model.layers.1.self_attn.k_proj.weight', `has shape [32, ${kv}], expected [${kv}, 32]`);
 
     const sharded = writeHfDirectory(freshDir('sharded-missing'), c, w, { shards: 2 });
@@ -377,7 +384,7 @@ describe('logit equivalence', () => {
         const dir = writeHfDirectory(freshDir(`equiv-${label}`), c, w, opts);
         const hf = await loadHfDirectory(dir);
         assert.equal(hf.tokenizer, null, 'no tokenizer.json → null');
-        assert.deepEqual(Array.from(hf.weights.layers[1].wk), Array.from(w.layers[1].wk), `${label}: weights survive the dtype exactly`);
+        assert.deepEqual(Array.from(asF32(hf.weights.layers[1].wk)), Array.from(asF32(w.layers[1].wk)), `${label}: weights survive the dtype exactly`);
         assert.equal(hf.weights.lmHead === hf.weights.embedding, tie);
         const d = maxAbsDiff(engineLogits(hf.config, hf.weights, TOKENS), binLogits);
         assert.ok(d <= 1e-5, `tie=${tie} ${label}: max |HF − llama2.c| = ${d}`);
@@ -398,7 +405,7 @@ describe('logit equivalence', () => {
       }
       return out;
     };
-    const bad = { ...w, layers: w.layers.map((l) => ({ ...l, wq: swapped(l.wq, c.numHeads), wk: swapped(l.wk, c.numKvHeads) })) };
+    const bad = { ...w, layers: w.layers.map((l) => ({ ...l, wq: swapped(asF32(l.wq), c.numHeads), wk: swapped(asF32(l.wk), c.numKvHeads) })) };
     assert.ok(maxAbsDiff(engineLogits(c, bad, TOKENS), good) > 1e-3);
   });
 

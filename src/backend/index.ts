@@ -44,7 +44,7 @@ function statuses(): Record<BackendName, BackendStatus> {
   const w = loadWasm();
   return {
     native: n.ok
-      ? { available: true, detail: `${n.info.isa} kernels, OpenBLAS ${n.info.blasCore} core (${n.coreType})` }
+      ? { available: true, detail: `${n.info.isa} kernels, GEMM ${n.info.gemmF32} (f32) / ${n.info.gemmBf16} (bf16)` }
       : { available: false, detail: n.reason },
     wasm: w.ok ? { available: true, detail: 'WebAssembly SIMD128 kernels, worker threads' } : { available: false, detail: w.reason },
     js: { available: true, detail: 'TypeScript reference kernels, single thread' },
@@ -95,7 +95,7 @@ export function createBackend(opts: BackendOptions = {}): Backend {
   if (r.name === 'native') {
     const n = loadNative();
     if (!n.ok) throw new Error(n.reason);
-    return new NativeBackend(n.addon, n.info, n.coreType, opts.threads ?? maxThreads());
+    return new NativeBackend(n.addon, n.info, opts.threads ?? maxThreads());
   }
   if (r.name === 'wasm') {
     const w = loadWasm();

@@ -2,8 +2,7 @@ import type { Backend } from '../backend/backend.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import type { ModelConfig } from './config.js';
 import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
-import type { Bf16Weights } from './model.js';
-import type { ModelWeights } from './weights.js';
+import { linear, weightRow, type ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
   /** Which logits to compute: only the last row (default), every row, or none (backbone only). */
@@ -55,7 +54,7 @@ export class Workspace {
 }
 
 /** The forward pass, top to bottom (llama2.c's run.c, batched over the pass's rows). */
-export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16Weights | null; source: string }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions): Float32Array {
+export function forward(model: ModelParts & { weights: ModelWeights; source: string }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions): Float32Array {
   const c = model.config, w = model.weights, be = model.backend;
   const R = tokens.length, D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps;
@@ -73,22 +72,20 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
   for (let r = 0; r < R; r++) {
     const t = tokens[r];
     if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
-    ws.x.set(w.embedding.subarray(t * D, (t + 1) * D), r * D);
+    weightRow(w.embedding, D, t, 0, D, ws.x, r * D);
     ws.positions[r] = start + r;
   }
   model.rope.tables(ws.positions, R, ws.cos, ws.sin);
   const isPrefill = start === 0;
   cache.nextPosition = start + R;
-  // Decode steps read the bf16 copy of the matrices when the model keeps one.
-  const bf16 = R === 1 ? model.bf16 : null;
 
   for (let l = 0; l < c.numLayers; l++) {
-    const lw = w.layers[l], lb = bf16?.layers[l], lc = cache.layers[l];
+    const lw = w.layers[l], lc = cache.layers[l];
     // Attention: qkv projections, optional q/k norm, RoPE, append, attend.
     be.rmsnorm(ws.xb, ws.x, lw.attnNorm, R, D, eps);
-    linear(be, ws.q, ws.xb, lw.wq, lb?.wq, R, qDim, D, lw.bq);
-    linear(be, ws.k, ws.xb, lw.wk, lb?.wk, R, kvDim, D, lw.bk);
-    linear(be, ws.v, ws.xb, lw.wv, lb?.wv, R, kvDim, D, lw.bv);
+    linear(be, ws.q, ws.xb, lw.wq, R, qDim, D, lw.bq);
+    linear(be, ws.k, ws.xb, lw.wk, R, kvDim, D, lw.bk);
+    linear(be, ws.v, ws.xb, lw.wv, R, kvDim, D, lw.bv);
     if (lw.qNorm) be.rmsnorm(ws.q, ws.q, lw.qNorm, R * c.numHeads, hd, eps);
     if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
     be.rope(ws.q, R, c.numHeads, hd, ws.cos, ws.sin);
@@ -103,15 +100,15 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
       const keep = opts.press.compress(new LayerContext(model, l, cache, isPrefill, R, ws.xb, ws.positions.subarray(0, R), ws.q));
       if (keep) lc.keep(keep);
     }
-    linear(be, ws.xb, ws.att, lw.wo, lb?.wo, R, D, qDim);
+    linear(be, ws.xb, ws.att, lw.wo, R, D, qDim);
     addInPlace(ws.x, ws.xb, R * D);
 
     // SwiGLU feed-forward.
     be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
-    linear(be, ws.hb, ws.xb, lw.wGate, lb?.wGate, R, F, D);
-    linear(be, ws.hb2, ws.xb, lw.wUp, lb?.wUp, R, F, D);
+    linear(be, ws.hb, ws.xb, lw.wGate, R, F, D);
+    linear(be, ws.hb2, ws.xb, lw.wUp, R, F, D);
     be.siluMul(ws.hb, ws.hb2, R * F);
-    linear(be, ws.xb, ws.hb, lw.wDown, lb?.wDown, R, D, F);
+    linear(be, ws.xb, ws.hb, lw.wDown, R, D, F);
     addInPlace(ws.x, ws.xb, R * D);
   }
 
@@ -121,19 +118,13 @@ export function forward(model: ModelParts & { weights: ModelWeights; bf16: Bf16W
   if (mode === 'last') {
     const last = ws.x.subarray((R - 1) * D, R * D);
     be.rmsnorm(ws.xb, last, w.finalNorm, 1, D, eps);
-    linear(be, ws.logits, ws.xb, w.lmHead, bf16?.lmHead, 1, c.vocabSize, D);
+    linear(be, ws.logits, ws.xb, w.lmHead, 1, c.vocabSize, D);
     return ws.logits;
   }
   const logits = new Float32Array(R * c.vocabSize);
   be.rmsnorm(ws.xb, ws.x, w.finalNorm, R, D, eps);
-  linear(be, logits, ws.xb, w.lmHead, bf16?.lmHead, R, c.vocabSize, D);
+  linear(be, logits, ws.xb, w.lmHead, R, c.vocabSize, D);
   return logits;
-}
-
-/** out = x · Wᵀ (+ bias) from W's bf16 copy `h` when there is one and the backend takes it. */
-function linear(be: Backend, out: Float32Array, x: Float32Array, w: Float32Array, h: Uint16Array | undefined, m: number, n: number, k: number, bias?: Float32Array | null): void {
-  if (h && be.matmulBf16) be.matmulBf16(out, x, h, m, n, k, bias);
-  else be.matmul(out, x, w, m, n, k, bias);
 }
 
 function addInPlace(x: Float32Array, y: Float32Array, n: number): void {

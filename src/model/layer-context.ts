@@ -2,7 +2,7 @@ import type { Backend } from '../backend/backend.js';
 import type { KVCache, LayerCache } from '../cache/kv-cache.js';
 import type { ModelConfig } from './config.js';
 import type { Rope } from './rope.js';
-import type { LayerWeights } from './weights.js';
+import { linear, type LayerWeights } from './weights.js';
 
 /**
  * What the forward pass hands a compressor after one layer's attention. The activations of the
@@ -73,7 +73,7 @@ export class LayerContext {
     if (this.preRope) return this.preRope;
     const c = this.config, w = this.weights, qDim = c.numHeads * c.headDim;
     const q = new Float32Array(this.rows * qDim);
-    this.backend.matmul(q, this.hidden, w.wq, this.rows, qDim, c.hiddenSize, w.bq);
+    linear(this.backend, q, this.hidden, w.wq, this.rows, qDim, c.hiddenSize, w.bq);
     if (w.qNorm) this.backend.rmsnorm(q, q, w.qNorm, this.rows * c.numHeads, c.headDim, c.rmsNormEps);
     this.preRope = q;
     return q;

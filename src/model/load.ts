@@ -5,15 +5,18 @@ import type { Backend } from '../backend/backend.js';
 import { loadLlama2cTokenizer } from '../tokenizer/llama2c.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { loadLlama2c } from './loaders/llama2c.js';
-import { Model, type DecodeWeights } from './model.js';
+import { Model } from './model.js';
+import type { WeightType } from './weights.js';
 
 export interface LoadOptions {
   /** Tokenizer file for a llama2.c checkpoint; default: a `tok*.bin`/`tokenizer.bin` beside it. */
   tokenizer?: string;
   /** Kernels to run on (default: the TypeScript reference). */
   backend?: Backend;
-  /** 'bf16': decode from a bf16 copy of the matrices (+50 % weight memory; see ModelOptions). Default 'f32'. */
-  decodeWeights?: DecodeWeights;
+  /** The number format every matrix is held in (see ModelOptions.weights); default: as stored. */
+  weights?: WeightType;
+  /** @deprecated the former name of `weights`. */
+  decodeWeights?: WeightType;
 }
 
 /** The package root (the folder holding package.json), wherever this file was compiled to. */
@@ -38,17 +41,19 @@ export function defaultModelPath(): string {
  */
 export async function loadModel(path: string = defaultModelPath(), opts: LoadOptions = {}): Promise<Model> {
   const p = resolve(path);
+  const type = opts.weights ?? opts.decodeWeights;
+  if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
   if (!existsSync(p)) throw new Error(`${path}: no such file or directory`);
   if (statSync(p).isDirectory()) {
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
-    const { config, weights, tokenizer } = await loadHfDirectory(p);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
+    const { config, weights, tokenizer } = await loadHfDirectory(p, type);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
   }
   const { config, weights } = loadLlama2c(p);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);
-  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, decodeWeights: opts.decodeWeights });
+  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
 }
 
 /** llama2.c names a custom tokenizer tok<vocab>.bin (tok512.bin), the default one tokenizer.bin. */

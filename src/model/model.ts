@@ -1,15 +1,12 @@
 import type { Backend } from '../backend/backend.js';
-import { JsBackend, toBf16 } from '../backend/js/kernels.js';
+import { JsBackend } from '../backend/js/kernels.js';
 import { KVCache } from '../cache/kv-cache.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { validateConfig, type ModelConfig } from './config.js';
 import { forward, Workspace, type ForwardOptions } from './forward.js';
 import type { ModelParts } from './layer-context.js';
 import { Rope } from './rope.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from './weights.js';
-
-/** Number format of the matrices decode steps (one-token forward passes) read. */
-export type DecodeWeights = 'f32' | 'bf16';
+import { convertWeights, validateWeights, weightsType, type LayerWeights, type ModelWeights, type WeightType } from './weights.js';
 
 export interface ModelOptions {
   /** Kernels to run on; the TypeScript reference when omitted. */
@@ -18,56 +15,40 @@ export interface ModelOptions {
   /** Where the model came from, for error messages. */
   source?: string;
   /**
-   * 'bf16': keep, beside the f32 weights, a bf16 copy (rounded to nearest even) of every matrix a
-   * decode step reads, and run one-token passes on it — half the bytes streamed per decoded
-   * token, for +50 % weight memory. Activations and sums stay f32; prefill, presses and
-   * everything else keep the f32 weights. Needs a backend with `matmulBf16` (the built-in ones
-   * have it); on one without, decode steps use the f32 weights and no copy is made.
-   * Default 'f32'.
+   * The number format every matrix is held in, once, for prefill and decode alike: 'bf16'
+   * rounds f32 matrices to bf16 (nearest even) — half the memory and the bytes a decode step
+   * streams, bf16 × bf16 products in the prefill GEMM; activations, norms and sums stay f32.
+   * 'f32' widens bf16 matrices (exact). Default: as the weights were given (a bf16 checkpoint
+   * stays bf16).
    */
-  decodeWeights?: DecodeWeights;
+  weights?: WeightType;
+  /** @deprecated the former name of `weights` (it now sets the one copy both passes use). */
+  decodeWeights?: WeightType;
 }
 
-/** One layer's matrices as bf16 bits, laid out as their f32 originals. */
-export interface Bf16LayerWeights {
-  wq: Uint16Array;
-  wk: Uint16Array;
-  wv: Uint16Array;
-  wo: Uint16Array;
-  wGate: Uint16Array;
-  wUp: Uint16Array;
-  wDown: Uint16Array;
-}
-
-/** The bf16 copy of every matrix a decode step reads. */
-export interface Bf16Weights {
-  layers: Bf16LayerWeights[];
-  lmHead: Uint16Array;
-}
-
-/** A loaded Llama-family model: config, f32 weights, kernels and reusable buffers. */
+/** A loaded Llama-family model: config, weights held once, kernels and reusable buffers. */
 export class Model implements ModelParts {
   readonly backend: Backend;
   readonly tokenizer: Tokenizer | null;
   readonly rope: Rope;
   readonly source: string;
-  readonly decodeWeights: DecodeWeights;
-  /** The bf16 decode weights, when asked for and the backend can use them. */
-  readonly bf16: Bf16Weights | null;
+  readonly weights: ModelWeights;
+  /** The number format of the matrices ('mixed' only when given so and not asked to convert). */
+  readonly weightsType: WeightType | 'mixed';
   private readonly ws: Workspace;
 
-  constructor(readonly config: ModelConfig, readonly weights: ModelWeights, opts: ModelOptions = {}) {
+  constructor(readonly config: ModelConfig, weights: ModelWeights, opts: ModelOptions = {}) {
     this.source = opts.source ?? 'model';
     validateConfig(config, this.source);
     validateWeights(config, weights, this.source);
-    const dw = opts.decodeWeights ?? 'f32';
-    if (dw !== 'f32' && dw !== 'bf16') throw new Error(`${this.source}: decodeWeights must be 'f32' or 'bf16', got ${JSON.stringify(dw)}`);
-    this.decodeWeights = dw;
+    const type = opts.weights ?? opts.decodeWeights;
+    if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`${this.source}: weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
+    this.weights = type ? convertWeights(config, weights, type) : weights;
+    this.weightsType = weightsType(this.weights);
     this.backend = opts.backend ?? new JsBackend();
     this.tokenizer = opts.tokenizer ?? null;
     this.rope = new Rope(config);
     this.ws = new Workspace(config);
-    this.bf16 = dw === 'bf16' && this.backend.matmulBf16 ? bf16Copy(weights) : null;
   }
 
   get layerWeights(): readonly LayerWeights[] {
@@ -92,21 +73,4 @@ export class Model implements ModelParts {
   reserve(rows: number, length: number): void {
     this.ws.reserve(rows, length);
   }
-}
-
-/** Rounds every decode matrix to bf16, once per distinct array (tied weights share a copy). */
-function bf16Copy(w: ModelWeights): Bf16Weights {
-  const done = new Map<Float32Array, Uint16Array>();
-  const round = (a: Float32Array): Uint16Array => {
-    let h = done.get(a);
-    if (!h) done.set(a, (h = toBf16(a)));
-    return h;
-  };
-  return {
-    layers: w.layers.map((l) => ({
-      wq: round(l.wq), wk: round(l.wk), wv: round(l.wv), wo: round(l.wo),
-      wGate: round(l.wGate), wUp: round(l.wUp), wDown: round(l.wDown),
-    })),
-    lmHead: round(w.lmHead),
-  };
 }

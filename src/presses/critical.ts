@@ -1,4 +1,5 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
+import { weightRow } from '../model/weights.js';
 import { globalTopK } from './adakv.js';
 import { keptCount } from './common.js';
 import { requireScorer, type KeepIndices, type Press } from './press.js';
@@ -109,7 +110,7 @@ export function projectedValueNorms(ctx: LayerContext): Float64Array[] {
   const norms = Array.from(ctx.cache.lengths, (T) => new Float64Array(T));
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / G), T = ctx.cache.lengths[g], N = norms[g];
-    for (let i = 0; i < D; i++) block.set(wo.subarray(i * H * hd + h * hd, i * H * hd + (h + 1) * hd), i * hd);
+    for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
     ctx.backend.matmul(out, ctx.cache.values[g], block, T, D, hd);
     for (let t = 0; t < T; t++) {
       let l1 = 0;

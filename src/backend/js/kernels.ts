@@ -40,12 +40,40 @@ export class JsBackend implements Backend {
   }
 
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
-    // Widening bf16 to f32 is exact, so the reference is matmul over the widened weights
-    // (widened once per weight array, which the engine never modifies, and kept while it lives).
-    let wide = widened.get(w);
-    if (!wide) widened.set(w, (wide = fromBf16(w)));
-    this.matmul(out, x, wide, m, n, k, bias);
+    // Widening bf16 to f32 is exact: 4 weight rows at a time are widened into scratch and
+    // multiplied as matmul does (same sums, same bits as matmul over the widened matrix),
+    // never the whole matrix at once.
+    if (this.#rows.length < 4 * k) this.#rows = new Float32Array(4 * k);
+    const wide = this.#rows, bits = new Uint32Array(wide.buffer);
+    for (let j = 0; j < n; j += 4) {
+      const nb = Math.min(4, n - j);
+      for (let i = 0; i < nb * k; i++) bits[i] = w[j * k + i] << 16;
+      for (let i = 0; i < m; i++) {
+        const xo = i * k, oo = i * n + j;
+        if (nb === 4) {
+          let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          for (let p = 0; p < k; p++) {
+            const xv = x[xo + p];
+            s0 += xv * wide[p];
+            s1 += xv * wide[k + p];
+            s2 += xv * wide[2 * k + p];
+            s3 += xv * wide[3 * k + p];
+          }
+          out[oo] = s0; out[oo + 1] = s1; out[oo + 2] = s2; out[oo + 3] = s3;
+        } else {
+          for (let r = 0; r < nb; r++) {
+            let s = 0;
+            for (let p = 0; p < k; p++) s += x[xo + p] * wide[r * k + p];
+            out[oo + r] = s;
+          }
+        }
+        if (bias) for (let r = 0; r < nb; r++) out[oo + r] += bias[j + r];
+      }
+    }
   }
+
+  /** Four widened weight rows (matmulBf16's scratch). */
+  #rows = new Float32Array(0);
 
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
     for (let r = 0; r < rows; r++) {
@@ -144,4 +172,3 @@ export function fromBf16(src: Uint16Array): Float32Array {
   return new Float32Array(bits.buffer);
 }
 
-const widened = new WeakMap<Uint16Array, Float32Array>();

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -24,6 +24,8 @@ interface Addon {
     mus: Float64Array, quad: Float64Array | null, stride: number,
   ): void;
   fmaProbe(iterations: number, threads: number): number;
+  /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
+  bf16Probe(iterations: number, threads: number): number | null;
   info(): AddonInfo;
 }
 
@@ -33,16 +35,36 @@ export interface AddonInfo {
   vectorFloats: number;
   /** Floating-point operations of one iteration of the FMA peak probe. */
   probeFlopsPerIteration: number;
-  /** OpenBLAS core type in use, e.g. "SkylakeX". */
-  blasCore: string;
-  blasConfig: string;
+  /** Floating-point operations of one iteration of the bf16 probe (0: no vdpbf16ps). */
+  bf16ProbeFlopsPerIteration: number;
+  /** The GEMM micro-kernels that run, e.g. "avx512 8x32" and "avx512bf16 8x32". */
+  gemmF32: string;
+  gemmBf16: string;
+  /** Data cache sizes read at load time, which size the GEMM's blocks. */
+  cacheBytes: { l1: number; l2: number; l3: number };
+  blockingF32: { kc: number; mc: number; nc: number };
+  blockingBf16: { kc: number; mc: number; nc: number };
 }
 
 export type NativeLoad =
-  | { ok: true; addon: Addon; info: AddonInfo; /** How OpenBLAS's core type was chosen. */ coreType: string }
+  | { ok: true; addon: Addon; info: AddonInfo }
   | { ok: false; reason: string };
 
 const ADDON = 'build/Release/kvpress_native.node';
+
+/**
+ * The addon to load, node-gyp-build's convention: a prebuilt binary shipped in the package
+ * (`prebuilds/<platform>-<arch>/*.node`) when there is one for this machine, else the one
+ * `npm install` built.
+ */
+function addonPath(root: string): string {
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(dir)) {
+    const file = readdirSync(dir).filter((f) => f.endsWith('.node')).sort()[0];
+    if (file) return join(dir, file);
+  }
+  return join(root, ADDON);
+}
 /** Written by native/build.mjs when the install-time build fails. */
 const BUILD_STATUS = 'build/native-build.json';
 
@@ -55,17 +77,6 @@ function packageRoot(): string {
     dir = dirname(dir);
   }
   throw new Error('kvpress-ts: cannot find the package root above ' + fileURLToPath(import.meta.url));
-}
-
-/** AVX-512 (F, BW, DQ, VL) as the Linux kernel reports it; false where that cannot be read. */
-function cpuHasAvx512(): boolean {
-  if (process.platform !== 'linux') return false;
-  try {
-    const flags = /^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].split(/\s+/) ?? [];
-    return ['avx512f', 'avx512bw', 'avx512dq', 'avx512vl'].every((f) => flags.includes(f));
-  } catch {
-    return false;
-  }
 }
 
 let cached: NativeLoad | undefined;
@@ -83,9 +94,9 @@ function load(): NativeLoad {
   } catch (e) {
     return { ok: false, reason: (e as Error).message };
   }
-  const file = join(root, ADDON);
+  const file = addonPath(root);
   if (!existsSync(file)) {
-    let why = 'run `npm rebuild` with a C++ compiler and libopenblas-dev installed';
+    let why = 'run `npm rebuild` with a C++ compiler installed';
     const status = join(root, BUILD_STATUS);
     if (existsSync(status)) {
       try {
@@ -96,23 +107,13 @@ function load(): NativeLoad {
     }
     return { ok: false, reason: `addon not built (${why})` };
   }
-  // OpenBLAS reads its core type once, when the addon's load maps it in. Its detection of
-  // recent AVX-512 CPUs (Zen 4/5) can fall back to Haswell, half the speed of SkylakeX.
-  let coreType = 'auto-detected';
-  if (process.env.OPENBLAS_CORETYPE) coreType = 'OPENBLAS_CORETYPE from the environment';
-  else if (cpuHasAvx512()) {
-    process.env.OPENBLAS_CORETYPE = 'SkylakeX';
-    coreType = 'chosen for this AVX-512 CPU';
-  }
-  // Our OpenMP team splits every product, so OpenBLAS's own pool would only idle beside it.
-  if (!process.env.OPENBLAS_NUM_THREADS) process.env.OPENBLAS_NUM_THREADS = '1';
   // Idle OpenMP threads sleep instead of spinning. On 2-vCPU machines whose second core is
   // throttled, a spinning waiter burns the CPU quota the working thread needs: measured on the
   // small model at 2 threads, prefill fell from 376 to 127 tok/s and decode from 22 to 1.3.
   if (!process.env.OMP_WAIT_POLICY && !process.env.GOMP_SPINCOUNT) process.env.OMP_WAIT_POLICY = 'passive';
   try {
     const addon = createRequire(import.meta.url)(file) as Addon;
-    return { ok: true, addon, info: addon.info(), coreType };
+    return { ok: true, addon, info: addon.info() };
   } catch (e) {
     return { ok: false, reason: `addon failed to load (${(e as Error).message.split('\n')[0]})` };
   }
@@ -127,17 +128,17 @@ export function maxThreads(): number {
 let appliedThreads = 0;
 
 /**
- * Dense products through OpenBLAS, the rest through our C kernels (AVX-512 / AVX2 / baseline
- * picked at load time), on zero-copy views of the caller's arrays.
+ * Our C kernels (AVX-512 / AVX2 / baseline picked at load time; the bf16 GEMM on AVX512-BF16
+ * where the CPU has it), on zero-copy views of the caller's arrays.
  */
 export class NativeBackend implements Backend {
   readonly name = 'native';
   readonly description: string;
   #threads: number;
 
-  constructor(private readonly addon: Addon, info: AddonInfo, coreType: string, threads = maxThreads()) {
+  constructor(private readonly addon: Addon, readonly info: AddonInfo, threads = maxThreads()) {
     this.#threads = clampThreads(threads);
-    this.description = `native addon: ${info.isa} kernels, OpenBLAS ${info.blasCore} core (${coreType})`;
+    this.description = `native addon: ${info.isa} kernels, GEMM ${info.gemmF32} (f32) / ${info.gemmBf16} (bf16)`;
   }
 
   get threads(): number {
@@ -159,7 +160,7 @@ export class NativeBackend implements Backend {
     checkMatmul(out, x, w, m, n, k, bias);
     if (m === 0 || n === 0) return;
     if (k === 0) {
-      // BLAS rejects an empty inner dimension; the product is just the bias.
+      // An empty inner dimension: the product is just the bias.
       out.fill(0, 0, m * n);
       if (bias) for (let i = 0; i < m; i++) out.set(bias.subarray(0, n), i * n);
       return;
@@ -171,6 +172,11 @@ export class NativeBackend implements Backend {
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
     checkMatmulBf16(out, x, w, m, n, k, bias);
     if (m === 0 || n === 0) return;
+    if (k === 0) {
+      out.fill(0, 0, m * n);
+      if (bias) for (let i = 0; i < m; i++) out.set(bias.subarray(0, n), i * n);
+      return;
+    }
     this.#apply();
     this.addon.matmulBf16(out, x, w, m, n, k, bias ?? null);
   }
@@ -220,6 +226,12 @@ export class NativeBackend implements Backend {
   fmaProbe(iterations: number, threads: number): number {
     checkCount('fmaProbe', 'iterations', iterations);
     return this.addon.fmaProbe(iterations, clampThreads(threads));
+  }
+
+  /** As fmaProbe for the vdpbf16ps probe; null where the CPU has no bf16 dot product. */
+  bf16Probe(iterations: number, threads: number): number | null {
+    checkCount('bf16Probe', 'iterations', iterations);
+    return this.addon.bf16Probe(iterations, clampThreads(threads));
   }
 }
 

@@ -1,9 +1,12 @@
 import { createBackend } from '../../backend/index.js';
 import { benchModel } from '../../bench/model-bench.js';
 import { benchModelOfShape, SHAPE_NAMES } from '../../bench/shapes.js';
+import type { Backend } from '../../backend/backend.js';
+import { NativeBackend } from '../../backend/native/index.js';
 import { Model } from '../../model/model.js';
+import { weightBytes, type ModelWeights } from '../../model/weights.js';
 import type { ShapeName } from '../../model/random.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 
 export const benchCommand: Command = {
@@ -21,13 +24,14 @@ Options:
   --depth D              decode from a cache of D entries instead of the prefill's (default: the prefill)
   --threads T            kernel threads (default: available cores)
   --backend NAME         native, wasm, js or auto (default auto; KVPRESS_BACKEND also works)
-  --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
-  --json                 print one JSON object {"prefillTokensPerSecond", "decodeTokensPerSecond", "backend", ...}
+  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --decode-weights W     former name of --weights (still accepted)
+  --json                 print one JSON object {"prefillTokensPerSecond", "decodeTokensPerSecond", "backend", "weights", "gemm", ...}
 
 Examples:
   kvpress bench --shape stories260K
   kvpress bench --shape small --prompt-tokens 2048 --gen-tokens 16 --threads 1 --json
-  kvpress bench --shape small --prompt-tokens 1 --depth 2048 --gen-tokens 16 --threads 1 --decode-weights bf16`,
+  kvpress bench --shape small --prompt-tokens 1 --depth 2048 --gen-tokens 16 --threads 1 --weights bf16`,
   options: {
     shape: { type: 'string' },
     'prompt-tokens': { type: 'string' },
@@ -35,6 +39,7 @@ Examples:
     depth: { type: 'string' },
     threads: { type: 'string' },
     backend: { type: 'string' },
+    weights: { type: 'string' },
     'decode-weights': { type: 'string' },
     json: { type: 'boolean' },
   },
@@ -46,24 +51,50 @@ Examples:
     const genTokens = num(values['gen-tokens'], 'gen-tokens', { min: 0, max: 32768, integer: true }) ?? 32;
     const depth = num(values.depth, 'depth', { min: 1, max: 32768, integer: true });
     const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
-    const decodeWeights = decodeWeightsFlag(values['decode-weights']);
+    const weights = weightsFlag(values, io.err) ?? 'f32';
     const prefer = str(values.backend) as 'native' | 'wasm' | 'js' | 'auto' | undefined;
     const backend = createBackend({ prefer, threads });
     const built = await benchModelOfShape(shape as ShapeName, backend);
-    // The shapes come as f32 models; the bf16 decode copy is made from the same weights.
-    const model = decodeWeights === 'f32' ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, decodeWeights });
+    // The shapes come as f32 models; --weights bf16 converts them (held once, as bf16).
+    const model = weights === 'f32' ? built : new Model(built.config, built.weights, { backend, tokenizer: built.tokenizer, source: built.source, weights });
+    const gemm = backendGemm(backend, weights);
     const r = benchModel(model, { promptTokens, genTokens, depth });
     const result = {
-      ...r, shape, backend: backend.name, backendDescription: backend.description, threads: backend.threads, decodeWeights,
+      ...r, shape, backend: backend.name, backendDescription: backend.description, threads: backend.threads, weights, gemm,
+      weightBytes: modelWeightBytes(model.weights),
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
     if (values.json === true) io.out(JSON.stringify(result) + '\n');
     else {
       io.out(`${shape} on ${backend.name} (${backend.threads} thread${backend.threads > 1 ? 's' : ''})\n`);
       io.out(`prefill ${promptTokens} tokens: ${r.prefillTokensPerSecond.toFixed(1)} tok/s (${r.prefillMs.toFixed(0)} ms)\n`);
-      io.out(`decode ${genTokens} tokens at depth ${r.depth} (${decodeWeights} weights): ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n`);
+      io.out(`decode ${genTokens} tokens at depth ${r.depth} (${weights} weights): ${r.decodeTokensPerSecond.toFixed(1)} tok/s\n`);
       io.out(`KV cache ${(r.kvCacheBytes / 2 ** 20).toFixed(1)} MiB, peak RSS ${(result.peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`);
     }
     return 0;
   },
 };
+
+/** The micro-kernel that runs the prefill products of `weights` on `backend`. */
+function backendGemm(backend: Backend, weights: 'f32' | 'bf16'): string {
+  if (backend instanceof NativeBackend) return weights === 'bf16' ? backend.info.gemmBf16 : backend.info.gemmF32;
+  if (backend.name === 'wasm') return weights === 'bf16' ? 'wasm simd128 bf16 rows (gemv)' : 'wasm simd128 6x8';
+  return weights === 'bf16' ? 'js bf16 4-row blocks' : 'js 1x4';
+}
+
+/** Bytes of every distinct weight array (tied embeddings once). */
+function modelWeightBytes(w: ModelWeights): number {
+  const seen = new Set<unknown>();
+  let total = 0;
+  const add = (a: Parameters<typeof weightBytes>[0] | null) => {
+    if (a && !seen.has(a)) {
+      seen.add(a);
+      total += weightBytes(a);
+    }
+  };
+  add(w.embedding);
+  add(w.lmHead);
+  add(w.finalNorm);
+  for (const l of w.layers) for (const a of Object.values(l)) add(a);
+  return total;
+}

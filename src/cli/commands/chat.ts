@@ -5,7 +5,7 @@ import { isDecodingPress, Pipeline, pipelineStats, type AnswerOptions, type Comp
 import type { AnswerStats } from '../../pipeline/stats.js';
 import { formatBytes, formatStats } from '../../pipeline/stats.js';
 import type { Press } from '../../presses/press.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { readContext, samplingFromFlags } from './generate-context.js';
@@ -37,7 +37,8 @@ Options:
   --max-context-length N keep at most N context tokens (default: the window minus room for a
                          32-token question and the answer)
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
-  --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
+  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --decode-weights W     former name of --weights (still accepted)
   --temperature T        0 = greedy (default 0); --top-p, --top-k, --seed as for generate
 
 Examples:
@@ -47,6 +48,7 @@ Examples:
     'context-file': { type: 'string' },
     ...pressFlags,
     model: { type: 'string' },
+    weights: { type: 'string' },
     'decode-weights': { type: 'string' },
     tokenizer: { type: 'string' },
     'answer-prefix': { type: 'string' },
@@ -70,7 +72,7 @@ Examples:
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 50;
     const answer: AnswerOptions = { answerPrefix: str(values['answer-prefix']), maxNewTokens, sampling: samplingFromFlags(values) };
     const maxContextLength = num(values['max-context-length'], 'max-context-length', { min: 1, integer: true });
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights: decodeWeightsFlag(values['decode-weights']) });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values, io.err) });
     if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
 
     const bar = new ProgressBar(io, 'compressing the context', 'layers');

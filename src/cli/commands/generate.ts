@@ -1,6 +1,6 @@
 import { loadModel } from '../../model/load.js';
 import { generate } from '../../pipeline/generate.js';
-import { decodeWeightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { contextOptions, contextUsage, runGenerateContext } from './generate-context.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
@@ -19,7 +19,8 @@ Options:
   --top-p P              nucleus sampling mass in (0, 1] (default 1)
   --top-k K              sample among the K most likely tokens, 0 = all (default 0)
   --seed S               sampler seed (default: from the clock)
-  --decode-weights W     f32 or bf16: decode from a bf16 copy of the weights (faster, +50 % weight memory; default f32)
+  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --decode-weights W     former name of --weights (still accepted)
 ${pressFlagsUsage}
   --json                 print {"promptTokens", "tokens", "text", "cache": {"bytes"}} on stdout
 
@@ -38,6 +39,7 @@ ${contextUsage}`,
     'top-p': { type: 'string' },
     'top-k': { type: 'string' },
     seed: { type: 'string' },
+    weights: { type: 'string' },
     'decode-weights': { type: 'string' },
     ...pressFlags,
     json: { type: 'boolean' },
@@ -45,7 +47,7 @@ ${contextUsage}`,
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options);
-    const decodeWeights = decodeWeightsFlag(values['decode-weights']);
+    const weights = weightsFlag(values, io.err);
     if (values['context-file'] !== undefined || values.question !== undefined) return runGenerateContext(values, io);
     const prompt = str(values.prompt);
     if (prompt === undefined) throw new UsageError('--prompt is required');
@@ -57,7 +59,7 @@ ${contextUsage}`,
     const seed = num(values.seed, 'seed', { min: 0, integer: true });
     // Press mistakes are reported before the model is loaded; what it needs from the model, after.
     pressFromFlags(values);
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), decodeWeights });
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
     const press = pressFromFlags(values, model);
     const tok = model.tokenizer;
     if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);

@@ -1,7 +1,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ModelConfig } from '../config.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
+import { toBf16 } from '../../backend/js/kernels.js';
+import { validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
 import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readHfConfig, readJson } from './hf-config.js';
@@ -38,6 +39,22 @@ class TensorSource {
 
   /** The tensor as f32, checked to have exactly `shape`. */
   get(name: string, shape: number[]): Float32Array {
+    return this.checked(name, shape).read(name);
+  }
+
+  /**
+   * A [rows][cols] matrix held as `type`, or by default as stored: BF16 stays bf16 (read
+   * as is), F32 and F16 become f32. A conversion happens one tensor at a time.
+   */
+  matrix(name: string, rows: number, cols: number, type: WeightType | undefined): Weight {
+    const f = this.checked(name, [rows, cols]);
+    const stored = f.tensors.get(name)!.dtype;
+    if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: f.readBf16(name) };
+    const data = f.read(name);
+    return type === 'bf16' ? { type: 'bf16', rows, cols, data: toBf16(data) } : data;
+  }
+
+  private checked(name: string, shape: number[]): SafetensorsFile {
     const path = this.fileOf(name);
     if (path === undefined) throw new Error(`${this.listing}: missing tensor ${name}`);
     const f = this.file(path);
@@ -46,7 +63,7 @@ class TensorSource {
     if (entry.shape.length !== shape.length || entry.shape.some((d, i) => d !== shape[i])) {
       throw new Error(`${path}: tensor ${name} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`);
     }
-    return f.read(name);
+    return f;
   }
 
   close(): void {
@@ -65,10 +82,11 @@ class TensorSource {
 }
 
 /** Reads every weight of a Llama/Mistral/Qwen2/Qwen3 checkpoint by its Hugging Face name. */
-function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
+function readWeights(c: ModelConfig, src: TensorSource, type: WeightType | undefined): ModelWeights {
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
-  const embedding = src.get('model.embed_tokens.weight', [V, D]);
+  const mat = (name: string, rows: number, cols: number) => src.matrix(name, rows, cols, type);
+  const embedding = mat('model.embed_tokens.weight', V, D);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}.`;
@@ -77,33 +95,33 @@ function readWeights(c: ModelConfig, src: TensorSource): ModelWeights {
     layers.push({
       attnNorm: src.get(p + 'input_layernorm.weight', [D]),
       // HF checkpoints already use the engine's half-split RoPE layout for q/k rows.
-      wq: src.get(p + 'self_attn.q_proj.weight', [qDim, D]),
-      wk: src.get(p + 'self_attn.k_proj.weight', [kvDim, D]),
-      wv: src.get(p + 'self_attn.v_proj.weight', [kvDim, D]),
-      wo: src.get(p + 'self_attn.o_proj.weight', [D, qDim]),
+      wq: mat(p + 'self_attn.q_proj.weight', qDim, D),
+      wk: mat(p + 'self_attn.k_proj.weight', kvDim, D),
+      wv: mat(p + 'self_attn.v_proj.weight', kvDim, D),
+      wo: mat(p + 'self_attn.o_proj.weight', D, qDim),
       bq: bias('self_attn.q_proj.bias', qDim),
       bk: bias('self_attn.k_proj.bias', kvDim),
       bv: bias('self_attn.v_proj.bias', kvDim),
       qNorm: norm('self_attn.q_norm.weight'),
       kNorm: norm('self_attn.k_norm.weight'),
       ffnNorm: src.get(p + 'post_attention_layernorm.weight', [D]),
-      wGate: src.get(p + 'mlp.gate_proj.weight', [F, D]),
-      wUp: src.get(p + 'mlp.up_proj.weight', [F, D]),
-      wDown: src.get(p + 'mlp.down_proj.weight', [D, F]),
+      wGate: mat(p + 'mlp.gate_proj.weight', F, D),
+      wUp: mat(p + 'mlp.up_proj.weight', F, D),
+      wDown: mat(p + 'mlp.down_proj.weight', D, F),
     });
   }
   const finalNorm = src.get('model.norm.weight', [D]);
   // Tied checkpoints usually omit lm_head.weight; when present it is a copy and is ignored.
-  const lmHead = c.tieWordEmbeddings ? embedding : src.get('lm_head.weight', [V, D]);
+  const lmHead = c.tieWordEmbeddings ? embedding : mat('lm_head.weight', V, D);
   return { embedding, layers, finalNorm, lmHead };
 }
 
 /**
  * Loads a Hugging Face model directory: config.json, model.safetensors (or the shards of
- * model.safetensors.index.json) with F32/F16/BF16 tensors converted to f32, and tokenizer.json
- * when present.
+ * model.safetensors.index.json) and tokenizer.json when present. Matrices are held as `weights`
+ * says, by default as stored (BF16 stays bf16; F32 and F16 become f32); norms and biases f32.
  */
-export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
+export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
   let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
@@ -115,7 +133,7 @@ export async function loadHfDirectory(dir: string): Promise<{ config: ModelConfi
   const src = TensorSource.forDirectory(dir);
   let weights: ModelWeights;
   try {
-    weights = readWeights(config, src);
+    weights = readWeights(config, src, type);
   } finally {
     src.close();
   }

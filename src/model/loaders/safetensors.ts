@@ -104,6 +104,17 @@ export class SafetensorsFile {
     return out;
   }
 
+  /** A BF16 tensor's bits as stored (no conversion); throws for any other dtype. */
+  readBf16(name: string): Uint16Array {
+    if (this.fd === null) throw new Error(`${this.path}: file already closed`);
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: missing tensor ${name}`);
+    if (t.dtype !== 'BF16') throw new Error(`${this.path}: tensor ${name} has dtype ${t.dtype}, not BF16`);
+    const out = new Uint16Array((t.end - t.start) / 2);
+    readFully(this.path, this.fd, new Uint8Array(out.buffer), t.start, t.end - t.start);
+    return out;
+  }
+
   close(): void {
     if (this.fd !== null) closeSync(this.fd);
     this.fd = null;

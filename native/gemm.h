@@ -1,0 +1,186 @@
+/*
+ * Our dense product out[m×n] = x[m×k]·w[n×k]ᵀ (+ bias), w as PyTorch Linear weights in f32 or
+ * bf16 bits: packing, three levels of cache blocking (sizes from the caller, read off the CPU's
+ * caches at load time) and a register-tile micro-kernel. Included by the native builds after
+ * kernels.h (VW, FN, vf, LD, ST, SPLAT come from there); k_avx512bf16.c defines GEMM_DPBF16 to
+ * replace the bf16 tile by one on AVX512-BF16's vdpbf16ps.
+ *
+ * The blocking is GotoBLAS's: for each block of NC weight rows and KC columns, pack it once into
+ * GN-row panels [KC][GN] (L3/L2); for each block of MC input rows pack them into GM-row slivers
+ * [KC][GM] (L2); then every GM×GN output tile reads one sliver and one panel, the panel staying in
+ * L1 while the slivers stream past it. K blocks are summed in order into the output, one block
+ * after the other, by the thread that owns the tile: the bits of an output depend only on KC and
+ * the ISA, never on how the rows and columns were split over threads.
+ */
+#include <stdint.h>
+
+#if VW == 16
+#define GM 8 /* 16 accumulators of AVX-512's 32 registers */
+#else
+#define GM 6 /* 12 accumulators of AVX2's 16 registers */
+#endif
+#define GN (2 * VW)
+
+/* The tile geometry and how many floats of scratch one thread needs for blocks (kc, mc, nc). */
+int FN(gemm_rows)(void) { return GM; }
+int FN(gemm_cols)(void) { return GN; }
+size_t FN(gemm_scratch)(int kc, int mc, int nc) {
+  const size_t kmax = (size_t)kc + kc / 2 + 2; /* the largest block gemm_balance makes of kc */
+  return kmax * ((nc + GN - 1) / GN * GN) + kmax * ((mc + GM - 1) / GM * GM) + 2 * GM * GN;
+}
+
+/* f32 → bf16 bits, round to nearest even (a NaN stays a NaN). */
+static inline uint16_t gemm_round_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (uint16_t)((u >> 16) | 0x40);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static inline float gemm_widen(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Weight rows [j0, j0+nb) × columns [p0, p0+kb) into panels of GN rows, panel q at
+ * dst + q·kb·GN laid out [kb][GN]; rows past nb are zero. bf16 weights are widened exactly. */
+static void gemm_pack_w(float *dst, const float *wf, const uint16_t *wh, size_t ldw, int j0, int nb, int p0, int kb) {
+  for (int jp = 0; jp < nb; jp += GN) {
+    float *d = dst + (size_t)(jp / GN) * kb * GN;
+    int cnt = nb - jp < GN ? nb - jp : GN;
+    for (int j = 0; j < cnt; j++) {
+      size_t row = (size_t)(j0 + jp + j) * ldw + p0;
+      if (wf)
+        for (int p = 0; p < kb; p++) d[(size_t)p * GN + j] = wf[row + p];
+      else
+        for (int p = 0; p < kb; p++) d[(size_t)p * GN + j] = gemm_widen(wh[row + p]);
+    }
+    for (int j = cnt; j < GN; j++)
+      for (int p = 0; p < kb; p++) d[(size_t)p * GN + j] = 0.0f;
+  }
+}
+
+/* Input rows [i0, i0+mb) × columns [p0, p0+kb) into slivers of GM rows, [kb][GM] each; rows
+ * past mb are zero. round: to bf16 (the bf16 product multiplies bf16 by bf16). */
+static void gemm_pack_x(float *dst, const float *x, size_t ldx, int i0, int mb, int p0, int kb, int round) {
+  for (int ip = 0; ip < mb; ip += GM) {
+    float *d = dst + (size_t)(ip / GM) * kb * GM;
+    int cnt = mb - ip < GM ? mb - ip : GM;
+    for (int r = 0; r < GM; r++) {
+      if (r >= cnt) {
+        for (int p = 0; p < kb; p++) d[(size_t)p * GM + r] = 0.0f;
+        continue;
+      }
+      const float *src = x + (size_t)(i0 + ip + r) * ldx + p0;
+      if (round)
+        for (int p = 0; p < kb; p++) d[(size_t)p * GM + r] = gemm_widen(gemm_round_bf16(src[p]));
+      else
+        for (int p = 0; p < kb; p++) d[(size_t)p * GM + r] = src[p];
+    }
+  }
+}
+
+/* c[r][0..GN) for r < GM: starts from c itself (load), else from init (GN floats) or zero, then
+ * adds a sliver·panel over kb steps. */
+static inline __attribute__((always_inline)) void gemm_tile(float *c, size_t ldc, const float *a, const float *b, int kb,
+                                                            const float *init, int load) {
+  vf acc[GM][2];
+  for (int r = 0; r < GM; r++) {
+    if (load) {
+      acc[r][0] = LD(c + r * ldc);
+      acc[r][1] = LD(c + r * ldc + VW);
+    } else if (init) {
+      acc[r][0] = LD(init);
+      acc[r][1] = LD(init + VW);
+    } else {
+      acc[r][0] = acc[r][1] = SPLAT(0);
+    }
+  }
+  for (int p = 0; p < kb; p++) {
+    vf b0 = LD(b + (size_t)p * GN), b1 = LD(b + (size_t)p * GN + VW);
+    for (int r = 0; r < GM; r++) {
+      vf av = SPLAT(a[(size_t)p * GM + r]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+    }
+  }
+  for (int r = 0; r < GM; r++) {
+    ST(c + r * ldc, acc[r][0]);
+    ST(c + r * ldc + VW, acc[r][1]);
+  }
+}
+
+/* A tile cut by the edge of the matrix (rows < GM or cols < GN) goes through a full-size tile
+ * of scratch, computed lane for lane as a whole one. */
+static void gemm_edge(float *c, size_t ldc, int rows, int cols, const float *a, const float *b, int kb, const float *init,
+                      int load, float *t) {
+  float *ib = t + GM * GN;
+  for (int r = 0; r < GM; r++)
+    for (int j = 0; j < GN; j++) t[r * GN + j] = load && r < rows && j < cols ? c[r * ldc + j] : 0.0f;
+  if (init)
+    for (int j = 0; j < GN; j++) ib[j] = j < cols ? init[j] : 0.0f;
+  gemm_tile(t, GN, a, b, kb, init ? ib : 0, load);
+  for (int r = 0; r < rows; r++)
+    for (int j = 0; j < cols; j++) c[r * ldc + j] = t[r * GN + j];
+}
+
+/* The K block actually used: blocks of equal size (an even number of columns), as many as k/kc
+ * rounded to nearest, since a short last block costs a whole extra pass over the output (k = 576
+ * by 256: 2 blocks of 288 ran at 58 GFLOP/s, 256 + 256 + 64 at 44, AVX2). kc must leave room:
+ * callers size it to half of L1. */
+static inline int gemm_balance(int k, int kc) {
+  int blocks = (k + kc / 2) / kc;
+  if (blocks < 1) blocks = 1;
+  int kb = (k + blocks - 1) / blocks;
+  return kb + (kb & 1);
+}
+
+/* Output rows [i0, i1) × columns [j0, j1) of out[m×n] (row stride n) = x·wᵀ (+ bias), w f32
+ * (wf) or bf16 bits (wh; then x is rounded to bf16 too). scratch: gemm_scratch(kc, mc, nc)
+ * floats; kc even, mc a multiple of GM, nc of GN. */
+static void gemm_run(float *out, const float *x, const float *wf, const uint16_t *wh, int n, int k, const float *bias,
+                     int i0, int i1, int j0, int j1, int kc, int mc, int nc, float *scratch) {
+  const size_t kmax = (size_t)kc + kc / 2 + 2;
+  float *wp = scratch, *xp = wp + kmax * ((nc + GN - 1) / GN * GN);
+  float *edge = xp + kmax * ((mc + GM - 1) / GM * GM);
+  kc = gemm_balance(k, kc);
+  for (int jc = j0; jc < j1; jc += nc) {
+    const int nb = j1 - jc < nc ? j1 - jc : nc;
+    for (int pc = 0; pc < k; pc += kc) {
+      const int kb = k - pc < kc ? k - pc : kc, load = pc > 0;
+      gemm_pack_w(wp, wf, wh, (size_t)k, jc, nb, pc, kb);
+      for (int ic = i0; ic < i1; ic += mc) {
+        const int mb = i1 - ic < mc ? i1 - ic : mc;
+        gemm_pack_x(xp, x, (size_t)k, ic, mb, pc, kb, wh != 0);
+        for (int jr = 0; jr < nb; jr += GN) {
+          const float *b = wp + (size_t)(jr / GN) * kb * GN;
+          const float *init = !load && bias ? bias + jc + jr : 0;
+          const int cols = nb - jr < GN ? nb - jr : GN;
+          for (int ir = 0; ir < mb; ir += GM) {
+            const float *a = xp + (size_t)(ir / GM) * kb * GM;
+            float *c = out + (size_t)(ic + ir) * n + jc + jr;
+            const int rows = mb - ir < GM ? mb - ir : GM;
+            if (rows == GM && cols == GN) gemm_tile(c, (size_t)n, a, b, kb, init, load);
+            else gemm_edge(c, (size_t)n, rows, cols, a, b, kb, init, load, edge);
+          }
+        }
+      }
+    }
+  }
+}
+
+void FN(gemm_f32)(float *out, const float *x, const float *w, int n, int k, const float *bias, int i0, int i1, int j0,
+                  int j1, int kc, int mc, int nc, float *scratch) {
+  gemm_run(out, x, w, 0, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
+}
+
+#ifndef GEMM_DPBF16
+/* bf16 weights by conversion: each packed panel is widened to f32 (exact) and the input rounded
+ * to bf16, so the products are those of the vdpbf16ps build; the sums stay f32. */
+void FN(gemm_bf16)(float *out, const float *x, const uint16_t *w, int n, int k, const float *bias, int i0, int i1, int j0,
+                   int j1, int kc, int mc, int nc, float *scratch) {
+  gemm_run(out, x, 0, w, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
+}
+#endif
