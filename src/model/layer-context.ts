@@ -122,7 +122,7 @@ export class LayerContext {
   preRopeKeys(): Float32Array {
     const c = this.config, w = this.weights, kDim = c.numKvHeads * c.headDim;
     const k = new Float32Array(this.rows * kDim);
-    this.backend.matmul(k, this.hidden, w.wk, this.rows, kDim, c.hiddenSize, w.bk);
+    linear(this.backend, k, this.hidden, w.wk, this.rows, kDim, c.hiddenSize, w.bk);
     if (w.kNorm) this.backend.rmsnorm(k, k, w.kNorm, this.rows * c.numKvHeads, c.headDim, c.rmsNormEps);
     return k;
   }
