@@ -11,6 +11,7 @@ import { CapPress } from '../src/presses/cap.js';
 import { ChunkKVPress } from '../src/presses/chunkkv.js';
 import { DMSPress } from '../src/presses/dms.js';
 import { MergingPress } from '../src/presses/merging.js';
+import { SimLayerKVPress } from '../src/presses/sim-layer-kv.js';
 import { CompactorPress } from '../src/presses/compactor.js';
 import { CURPress } from '../src/presses/cur.js';
 import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.js';
@@ -297,6 +298,25 @@ test('golden: RandomPress(seed=42)@0.5 selects the top floor(T/2) of its scores'
       const ours = (l.scores as number[][]).map((s) => topK(s, Math.floor(s.length * 0.5)));
       assert.equal(checkKept('topk', l, ours, l.kept, F32, false), null, `${pid} L${li}`);
     });
+  }
+});
+
+test('golden: SimLayerKVPress lazy scores and kept positions', async () => {
+  const m = await model();
+  for (const [config, opts] of [['SimLayerKVPress(lazy_threshold=0.65,n_recent=64)', { lazyThreshold: 0.65, nRecent: 64 }], ['SimLayerKVPress(lazy_threshold=0.5,n_recent=32)', { lazyThreshold: 0.5, nRecent: 32 }]] as const) {
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], press = new SimLayerKVPress(opts);
+      const scores: (number | null)[] = [];
+      const probe = new SimLayerKVPress(opts);
+      const { cache } = prefill(m, prompt.token_ids, { press: { name: 'probe', compressionRatio: 0, compress: (ctx) => { scores[ctx.layer] = probe.lazyScore(ctx); return press.compress(ctx); } }, logits: 'none' });
+      e.layers!.forEach((l, li) => {
+        if (l.lazy_score === null) assert.equal(scores[li], null, `${pid} L${li}`);
+        // kvpress's window softmax is float32 (README tolerance ~2e-5).
+        else assert.ok(Math.abs(scores[li]! - l.lazy_score) <= 2e-5 * l.lazy_score, `${pid} L${li} lazy score ${scores[li]} vs ${l.lazy_score}`);
+        for (let g = 0; g < m.config.numKvHeads; g++) assert.deepEqual(Array.from(cache.layers[li].headPositions(g)), l.kept_positions, `${config} ${pid} L${li} h${g}`);
+      });
+      assert.ok(Math.abs(press.compressionRatio - e.compression_ratio) < 1e-12, `${pid}: ratio ${press.compressionRatio} vs ${e.compression_ratio}`);
+    }
   }
 });
 
