@@ -14,6 +14,7 @@ import { backendInfo } from '../src/backend/index.js';
 import { packageRoot } from '../src/model/load.js';
 import { runKernelBench } from './kernels.js';
 import { runPressBench } from './presses.js';
+import { runServeBench } from './serve.js';
 
 /** llama.cpp 3f545be, fp32 weights, llama-bench, 1 thread, on this machine kind (issue #3). */
 const LLAMA_CPP: Record<string, { p512: number; p2048: number; decode: number; decode2048: number }> = {
@@ -130,6 +131,11 @@ async function main(): Promise<void> {
   const presses = await runPressBench();
   md.push('', '## Press scoring time', '', presses.markdown, '');
   json.presses = presses.json;
+
+  process.stderr.write('serve…\n');
+  const serve = await runServeBench({ repeats: quick ? 1 : 3 });
+  md.push('', '## Serve', '', serve.markdown, '');
+  json.serve = serve.json;
 
   md.push(`Total benchmark time: ${((Date.now() - started) / 1000).toFixed(0)} s.`, '');
   const dir = join(root, 'bench', 'results');

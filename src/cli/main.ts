@@ -11,9 +11,10 @@ import { infoCommand } from './commands/info.js';
 import { pressesCommand } from './commands/presses.js';
 import { reportCommand } from './commands/report.js';
 import { scoresCommand } from './commands/scores.js';
+import { serveCommand } from './commands/serve.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand, evalCommand, reportCommand, benchCommand, infoCommand];
+const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand, evalCommand, reportCommand, serveCommand, benchCommand, infoCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));

@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../../model/load.js';
-import { prefill, type ScoreObserver } from '../../presses/index.js';
+import type { Model } from '../../model/model.js';
+import { prefill, type Press, type ScoreObserver } from '../../presses/index.js';
 import { parse, str, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 
-interface LayerScores {
+export interface LayerScores {
   scores: number[][] | null;
   kept: number[][];
 }
@@ -67,20 +68,7 @@ Examples:
     if (tokens.length === 0) throw new UsageError('the sequence is empty');
     if (tokens.length > c.maxPositionEmbeddings) throw new UsageError(`the sequence has ${tokens.length} tokens, more than the model's context of ${c.maxPositionEmbeddings}`);
 
-    const observed: (Float64Array[] | null)[] = Array.from({ length: c.numLayers }, () => null);
-    let logScores = false;
-    const observer: ScoreObserver = {
-      onScores(layer, scores, log) {
-        observed[layer] = scores.map((s) => Float64Array.from(s));
-        logScores ||= log;
-      },
-    };
-    press.observer = observer;
-    const { cache } = prefill(model, tokens, { press, logits: 'none' });
-    const layers: LayerScores[] = cache.layers.map((l, i) => ({
-      scores: observed[i] ? observed[i]!.map((s) => Array.from(s)) : null,
-      kept: Array.from({ length: c.numKvHeads }, (_, g) => Array.from(l.headPositions(g))),
-    }));
+    const { layers, logScores } = pressScores(model, press, tokens);
 
     if (values.json === true) {
       io.out(JSON.stringify({ tokens, layers, ...(logScores ? { logScores: true } : {}) }) + '\n');
@@ -94,6 +82,38 @@ Examples:
     return 0;
   },
 };
+
+/** What `kvpress scores --json` prints (and `POST /v1/kvpress/scores` returns), plus the bytes kept. */
+export interface PressScores {
+  layers: LayerScores[];
+  logScores: boolean;
+  /** KV bytes held after the prefill with the press. */
+  keptBytes: number;
+}
+
+/** Prefills `tokens` with `press` active, recording every layer's scores and kept positions. */
+export function pressScores(model: Model, press: Press, tokens: readonly number[]): PressScores {
+  const c = model.config;
+  const observed: (Float64Array[] | null)[] = Array.from({ length: c.numLayers }, () => null);
+  let logScores = false;
+  const observer: ScoreObserver = {
+    onScores(layer, scores, log) {
+      observed[layer] = scores.map((s) => Float64Array.from(s));
+      logScores ||= log;
+    },
+  };
+  press.observer = observer;
+  try {
+    const { cache } = prefill(model, tokens, { press, logits: 'none' });
+    const layers: LayerScores[] = cache.layers.map((l, i) => ({
+      scores: observed[i] ? observed[i]!.map((s) => Array.from(s)) : null,
+      kept: Array.from({ length: c.numKvHeads }, (_, g) => Array.from(l.headPositions(g))),
+    }));
+    return { layers, logScores, keptBytes: cache.bytes() };
+  } finally {
+    press.observer = null;
+  }
+}
 
 function scoreRange(scores: number[][]): string {
   let lo = Infinity, hi = -Infinity;

@@ -1,0 +1,81 @@
+import { basename } from 'node:path';
+import { loadModel } from '../../model/load.js';
+import { createServer } from '../../serve/server.js';
+import { num, parse, str, UsageError, weightsFlag } from '../args.js';
+import type { Command } from '../command.js';
+
+/** In-flight requests get this long to finish after SIGTERM before they are cancelled. */
+const GRACE_MS = 30_000;
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'an OpenAI-compatible HTTP server with a press per request and compressed contexts',
+  usage: `kvpress serve [--model PATH] [--host 127.0.0.1] [--port 8080] [options]
+
+Serves one model over HTTP: POST /v1/chat/completions and /v1/completions (OpenAI shape, streamed
+as server-sent events with "stream": true; "kvpress": {"press", "compression_ratio", "options"}
+compresses a request's prompt), compressed contexts as resources (POST /v1/contexts, then chat
+with "kvpress": {"context_id"}; GET and DELETE /v1/contexts/:id), GET /v1/models, GET /health,
+GET /metrics (Prometheus), and at / a page that shows what each press keeps. SIGTERM lets the
+requests in flight finish (30 s at most), then exits 0.
+
+Options:
+  --model PATH               llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --tokenizer PATH           tokenizer .bin for a llama2.c checkpoint (default: found beside it)
+  --host H                   address to bind (default 127.0.0.1; anything else exposes the server: use --api-key)
+  --port N                   port to listen on, 0 for any free one (default 8080)
+  --max-context-memory MiB   KV memory the compressed contexts may hold; least recently used ones are
+                             evicted beyond it (default 256)
+  --max-queue N              requests in progress at once; more get 429 (default 64)
+  --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
+  --weights W                f32 or bf16: hold every matrix in this format (default: as the checkpoint stores it)
+  --decode-weights W         former name of --weights (still accepted)
+
+Examples:
+  kvpress serve
+  kvpress serve --model ./Qwen3-0.6B --port 8000 --max-context-memory 1024
+  kvpress serve --host 0.0.0.0 --api-key "$KVPRESS_API_KEY"`,
+  options: {
+    model: { type: 'string' },
+    tokenizer: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string' },
+    'max-context-memory': { type: 'string' },
+    'max-queue': { type: 'string' },
+    'api-key': { type: 'string' },
+    weights: { type: 'string' },
+    'decode-weights': { type: 'string' },
+  },
+  async run(argv, io) {
+    const { values, positionals } = parse(argv, this.options);
+    if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+    const host = str(values.host) ?? '127.0.0.1';
+    const port = num(values.port, 'port', { min: 0, max: 65535, integer: true }) ?? 8080;
+    const maxContextMiB = num(values['max-context-memory'], 'max-context-memory', { min: 0 }) ?? 256;
+    const maxQueue = num(values['max-queue'], 'max-queue', { min: 1, integer: true }) ?? 64;
+    const apiKey = str(values['api-key']);
+    if (apiKey === '') throw new UsageError('--api-key must not be empty');
+    const weights = weightsFlag(values, io.err);
+    const modelPath = str(values.model);
+    const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
+    if (!model.tokenizer) throw new UsageError(`${modelPath}: no tokenizer found; pass --tokenizer PATH`);
+    const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
+    const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
+    let address: string;
+    try {
+      address = await server.app.listen({ host, port });
+    } catch (e) {
+      throw new UsageError(`cannot listen on ${host}:${port} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    io.out(`kvpress serve: ${modelId} on ${address} (page at ${address}/, API at ${address}/v1)\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        io.err(`kvpress serve: ${signal}: finishing ${server.scheduler.depth} request(s) in progress, then exiting\n`);
+        void server.shutdown(GRACE_MS).then(resolve, resolve);
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    return 0;
+  },
+};

@@ -1,0 +1,111 @@
+import { ApiError } from './errors.js';
+
+/** A unit of work on the model: a request's prefill and decode steps, or a one-step compression. */
+export interface Task {
+  /** Runs one step (a prefill, or one decode step); returns true when the task is finished. */
+  step(): boolean;
+  /** The task was dropped unfinished (client gone, shutdown): release what it holds. */
+  cancel(reason: string): void;
+  /** A step threw. */
+  fail(error: unknown): void;
+}
+
+/** The event loop gets a turn at least this often, so that streams flush and requests arrive. */
+const YIELD_MS = 1;
+
+/**
+ * One model, many requests: every admitted task runs one step in turn (round-robin over
+ * single-row decode steps), so concurrent answers progress at the same rate. At most `maxQueue`
+ * tasks are admitted (429 beyond); after `drain()` nothing new is admitted (503).
+ */
+export class Scheduler {
+  private tasks: Task[] = [];
+  private readonly cancelled = new Map<Task, string>();
+  private running = false;
+  private draining = false;
+  private idle: (() => void)[] = [];
+  /** Steps run since start, for metrics. */
+  steps = 0;
+
+  constructor(readonly maxQueue: number) {}
+
+  /** Tasks admitted and not finished. */
+  get depth(): number {
+    return this.tasks.length;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  submit(task: Task): void {
+    if (this.draining) throw new ApiError(503, 'the server is shutting down and accepts no new requests', null, 'shutting_down');
+    if (this.tasks.length >= this.maxQueue) {
+      throw new ApiError(429, `the server is busy: ${this.tasks.length} requests are in progress, the limit (--max-queue) is ${this.maxQueue}; retry later`, null, 'queue_full');
+    }
+    this.tasks.push(task);
+    // Never inline: the caller finishes setting up (headers, listeners) before the first step.
+    if (!this.running) {
+      this.running = true;
+      setImmediate(() => void this.loop());
+    }
+  }
+
+  /** Drops a task before its next step (it gets cancel(reason)). */
+  cancel(task: Task, reason: string): void {
+    if (this.tasks.includes(task)) this.cancelled.set(task, reason);
+  }
+
+  /**
+   * Stops admitting tasks and waits for the admitted ones; those still running after `graceMs`
+   * are cancelled.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    if (this.tasks.length === 0) return;
+    const done = new Promise<void>((resolve) => this.idle.push(resolve));
+    const timer = setTimeout(() => this.tasks.forEach((t) => this.cancel(t, 'the server is shutting down')), graceMs);
+    await done;
+    clearTimeout(timer);
+  }
+
+  private async loop(): Promise<void> {
+    let lastYield = performance.now();
+    let i = 0;
+    while (this.tasks.length > 0) {
+      if (i >= this.tasks.length) i = 0;
+      const task = this.tasks[i];
+      const reason = this.cancelled.get(task);
+      let finished = true;
+      if (reason !== undefined) {
+        this.cancelled.delete(task);
+        guard(() => task.cancel(reason));
+      } else {
+        try {
+          finished = task.step();
+          this.steps++;
+        } catch (e) {
+          guard(() => task.fail(e));
+        }
+      }
+      if (finished) this.tasks.splice(i, 1);
+      else i++;
+      const t = performance.now();
+      if (t - lastYield >= YIELD_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
+      }
+    }
+    this.running = false;
+    for (const resolve of this.idle.splice(0)) resolve();
+  }
+}
+
+/** A task's own handler must not stop the loop for the others. */
+function guard(f: () => void): void {
+  try {
+    f();
+  } catch {
+    // The task is dropped either way; its client has already been answered or is gone.
+  }
+}

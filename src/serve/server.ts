@@ -1,0 +1,529 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { pressScores } from '../cli/commands/scores.js';
+import { packageRoot } from '../model/load.js';
+import type { Model } from '../model/model.js';
+import { CompressedContext, isDecodingPress, Pipeline, PipelineError, type AnswerRecord, type TokenEvent } from '../pipeline/pipeline.js';
+import { presses, PressError, type Press } from '../presses/index.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { ContextStore, type StoredContext } from './contexts.js';
+import { Generation, type StepToken } from './decode.js';
+import { ApiError } from './errors.js';
+import { Metrics } from './metrics.js';
+import { chatPromptIds, messageText, type ChatMessage } from './prompt.js';
+import { Scheduler, type Task } from './scheduler.js';
+import { chatSchema, completionSchema, contextSchema, idParams, scoresSchema } from './schemas.js';
+import { StopMatcher } from './stop.js';
+
+export interface ServerOptions {
+  model: Model;
+  /** The name clients pass as `model` (GET /v1/models lists it). */
+  modelId: string;
+  /** Allocated KV bytes the compressed contexts may hold before the least recently used go. Default 256 MiB. */
+  maxContextMemory?: number;
+  /** Requests admitted at once (running or waiting); 429 beyond. Default 64. */
+  maxQueue?: number;
+  /** When set, every /v1 route and /metrics need `Authorization: Bearer <apiKey>`. */
+  apiKey?: string | null;
+  /** Largest request body in bytes; 413 beyond. Default 8 MiB. */
+  bodyLimit?: number;
+}
+
+export interface KvpressServer {
+  app: FastifyInstance;
+  scheduler: Scheduler;
+  contexts: ContextStore;
+  metrics: Metrics;
+  /** Stops admitting requests, lets those in flight finish (cancelled after `graceMs`), closes the server. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+interface KvpressBody {
+  press?: string;
+  compression_ratio?: number;
+  options?: Record<string, unknown>;
+  context_id?: string;
+}
+
+interface CompletionBody {
+  model: string;
+  messages?: ChatMessage[];
+  prompt?: string | string[];
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
+  kvpress?: KvpressBody;
+}
+
+/** The `kvpress` block of a response's usage: what compression did to the KV cache. */
+interface KvUsage {
+  press: string | null;
+  compression_ratio: number | null;
+  context_id?: string;
+  entries_kept: number;
+  entries: number;
+  kv_bytes_before: number;
+  kv_bytes_after: number;
+  prefill_ms: number;
+  press_ms: number;
+}
+
+/** One request's answer, one step at a time. */
+interface Answer {
+  step(): StepToken | null;
+  stop(): void;
+  promptTokens: number;
+  completionTokens(): number;
+  finishReason(): 'stop' | 'length';
+  /** The whole answer decoded at once, once finished (streamed pieces hold back an incomplete character). */
+  fullText(): string;
+  usage(): KvUsage;
+}
+
+const MiB = 2 ** 20;
+/** Where the page's static files live in the package (shipped as they are, no build step). */
+export const PUBLIC_DIR = join(packageRoot(), 'src', 'serve', 'public');
+const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
+const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+
+/** Builds the server (not yet listening): routes, validation, scheduler, contexts and metrics. */
+export function createServer(opts: ServerOptions): KvpressServer {
+  const { model, modelId } = opts;
+  const tok = model.tokenizer;
+  if (!tok) throw new Error(`${model.source}: the model has no tokenizer, so it cannot serve text`);
+  const window = model.config.maxPositionEmbeddings;
+  const scheduler = new Scheduler(opts.maxQueue ?? 64);
+  const contexts = new ContextStore(opts.maxContextMemory ?? 256 * MiB);
+  const metrics = new Metrics({
+    queueDepth: () => scheduler.depth,
+    contexts: () => contexts.size,
+    contextBytes: () => contexts.allocatedBytes,
+    contextBytesSaved: () => contexts.bytesSaved,
+  });
+  const pipeline = new Pipeline(model);
+  const created = Math.floor(Date.now() / 1000);
+
+  const app = Fastify({
+    logger: false,
+    bodyLimit: opts.bodyLimit ?? 8 * MiB,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false } },
+  });
+
+  app.setErrorHandler((err: Error & { validation?: unknown; statusCode?: number; code?: string }, _req, reply) => {
+    const e = toApiError(err);
+    void reply.code(e.status).send(e.body());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send(new ApiError(404, `no route ${req.method} ${req.url.split('?')[0]}`, null, 'unknown_url').body());
+  });
+  app.addHook('onRequest', async (req) => {
+    if (!opts.apiKey || !(req.url.startsWith('/v1/') || req.url === '/metrics')) return;
+    if (req.headers.authorization !== `Bearer ${opts.apiKey}`) throw new ApiError(401, 'a valid API key is required: send "Authorization: Bearer <key>" (the key given to kvpress serve --api-key)', null, 'invalid_api_key');
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  const files = new Map(Object.entries(STATIC).map(([url, file]) => [url, readFileSync(join(PUBLIC_DIR, file), 'utf8')]));
+  for (const [url, file] of Object.entries(STATIC)) {
+    app.get(url, async (_req, reply) => reply.type(TYPES[file.split('.').pop()!]).send(files.get(url)));
+  }
+
+  app.get('/health', async (_req, reply) => {
+    if (scheduler.isDraining) return reply.code(503).send(new ApiError(503, 'shutting down', null, 'shutting_down').body());
+    return { status: 'ok', model: modelId, queue: scheduler.depth, contexts: contexts.size };
+  });
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+
+  const modelJson = { id: modelId, object: 'model', created, owned_by: 'kvpress-ts' };
+  app.get('/v1/models', async () => ({ object: 'list', data: [modelJson] }));
+  app.get('/v1/models/:id', { schema: { params: idParams } }, async (req) => {
+    checkModel((req.params as { id: string }).id, 'id');
+    return modelJson;
+  });
+  app.get('/v1/kvpress/presses', async () => ({ object: 'list', data: presses.list().map((e) => ({ name: e.name, description: e.description, options: e.options })) }));
+
+  function checkModel(name: string | undefined, param = 'model'): void {
+    if (name !== undefined && name !== modelId) throw new ApiError(404, `the model "${name}" does not exist; this server serves "${modelId}"`, param, 'model_not_found');
+  }
+
+  /** The press a request's kvpress block asks for, or null; registry errors become 400s naming the field. */
+  function pressFromBody(kv: KvpressBody | undefined): Press | null {
+    if (kv?.press === undefined) {
+      if (kv?.compression_ratio !== undefined || kv?.options !== undefined) throw new ApiError(400, 'kvpress.compression_ratio and kvpress.options need kvpress.press', 'kvpress.press');
+      return null;
+    }
+    try {
+      presses.get(kv.press);
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message.replace(/`kvpress presses` lists them all$/, 'GET /v1/kvpress/presses lists them all'), 'kvpress.press', 'unknown_press');
+    }
+    try {
+      const press = presses.create(kv.press, kv.compression_ratio ?? 0, kv.options ?? {});
+      press.validate?.(model);
+      return press;
+    } catch (e) {
+      const msg = (e as Error).message;
+      const opt = /option "?([A-Za-z0-9_]+)"?/.exec(msg);
+      const param = opt ? `kvpress.options.${opt[1]}` : /ratio/.test(msg) ? 'kvpress.compression_ratio' : 'kvpress';
+      throw new ApiError(400, msg, param, 'invalid_press');
+    }
+  }
+
+  /** Admits a one-step task (a compression) and resolves with what it computes. */
+  function oneStep<T>(req: FastifyRequest, reply: FastifyReply, work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const task: Task = {
+        step() {
+          resolve(work());
+          return true;
+        },
+        cancel: (reason) => reject(new ApiError(503, `cancelled: ${reason}`, null, 'cancelled')),
+        fail: (e) => reject(e),
+      };
+      scheduler.submit(task);
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) scheduler.cancel(task, 'client disconnected');
+      });
+    });
+  }
+
+  // Compressed contexts as resources: compress once, answer many times.
+  app.post('/v1/contexts', { schema: { body: contextSchema } }, async (req, reply) => {
+    const body = req.body as { model?: string; text?: string; messages?: ChatMessage[]; kvpress?: KvpressBody; max_context_length?: number };
+    checkModel(body.model);
+    if ((body.text === undefined) === (body.messages === undefined)) throw new ApiError(400, 'give exactly one of "text" and "messages"', body.text === undefined ? 'text' : 'messages');
+    const text = body.text ?? body.messages!.map(messageText).join('\n');
+    if (text.trim() === '') throw new ApiError(400, 'the context is empty', body.text === undefined ? 'messages' : 'text');
+    const press = pressFromBody(body.kvpress);
+    if (press && isDecodingPress(press)) throw new ApiError(400, `${press.name} is a decoding press: it compresses while answering, so one context cannot serve several answers; use it on a chat completion instead`, 'kvpress.press');
+    if (body.max_context_length !== undefined && body.max_context_length > window) throw new ApiError(400, `max_context_length ${body.max_context_length} is more than the model's window of ${window}`, 'max_context_length');
+    const stored = await oneStep(req, reply, () => {
+      const cc = pipeline.compress(text, { press, maxContextLength: body.max_context_length, reserve: Math.floor(window / 4) });
+      const c = model.config;
+      const kept = cc.measure.lengths.reduce((s, l) => s + l.reduce((a, n) => a + n, 0), 0);
+      const entries = cc.measure.contextTokens * c.numLayers * c.numKvHeads;
+      const bytes = cc.cache.bytes();
+      const s: StoredContext = {
+        id: contexts.newId(), created: Math.floor(Date.now() / 1000), context: cc,
+        press: press?.name ?? null, compressionRatio: press ? press.compressionRatio : null,
+        tokens: cc.measure.contextTokens, truncatedFrom: cc.measure.truncatedFrom, kept, entries, bytes,
+        bytesBefore: kept > 0 ? Math.round((bytes / kept) * entries) : 0,
+        allocatedBytes: cc.cache.allocatedBytes(), prefillMs: cc.measure.prefillMs, pressMs: cc.measure.pressMs, lastUsed: Date.now(),
+      };
+      contexts.add(s);
+      metrics.promptTokens.inc(s.tokens);
+      metrics.bytesSaved.inc(s.bytesBefore - s.bytes);
+      return s;
+    });
+    return reply.code(201).send(contextJson(stored));
+  });
+  app.get('/v1/contexts', async () => ({ object: 'list', data: contexts.list().map(contextJson) }));
+  app.get('/v1/contexts/:id', { schema: { params: idParams } }, async (req) => contextJson(contexts.get((req.params as { id: string }).id, 'id')));
+  app.delete('/v1/contexts/:id', { schema: { params: idParams } }, async (req) => {
+    const c = contexts.delete((req.params as { id: string }).id);
+    return { id: c.id, object: 'kvpress.context.deleted', deleted: true };
+  });
+
+  function contextJson(c: StoredContext) {
+    return {
+      id: c.id, object: 'kvpress.context', created: c.created, model: modelId,
+      press: c.press, compression_ratio: c.compressionRatio,
+      tokens: c.tokens, truncated_from: c.truncatedFrom, kept: c.kept, entries: c.entries,
+      bytes: c.bytes, bytes_before: c.bytesBefore, allocatedBytes: c.allocatedBytes,
+      prefill_ms: c.prefillMs, press_ms: c.pressMs,
+    };
+  }
+
+  // What a press keeps, for the page: the same data as `kvpress scores --json`.
+  app.post('/v1/kvpress/scores', { schema: { body: scoresSchema } }, async (req, reply) => {
+    const body = req.body as { text: string; press: string; compression_ratio?: number; options?: Record<string, unknown> };
+    const press = pressFromBody(body)!;
+    const tokens = tok.encode(body.text, { bos: true });
+    if (tokens.length > window) throw new ApiError(400, `the text has ${tokens.length} tokens, more than the model's window of ${window}`, 'text', 'context_length_exceeded');
+    const s = await oneStep(req, reply, () => pressScores(model, press, tokens));
+    const c = model.config;
+    const kept = s.layers.reduce((a, l) => a + l.kept.reduce((b, k) => b + k.length, 0), 0);
+    const entries = tokens.length * c.numLayers * c.numKvHeads;
+    const before = kept > 0 ? Math.round((s.keptBytes / kept) * entries) : 0;
+    return {
+      press: press.name, compression_ratio: press.compressionRatio,
+      numLayers: c.numLayers, numKvHeads: c.numKvHeads,
+      tokens, pieces: tokens.map((id, i) => (i === 0 ? tok.decode([id]) : tok.decodePiece(tokens[i - 1], id))),
+      layers: s.layers, ...(s.logScores ? { logScores: true } : {}),
+      bytes: { before, kept: s.keptBytes, evicted: before - s.keptBytes },
+    };
+  });
+
+  /** The answer a completion request asks for, checked before it is admitted. */
+  function prepare(body: CompletionBody, chat: boolean): Answer {
+    const kv = body.kvpress;
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? (chat ? undefined : 16);
+    const sampling = { temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? undefined };
+    let text: string;
+    if (chat) {
+      text = body.messages!.map(messageText).join('\n');
+    } else {
+      text = typeof body.prompt === 'string' ? body.prompt : body.prompt![0];
+    }
+    if (kv?.context_id !== undefined) {
+      if (kv.press !== undefined || kv.compression_ratio !== undefined || kv.options !== undefined) {
+        throw new ApiError(400, 'kvpress.context_id answers from a context compressed already; drop kvpress.press, compression_ratio and options', 'kvpress.context_id');
+      }
+      const stored = contexts.get(kv.context_id);
+      return contextAnswer(stored, text, maxTokens, sampling, tok!);
+    }
+    const press = pressFromBody(kv);
+    const ids = chat ? chatPromptIds(tok!, body.messages!) : tok!.encode(text, { bos: true });
+    if (ids.length > window) throw new ApiError(400, `the prompt has ${ids.length} tokens, more than the model's window of ${window}`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
+    const gen = new Generation(model, ids, { maxNewTokens: maxTokens ?? window, press, ...sampling });
+    return {
+      step: () => gen.step(),
+      stop: () => gen.stop(),
+      promptTokens: ids.length,
+      completionTokens: () => gen.tokens.length,
+      finishReason: () => gen.finishReason ?? 'length',
+      fullText: () => tok!.decode(gen.tokens),
+      usage: () => {
+        const m = gen.measure;
+        return {
+          press: press?.name ?? null, compression_ratio: press ? press.compressionRatio : null,
+          entries_kept: m?.keptEntries ?? 0, entries: m?.entries ?? 0,
+          kv_bytes_before: m?.bytesBefore ?? 0, kv_bytes_after: m?.bytesAfter ?? 0,
+          prefill_ms: m?.prefillMs ?? 0, press_ms: gen.pressMs,
+        };
+      },
+    };
+  }
+
+  /**
+   * An answer from a stored context with the pipeline's own code: a copy of the compressed cache
+   * (pages shared with the context), the question after the uncompressed context, never pressed.
+   */
+  function contextAnswer(stored: StoredContext, question: string, maxTokens: number | undefined, sampling: { temperature: number; topP: number; seed?: number }, tk: Tokenizer): Answer {
+    const base = stored.context;
+    const ids = tk.encode(question + base.questionSuffix, { bos: false });
+    if (ids.length === 0) throw new ApiError(400, 'the question is empty', 'messages');
+    const room = window - base.contextEnd;
+    if (ids.length > room) throw new ApiError(400, `the question takes ${ids.length} tokens but only ${room} positions remain after the ${base.contextEnd}-position context (model window ${window})`, 'messages', 'context_length_exceeded');
+    const limit = Math.min(maxTokens ?? window, room - ids.length + 1);
+    let steps: Generator<TokenEvent, AnswerRecord> | null = null;
+    let count = 0, full = '';
+    return {
+      step() {
+        steps ??= new CompressedContext(model, tk, base.cache.clone(), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
+        const r = steps.next();
+        if (r.done) {
+          full = r.value.text;
+          return null;
+        }
+        count++;
+        return { id: r.value.id, text: r.value.text };
+      },
+      stop: () => void steps?.return(undefined as never),
+      promptTokens: ids.length,
+      completionTokens: () => count,
+      finishReason: () => (count >= limit ? 'length' : 'stop'),
+      fullText: () => full,
+      usage: () => ({
+        press: stored.press, compression_ratio: stored.compressionRatio, context_id: stored.id,
+        entries_kept: stored.kept, entries: stored.entries, kv_bytes_before: stored.bytesBefore, kv_bytes_after: stored.bytes,
+        prefill_ms: stored.prefillMs, press_ms: stored.pressMs,
+      }),
+    };
+  }
+
+  function completionRoute(chat: boolean) {
+    return async (req: FastifyRequest, reply: FastifyReply) => {
+      const body = req.body as CompletionBody;
+      checkModel(body.model);
+      const answer = prepare(body, chat);
+      const stops = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+      const id = `${chat ? 'chatcmpl' : 'cmpl'}-${Math.random().toString(36).slice(2, 14)}`;
+      const stamp = Math.floor(Date.now() / 1000);
+      const object = chat ? 'chat.completion' : 'text_completion';
+      const usage = () => ({
+        prompt_tokens: answer.promptTokens,
+        completion_tokens: answer.completionTokens(),
+        total_tokens: answer.promptTokens + answer.completionTokens(),
+        kvpress: answer.usage(),
+      });
+      const matcher = new StopMatcher(stops);
+      const admitted = performance.now();
+      let first = true;
+      const run = (sink: { token(text: string): void; done(finish: 'stop' | 'length'): void; error(e: unknown): void; cancelled(reason: string): void }): Task => ({
+        step() {
+          const t = answer.step();
+          if (first) {
+            first = false;
+            metrics.promptTokens.inc(answer.promptTokens);
+            metrics.ttft.observe((performance.now() - admitted) / 1000);
+          }
+          if (t === null) {
+            const full = answer.fullText();
+            if (full.startsWith(matcher.pushed)) {
+              const tail = matcher.push(full.slice(matcher.pushed.length));
+              if (tail) sink.token(tail);
+            }
+            if (matcher.stopped) {
+              finish(sink, 'stop');
+              return true;
+            }
+            const rest = matcher.flush();
+            if (rest) sink.token(rest);
+            finish(sink, answer.finishReason());
+            return true;
+          }
+          const text = matcher.push(t.text);
+          if (text) sink.token(text);
+          if (matcher.stopped) {
+            answer.stop();
+            finish(sink, 'stop');
+            return true;
+          }
+          return false;
+        },
+        cancel(reason) {
+          answer.stop();
+          metrics.completionTokens.inc(answer.completionTokens());
+          sink.cancelled(reason);
+        },
+        fail(e) {
+          answer.stop();
+          sink.error(e);
+        },
+      });
+      const finish = (sink: { done(finish: 'stop' | 'length'): void }, reason: 'stop' | 'length') => {
+        const n = answer.completionTokens();
+        metrics.completionTokens.inc(n);
+        const secs = (performance.now() - admitted) / 1000;
+        if (n > 0 && secs > 0) metrics.tokensPerSecond.observe(n / secs);
+        sink.done(reason);
+      };
+
+      if (body.stream !== true) {
+        return new Promise((resolve, reject) => {
+          const sink = {
+            token() {},
+            done(reason: 'stop' | 'length') {
+              const text = matcher.output;
+              const choice = chat
+                ? { index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: reason }
+                : { index: 0, text, logprobs: null, finish_reason: reason };
+              resolve({ id, object, created: stamp, model: modelId, choices: [choice], usage: usage() });
+            },
+            error: (e: unknown) => reject(e),
+            cancelled: (reason: string) => reject(new ApiError(503, `cancelled: ${reason}`, null, 'cancelled')),
+          };
+          const task = run(sink);
+          scheduler.submit(task);
+          reply.raw.on('close', () => {
+            if (!reply.raw.writableFinished) scheduler.cancel(task, 'client disconnected');
+          });
+        });
+      }
+
+      // Streamed: server-sent events, one chunk per piece of text, then usage (if asked) and [DONE].
+      const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
+      const chunk = (delta: string | null, finishReason: string | null, role = false) => ({
+        id, object: chunkObject, created: stamp, model: modelId,
+        choices: [chat
+          ? { index: 0, delta: delta === null ? {} : role ? { role: 'assistant', content: delta } : { content: delta }, logprobs: null, finish_reason: finishReason }
+          : { index: 0, text: delta ?? '', logprobs: null, finish_reason: finishReason }],
+      });
+      const res = reply.raw;
+      let ended = false;
+      // Chunks written within one turn of the event loop go out in one syscall.
+      let corked = false;
+      const write = (obj: unknown) => {
+        if (ended) return;
+        if (!corked) {
+          corked = true;
+          res.cork();
+          setImmediate(() => {
+            corked = false;
+            res.uncork();
+          });
+        }
+        res.write(`data: ${JSON.stringify(obj)}\n\n`);
+      };
+      // The status line went out with the first chunk; a later failure is an error event.
+      const end = () => {
+        if (ended) return;
+        res.end('data: [DONE]\n\n');
+        ended = true;
+      };
+      const sink = {
+        token: (text: string) => write(chunk(text, null)),
+        done(reason: 'stop' | 'length') {
+          write(chunk(null, reason));
+          if (body.stream_options?.include_usage) write({ id, object: chunkObject, created: stamp, model: modelId, choices: [], usage: usage() });
+          end();
+        },
+        error(e: unknown) {
+          write(toApiError(e).body());
+          end();
+        },
+        cancelled(reason: string) {
+          write(new ApiError(503, `cancelled: ${reason}`, null, 'cancelled').body());
+          end();
+        },
+      };
+      const task = run(sink);
+      scheduler.submit(task);
+      reply.hijack();
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      if (chat) write(chunk('', null, true));
+      res.on('close', () => {
+        if (!ended) {
+          ended = true;
+          scheduler.cancel(task, 'client disconnected');
+        }
+      });
+    };
+  }
+
+  app.post('/v1/chat/completions', { schema: { body: chatSchema } }, completionRoute(true));
+  app.post('/v1/completions', { schema: { body: completionSchema } }, completionRoute(false));
+
+  return {
+    app, scheduler, contexts, metrics,
+    async shutdown(graceMs = 30_000) {
+      await scheduler.drain(graceMs);
+      await app.close();
+    },
+  };
+}
+
+/** Any error as an OpenAI-shaped one: validation and parsing problems are 400s naming the field. */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof PressError) return new ApiError(400, err.message, 'kvpress', 'invalid_press');
+  if (err instanceof PipelineError) return new ApiError(400, err.message, null, 'invalid_request');
+  const e = err as Error & { validation?: { instancePath: string; keyword: string; params: Record<string, unknown>; message?: string }[]; validationContext?: string; statusCode?: number; code?: string };
+  if (e.validation && e.validation.length > 0) {
+    const v = e.validation[0];
+    const path = v.instancePath.replace(/^\//, '').replace(/\//g, '.');
+    const join = (k: string) => (path ? `${path}.${k}` : k);
+    if (v.keyword === 'additionalProperties') {
+      const name = join(String(v.params.additionalProperty));
+      return new ApiError(400, `unrecognized request argument supplied: ${name}`, name, 'unknown_parameter');
+    }
+    if (v.keyword === 'required') {
+      const name = join(String(v.params.missingProperty));
+      return new ApiError(400, `missing required parameter: ${name}`, name, 'missing_required_parameter');
+    }
+    const where = path || e.validationContext || 'body';
+    return new ApiError(400, `invalid ${where}: ${(v.message ?? v.keyword).replace(/,null$/, ' or null')}${v.keyword === 'enum' ? ` (${(v.params.allowedValues as unknown[]).join(', ')})` : ''}`, path || null, 'invalid_value');
+  }
+  if (e.statusCode === 413 || e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new ApiError(413, `the request body is larger than the server's limit: ${e.message}`, null, 'request_too_large');
+  if (e.statusCode === 415) return new ApiError(400, `${e.message}; send Content-Type: application/json`, null, 'invalid_content_type');
+  if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return new ApiError(400, e.message, null, /JSON/.test(e.code ?? '') ? 'invalid_json' : 'invalid_request');
+  return new ApiError(500, `internal error: ${e.message ?? String(err)}`, null, 'internal_error');
+}
