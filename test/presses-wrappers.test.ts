@@ -337,7 +337,7 @@ test('the public press API refuses wrong arguments with one-line PressErrors', a
   const cases: [() => unknown, RegExp][] = [
     [() => createPress('knorm', 0.5, null as never), /options must be an object of option → value.*got null/],
     [() => createPress(null as never), /a press name must be a string, got null/],
-    [() => createPress('knorm', '0.5' as never), /compression ratio must be a number in \[0, 1\), got the string "0.5"/],
+    [() => createPress('knorm', '0.5' as never), /compression ratio must be in \[0, 1\), got the string "0.5"/],
     [() => createPress('knorm', 0.5, { toString: 1 }), /has no option "toString"/],
     [() => new AdaKVPress(null as never, 0.5), /the adakv wrapper wraps a scorer press, got null/],
     [() => new AdaKVPress(null as never), /wraps a scorer press, got null/],

@@ -103,7 +103,7 @@ export class PressRegistry {
       throw new PressError(`press "${name}": options must be an object of option → value (e.g. { windowSize: 32 }), got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}`);
     }
     if (typeof compressionRatio !== 'number' || !(compressionRatio >= 0 && compressionRatio < 1)) {
-      throw new PressError(`compression ratio must be a number in [0, 1), got ${typeof compressionRatio === 'string' ? `the string "${compressionRatio}"` : String(compressionRatio)}`);
+      throw new PressError(`compression ratio must be in [0, 1), got ${typeof compressionRatio === 'string' ? `the string "${compressionRatio}"` : String(compressionRatio)}`);
     }
     const values: OptionValues = {};
     for (const [k, spec] of Object.entries(e.options)) values[k] = spec.default;
