@@ -261,10 +261,9 @@ export class CompressedContext {
     const sampler = new Sampler(model.config.vocabSize, opts.sampling);
     const stop = new Set(tok.stopIds);
     const press = this.decodingPress;
-    // A pure decoding press never saw the prefill; PrefillDecodingPress's decoding part forgot
-    // it at the prefill too, so resetting it gives every answer the same starting state.
-    if (press instanceof PrefillDecodingPress) press.decodingPress?.reset();
-    else press?.reset?.();
+    // Resetting the decoding state (a prefill-and-decoding press's prefill part acts on no answer)
+    // gives every answer the same starting state.
+    press?.reset?.();
     const cache = this.cache.clone();
     const out: number[] = [];
     let questionMs = 0, decodeMs = 0, bytesEnd = 0, allocatedEnd = 0;

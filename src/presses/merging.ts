@@ -74,9 +74,12 @@ export class MergingPress extends ScorerWrapper {
       for (let j = 0; j < d; j++) a.v[j] += w * V[e * d + j];
       acc.set(t, a);
     });
+    // V is a per-head transient copy: the merged rows are written back through the cache.
+    const row = new Float32Array(d);
     for (const [t, a] of acc) {
       if (!(a.w > 0)) continue;
-      for (let j = 0; j < d; j++) V[t * d + j] = (V[t * d + j] + a.v[j]) / (1 + a.w);
+      for (let j = 0; j < d; j++) row[j] = (V[t * d + j] + a.v[j]) / (1 + a.w);
+      ctx.cache.setValue(g, t, row);
     }
   }
 }
