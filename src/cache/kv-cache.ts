@@ -161,11 +161,17 @@ export class LayerCache {
   checkKeep(indices: readonly ArrayLike<number>[]): Int32Array[] {
     if (indices.length !== this.numKvHeads) throw new Error(`keep: got indices for ${indices.length} heads, the layer has ${this.numKvHeads}`);
     return indices.map((idx, g) => {
-      const len = this.lengths[g], sorted = Int32Array.from(idx).sort();
-      for (let i = 0; i < sorted.length; i++) {
-        const t = sorted[i];
-        if (!(t >= 0 && t < len) || (i > 0 && sorted[i - 1] === t)) throw new Error(`keep: head ${g} index ${t} is out of range [0, ${len}) or repeated`);
+      const len = this.lengths[g], n = idx?.length;
+      if (!Number.isSafeInteger(n)) throw new Error(`keep: head ${g}: expected an array of entry indices, got ${String(idx)}`);
+      // Checked before the Int32Array conversion, which would turn NaN or 0.5 into 0 and wrap 1e10.
+      const sorted = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        const t = idx[i];
+        if (typeof t !== 'number' || !Number.isInteger(t) || t < 0 || t >= len) throw new Error(`keep: head ${g} index ${JSON.stringify(t) ?? String(t)} is not an integer in [0, ${len})`);
+        sorted[i] = t;
       }
+      sorted.sort();
+      for (let i = 1; i < n; i++) if (sorted[i - 1] === sorted[i]) throw new Error(`keep: head ${g} index ${sorted[i]} is repeated`);
       return sorted;
     });
   }
