@@ -2,6 +2,7 @@ import { basename } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { createServer } from '../../serve/server.js';
 import { num, parse, str, UsageError, weightsFlag, noTokenizer } from '../args.js';
+import { kvDtypeFlag, kvDtypeOption } from './kv-dtype.js';
 import type { Command } from '../command.js';
 
 /** In-flight requests get this long to finish after SIGTERM before they are cancelled. */
@@ -30,6 +31,9 @@ Options:
   --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
   --weights W                f32 or bf16: hold every matrix in this format (default: as the checkpoint stores it)
   --decode-weights W         former name of --weights (still accepted)
+  --kv-dtype T               KV cache element type of every request and context: f32, f16, bf16, q8_0,
+                             q4_0 or auto (default auto: the checkpoint's precision for 16-bit
+                             checkpoints, f16 for quantized, f32 for f32)
 
 Examples:
   kvpress serve
@@ -45,6 +49,7 @@ Examples:
     'api-key': { type: 'string' },
     weights: { type: 'string' },
     'decode-weights': { type: 'string' },
+    ...kvDtypeOption,
   },
   async run(argv, io) {
     const { values, positionals } = parse(argv, this.options);
@@ -57,7 +62,7 @@ Examples:
     if (apiKey === '') throw new UsageError('--api-key must not be empty');
     const weights = weightsFlag(values, io.err);
     const modelPath = str(values.model);
-    const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
+    const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights, kvDtype: kvDtypeFlag(values['kv-dtype']) });
     if (!model.tokenizer) throw noTokenizer(modelPath);
     const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
     const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
