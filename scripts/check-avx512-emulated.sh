@@ -3,7 +3,9 @@
 # neither, by compiling those kernels against SIMDe's portable intrinsics (Debian: apt-get
 # install libsimde-dev) and making the addon's CPU check report AVX-512. Builds in
 # build/avx512-emu/ and runs the compiled tests (dist/, `npm run build` first) from a copy of the
-# package there, so build/Release is left alone. Not part of `npm test`. See native/README.md.
+# package there, so build/Release is left alone; then the GEMM stress of
+# scripts/avx512-emu/stress.mjs (KVPRESS_EMU_STRESS= skips it). Not part of `npm test`. See
+# native/README.md.
 #   scripts/check-avx512-emulated.sh [test files under dist/test/ ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +35,12 @@ for f in "$root"/* "$root"/.ci; do
   case ${f##*/} in dist | build | prebuilds | package.json) ;; *) [ -e "$f" ] && ln -s "$f" "$pkg/${f##*/}" ;; esac
 done
 cp "$emu/gyp/build/Release/kvpress_native.node" "$pkg/build/Release/"
+cp "$root/scripts/avx512-emu/stress.mjs" "$pkg/"
+# Proof that nothing runs natively: the emulation build holds no AVX-512 instruction.
+if command -v objdump >/dev/null; then
+  n=$(objdump -d "$pkg/build/Release/kvpress_native.node" | grep -cE 'zmm|%k[0-7]|vdpbf16' || true)
+  [ "$n" = 0 ] || { echo "the emulation build holds $n AVX-512 instructions" >&2; exit 1; }
+fi
 
 status=0
 for isa in avx512 avx512bf16; do
@@ -52,6 +60,9 @@ for isa in avx512 avx512bf16; do
   else
     echo "== KVPRESS_EMU_ISA=$isa: FAIL"
     status=1
+  fi
+  if [ -n "${KVPRESS_EMU_STRESS-1}" ]; then
+    (cd "$pkg" && KVPRESS_EMU_ISA=$isa node stress.mjs) || status=1
   fi
 done
 exit $status
