@@ -11,7 +11,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 emu=$root/build/avx512-emu
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || tests=(backend.test.js backend-isa.test.js backend-choice.test.js bf16.test.js bf16-accuracy.test.js ea-native.test.js)
+if [ ${#tests[@]} = 0 ]; then
+  # Every test that runs native kernels (kv-cache: the paged attention of native/kv_attn.c).
+  for t in backend backend-isa backend-choice bf16 bf16-accuracy ea-native kv-cache; do
+    [ -f "$root/dist/test/$t.test.js" ] && tests+=("$t.test.js")
+  done
+fi
 
 [ -f /usr/include/simde/x86/avx512.h ] || { echo "SIMDe headers not found: apt-get install libsimde-dev" >&2; exit 1; }
 [ -d "$root/dist/test" ] || { echo "no dist/test: run npm run build first" >&2; exit 1; }
