@@ -61,7 +61,7 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
   spent.fill(0);
   model.reserve(tokens, tokens);
   const t0 = performance.now();
-  model.forward(ids, model.newCache(tokens), { logits: 'none', press: timer });
+  model.forward(ids, model.newCache(), { logits: 'none', press: timer });
   const total = performance.now() - t0;
   const prefillMs = total - spent.reduce((a, b) => a + b, 0);
   return {

@@ -1,6 +1,7 @@
-export type { AttentionArgs, Backend } from './backend/backend.js';
+export type { AttentionArgs, Backend, PagedAttentionArgs, PagedKv } from './backend/backend.js';
 export { JsBackend } from './backend/js/kernels.js';
-export { KVCache, LayerCache } from './cache/kv-cache.js';
+export { KVCache, LayerCache, PagePool, KvPage, DEFAULT_PAGE_ENTRIES, type CacheOptions } from './cache/kv-cache.js';
+export { KV_DTYPES, autoKvDtype, resolveKvDtype, kvFormat, type KvDtype, type KvDtypeOption, type KvFormat, type CheckpointPrecision } from './cache/format.js';
 export type { Architecture, ModelConfig, RopeScaling } from './model/config.js';
 export type { ForwardOptions } from './model/forward.js';
 export { LayerContext, type Compressor } from './model/layer-context.js';
@@ -29,3 +30,9 @@ export { continuationReference, recallReference, scoreContinuation, scoreRecall 
 export { toBf16 } from './backend/js/kernels.js';
 export type { Weight, WeightMatrix, WeightType } from './model/weights.js';
 export { linear, toWeightType } from './model/weights.js';
+export { GgufFile, type GgufTensorInfo, type GgufValue } from './model/loaders/gguf.js';
+export { loadGguf } from './model/loaders/gguf-model.js';
+export { SpmTokenizer } from './tokenizer/gguf.js';
+export { describeModel, type ModelDescription } from './model/describe.js';
+export { blockFormat, dequantize, ggmlTypeName } from './model/quant/formats.js';
+export { matvecQuantized, quantizeActivations, vecDot, type Q8Row } from './model/quant/dot.js';

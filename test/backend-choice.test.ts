@@ -58,6 +58,7 @@ test('without the addon, auto falls back to wasm and says why; forcing native is
   const dir = mkdtempSync(join(tmpdir(), 'kvpress-fallback-'));
   try {
     cpSync(join(here, '..', 'src', 'backend'), join(dir, 'dist', 'src', 'backend'), { recursive: true });
+    cpSync(join(here, '..', 'src', 'cache'), join(dir, 'dist', 'src', 'cache'), { recursive: true });
     writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'kvpress-ts', type: 'module' }));
     mkdirSync(join(dir, 'build'));
     writeFileSync(join(dir, 'build', 'native-build.json'), JSON.stringify({ reason: 'node-gyp failed: make: not found' }));

@@ -41,7 +41,7 @@ test('a chat session answers each line from the compressed context and handles i
   assert.equal(code, 0);
 
   const [a1, a2] = reference([Q1, Q2], 20);
-  assert.match(out, /^Context: 430 tokens, KV cache 538 KiB → 269 KiB with knorm \(50\.0% removed\) in [\d.]+ s\.\n/);
+  assert.match(out, /^Context: 430 tokens, KV cache 538 KiB → 269 KiB with knorm \(50\.0% removed; f32, 340 KiB allocated\) in [\d.]+ s\.\n/);
   assert.ok(out.includes(`> ${a1}\n> `), out);
   assert.ok(out.includes(`> ${a2}\n> `), out);
   assert.match(out, /press +knorm \(compression ratio 0\.50\)\ncontext tokens +430\n/);

@@ -53,7 +53,7 @@ test('generate --context-file prints each question, its answer and the stats tab
   assert.ok(r.stdout.startsWith(`Q: ${Q1}\nA: ${b1}\n\nQ: ${Q2}\nA: ${b2}\n\n`), r.stdout);
   assert.match(r.stdout, /\npress +snapkv \(compression ratio 0\.30\)\n/);
   assert.match(r.stdout, /\ncontext tokens +\d+\n/);
-  assert.match(r.stdout, /\nKV cache +[\d.]+ KiB → [\d.]+ KiB \(\d+\.\d% removed\)\n/);
+  assert.match(r.stdout, /\nKV cache +[\d.]+ KiB → [\d.]+ KiB \(\d+\.\d% removed\), f32\nallocated +[\d.]+ KiB \(pages of 64 entries, positions included\)\n/);
   assert.match(r.stdout, /\nprefill +[\d.]+ m?s \(press [\d.]+ m?s\)\n/);
   assert.match(r.stdout, /\ndecode +\d+ tokens, [\d.]+ tokens\/s\n/);
   assert.match(r.stdout, /\nlayer  kept\n +0 +\d+\n/);

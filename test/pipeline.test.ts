@@ -68,11 +68,13 @@ function assertSameCache(a: KVCache, b: KVCache): void {
   assert.equal(a.nextPosition, b.nextPosition);
   assert.deepEqual(a.lengths(), b.lengths());
   assert.equal(a.bytes(), b.bytes());
+  // The accessors return per-head transients (shared by clones): copy one side first.
+  const bits = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
   a.layers.forEach((l, i) => {
     for (let g = 0; g < l.numKvHeads; g++) {
-      assert.deepEqual(l.headPositions(g), b.layers[i].headPositions(g));
-      assert.ok(Buffer.from(l.headKeys(g).buffer, l.headKeys(g).byteOffset, l.headKeys(g).byteLength).equals(Buffer.from(b.layers[i].headKeys(g).buffer, b.layers[i].headKeys(g).byteOffset, b.layers[i].headKeys(g).byteLength)), `keys of layer ${i} head ${g}`);
-      assert.ok(Buffer.from(l.headValues(g).buffer, l.headValues(g).byteOffset, l.headValues(g).byteLength).equals(Buffer.from(b.layers[i].headValues(g).buffer, b.layers[i].headValues(g).byteOffset, b.layers[i].headValues(g).byteLength)), `values of layer ${i} head ${g}`);
+      assert.deepEqual(l.headPositions(g).slice(), b.layers[i].headPositions(g));
+      assert.ok(bits(l.headKeys(g).slice()).equals(bits(b.layers[i].headKeys(g))), `keys of layer ${i} head ${g}`);
+      assert.ok(bits(l.headValues(g).slice()).equals(bits(b.layers[i].headValues(g))), `values of layer ${i} head ${g}`);
     }
   });
 }

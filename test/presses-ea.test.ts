@@ -87,7 +87,7 @@ function referenceScores(ctx: LayerContext, o: RefOptions): Float64Array[] {
   for (let h = 0; h < H; h++) {
     const { mu, cov } = momentsFromWq(ctx, h, o.nSink, n);
     const mub = matvec(R, mu, d), covb = matmul(matmul(R, cov, d), R, d, true);
-    const K = ctx.cache.keys[Math.floor(h / G)], z = new Float64Array(n - o.nSink);
+    const K = ctx.cache.headKeys(Math.floor(h / G)), z = new Float64Array(n - o.nSink);
     for (let j = o.nSink; j < n; j++) {
       let lin = 0, quad = 0;
       for (let a = 0; a < d; a++) {
@@ -108,7 +108,7 @@ function referenceScores(ctx: LayerContext, o: RefOptions): Float64Array[] {
       for (let k = 0; k < G; k++) p += probs[g * G + k][j - o.nSink] / G;
       if (o.useVnorm) {
         let vv = 0;
-        for (let a = 0; a < d; a++) vv += ctx.cache.values[g][j * d + a] ** 2;
+        for (let a = 0; a < d; a++) vv += ctx.cache.headValues(g)[j * d + a] ** 2;
         p = (p + o.eps) * Math.sqrt(vv);
       }
       s[j] = p;
@@ -193,7 +193,7 @@ test('nFuturePositions 1, no covariance: EA logits are the attention logits of t
       model.rope.tables([T], 1, cos, sin);
       model.backend.rope(q, 1, H, d, cos, sin);
       for (let g = 0; g < c.numKvHeads; g++) {
-        const K = ctx.cache.keys[g], mean = new Float64Array(T);
+        const K = ctx.cache.headKeys(g), mean = new Float64Array(T);
         for (let k = 0; k < G; k++) {
           const h = g * G + k;
           const logits = Array.from({ length: T - nSink }, (_, j) => {
@@ -220,7 +220,7 @@ test('the covariance term equals kᵀΣ̄k/(2d) evaluated directly in float64 (b
     const R = denseRbar(ctx.rope.invFreq, T, nFuture);
     for (let h = 0; h < c.numHeads; h++) {
       const covb = matmul(matmul(R, momentsFromWq(ctx, h, nSink, T).cov, d), R, d, true);
-      const K = ctx.cache.keys[h];
+      const K = ctx.cache.headKeys(h);
       const quad = (j: number) => {
         let s = 0;
         for (let a = 0; a < d; a++) for (let b = 0; b < d; b++) s += K[j * d + a] * covb[a * d + b] * K[j * d + b];
@@ -294,7 +294,7 @@ test("positions: 'compat' uses the rows count and drops the first nSink rows; 'a
       model.rope.tables([at], 1, cos, sin);
       model.backend.rope(q, 1, H, d, cos, sin);
       for (let h = 0; h < H; h++) {
-        const K = ctx.cache.keys[h];
+        const K = ctx.cache.headKeys(h);
         const z = (j: number) => { let s = 0; for (let a = 0; a < d; a++) s += q[h * d + a] * K[j * d + a]; return s / Math.sqrt(d); };
         for (let j = 5; j < T; j++) assert.ok(Math.abs((got[h][j] - got[h][4]) - (z(j) - z(4))) < 1e-5, `${mode} head ${h} key ${j}`);
       }

@@ -109,8 +109,8 @@ test('AdaKV on stories260K: unequal heads, the plain press\'s total, real evicti
   assert.ok(lengths.some((l) => new Set(l).size > 1), `some layer has unequal heads: ${JSON.stringify(lengths)}`);
   for (const l of lengths) assert.equal(l.reduce((a, b) => a + b, 0), 4 * perHead);
   assert.equal(cache.bytes(), plain.bytes());
-  // Memory is really freed: each head's arrays hold exactly its entries.
-  cache.layers.forEach((l) => l.keys.forEach((k, g) => assert.equal(k.length, l.lengths[g] * 8)));
+  // Memory is really freed: each head holds only the pages its entries fill.
+  cache.layers.forEach((l) => l.pages.forEach((p, g) => assert.equal(p.length, Math.ceil(l.lengths[g] / l.pageEntries))));
   // Definition check against the observed inner scores: safeguard kept, and one global threshold.
   positionsOf(cache).forEach((layer, li) => {
     const s = observed[li], safe = Math.floor(perHead * 0.2);
@@ -206,8 +206,8 @@ test('KeyRerotation: contiguous positions, next position = kept length, logits e
       plainKept[li][g].forEach((old, j) => {
         // A query at the new next position n + 3 against rerotated key j equals the same query
         // at old + (n + 3 − j) against the original key: only the distance counts.
-        const now = dot(rope(q, n + 3, inv), l.keys[g].subarray(j * hd, (j + 1) * hd));
-        const before = dot(rope(q, old + n + 3 - j, inv), original.layers[li].keys[g].subarray(old * hd, (old + 1) * hd));
+        const now = dot(rope(q, n + 3, inv), l.headKeys(g).subarray(j * hd, (j + 1) * hd));
+        const before = dot(rope(q, old + n + 3 - j, inv), original.layers[li].headKeys(g).subarray(old * hd, (old + 1) * hd));
         assert.ok(Math.abs(now - before) < 1e-4, `layer ${li} head ${g} entry ${j}: ${now} vs ${before}`);
       });
     }
@@ -265,9 +265,9 @@ test('subContext holds exactly the chosen rows: hidden states, queries, pre-RoPE
           assertNear(subPre.subarray(i * qd, (i + 1) * qd), pre.subarray(r * qd, (r + 1) * qd));
           assert.equal(sub.positions[i], r);
           for (let g = 0; g < c.numKvHeads; g++) {
-            assert.deepEqual(sub.cache.keys[g].subarray(i * hd, (i + 1) * hd), ctx.cache.keys[g].subarray(r * hd, (r + 1) * hd));
-            assert.deepEqual(sub.cache.values[g].subarray(i * hd, (i + 1) * hd), ctx.cache.values[g].subarray(r * hd, (r + 1) * hd));
-            assert.equal(sub.cache.positions[g][i], r);
+            assert.deepEqual(sub.cache.headKeys(g).slice(i * hd, (i + 1) * hd), ctx.cache.headKeys(g).slice(r * hd, (r + 1) * hd));
+            assert.deepEqual(sub.cache.headValues(g).slice(i * hd, (i + 1) * hd), ctx.cache.headValues(g).slice(r * hd, (r + 1) * hd));
+            assert.equal(sub.cache.headPositions(g)[i], r);
           }
         });
         checked++;
@@ -284,7 +284,7 @@ function assertNear(a: ArrayLike<number>, b: ArrayLike<number>): void {
 
 /** Per-head key norms of the uncompressed cache, layer by layer. */
 const norms = (cache: KVCache) => cache.layers.map((l) => Array.from({ length: l.numKvHeads }, (_, g) =>
-  Array.from({ length: l.lengths[g] }, (_, t) => Math.hypot(...l.keys[g].subarray(t * 8, (t + 1) * 8)))));
+  Array.from({ length: l.lengths[g] }, (_, t) => Math.hypot(...l.headKeys(g).subarray(t * 8, (t + 1) * 8)))));
 
 /** Indices of the k smallest values, ascending. */
 const smallest = (x: number[], k: number) => Array.from(x.keys()).sort((a, b) => x[a] - x[b] || a - b).slice(0, k).sort((a, b) => a - b);
@@ -320,7 +320,7 @@ test('BlockPress: equals the plain press for one block or token-independent scor
     return keys.map((k) => -dot(k, anchor) / (Math.hypot(...k) * Math.hypot(...anchor)));
   };
   const expected = full.layers.map((l) => Array.from({ length: l.numKvHeads }, (_, g) => {
-    const key = (t: number) => Array.from(l.keys[g].subarray(t * 8, (t + 1) * 8));
+    const key = (t: number) => Array.from(l.headKeys(g).subarray(t * 8, (t + 1) * 8));
     let kept = Array.from({ length: n }, (_, i) => i);
     for (let s = n; s < T; s += B) {
       const rows = [...kept, ...Array.from({ length: Math.min(B, T - s) }, (_, i) => s + i)];

@@ -1,3 +1,5 @@
+import type { KvPage, PagePool } from '../cache/kv-cache.js';
+
 /**
  * The numeric kernels the engine needs, behind one interface so that a fast backend
  * (native N-API, WebAssembly) drops in beside the TypeScript reference.
@@ -42,6 +44,13 @@ export interface Backend {
   attention(args: AttentionArgs): void;
 
   /**
+   * The same attention read in place from the cache's pages, in the cache's element type.
+   * Optional: where a backend lacks it, the forward pass gathers each head's entries (decoded to
+   * f32) into a workspace and calls `attention`.
+   */
+  attentionPaged?(args: PagedAttentionArgs): void;
+
+  /**
    * out[d×d] = xᵀx for x [n][d], float64 and fully symmetric. Optional: Expected Attention's
    * query covariance uses it where the backend has it, its own float64 loop where not.
    */
@@ -83,6 +92,46 @@ export interface AttentionArgs {
   /** Per KV head: number of valid entries (including the `rows` new ones). */
   lengths: Int32Array;
   /** Logit scale, 1/sqrt(headDim) for every supported architecture. */
+  scale: number;
+  /** At least max(lengths) floats of scratch space. */
+  scratch: Float32Array;
+  /**
+   * Sliding-window attention: a query at position p sees only the entries whose position is
+   * > p − window (its own included). Needs `positions`. Absent: full causal attention.
+   */
+  window?: number;
+  /** Per KV head: [capacity] position of each entry (the cache's); read only with `window`. */
+  positions?: Int32Array[];
+}
+
+/** What a paged attention kernel reads of one layer's cache (a LayerCache is one). */
+export interface PagedKv {
+  /** Format (element type, row bytes) and entries per page. */
+  readonly pool: Pick<PagePool, 'fmt' | 'pageEntries'>;
+  /** Per KV head: its pages; entry t is slot t % pageEntries of page ⌊t / pageEntries⌋. */
+  readonly pages: readonly (readonly KvPage[])[];
+  /** Per KV head: number of valid entries (including the `rows` new ones, last). */
+  readonly lengths: Int32Array;
+}
+
+/** AttentionArgs over a paged cache (same causal rule), with an optional sliding window. */
+export interface PagedAttentionArgs {
+  /** [rows][numHeads·headDim] output. */
+  out: Float32Array;
+  /** [rows][numHeads·headDim] post-RoPE queries. */
+  q: Float32Array;
+  rows: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  cache: PagedKv;
+  /** [rows] positions of the query rows (ascending). */
+  queryPositions: Int32Array;
+  /**
+   * Sliding window (Gemma-3's local layers): a query at position p sees only the entries at
+   * positions > p − window. Undefined: every earlier entry.
+   */
+  window?: number;
   scale: number;
   /** At least max(lengths) floats of scratch space. */
   scratch: Float32Array;

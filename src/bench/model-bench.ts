@@ -62,7 +62,6 @@ export function benchModel(model: Model, opts: { promptTokens: number; genTokens
     cache = model.newCache();
     fillCache(cache, depth, c.numKvHeads * c.headDim);
   }
-  cache.reserve(opts.genTokens);
   model.reserve(1, depth + opts.promptTokens + opts.genTokens);
   let next = prompt[prompt.length - 1] ?? 3;
   const t1 = performance.now();

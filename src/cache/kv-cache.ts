@@ -1,168 +1,416 @@
+import { decodeRow, encodeRow, kvFormat, type KvDtype, type KvFormat, type RowViews } from './format.js';
+
 /**
- * The KV cache: per layer, per KV head, contiguous post-RoPE keys and values with their own
- * length and the original position of every entry. Heads are independent, so head-adaptive
- * presses keep different numbers of entries per head and `keep` really frees their memory.
- * Entries always stay in ascending position order.
+ * Entries per page unless asked otherwise. Measured (bench/kernels.ts `kv pages`): decode
+ * attention over 64-entry pages is within noise of 256-entry ones, while a page is the
+ * granularity of what a compressed head may waste — a short head (stories260K keeps 10–60
+ * entries) then holds at most one partly used page of 64.
+ */
+export const DEFAULT_PAGE_ENTRIES = 64;
+/** Idle pages the pool keeps for reuse (one answer truncated, the next one appended); the rest are released. */
+export const DEFAULT_MAX_IDLE_PAGES = 16;
+
+/**
+ * One page: `entries` keys then `entries` values of one KV head, in the cache's element type,
+ * then the entries' positions (Int32). Pages are shared between clones (copy-on-write): `refs`
+ * counts the heads holding it and `used` is the highest slot any of them ever wrote plus one, so
+ * a holder may append in place past `used` but must copy the page before rewriting a lower slot.
+ */
+export class KvPage implements RowViews {
+  readonly u8: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly i8: Int8Array;
+  /** The key and value rows as f32 (meaningful for the f32 type only). */
+  readonly f32: Float32Array;
+  readonly pos: Int32Array;
+  /** Byte offset of the values (the keys start at 0). */
+  readonly vOff: number;
+  refs = 1;
+  used = 0;
+
+  constructor(readonly fmt: KvFormat, readonly entries: number) {
+    const kv = 2 * entries * fmt.rowBytes;
+    const buf = new ArrayBuffer(kv + 4 * entries);
+    this.u8 = new Uint8Array(buf, 0, kv);
+    this.u16 = new Uint16Array(buf, 0, kv >>> 1);
+    this.i8 = new Int8Array(buf, 0, kv);
+    this.f32 = new Float32Array(buf, 0, kv >>> 2);
+    this.pos = new Int32Array(buf, kv, entries);
+    this.vOff = entries * fmt.rowBytes;
+  }
+
+  get byteLength(): number {
+    return this.u8.byteLength + this.pos.byteLength;
+  }
+}
+
+export interface CacheOptions {
+  /** Element type of keys and values (default f32). */
+  dtype?: KvDtype;
+  /** Entries per page (default DEFAULT_PAGE_ENTRIES). */
+  pageEntries?: number;
+  /** Idle pages the pool keeps (default DEFAULT_MAX_IDLE_PAGES). */
+  maxIdlePages?: number;
+}
+
+/**
+ * The pages of one cache and of its clones: hands out pages, takes back the ones no head holds
+ * any more, keeps at most `maxIdle` of them for reuse and lets the rest go (so the memory really
+ * returns to the system). Also holds the per-head transient buffers of the accessors.
+ */
+export class PagePool {
+  readonly fmt: KvFormat;
+  readonly pageBytes: number;
+  private readonly idle: KvPage[] = [];
+  private scratch = { keys: new Float32Array(0), values: new Float32Array(0), positions: new Int32Array(0) };
+
+  constructor(headDim: number, readonly dtype: KvDtype, readonly pageEntries: number, readonly maxIdle: number) {
+    if (!Number.isInteger(pageEntries) || pageEntries < 1 || pageEntries > 1 << 16) throw new Error(`KV cache: pageEntries must be an integer in [1, 65536], got ${pageEntries}`);
+    if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new Error(`KV cache: maxIdlePages must be an integer ≥ 0, got ${maxIdle}`);
+    this.fmt = kvFormat(dtype, headDim);
+    this.pageBytes = 2 * pageEntries * this.fmt.rowBytes + 4 * pageEntries;
+  }
+
+  take(): KvPage {
+    const p = this.idle.pop() ?? new KvPage(this.fmt, this.pageEntries);
+    p.refs = 1;
+    p.used = 0;
+    return p;
+  }
+
+  /** One holder lets go of `p`; the last one returns it to the pool. */
+  release(p: KvPage): void {
+    if (--p.refs > 0) return;
+    if (this.idle.length < this.maxIdle) this.idle.push(p);
+  }
+
+  get idleBytes(): number {
+    return this.idle.length * this.pageBytes;
+  }
+
+  /** Drops idle pages beyond `keep`. */
+  trim(keep = 0): void {
+    if (this.idle.length > keep) this.idle.length = keep;
+  }
+
+  /** A reusable float buffer of n numbers for the accessors (see LayerCache.headKeys). */
+  floats(kind: 'keys' | 'values', n: number): Float32Array {
+    if (this.scratch[kind].length < n) this.scratch[kind] = new Float32Array(Math.max(n, 2 * this.scratch[kind].length));
+    return this.scratch[kind].subarray(0, n);
+  }
+
+  ints(n: number): Int32Array {
+    if (this.scratch.positions.length < n) this.scratch.positions = new Int32Array(Math.max(n, 2 * this.scratch.positions.length));
+    return this.scratch.positions.subarray(0, n);
+  }
+}
+
+/**
+ * One layer of the KV cache: per KV head, its entries (post-RoPE key, value, original position)
+ * in pages from the cache's pool, entry t in slot t % pageEntries of page ⌊t / pageEntries⌋.
+ * Heads are independent, so head-adaptive presses keep different numbers of entries per head and
+ * `keep` really frees their memory. Entries always stay in ascending position order.
  */
 export class LayerCache {
-  /** Per KV head: [capacity][headDim] post-RoPE keys. */
-  keys: Float32Array[];
-  /** Per KV head: [capacity][headDim] values. */
-  values: Float32Array[];
-  /** Per KV head: [capacity] original position of each entry. */
-  positions: Int32Array[];
+  /** Per KV head: its pages, in entry order. Read by the attention kernels in place. */
+  readonly pages: KvPage[][];
   /** Per KV head: number of valid entries. */
   readonly lengths: Int32Array;
+  /** Per KV head, while a forward pass runs: the head as it was before its first rewrite. */
+  private saved: ({ pages: KvPage[]; length: number } | null)[] | null = null;
+  private marks: Int32Array | null = null;
 
-  constructor(readonly numKvHeads: number, readonly headDim: number, capacity = 0) {
-    this.keys = Array.from({ length: numKvHeads }, () => new Float32Array(capacity * headDim));
-    this.values = Array.from({ length: numKvHeads }, () => new Float32Array(capacity * headDim));
-    this.positions = Array.from({ length: numKvHeads }, () => new Int32Array(capacity));
+  constructor(readonly pool: PagePool, readonly numKvHeads: number) {
+    this.pages = Array.from({ length: numKvHeads }, () => []);
     this.lengths = new Int32Array(numKvHeads);
   }
 
-  capacity(head: number): number {
-    return this.positions[head].length;
+  get headDim(): number {
+    return this.pool.fmt.headDim;
   }
 
-  /** Grows every head to hold at least `extra` more entries (doubling, so appends amortise). */
-  reserve(extra: number): void {
-    for (let g = 0; g < this.numKvHeads; g++) {
-      const need = this.lengths[g] + extra;
-      if (need <= this.capacity(g)) continue;
-      this.resize(g, Math.max(need, 2 * this.capacity(g)));
-    }
+  get dtype(): KvDtype {
+    return this.pool.dtype;
+  }
+
+  get pageEntries(): number {
+    return this.pool.pageEntries;
   }
 
   /**
    * Appends `rows` tokens. k and v are laid out [rows][numKvHeads·headDim] as the projections
-   * produce them; positions[r] is the position of row r.
+   * produce them; positions[r] is the position of row r. Takes pages one at a time.
    */
   append(k: Float32Array, v: Float32Array, positions: ArrayLike<number>, rows: number): void {
-    this.reserve(rows);
-    const hd = this.headDim, stride = this.numKvHeads * hd;
+    const hd = this.headDim, stride = this.numKvHeads * hd, E = this.pageEntries, f = this.pool.fmt;
     for (let g = 0; g < this.numKvHeads; g++) {
-      const K = this.keys[g], V = this.values[g], P = this.positions[g];
       let n = this.lengths[g];
       for (let r = 0; r < rows; r++, n++) {
-        const src = r * stride + g * hd;
-        K.set(k.subarray(src, src + hd), n * hd);
-        V.set(v.subarray(src, src + hd), n * hd);
-        P[n] = positions[r];
+        const slot = n % E;
+        const page = slot === 0 && n / E === this.pages[g].length ? this.newPage(g) : this.writable(g, Math.floor(n / E), slot);
+        encodeRow(f, k, r * stride + g * hd, page, slot * f.rowBytes);
+        encodeRow(f, v, r * stride + g * hd, page, page.vOff + slot * f.rowBytes);
+        page.pos[slot] = positions[r];
+        if (slot >= page.used) page.used = slot + 1;
       }
       this.lengths[g] = n;
     }
   }
 
-  /**
-   * Keeps, for each KV head g, the entries at `indices[g]` (indices into the head's current
-   * entries, any order, no duplicates) in ascending order, and releases the memory of the rest.
-   */
-  keep(indices: readonly ArrayLike<number>[]): void {
+  /** Throws unless `indices` are valid keep indices for this layer (see keep). */
+  checkKeep(indices: readonly ArrayLike<number>[]): Int32Array[] {
     if (indices.length !== this.numKvHeads) throw new Error(`keep: got indices for ${indices.length} heads, the layer has ${this.numKvHeads}`);
-    for (let g = 0; g < this.numKvHeads; g++) {
-      const len = this.lengths[g];
-      const sorted = Int32Array.from(indices[g]).sort();
+    return indices.map((idx, g) => {
+      const len = this.lengths[g], sorted = Int32Array.from(idx).sort();
       for (let i = 0; i < sorted.length; i++) {
         const t = sorted[i];
         if (!(t >= 0 && t < len) || (i > 0 && sorted[i - 1] === t)) throw new Error(`keep: head ${g} index ${t} is out of range [0, ${len}) or repeated`);
       }
-      const hd = this.headDim, n = sorted.length;
-      const K = new Float32Array(n * hd), V = new Float32Array(n * hd), P = new Int32Array(n);
+      return sorted;
+    });
+  }
+
+  /**
+   * Keeps, for each KV head g, the entries at `indices[g]` (indices into the head's current
+   * entries, any order, no duplicates) in ascending order: compacts them inside the head's own
+   * pages and returns the emptied pages to the pool.
+   */
+  keep(indices: readonly ArrayLike<number>[]): void {
+    const sorted = this.checkKeep(indices);
+    const E = this.pageEntries, rb = this.pool.fmt.rowBytes;
+    for (let g = 0; g < this.numKvHeads; g++) {
+      const idx = sorted[g], n = idx.length;
+      this.save(g);
       for (let i = 0; i < n; i++) {
-        const t = sorted[i];
-        K.set(this.keys[g].subarray(t * hd, (t + 1) * hd), i * hd);
-        V.set(this.values[g].subarray(t * hd, (t + 1) * hd), i * hd);
-        P[i] = this.positions[g][t];
+        const t = idx[i];
+        if (t === i) continue;
+        const src = this.pages[g][Math.floor(t / E)], ss = t % E;
+        const dst = this.writable(g, Math.floor(i / E), i % E), ds = i % E;
+        copyRow(src, ss, dst, ds, rb);
       }
-      this.keys[g] = K;
-      this.values[g] = V;
-      this.positions[g] = P;
-      this.lengths[g] = n;
+      this.shrink(g, n);
     }
   }
 
   /** Drops every entry whose position is ≥ `position` (entries are position-sorted). */
   truncate(position: number): void {
+    const E = this.pageEntries;
     for (let g = 0; g < this.numKvHeads; g++) {
       let n = this.lengths[g];
-      while (n > 0 && this.positions[g][n - 1] >= position) n--;
-      this.lengths[g] = n;
+      while (n > 0 && this.pages[g][Math.floor((n - 1) / E)].pos[(n - 1) % E] >= position) n--;
+      this.shrink(g, n);
     }
   }
 
-  /** Keys of head g as a [length][headDim] view (no copy). */
+  /**
+   * Rewrites entry t of head g: its key (re-encoded in the cache's element type, so one more
+   * rounding for the 16-bit and quantized types) and its position. KeyRerotation uses it.
+   */
+  setEntry(g: number, t: number, key: Float32Array, position: number): void {
+    if (!(t >= 0 && t < this.lengths[g])) throw new Error(`setEntry: head ${g} index ${t} out of range [0, ${this.lengths[g]})`);
+    const E = this.pageEntries;
+    this.save(g);
+    const page = this.writable(g, Math.floor(t / E), t % E);
+    encodeRow(this.pool.fmt, key, 0, page, (t % E) * this.pool.fmt.rowBytes);
+    page.pos[t % E] = position;
+  }
+
+  /**
+   * Keys of head g as [length][headDim] float32. A per-head transient, not the cache: decoded into
+   * a buffer of the pool that the next headKeys call (any head, any layer, any clone) overwrites;
+   * writing into it changes nothing in the cache.
+   */
   headKeys(g: number): Float32Array {
-    return this.keys[g].subarray(0, this.lengths[g] * this.headDim);
+    return this.decode(g, 'keys');
   }
 
+  /** Values of head g as [length][headDim] float32: a per-head transient, as headKeys. */
   headValues(g: number): Float32Array {
-    return this.values[g].subarray(0, this.lengths[g] * this.headDim);
+    return this.decode(g, 'values');
   }
 
+  /** Positions of head g's entries, [length]: a per-head transient, as headKeys. */
   headPositions(g: number): Int32Array {
-    return this.positions[g].subarray(0, this.lengths[g]);
+    const n = this.lengths[g], E = this.pageEntries, out = this.pool.ints(n);
+    for (let p = 0, t = 0; t < n; p++, t += E) out.set(this.pages[g][p].pos.subarray(0, Math.min(E, n - t)), t);
+    return out;
   }
 
-  /** Bytes of the valid keys and values (f32). */
+  /** Position of entry t of head g. */
+  position(g: number, t: number): number {
+    return this.pages[g][Math.floor(t / this.pageEntries)].pos[t % this.pageEntries];
+  }
+
+  /** Bytes of the valid keys and values in the cache's element type. */
   bytes(): number {
     let n = 0;
     for (let g = 0; g < this.numKvHeads; g++) n += this.lengths[g];
-    return n * this.headDim * 2 * 4;
+    return n * 2 * this.pool.fmt.rowBytes;
   }
 
-  /** Bytes actually allocated, including spare capacity and positions. */
+  /** Bytes of the pages this layer holds (keys, values and positions of every slot, valid or not). */
   allocatedBytes(): number {
     let n = 0;
-    for (let g = 0; g < this.numKvHeads; g++) n += this.keys[g].byteLength + this.values[g].byteLength + this.positions[g].byteLength;
-    return n;
+    for (let g = 0; g < this.numKvHeads; g++) n += this.pages[g].length;
+    return n * this.pool.pageBytes;
   }
 
+  /** A copy sharing every page (copy-on-write): O(pages), no entry is copied. */
   clone(): LayerCache {
-    const c = new LayerCache(this.numKvHeads, this.headDim, 0);
+    const c = new LayerCache(this.pool, this.numKvHeads);
     for (let g = 0; g < this.numKvHeads; g++) {
-      const n = this.lengths[g];
-      c.keys[g] = this.keys[g].slice(0, n * this.headDim);
-      c.values[g] = this.values[g].slice(0, n * this.headDim);
-      c.positions[g] = this.positions[g].slice(0, n);
-      c.lengths[g] = n;
+      for (const p of this.pages[g]) p.refs++;
+      c.pages[g].push(...this.pages[g]);
+      c.lengths[g] = this.lengths[g];
     }
     return c;
   }
 
-  private resize(g: number, capacity: number): void {
-    const hd = this.headDim, n = this.lengths[g];
-    const K = new Float32Array(capacity * hd), V = new Float32Array(capacity * hd), P = new Int32Array(capacity);
-    K.set(this.keys[g].subarray(0, n * hd));
-    V.set(this.values[g].subarray(0, n * hd));
-    P.set(this.positions[g].subarray(0, n));
-    this.keys[g] = K;
-    this.values[g] = V;
-    this.positions[g] = P;
+  /**
+   * A new layer holding copies of the entries `rows` (ascending indices) of every head, on a
+   * pool of its own (so its accessors' transients do not overwrite this layer's).
+   */
+  subset(rows: Int32Array): LayerCache {
+    const pool = new PagePool(this.headDim, this.dtype, this.pageEntries, 0);
+    const c = new LayerCache(pool, this.numKvHeads), E = this.pageEntries, rb = this.pool.fmt.rowBytes;
+    for (let g = 0; g < this.numKvHeads; g++) {
+      for (let i = 0; i < rows.length; i++) {
+        const t = rows[i];
+        if (!(t >= 0 && t < this.lengths[g])) throw new Error(`subset: head ${g} index ${t} out of range [0, ${this.lengths[g]})`);
+        const dst = i % E === 0 ? c.newPage(g) : c.pages[g][c.pages[g].length - 1];
+        copyRow(this.pages[g][Math.floor(t / E)], t % E, dst, i % E, rb);
+        dst.used = (i % E) + 1;
+      }
+      c.lengths[g] = rows.length;
+    }
+    return c;
   }
+
+  /** Starts a pass: remembers each head's length; rewrites save the head first (see rollback). */
+  begin(): void {
+    this.marks = Int32Array.from(this.lengths);
+    this.saved = Array.from({ length: this.numKvHeads }, () => null);
+  }
+
+  /** Ends a pass that succeeded: lets go of the saved heads. */
+  commit(): void {
+    for (const s of this.saved ?? []) if (s) for (const p of s.pages) this.pool.release(p);
+    this.saved = this.marks = null;
+  }
+
+  /** Ends a pass that failed: every head back to what begin() saw. */
+  rollback(): void {
+    if (!this.saved || !this.marks) return;
+    for (let g = 0; g < this.numKvHeads; g++) {
+      const s = this.saved[g];
+      if (s) {
+        // Saved at the first rewrite, which may come after this pass's appends: cut those too.
+        for (const p of this.pages[g]) this.pool.release(p);
+        this.pages[g] = s.pages;
+        this.lengths[g] = s.length;
+      }
+      this.shrink(g, Math.min(this.lengths[g], this.marks[g]));
+    }
+    this.saved = this.marks = null;
+  }
+
+  /** Releases every page. */
+  clear(): void {
+    for (let g = 0; g < this.numKvHeads; g++) this.shrink(g, 0);
+  }
+
+  /** Decodes head g's keys to f32 into dst ([length][headDim]). */
+  readKeys(g: number, dst: Float32Array): void {
+    this.decodeInto(g, 'keys', dst);
+  }
+
+  readValues(g: number, dst: Float32Array): void {
+    this.decodeInto(g, 'values', dst);
+  }
+
+  private decode(g: number, kind: 'keys' | 'values'): Float32Array {
+    const out = this.pool.floats(kind, this.lengths[g] * this.headDim);
+    this.decodeInto(g, kind, out);
+    return out;
+  }
+
+  private decodeInto(g: number, kind: 'keys' | 'values', out: Float32Array): void {
+    const n = this.lengths[g], hd = this.headDim, E = this.pageEntries, f = this.pool.fmt;
+    for (let t = 0; t < n; t++) {
+      const p = this.pages[g][Math.floor(t / E)], at = (t % E) * f.rowBytes + (kind === 'values' ? p.vOff : 0);
+      decodeRow(f, p, at, out, t * hd);
+    }
+  }
+
+  private newPage(g: number): KvPage {
+    const p = this.pool.take();
+    this.pages[g].push(p);
+    return p;
+  }
+
+  /** Page i of head g, made private first when slot `slot` may be seen by another holder. */
+  private writable(g: number, i: number, slot: number): KvPage {
+    const p = this.pages[g][i];
+    if (p.refs === 1 || slot >= p.used) return p;
+    const q = this.pool.take();
+    q.u8.set(p.u8);
+    q.pos.set(p.pos);
+    q.used = p.used;
+    this.pool.release(p);
+    this.pages[g][i] = q;
+    return q;
+  }
+
+  /** Keeps head g's first n entries and lets go of the pages past them. */
+  private shrink(g: number, n: number): void {
+    const need = Math.ceil(n / this.pageEntries), pages = this.pages[g];
+    while (pages.length > need) this.pool.release(pages.pop()!);
+    this.lengths[g] = n;
+  }
+
+  /** Before the first rewrite of head g in a pass, holds on to its pages so rollback can restore them. */
+  private save(g: number): void {
+    if (!this.saved || this.saved[g]) return;
+    for (const p of this.pages[g]) p.refs++;
+    this.saved[g] = { pages: [...this.pages[g]], length: this.lengths[g] };
+  }
+}
+
+function copyRow(src: KvPage, ss: number, dst: KvPage, ds: number, rb: number): void {
+  dst.u8.set(src.u8.subarray(ss * rb, (ss + 1) * rb), ds * rb);
+  dst.u8.set(src.u8.subarray(src.vOff + ss * rb, src.vOff + (ss + 1) * rb), dst.vOff + ds * rb);
+  dst.pos[ds] = src.pos[ss];
 }
 
 /** The whole model's cache, plus the position the next token will take. */
 export class KVCache {
   readonly layers: LayerCache[];
+  readonly pool: PagePool;
   /**
    * Position of the next token: the number of tokens seen, not the number kept — positions are
    * never renumbered by eviction (KeyRerotation is the press that re-rotates and resets it).
    */
   nextPosition = 0;
+  private mark = -1;
 
-  constructor(numLayers: number, numKvHeads: number, headDim: number, capacity = 0) {
-    this.layers = Array.from({ length: numLayers }, () => new LayerCache(numKvHeads, headDim, capacity));
+  constructor(numLayers: number, numKvHeads: number, headDim: number, opts: CacheOptions | PagePool = {}) {
+    this.pool = opts instanceof PagePool ? opts : new PagePool(headDim, opts.dtype ?? 'f32', opts.pageEntries ?? DEFAULT_PAGE_ENTRIES, opts.maxIdlePages ?? DEFAULT_MAX_IDLE_PAGES);
+    this.layers = Array.from({ length: numLayers }, () => new LayerCache(this.pool, numKvHeads));
   }
 
-  /** Reserves room for `extra` more tokens in every layer and head (call before a token loop). */
-  reserve(extra: number): void {
-    for (const l of this.layers) l.reserve(extra);
+  get dtype(): KvDtype {
+    return this.pool.dtype;
   }
 
-  /** Applies per-layer, per-head keep indices (see LayerCache.keep). */
+  get pageEntries(): number {
+    return this.pool.pageEntries;
+  }
+
+  /** Applies per-layer, per-head keep indices (see LayerCache.keep), then releases idle pages. */
   keep(perLayer: readonly (readonly ArrayLike<number>[])[]): void {
+    perLayer.forEach((idx, l) => this.layers[l].checkKeep(idx));
     perLayer.forEach((idx, l) => this.layers[l].keep(idx));
+    this.pool.trim();
   }
 
   /** Forgets every token at position ≥ `position` and continues from there. */
@@ -172,13 +420,18 @@ export class KVCache {
     this.nextPosition = position;
   }
 
-  /** Bytes of the valid keys and values over all layers and heads. */
+  /** Bytes of the valid keys and values over all layers and heads, in the cache's element type. */
   bytes(): number {
     return this.layers.reduce((s, l) => s + l.bytes(), 0);
   }
 
+  /**
+   * Bytes actually allocated: every page the layers hold (keys, values and the 4-byte positions
+   * of every slot, valid or not) plus the idle pages of the pool. Pages shared with a clone count
+   * in both.
+   */
   allocatedBytes(): number {
-    return this.layers.reduce((s, l) => s + l.allocatedBytes(), 0);
+    return this.layers.reduce((s, l) => s + l.allocatedBytes(), 0) + this.pool.idleBytes;
   }
 
   /** Entries kept per layer and KV head: [layers][kvHeads]. */
@@ -186,10 +439,34 @@ export class KVCache {
     return this.layers.map((l) => Array.from(l.lengths));
   }
 
+  /** A copy sharing every page copy-on-write (answers from one compressed context share it). */
   clone(): KVCache {
-    const c = new KVCache(0, 0, 0);
-    (c.layers as LayerCache[]).push(...this.layers.map((l) => l.clone()));
+    const c = new KVCache(0, 0, this.pool.fmt.headDim, this.pool);
+    c.layers.push(...this.layers.map((l) => l.clone()));
     c.nextPosition = this.nextPosition;
     return c;
+  }
+
+  /** Releases every page this cache holds (a clone keeps the pages it shares); up to maxIdlePages stay in the pool for reuse. */
+  dispose(): void {
+    for (const l of this.layers) l.clear();
+  }
+
+  /** Starts a forward pass (see rollback). */
+  begin(): void {
+    this.mark = this.nextPosition;
+    for (const l of this.layers) l.begin();
+  }
+
+  commit(): void {
+    for (const l of this.layers) l.commit();
+    this.mark = -1;
+  }
+
+  /** Puts every layer and nextPosition back to what begin() saw. */
+  rollback(): void {
+    for (const l of this.layers) l.rollback();
+    if (this.mark >= 0) this.nextPosition = this.mark;
+    this.mark = -1;
   }
 }

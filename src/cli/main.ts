@@ -1,6 +1,7 @@
 import { createBackend } from '../backend/index.js';
 import type { Backend } from '../backend/backend.js';
-import { UsageError } from './args.js';
+import { printable } from '../tokenizer/tokenizer.js';
+import { errnoWords, UsageError } from './args.js';
 import type { Command, CommandIO } from './command.js';
 import { benchCommand } from './commands/bench.js';
 import { calibrateCommand } from './commands/calibrate.js';
@@ -8,13 +9,14 @@ import { chatCommand } from './commands/chat.js';
 import { evalCommand } from './commands/eval.js';
 import { generateCommand } from './commands/generate.js';
 import { infoCommand } from './commands/info.js';
+import { logitsCommand } from './commands/logits.js';
 import { pressesCommand } from './commands/presses.js';
 import { reportCommand } from './commands/report.js';
 import { scoresCommand } from './commands/scores.js';
 import { serveCommand } from './commands/serve.js';
 
 /** Every subcommand; each lives in commands/<name>.ts. */
-const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, calibrateCommand, evalCommand, reportCommand, serveCommand, benchCommand, infoCommand];
+const commands: Command[] = [generateCommand, chatCommand, pressesCommand, scoresCommand, logitsCommand, calibrateCommand, evalCommand, reportCommand, serveCommand, benchCommand, infoCommand];
 
 function helpText(): string {
   const w = Math.max(...commands.map((c) => c.name.length));
@@ -62,8 +64,20 @@ export async function main(argv: string[], io: CommandIO = defaultIO()): Promise
     return await cmd.run(rest, io);
   } catch (e) {
     if (process.env.KVPRESS_DEBUG) io.err(`${(e as Error).stack}\n`);
-    const msg = e instanceof Error ? e.message : String(e);
-    io.err(`kvpress ${name}: ${msg.replace(/\s*\n\s*/g, ' ')}\n`);
+    io.err(`kvpress ${name}: ${oneLine(e)}\n`);
     return e instanceof UsageError || e instanceof Error ? 2 : 1;
   }
+}
+
+/**
+ * An error as one printable line: a bare errno error from the file system says what failed in
+ * words, and control bytes (from a binary file quoted in a message) are shown escaped.
+ */
+function oneLine(e: unknown): string {
+  const x = e as NodeJS.ErrnoException;
+  let msg = e instanceof Error ? e.message : String(e);
+  if (e instanceof Error && typeof x.code === 'string' && typeof x.syscall === 'string' && msg.startsWith(`${x.code}:`)) {
+    msg = `${x.path ?? x.syscall}: cannot ${x.syscall}: ${errnoWords(e)}`;
+  }
+  return printable(msg.replace(/\s*\n\s*/g, ' '));
 }

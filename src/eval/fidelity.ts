@@ -12,6 +12,7 @@
  * press and ratio of a grid. Only the prefill sees the press: the teacher-forced part runs
  * without one, at positions after the uncompressed length (the cache's nextPosition).
  */
+import type { KvDtype } from '../cache/format.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
@@ -67,6 +68,8 @@ export interface ContinuationScore {
   kl: number;
   /** Share of the context's cache entries the press removed. */
   achievedRatio: number;
+  /** KV bytes the compressed context holds per context token (all layers, in the cache's type). */
+  kvBytesPerToken: number;
 }
 
 /**
@@ -74,12 +77,13 @@ export interface ContinuationScore {
  * returns the logits predicting tokens[context + 1, n). The first continuation token is left
  * out: the prefill itself predicts it, and a press never changes the pass it runs in.
  */
-function continuationLogits(model: Model, tokens: readonly number[], context: number, press: Compressor | null): { logits: Float32Array; removed: number } {
-  const cache = model.newCache(tokens.length);
+function continuationLogits(model: Model, tokens: readonly number[], context: number, press: Compressor | null, kvDtype: KvDtype = model.kvDtype): { logits: Float32Array; removed: number; kvBytesPerToken: number } {
+  const cache = model.newCache({ dtype: kvDtype });
   model.forward(tokens.slice(0, context), cache, { logits: 'none', press });
   const removed = removedShare(cache, context);
+  const kvBytesPerToken = cache.bytes() / context;
   const logits = model.forward(tokens.slice(context, tokens.length - 1), cache, { logits: 'all' });
-  return { logits, removed };
+  return { logits, removed, kvBytesPerToken };
 }
 
 /** Tokenizes a story with BOS and runs the uncompressed model over it. */
@@ -97,10 +101,10 @@ export function continuationReference(model: Model, id: string, text: string, co
   return { id, tokens, context, logits, nll };
 }
 
-/** Scores one story under `press` against its uncompressed reference. */
-export function scoreContinuation(model: Model, ref: ContinuationReference, press: Compressor | null): ContinuationScore {
+/** Scores one story under `press` (and a cache of `kvDtype`) against its uncompressed reference. */
+export function scoreContinuation(model: Model, ref: ContinuationReference, press: Compressor | null, kvDtype: KvDtype = model.kvDtype): ContinuationScore {
   const { tokens, context } = ref;
-  const { logits, removed } = continuationLogits(model, tokens, context, press);
+  const { logits, removed, kvBytesPerToken } = continuationLogits(model, tokens, context, press, kvDtype);
   const V = model.config.vocabSize;
   let nll = 0, kl = 0;
   for (let t = context + 1, off = 0; t < tokens.length; t++, off += V) {
@@ -116,6 +120,7 @@ export function scoreContinuation(model: Model, ref: ContinuationReference, pres
     nllBaseline: ref.nll,
     kl,
     achievedRatio: removed,
+    kvBytesPerToken,
   };
 }
 
@@ -129,13 +134,16 @@ export interface ContinuationSummary {
   nllBaseline: number;
   /** Mean over stories of the share of context entries removed. */
   achievedRatio: number;
+  /** Mean over stories of the compressed context's KV bytes per context token. */
+  kvBytesPerToken: number;
   scoredTokens: number;
 }
 
 export function summarizeContinuation(scores: readonly ContinuationScore[]): ContinuationSummary {
   if (scores.length === 0) throw new Error('no continuation scores to summarize');
-  let tokens = 0, nll = 0, base = 0, kl = 0, ratio = 0;
+  let tokens = 0, nll = 0, base = 0, kl = 0, ratio = 0, bytes = 0;
   for (const s of scores) {
+    bytes += s.kvBytesPerToken;
     tokens += s.scoredTokens;
     nll += s.nll;
     base += s.nllBaseline;
@@ -148,6 +156,7 @@ export function summarizeContinuation(scores: readonly ContinuationScore[]): Con
     nll: nll / tokens,
     nllBaseline: base / tokens,
     achievedRatio: ratio / scores.length,
+    kvBytesPerToken: bytes / scores.length,
     scoredTokens: tokens,
   };
 }
@@ -185,16 +194,19 @@ export interface RecallScore {
   baselineFirstTokenCorrect: boolean;
   baselineAnswerNll: number;
   achievedRatio: number;
+  /** KV bytes the compressed context holds per context token. */
+  kvBytesPerToken: number;
 }
 
 /**
  * Prefills item[0, context) with `press`, feeds the rest of the prefix and the name, and returns
  * the greedy prediction and the summed NLL at the name's positions.
  */
-function recallPass(model: Model, tokens: readonly number[], context: number, names: number, press: Compressor | null): { predicted: number[]; nll: number; removed: number } {
-  const cache = model.newCache(tokens.length);
+function recallPass(model: Model, tokens: readonly number[], context: number, names: number, press: Compressor | null, kvDtype: KvDtype = model.kvDtype): { predicted: number[]; nll: number; removed: number; kvBytesPerToken: number } {
+  const cache = model.newCache({ dtype: kvDtype });
   model.forward(tokens.slice(0, context), cache, { logits: 'none', press });
   const removed = removedShare(cache, context);
+  const kvBytesPerToken = cache.bytes() / context;
   const rest = tokens.slice(context, tokens.length - 1);
   const logits = model.forward(rest, cache, { logits: 'all' });
   const V = model.config.vocabSize;
@@ -206,7 +218,7 @@ function recallPass(model: Model, tokens: readonly number[], context: number, na
     predicted.push(argmax(row));
     nll += tokenNll(row, tokens[context + 1 + r]);
   }
-  return { predicted, nll, removed };
+  return { predicted, nll, removed, kvBytesPerToken };
 }
 
 /**
@@ -234,8 +246,8 @@ export function recallReference(
 
 const allEqual = (a: readonly number[], b: readonly number[]): boolean => a.every((x, i) => x === b[i]);
 
-export function scoreRecall(model: Model, ref: RecallReference, press: Compressor | null): RecallScore {
-  const { predicted, nll, removed } = recallPass(model, ref.tokens, ref.context, ref.answerTokens.length, press);
+export function scoreRecall(model: Model, ref: RecallReference, press: Compressor | null, kvDtype: KvDtype = model.kvDtype): RecallScore {
+  const { predicted, nll, removed, kvBytesPerToken } = recallPass(model, ref.tokens, ref.context, ref.answerTokens.length, press, kvDtype);
   return {
     id: ref.id,
     answer: ref.answer,
@@ -247,6 +259,7 @@ export function scoreRecall(model: Model, ref: RecallReference, press: Compresso
     baselineFirstTokenCorrect: ref.predicted[0] === ref.answerTokens[0],
     baselineAnswerNll: ref.answerNll,
     achievedRatio: removed,
+    kvBytesPerToken,
   };
 }
 
@@ -262,13 +275,15 @@ export interface RecallSummary {
   answerNll: number;
   answerNllIncrease: number;
   achievedRatio: number;
+  kvBytesPerToken: number;
 }
 
 export function summarizeRecall(scores: readonly RecallScore[]): RecallSummary {
   const n = scores.length;
   if (n === 0) throw new Error('no name-recall scores to summarize');
-  let correct = 0, first = 0, base = 0, kept = 0, nll = 0, baseNll = 0, ratio = 0;
+  let correct = 0, first = 0, base = 0, kept = 0, nll = 0, baseNll = 0, ratio = 0, bytes = 0;
   for (const s of scores) {
+    bytes += s.kvBytesPerToken;
     if (s.correct) correct++;
     if (s.firstTokenCorrect) first++;
     if (s.baselineCorrect) {
@@ -287,5 +302,6 @@ export function summarizeRecall(scores: readonly RecallScore[]): RecallSummary {
     answerNll: nll / n,
     answerNllIncrease: (nll - baseNll) / n,
     achievedRatio: ratio / n,
+    kvBytesPerToken: bytes / n,
   };
 }

@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { renderSvg, svgToPng, type Series } from './plot.js';
+import { niceTicks, renderSvg, svgToPng, type Series } from './plot.js';
 import { formatRatio, NO_PRESS, type RunMetrics, type ScoreInfo } from './runner.js';
 
 export const REPORT_FILE = 'report.md';
@@ -59,6 +59,8 @@ export interface RunGroup {
   dataset: string;
   model: string;
   queryAware: boolean;
+  /** KV cache type of the group's runs (f32 for runs written before the axis existed). */
+  kvDtype: string;
   baseline: RunMetrics | null;
   /** Press → ratio → run. */
   presses: Map<string, Map<number, RunMetrics>>;
@@ -69,10 +71,11 @@ export interface RunGroup {
 export function groupRuns(runs: readonly RunMetrics[]): RunGroup[] {
   const groups = new Map<string, RunGroup>();
   for (const r of runs) {
-    const key = `${r.dataset}\u0000${r.model}\u0000${r.queryAware === true}`;
+    const kvDtype = r.kvDtype ?? 'f32';
+    const key = `${r.dataset}\u0000${r.model}\u0000${r.queryAware === true}\u0000${kvDtype}`;
     let g = groups.get(key);
     if (!g) {
-      g = { dataset: r.dataset, model: r.model, queryAware: r.queryAware === true, baseline: null, presses: new Map(), ratios: [], scoreInfo: {} };
+      g = { dataset: r.dataset, model: r.model, queryAware: r.queryAware === true, kvDtype, baseline: null, presses: new Map(), ratios: [], scoreInfo: {} };
       groups.set(key, g);
     }
     // The union of every run's scores, in the order the runs declare them.
@@ -123,11 +126,55 @@ export function rankPresses(g: RunGroup): string[] {
 }
 
 function groupTitle(g: RunGroup): string {
-  return `${g.dataset} · ${g.model}${g.queryAware ? ' · query-aware' : ''}`;
+  return `${g.dataset} · ${g.model}${g.queryAware ? ' · query-aware' : ''}${g.kvDtype === 'f32' ? '' : ` · ${g.kvDtype} KV cache`}`;
 }
 
 function plotBase(g: RunGroup, score: string): string {
-  return `${g.dataset}__${g.model}${g.queryAware ? '__query_aware' : ''}__${score}`;
+  return `${g.dataset}__${g.model}${g.queryAware ? '__query_aware' : ''}${g.kvDtype === 'f32' ? '' : `__kv_${g.kvDtype}`}__${score}`;
+}
+
+/** Groups that differ only in KV cache type, when more than one type ran: [family key, groups]. */
+function kvFamilies(groups: readonly RunGroup[]): RunGroup[][] {
+  const fam = new Map<string, RunGroup[]>();
+  for (const g of groups) {
+    const key = `${g.dataset}\u0000${g.model}\u0000${g.queryAware}`;
+    fam.set(key, [...(fam.get(key) ?? []), g]);
+  }
+  return [...fam.values()].filter((f) => f.length > 1 && f.every((g) => 'kv_bytes_per_token' in g.scoreInfo));
+}
+
+function bytesPlotBase(g: RunGroup, score: string): string {
+  return `${g.dataset}__${g.model}${g.queryAware ? '__query_aware' : ''}__${score}__vs_kv_bytes`;
+}
+
+/**
+ * Quality against KV bytes per context token across cache types: a line per (press, type) over
+ * the ratios, and a line through the no-press runs of every type (the uncompressed caches).
+ */
+export function bytesPlotSvg(family: readonly RunGroup[], score: string): string {
+  const g0 = family[0], info = g0.scoreInfo[score];
+  const order = ['f32', 'bf16', 'f16', 'q8_0', 'q4_0'];
+  const groups = [...family].sort((a, b) => order.indexOf(a.kvDtype) - order.indexOf(b.kvDtype));
+  const point = (r: RunMetrics | undefined) => {
+    const x = scoreOf(r, 'kv_bytes_per_token'), y = scoreOf(r, score);
+    return x === null || y === null ? [] : [{ x, y }];
+  };
+  const series: Series[] = [{ label: `no press (${groups.map((g) => g.kvDtype).join(', ')})`, points: groups.flatMap((g) => point(g.baseline ?? undefined)) }];
+  for (const g of groups) {
+    for (const p of rankPresses(g)) series.push({ label: `${p} · ${g.kvDtype}`, points: [...g.ratios].reverse().flatMap((r) => point(g.presses.get(p)!.get(r))) });
+  }
+  const xs = series.flatMap((s) => s.points.map((p) => p.x));
+  const hi = Math.max(...xs) * 1.05;
+  return renderSvg({
+    title: `${g0.dataset}: ${info.label} against KV bytes`,
+    subtitle: `${g0.model} · lines over compression ratios, one per press and cache type · ${info.better ? `${info.better} is better` : ''}`,
+    xLabel: 'KV bytes per context token (compressed context, all layers)',
+    yLabel: info.axis ?? info.label,
+    series,
+    xTicks: niceTicks(0, hi),
+    xDomain: [0, hi],
+    yDomain: info.range,
+  });
 }
 
 /** The table of one score: presses × ratios, best value per ratio in bold (headline scores). */
@@ -198,6 +245,13 @@ export function renderMarkdown(found: RunsFound, source: string): string {
     }
     if (constants.length) out.push('The same in every run: ' + constants.join('; ') + '.', '');
   }
+  for (const f of kvFamilies(groupRuns(found.runs))) {
+    out.push(`## ${f[0].dataset} · ${f[0].model}: quality against KV bytes per context token`, '');
+    out.push(`Cache types ${f.map((g) => g.kvDtype).join(', ')}; every run is compared with the uncompressed f32 cache.`, '');
+    for (const [score, info] of Object.entries(f[0].scoreInfo)) {
+      if (info.plot) out.push(`![${info.label} against KV bytes](${bytesPlotBase(f[0], score)}.png) ([SVG](${bytesPlotBase(f[0], score)}.svg))`, '');
+    }
+  }
   return out.join('\n');
 }
 
@@ -252,6 +306,16 @@ export async function writeReport(dir: string, outDir: string = dir, opts: { sou
       if (!info.plot) continue;
       const svg = scorePlotSvg(g, score);
       const base = join(outDir, plotBase(g, score));
+      writeFileSync(`${base}.svg`, svg);
+      writeFileSync(`${base}.png`, await svgToPng(svg));
+      plots.push(`${base}.svg`, `${base}.png`);
+    }
+  }
+  for (const f of kvFamilies(groupRuns(found.runs))) {
+    for (const [score, info] of Object.entries(f[0].scoreInfo)) {
+      if (!info.plot) continue;
+      const svg = bytesPlotSvg(f, score);
+      const base = join(outDir, bytesPlotBase(f[0], score));
       writeFileSync(`${base}.svg`, svg);
       writeFileSync(`${base}.png`, await svgToPng(svg));
       plots.push(`${base}.svg`, `${base}.png`);

@@ -10,11 +10,12 @@
  * Runs are independent: complete ones are skipped (resume), and `shard i/n` takes every n-th
  * run of the plan so machines sharing DIR split a grid without coordination.
  */
+import { KV_DTYPES, type KvDtype } from '../cache/format.js';
 import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { defaultModelPath, loadModel } from '../model/load.js';
-import type { Model } from '../model/model.js';
+import { Model } from '../model/model.js';
 import { isDecodingPress, Pipeline } from '../pipeline/pipeline.js';
 import { presses as registry } from '../presses/index.js';
 import type { Press } from '../presses/press.js';
@@ -70,6 +71,8 @@ export interface RunMetrics {
   press: string;
   compressionRatio: number;
   queryAware: boolean;
+  /** KV cache type of the run; absent in runs written before the axis existed (f32). */
+  kvDtype?: KvDtype;
   items: number;
   scores: Record<string, number>;
   scoreInfo: Record<string, ScoreInfo>;
@@ -81,6 +84,8 @@ export interface RunSpec {
   index: number;
   press: string;
   ratio: number;
+  /** Element type of the compressed run's KV cache (the references stay f32). */
+  kvDtype: KvDtype;
   dir: string;
 }
 
@@ -96,6 +101,12 @@ export interface EvalOptions {
   dataset: string;
   presses: readonly string[];
   ratios?: readonly number[];
+  /**
+   * KV cache types of the compressed runs (default ['f32']): the grid is repeated per type, each
+   * with its own no-press run; the uncompressed references stay f32, so KL and ΔNLL measure
+   * type and press together.
+   */
+  kvDtypes?: readonly KvDtype[];
   /** Model path (llama2.c .bin or Hugging Face directory); default the embedded stories260K. */
   model?: string;
   /** Items per run (RULER: samples per task). */
@@ -184,14 +195,15 @@ export function parseDataset(name: string): DatasetRef {
   throw new EvalError(`unknown dataset "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; datasets: ${DATASETS.join(', ')}`);
 }
 
-export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false): string {
-  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${queryAware ? '__query_aware' : ''}`;
+/** The run's folder; a cache type other than f32 adds `__kv_<type>` (f32 runs keep their old names). */
+export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false, kvDtype: KvDtype = 'f32'): string {
+  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
 }
 
-/** The baseline first, then each press at each ratio, in the order given. */
-export function planRuns(dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false): RunSpec[] {
-  const cells = [{ press: NO_PRESS, ratio: 0 }, ...pressNames.flatMap((press) => ratios.map((ratio) => ({ press, ratio })))];
-  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware) }));
+/** Per KV cache type: the baseline first, then each press at each ratio, in the order given. */
+export function planRuns(dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32']): RunSpec[] {
+  const cells = kvDtypes.flatMap((kvDtype) => [{ press: NO_PRESS, ratio: 0, kvDtype }, ...pressNames.flatMap((press) => ratios.map((ratio) => ({ press, ratio, kvDtype })))]);
+  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware, c.kvDtype) }));
 }
 
 /** Shard i of n (1-based) takes the runs whose plan index ≡ i − 1 (mod n). */
@@ -270,7 +282,7 @@ function checkSameSettings(output: string, run: RunSpec, want: Settings): void {
 /** A dataset bound to a model: evaluates every item under one press. */
 interface Task {
   readonly size: number;
-  evaluate(press: Press | null, onItem: (done: number) => void): { predictions: unknown[]; scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
+  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype): { predictions: unknown[]; scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
 }
 
 const pct = (label: string, plot: boolean): ScoreInfo => ({ label, better: 'higher', plot, range: [0, 100] });
@@ -285,24 +297,25 @@ class ContinuationTask implements Task {
     return this.stories.length;
   }
 
-  evaluate(press: Press | null, onItem: (done: number) => void) {
+  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
     this.refs ??= this.stories.map((s) => continuationReference(this.model, s.id, s.text, this.fraction));
     const predictions = this.refs.map((ref, i) => {
       press?.reset?.();
-      const s = scoreContinuation(this.model, ref, press);
+      const s = scoreContinuation(this.model, ref, press, kvDtype);
       onItem(i + 1);
       return s;
     });
     const m = summarizeContinuation(predictions);
     return {
       predictions,
-      scores: { kl: m.kl, nll_increase: m.nllIncrease, nll: m.nll, nll_baseline: m.nllBaseline, achieved_ratio: m.achievedRatio, scored_tokens: m.scoredTokens },
+      scores: { kl: m.kl, nll_increase: m.nllIncrease, nll: m.nll, nll_baseline: m.nllBaseline, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken, scored_tokens: m.scoredTokens },
       scoreInfo: {
         kl: { label: 'KL(uncompressed ‖ compressed), nats per token', better: 'lower', plot: true, axis: 'KL divergence (nats/token)' },
         nll_increase: { label: 'NLL increase over the uncompressed model, nats per token', better: 'lower', plot: true, axis: 'NLL increase (nats/token)' },
         nll: { label: 'NLL of the continuation, nats per token', better: 'lower', plot: false },
         nll_baseline: { label: 'NLL without compression, nats per token', better: 'lower', plot: false },
         achieved_ratio: { label: 'achieved compression ratio (share of context entries removed)', plot: false },
+        kv_bytes_per_token: { label: 'KV bytes of the compressed context per context token (all layers, in the run\'s cache type)', better: 'lower', plot: false },
         scored_tokens: { label: 'scored tokens', plot: false },
       } satisfies Record<string, ScoreInfo>,
     };
@@ -319,12 +332,12 @@ class NameRecallTask implements Task {
     return this.items.length;
   }
 
-  evaluate(press: Press | null, onItem: (done: number) => void) {
+  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
     this.refs ??= this.items.map((it) => recallReference(this.model, it, this.fraction)).filter((r): r is RecallReference => r !== null);
     const tok = this.model.tokenizer!;
     const predictions = this.refs.map((ref, i) => {
       press?.reset?.();
-      const s = scoreRecall(this.model, ref, press);
+      const s = scoreRecall(this.model, ref, press, kvDtype);
       onItem(i + 1);
       return { ...s, predictedText: tok.decode(s.predicted) };
     });
@@ -333,7 +346,7 @@ class NameRecallTask implements Task {
       predictions,
       scores: {
         accuracy: m.accuracy, first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
-        answer_nll: m.answerNll, answer_nll_increase: m.answerNllIncrease, achieved_ratio: m.achievedRatio,
+        answer_nll: m.answerNll, answer_nll_increase: m.answerNllIncrease, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken,
       },
       scoreInfo: {
         accuracy: { ...pct('name recall accuracy (greedy decoding writes the name), %', true), axis: 'accuracy (%)' },
@@ -343,6 +356,7 @@ class NameRecallTask implements Task {
         answer_nll: { label: "NLL of the name's tokens, nats per name", better: 'lower', plot: false },
         answer_nll_increase: { label: "NLL increase of the name's tokens over the uncompressed model, nats per name", better: 'lower', plot: true, axis: 'NLL increase (nats/name)' },
         achieved_ratio: { label: 'achieved compression ratio (share of context entries removed)', plot: false },
+        kv_bytes_per_token: { label: 'KV bytes of the compressed context per context token (all layers, in the run\'s cache type)', better: 'lower', plot: false },
       } satisfies Record<string, ScoreInfo>,
     };
   }
@@ -364,8 +378,10 @@ class QaTask implements Task {
     return this.samples.length;
   }
 
-  evaluate(press: Press | null, onItem: (done: number) => void) {
-    const pipeline = new Pipeline(this.model);
+  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
+    const m = this.model;
+    const model = kvDtype === m.kvDtype ? m : new Model(m.config, m.weights, { backend: m.backend, tokenizer: m.tokenizer, source: m.source, kvDtype });
+    const pipeline = new Pipeline(model);
     // One compression serves every question on the same context (kvpress's grouping); a
     // decoding press compresses while it answers, so it runs row by row.
     const groups = new Map<string, number[]>();
@@ -377,6 +393,7 @@ class QaTask implements Task {
     });
     const answers: string[] = new Array(this.samples.length);
     const achieved: number[] = new Array(this.samples.length);
+    const kvBytes: number[] = new Array(this.samples.length);
     let done = 0;
     for (const idx of groups.values()) {
       const first = this.samples[idx[0]];
@@ -391,6 +408,7 @@ class QaTask implements Task {
       idx.forEach((i, j) => {
         answers[i] = r.answers[j];
         achieved[i] = r.stats.achievedRatio;
+        kvBytes[i] = r.stats.cacheBytesAfter / r.stats.contextTokens;
       });
       done += idx.length;
       onItem(done);
@@ -401,6 +419,8 @@ class QaTask implements Task {
     const { scores, scoreInfo } = this.scorer(this.samples, answers);
     scores.achieved_ratio = achieved.reduce((a, b) => a + b, 0) / achieved.length;
     scoreInfo.achieved_ratio = { label: 'achieved compression ratio (share of context entries removed)', plot: false };
+    scores.kv_bytes_per_token = kvBytes.reduce((a, b) => a + b, 0) / kvBytes.length;
+    scoreInfo.kv_bytes_per_token = { label: "KV bytes of the compressed context per context token (all layers, in the run's cache type)", better: 'lower', plot: false };
     return { predictions, scores, scoreInfo };
   }
 }
@@ -494,7 +514,10 @@ function makeTask(ds: DatasetRef, model: Model, opts: EvalOptions): Task {
     case 'name_recall':
       return new NameRecallTask(model, nameRecallStories({ count: opts.limit ?? DEFAULT_LIMITS.name_recall, seed }), fraction);
     case 'ruler':
-      return new QaTask(model, generateRuler({ tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed }), rulerScorer, opts.queryAware ?? false);
+      return new QaTask(model, generateRuler({
+        tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed,
+        onSkip: (task, why) => opts.onNotice?.(`note: RULER ${task} skipped: ${why.replace(/^RULER \S+: /, '')}`),
+      }), rulerScorer, opts.queryAware ?? false);
     case 'niah': {
       const depths = NIAH_DEPTHS.slice(0, opts.limit ?? NIAH_DEPTHS.length);
       return new QaTask(model, needleInHaystack({ tokenizer: tok, maxContextLength: contextLength, depths, seed }), niahScorer, opts.queryAware ?? false);
@@ -587,7 +610,10 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   const output = opts.output ?? 'results';
   const model = modelName(opts.model);
   const queryAware = opts.queryAware ?? false;
-  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware);
+  const kvDtypes = opts.kvDtypes ?? ['f32'];
+  if (kvDtypes.length === 0 || new Set(kvDtypes).size !== kvDtypes.length) throw new EvalError(`--kv-dtypes must list distinct types, got "${kvDtypes.join(',')}"`);
+  for (const d of kvDtypes) if (!(KV_DTYPES as readonly string[]).includes(d)) throw new EvalError(`unknown KV cache type "${d}"; expected ${KV_DTYPES.join(', ')}`);
+  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes);
   const mine = shardRuns(planned, opts.shard);
   const settingsFor = (run: RunSpec): Settings => ({
     // The resolved count, so that "--limit 100" and the default 100 are the same run.
@@ -605,7 +631,8 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
 
   let loaded: Model;
   try {
-    loaded = await loadModel(opts.model, { backend: opts.backend });
+    // The references run on an f32 cache whatever the checkpoint; each run picks its own type.
+    loaded = await loadModel(opts.model, { backend: opts.backend, kvDtype: 'f32' });
   } catch (e) {
     throw new EvalError((e as Error).message);
   }
@@ -631,7 +658,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
       });
     };
     progress(0);
-    const r = task.evaluate(press, progress);
+    const r = task.evaluate(press, progress, run.kvDtype);
     unitsDone += task.size;
     const seconds = (performance.now() - t0) / 1000;
 
@@ -639,11 +666,11 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     mkdirSync(dir, { recursive: true });
     writeAtomic(join(dir, 'predictions.jsonl'), r.predictions.map((p) => JSON.stringify(p)).join('\n') + '\n');
     writeAtomic(join(dir, 'config.json'), json({
-      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, queryAware,
+      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
       settings: settingsFor(run), backend: loaded.backend.name, planIndex: run.index, shard: opts.shard ?? null,
     }));
     const metrics: RunMetrics = {
-      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, queryAware,
+      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
       items: r.predictions.length, scores: r.scores, scoreInfo: r.scoreInfo, seconds,
     };
     writeAtomic(join(dir, 'metrics.json'), json(metrics));

@@ -1,11 +1,12 @@
-import type { Backend } from '../backend/backend.js';
+import type { Backend, PagedAttentionArgs } from '../backend/backend.js';
+import { pagedAttention } from '../backend/js/paged-attention.js';
 import type { KVCache } from '../cache/kv-cache.js';
-import type { ModelConfig } from './config.js';
+import { attentionScale, layerWindow, type ModelConfig } from './config.js';
 import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
 import { linear, weightRow, type ModelWeights } from './weights.js';
 
 export interface ForwardOptions {
-  /** Which logits to compute: only the last row (default), every row, or none (backbone only). */
+  /** Which logits to compute: only the last row (default), every row (flat, rows × vocab), or none (backbone only). */
   logits?: 'last' | 'all' | 'none';
   /** Called after each layer's attention to evict cache entries. */
   press?: Compressor | null;
@@ -24,8 +25,12 @@ export class Workspace {
   hb2 = new Float32Array(0);
   cos = new Float32Array(0); // [rows][headDim/2]
   sin = new Float32Array(0);
+  cosLocal = new Float32Array(0); // [rows][headDim/2], sliding-window layers' RoPE (Gemma 3)
+  sinLocal = new Float32Array(0);
   positions = new Int32Array(0);
   scratch = new Float32Array(0); // attention row
+  gatherK = new Float32Array(0); // [kvHeads][length][headDim]: f32 entries for a backend without paged attention
+  gatherV = new Float32Array(0);
   logits: Float32Array;
 
   constructor(private readonly c: ModelConfig) {
@@ -46,6 +51,10 @@ export class Workspace {
       this.hb2 = new Float32Array(rows * c.intermediateSize);
       this.cos = new Float32Array(rows * (c.headDim / 2));
       this.sin = new Float32Array(rows * (c.headDim / 2));
+      if (c.localRopeTheta !== undefined) {
+        this.cosLocal = new Float32Array(rows * (c.headDim / 2));
+        this.sinLocal = new Float32Array(rows * (c.headDim / 2));
+      }
       this.positions = new Int32Array(rows);
       this.rows = rows;
     }
@@ -53,17 +62,48 @@ export class Workspace {
   }
 }
 
-/** The forward pass, top to bottom (llama2.c's run.c, batched over the pass's rows). */
+/**
+ * The forward pass, top to bottom (llama2.c's run.c, batched over the pass's rows).
+ *
+ * Exception-safe: the cache is put back as it was before the pass when anything throws (a
+ * press, a kernel, a bad token). The keep indices a press returns are therefore applied once
+ * every layer has run — the cache of a compressing prefill briefly holds the whole pass, as the
+ * pass itself needs — and what a press changes directly (ComposedPress's intermediate keeps,
+ * KeyRerotation's rotated keys) is copy-on-write until the pass ends.
+ */
 export function forward(model: ModelParts & { weights: ModelWeights; source: string }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions): Float32Array {
+  const c = model.config, R = tokens.length;
+  if (R === 0) throw new Error('forward: no tokens to process');
+  if (cache.layers.length !== c.numLayers) throw new Error(`forward: cache has ${cache.layers.length} layers, the model ${c.numLayers}`);
+  if (cache.layers.some((l) => l.numKvHeads !== c.numKvHeads || l.headDim !== c.headDim)) throw new Error(`forward: cache heads do not match the model's ${c.numKvHeads} KV heads of ${c.headDim}`);
+  if (cache.nextPosition + R > c.maxPositionEmbeddings) {
+    throw new Error(`${model.source}: ${cache.nextPosition + R} tokens exceed the model's context of ${c.maxPositionEmbeddings} positions`);
+  }
+  for (let r = 0; r < R; r++) {
+    const t = tokens[r];
+    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
+  }
+  const keeps: (Int32Array[] | null)[] = new Array(c.numLayers).fill(null);
+  cache.begin();
+  let logits: Float32Array;
+  try {
+    logits = pass(model, ws, tokens, cache, opts, keeps);
+  } catch (e) {
+    cache.rollback();
+    throw e;
+  }
+  cache.commit();
+  keeps.forEach((k, l) => k && cache.layers[l].keep(k));
+  // After a compression no idle page stays: allocatedBytes ≤ bytes + one page per (layer, KV head).
+  if (keeps.some((k) => k)) cache.pool.trim();
+  return logits;
+}
+
+function pass(model: ModelParts & { weights: ModelWeights }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions, keeps: (Int32Array[] | null)[]): Float32Array {
   const c = model.config, w = model.weights, be = model.backend;
   const R = tokens.length, D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps;
   const start = cache.nextPosition;
-  if (R === 0) throw new Error('forward: no tokens to process');
-  if (cache.layers.length !== c.numLayers) throw new Error(`forward: cache has ${cache.layers.length} layers, the model ${c.numLayers}`);
-  if (start + R > c.maxPositionEmbeddings) {
-    throw new Error(`${model.source}: ${start + R} tokens exceed the model's context of ${c.maxPositionEmbeddings} positions`);
-  }
   let longest = 0;
   for (const l of cache.layers) for (const n of l.lengths) longest = Math.max(longest, n);
   ws.reserve(R, longest + R);
@@ -71,16 +111,21 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
   // Embedding lookup.
   for (let r = 0; r < R; r++) {
     const t = tokens[r];
-    if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
     weightRow(w.embedding, D, t, 0, D, ws.x, r * D);
     ws.positions[r] = start + r;
   }
+  if (c.embeddingScale !== undefined) for (let i = 0; i < R * D; i++) ws.x[i] *= c.embeddingScale;
   model.rope.tables(ws.positions, R, ws.cos, ws.sin);
+  model.localRope?.tables(ws.positions, R, ws.cosLocal, ws.sinLocal);
   const isPrefill = start === 0;
   cache.nextPosition = start + R;
+  const positions = ws.positions.subarray(0, R);
 
   for (let l = 0; l < c.numLayers; l++) {
     const lw = w.layers[l], lc = cache.layers[l];
+    const window = layerWindow(c, l);
+    const local = window !== undefined && model.localRope;
+    const cos = local ? ws.cosLocal : ws.cos, sin = local ? ws.sinLocal : ws.sin;
     // Attention: qkv projections, optional q/k norm, RoPE, append, attend.
     be.rmsnorm(ws.xb, ws.x, lw.attnNorm, R, D, eps);
     linear(be, ws.q, ws.xb, lw.wq, R, qDim, D, lw.bq);
@@ -88,27 +133,31 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
     linear(be, ws.v, ws.xb, lw.wv, R, kvDim, D, lw.bv);
     if (lw.qNorm) be.rmsnorm(ws.q, ws.q, lw.qNorm, R * c.numHeads, hd, eps);
     if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
-    be.rope(ws.q, R, c.numHeads, hd, ws.cos, ws.sin);
-    be.rope(ws.k, R, c.numKvHeads, hd, ws.cos, ws.sin);
-    lc.append(ws.k, ws.v, ws.positions, R);
-    be.attention({
+    be.rope(ws.q, R, c.numHeads, hd, cos, sin);
+    be.rope(ws.k, R, c.numKvHeads, hd, cos, sin);
+    lc.append(ws.k, ws.v, positions, R);
+    attend(be, ws, {
       out: ws.att, q: ws.q, rows: R, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
-      keys: lc.keys, values: lc.values, lengths: lc.lengths, scale: 1 / Math.sqrt(hd), scratch: ws.scratch,
+      cache: lc, queryPositions: positions, scale: attentionScale(c), scratch: ws.scratch, window,
     });
-    // The press sees this pass's full activations and edits only what the cache keeps.
+    // The press sees exactly this pass's rows and edits only what the cache keeps.
     if (opts.press) {
-      const keep = opts.press.compress(new LayerContext(model, l, cache, isPrefill, R, ws.xb, ws.positions.subarray(0, R), ws.q));
-      if (keep) lc.keep(keep);
+      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim));
+      const keep = opts.press.compress(ctx);
+      if (keep) keeps[l] = lc.checkKeep(keep);
     }
     linear(be, ws.xb, ws.att, lw.wo, R, D, qDim);
+    if (lw.postAttnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postAttnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
 
-    // SwiGLU feed-forward.
+    // Gated feed-forward: SwiGLU, or GeGLU (tanh GELU) for Gemma.
     be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
     linear(be, ws.hb, ws.xb, lw.wGate, R, F, D);
     linear(be, ws.hb2, ws.xb, lw.wUp, R, F, D);
-    be.siluMul(ws.hb, ws.hb2, R * F);
+    if (c.activation === 'gelu_tanh') geluTanhMul(ws.hb, ws.hb2, R * F);
+    else be.siluMul(ws.hb, ws.hb2, R * F);
     linear(be, ws.xb, ws.hb, lw.wDown, R, D, F);
+    if (lw.postFfnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postFfnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
   }
 
@@ -125,6 +174,42 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
   be.rmsnorm(ws.xb, ws.x, w.finalNorm, R, D, eps);
   linear(be, logits, ws.xb, w.lmHead, R, c.vocabSize, D);
   return logits;
+}
+
+/** gate[i] ← gelu_tanh(gate[i]) · up[i]: 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))). */
+function geluTanhMul(gate: Float32Array, up: Float32Array, n: number): void {
+  const k = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    gate[i] = 0.5 * g * (1 + Math.tanh(k * (g + 0.044715 * g * g * g))) * up[i];
+  }
+}
+
+/**
+ * Attention in place over the pages where the backend reads them; otherwise each head's entries
+ * are decoded to f32 into the workspace (one copy per call) for the backend's contiguous kernel.
+ */
+function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void {
+  if (be.attentionPaged) return be.attentionPaged(a);
+  // The contiguous kernels know no window: the reference reads the pages instead.
+  if (a.window !== undefined) return pagedAttention(a);
+  const { cache, headDim: hd, numKvHeads } = a;
+  let longest = 0;
+  for (let g = 0; g < numKvHeads; g++) longest = Math.max(longest, cache.lengths[g]);
+  if (ws.gatherK.length < numKvHeads * longest * hd) {
+    ws.gatherK = new Float32Array(Math.max(numKvHeads * longest * hd, 2 * ws.gatherK.length));
+    ws.gatherV = new Float32Array(ws.gatherK.length);
+  }
+  const lc = a.cache as KVCache['layers'][number], stride = longest * hd;
+  const keys: Float32Array[] = [], values: Float32Array[] = [];
+  for (let g = 0; g < numKvHeads; g++) {
+    const n = lc.lengths[g];
+    keys.push(ws.gatherK.subarray(g * stride, g * stride + n * hd));
+    values.push(ws.gatherV.subarray(g * stride, g * stride + n * hd));
+    lc.readKeys(g, keys[g]);
+    lc.readValues(g, values[g]);
+  }
+  be.attention({ out: a.out, q: a.q, rows: a.rows, numHeads: a.numHeads, numKvHeads, headDim: hd, keys, values, lengths: lc.lengths, scale: a.scale, scratch: a.scratch });
 }
 
 function addInPlace(x: Float32Array, y: Float32Array, n: number): void {

@@ -1,6 +1,6 @@
 import type { Backend } from '../backend/backend.js';
 import type { KVCache, LayerCache } from '../cache/kv-cache.js';
-import type { ModelConfig } from './config.js';
+import { attentionScale, layerWindow, type ModelConfig } from './config.js';
 import type { Rope } from './rope.js';
 import { linear, type LayerWeights } from './weights.js';
 
@@ -23,6 +23,8 @@ export interface ModelParts {
   readonly layerWeights: readonly LayerWeights[];
   readonly backend: Backend;
   readonly rope: Rope;
+  /** The sliding-window layers' RoPE when it differs from `rope` (Gemma 3). */
+  readonly localRope?: Rope | null;
 }
 
 export class LayerContext {
@@ -56,8 +58,9 @@ export class LayerContext {
     return this.model.backend;
   }
 
+  /** This layer's RoPE (a sliding-window layer's own base where the model has one). */
   get rope(): Rope {
-    return this.model.rope;
+    return (layerWindow(this.config, this.layer) !== undefined && this.model.localRope) || this.model.rope;
   }
 
   /** This layer's cache, already holding this pass's keys and values. */
@@ -82,24 +85,27 @@ export class LayerContext {
   /**
    * Softmax attention probabilities of the last `window` queries of this pass against every
    * cached entry, per query head: result[h] is [window][length of h's KV head], causal
-   * (row i sees the entries up to its own token; later entries are 0). Float32, computed on demand.
+   * (row i sees the entries up to its own token, and on a sliding-window layer only those inside
+   * the window; the others are 0). Float32, computed on demand.
    */
   attentionProbs(window = this.rows): Float32Array[] {
     if (!(window >= 1 && window <= this.rows)) throw new Error(`attentionProbs: window ${window} outside [1, ${this.rows}]`);
     const c = this.config, hd = c.headDim, group = c.numHeads / c.numKvHeads, qStride = c.numHeads * hd;
-    const scale = 1 / Math.sqrt(hd);
+    const scale = attentionScale(c), win = layerWindow(c, this.layer);
     const out: Float32Array[] = [];
     for (let h = 0; h < c.numHeads; h++) {
       const g = Math.floor(h / group);
       const len = this.cache.lengths[g];
-      const K = this.cache.keys[g];
+      const K = this.cache.headKeys(g), P = win === undefined ? null : this.cache.headPositions(g);
       const probs = new Float32Array(window * len);
       for (let i = 0; i < window; i++) {
         const row = this.rows - window + i;
         const visible = len - this.rows + row + 1;
+        let first = 0;
+        if (P && win !== undefined) while (P[first] <= P[visible - 1] - win) first++;
         const qo = row * qStride + h * hd, po = i * len;
         let max = -Infinity;
-        for (let t = 0; t < visible; t++) {
+        for (let t = first; t < visible; t++) {
           let s = 0;
           for (let d = 0; d < hd; d++) s += this.queries[qo + d] * K[t * hd + d];
           s *= scale;
@@ -107,8 +113,8 @@ export class LayerContext {
           if (s > max) max = s;
         }
         let sum = 0;
-        for (let t = 0; t < visible; t++) sum += probs[po + t] = Math.exp(probs[po + t] - max);
-        for (let t = 0; t < visible; t++) probs[po + t] /= sum;
+        for (let t = first; t < visible; t++) sum += probs[po + t] = Math.exp(probs[po + t] - max);
+        for (let t = first; t < visible; t++) probs[po + t] /= sum;
       }
       out.push(probs);
     }

@@ -1,3 +1,4 @@
+import type { KvDtypeOption } from '../cache/format.js';
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,8 @@ export interface LoadOptions {
   weights?: WeightType;
   /** @deprecated the former name of `weights`. */
   decodeWeights?: WeightType;
+  /** Element type of the model's KV caches (ModelOptions.kvDtype; default auto). */
+  kvDtype?: KvDtypeOption;
 }
 
 /** The package root (the folder holding package.json), wherever this file was compiled to. */
@@ -36,24 +39,32 @@ export function defaultModelPath(): string {
 }
 
 /**
- * Loads a model: a llama2.c `.bin` checkpoint (tokenizer found beside it) or a Hugging Face
- * directory (config.json + safetensors + tokenizer.json). With no path, the embedded stories260K.
+ * Loads a model: a llama2.c `.bin` checkpoint (tokenizer found beside it), a Hugging Face
+ * directory (config.json + safetensors + tokenizer.json) or a `.gguf` file (tokenizer and chat
+ * template from its metadata). With no path, the embedded stories260K.
  */
 export async function loadModel(path: string = defaultModelPath(), opts: LoadOptions = {}): Promise<Model> {
+  if (typeof path !== 'string') throw new TypeError(`loadModel: path must be a string (a llama2.c .bin checkpoint or a Hugging Face directory), got ${path === null ? 'null' : typeof path}`);
   const p = resolve(path);
   const type = opts.weights ?? opts.decodeWeights;
   if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
   if (!existsSync(p)) throw new Error(`${path}: no such file or directory`);
   if (statSync(p).isDirectory()) {
+    if (opts.tokenizer !== undefined) throw new Error(`${path}: --tokenizer is for llama2.c checkpoints; a Hugging Face directory's tokenizer is its own tokenizer.json`);
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
     const { config, weights, tokenizer } = await loadHfDirectory(p, type);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
+  }
+  if (p.toLowerCase().endsWith('.gguf')) {
+    const { loadGguf } = await import('./loaders/gguf-model.js');
+    const { config, weights, tokenizer, precision } = loadGguf(p);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
   const { config, weights } = loadLlama2c(p);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);
-  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type });
+  return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
 }
 
 /** llama2.c names a custom tokenizer tok<vocab>.bin (tok512.bin), the default one tokenizer.bin. */

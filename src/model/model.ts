@@ -1,6 +1,7 @@
 import type { Backend } from '../backend/backend.js';
 import { JsBackend } from '../backend/js/kernels.js';
-import { KVCache } from '../cache/kv-cache.js';
+import { resolveKvDtype, type CheckpointPrecision, type KvDtype, type KvDtypeOption } from '../cache/format.js';
+import { KVCache, type CacheOptions } from '../cache/kv-cache.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { validateConfig, type ModelConfig } from './config.js';
 import { forward, Workspace, type ForwardOptions } from './forward.js';
@@ -24,6 +25,10 @@ export interface ModelOptions {
   weights?: WeightType;
   /** @deprecated the former name of `weights` (it now sets the one copy both passes use). */
   decodeWeights?: WeightType;
+  /** Element type of the caches newCache() makes; 'auto' (default) follows `precision` (see autoKvDtype). */
+  kvDtype?: KvDtypeOption;
+  /** Number format of the checkpoint's weights, which 'auto' follows (default 'f32'). */
+  precision?: CheckpointPrecision;
 }
 
 /** A loaded Llama-family model: config, weights held once, kernels and reusable buffers. */
@@ -31,10 +36,15 @@ export class Model implements ModelParts {
   readonly backend: Backend;
   readonly tokenizer: Tokenizer | null;
   readonly rope: Rope;
+  readonly localRope: Rope | null;
   readonly source: string;
   readonly weights: ModelWeights;
   /** The number format of the matrices ('mixed' only when given so and not asked to convert). */
   readonly weightsType: WeightType | 'mixed';
+  /** Number format of the checkpoint's weights. */
+  readonly precision: CheckpointPrecision;
+  /** Element type of the caches newCache() makes. */
+  readonly kvDtype: KvDtype;
   private readonly ws: Workspace;
 
   constructor(readonly config: ModelConfig, weights: ModelWeights, opts: ModelOptions = {}) {
@@ -48,24 +58,29 @@ export class Model implements ModelParts {
     this.backend = opts.backend ?? new JsBackend();
     this.tokenizer = opts.tokenizer ?? null;
     this.rope = new Rope(config);
+    this.localRope = config.localRopeTheta === undefined ? null : new Rope({ ...config, ropeTheta: config.localRopeTheta, ropeScaling: null, ropeFreqFactors: undefined });
     this.ws = new Workspace(config);
+    this.precision = opts.precision ?? 'f32';
+    this.kvDtype = resolveKvDtype(opts.kvDtype, this.precision);
   }
 
   get layerWeights(): readonly LayerWeights[] {
     return this.weights.layers;
   }
 
-  /** An empty cache, with room for `capacity` tokens per head reserved up front. */
-  newCache(capacity = 0): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, capacity);
+  /** An empty paged cache in the model's kvDtype (or opts.dtype). */
+  newCache(opts: CacheOptions = {}): KVCache {
+    if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError(`newCache: options must be an object like { dtype: 'f16', pageEntries: 64 }, got ${String(opts)}`);
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
   }
 
   /**
    * Runs `tokens` through the model at positions cache.nextPosition…, appending their keys and
    * values to `cache`. Returns logits ([vocab] for 'last' — a view reused by the next call —
-   * [rows][vocab] for 'all', empty for 'none').
+   * one flat Float32Array of rows × vocab for 'all', row r at r·vocab; empty for 'none').
    */
   forward(tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions = {}): Float32Array {
+    checkForwardArgs(tokens, opts);
     return forward(this, this.ws, tokens, cache, opts);
   }
 
@@ -73,4 +88,12 @@ export class Model implements ModelParts {
   reserve(rows: number, length: number): void {
     this.ws.reserve(rows, length);
   }
+}
+
+/** The public forward's arguments, checked in the library's words (token ids are checked by forward). */
+function checkForwardArgs(tokens: ArrayLike<number>, opts: ForwardOptions): void {
+  if (typeof opts !== 'object' || opts === null) throw new TypeError(`forward: options must be an object, got ${opts === null ? 'null' : typeof opts}`);
+  const l = opts.logits;
+  if (l !== undefined && l !== 'last' && l !== 'all' && l !== 'none') throw new TypeError(`forward: logits must be 'last', 'all' or 'none', got ${JSON.stringify(l)}`);
+  if (typeof tokens !== 'object' || tokens === null || typeof tokens.length !== 'number') throw new TypeError(`forward: tokens must be an array of token ids, got ${tokens === null ? 'null' : typeof tokens}`);
 }

@@ -2,7 +2,8 @@ import type { ModelConfig } from './config.js';
 
 /**
  * Rotary position embedding frequencies, with the scaling variants of Hugging Face's
- * `ROPE_INIT_FUNCTIONS` that we support (default, linear, llama3). Float64, so that the
+ * `ROPE_INIT_FUNCTIONS` that we support (default, linear, llama3), and GGUF's per-frequency
+ * factors. Float64, so that the
  * angles pos·θ stay exact at long positions.
  */
 export class Rope {
@@ -16,6 +17,11 @@ export class Rope {
     this.invFreq = new Float64Array(this.half);
     for (let j = 0; j < this.half; j++) this.invFreq[j] = 1 / Math.pow(config.ropeTheta, (2 * j) / d);
     const s = config.ropeScaling;
+    const factors = config.ropeFreqFactors;
+    if (factors) {
+      if (factors.length !== this.half) throw new Error(`RoPE: ${factors.length} frequency factors for ${this.half} frequencies`);
+      for (let j = 0; j < this.half; j++) this.invFreq[j] /= factors[j];
+    }
     if (s?.type === 'linear') {
       for (let j = 0; j < this.half; j++) this.invFreq[j] /= s.factor;
     } else if (s?.type === 'llama3') {

@@ -103,6 +103,9 @@ export interface LayerWeights {
   wGate: Weight; // [intermediate][hidden]
   wUp: Weight; // [intermediate][hidden]
   wDown: Weight; // [hidden][intermediate]
+  /** Gemma 3's sandwich norms, applied to the attention and feed-forward outputs. */
+  postAttnNorm?: Float32Array | null; // [hidden]
+  postFfnNorm?: Float32Array | null; // [hidden]
 }
 
 export interface ModelWeights {
@@ -176,5 +179,7 @@ export function validateWeights(c: ModelConfig, w: ModelWeights, source: string)
     check(p + 'wGate', l.wGate, F * D);
     check(p + 'wUp', l.wUp, F * D);
     check(p + 'wDown', l.wDown, D * F);
+    check(p + 'postAttnNorm', l.postAttnNorm ?? null, D, c.postNorms === true);
+    check(p + 'postFfnNorm', l.postFfnNorm ?? null, D, c.postNorms === true);
   });
 }

@@ -70,8 +70,9 @@ export function promptParts(tok: Tokenizer, context: string, vars: Omit<Template
   return { context: prefix, bos: false, questionSuffix: suffix };
 }
 
-/** The literal text of a special token (only HF tokenizers carry templates that print them). */
+/** The literal text of a special token (tokenizers that carry templates can print them). */
 function tokenText(tok: Tokenizer, id: number | null): string {
-  if (id === null || !(tok instanceof HfTokenizer)) return '';
-  return tok.lib.id_to_token(id) ?? '';
+  if (id === null) return '';
+  if (tok.tokenText) return tok.tokenText(id);
+  return tok instanceof HfTokenizer ? tok.lib.id_to_token(id) ?? '' : '';
 }

@@ -28,6 +28,9 @@ export interface GenerateResult {
 
 /** Prefills `prompt` (ids, BOS included by the caller) and samples up to maxNewTokens ids. */
 export function generate(model: Model, prompt: readonly number[], opts: GenerateOptions = {}): GenerateResult {
+  if (!Array.isArray(prompt) && !ArrayBuffer.isView(prompt)) {
+    throw new TypeError(`generate: prompt must be an array of token ids (model.tokenizer.encode(text, { bos: true })), got ${prompt === null ? 'null' : typeof prompt}`);
+  }
   if (prompt.length === 0) throw new Error('generate: the prompt is empty');
   const maxNew = opts.maxNewTokens ?? 256;
   if (!Number.isInteger(maxNew) || maxNew < 0) throw new Error(`maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
@@ -41,7 +44,6 @@ export function generate(model: Model, prompt: readonly number[], opts: Generate
   const t0 = performance.now();
   let logits = model.forward(prompt, cache, { logits: 'last', press: opts.press });
   const t1 = performance.now();
-  cache.reserve(steps);
   model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
 
   const tokens: number[] = [];

@@ -121,6 +121,10 @@ export class Pipeline {
 
   private *steps(opts: RunOptions): Generator<TokenEvent, PipelineResult> {
     if (opts.question !== undefined && opts.questions !== undefined) throw new PipelineError('pass either question or questions, not both');
+    if (opts.questions !== undefined && (!Array.isArray(opts.questions) || opts.questions.some((q) => typeof q !== 'string'))) {
+      throw new PipelineError(`questions must be an array of strings (one question: question: '...'), got ${JSON.stringify(opts.questions)?.slice(0, 60)}`);
+    }
+    if (opts.question !== undefined && typeof opts.question !== 'string') throw new PipelineError(`question must be a string, got ${typeof opts.question}`);
     const questions = opts.questions ?? [opts.question ?? ''];
     if (questions.length === 0) throw new PipelineError('questions is empty');
     const press = opts.press ?? null;
@@ -154,7 +158,7 @@ export class Pipeline {
       }
       records.push(yield* compressed!.answerIdsSteps(i, qIds[opts.queryAware ? 0 : i], opts));
     }
-    const stats = pipelineStats(press, measures, records.map((r) => r.stats), this.model.config.headDim);
+    const stats = pipelineStats(press, measures, records.map((r) => r.stats));
     press?.reset?.();
     return { answers: records.map((r) => r.text), answerIds: records.map((r) => r.ids), stats };
   }
@@ -196,19 +200,24 @@ export class Pipeline {
         return keep;
       },
     };
-    const cache = model.newCache(ids.length);
+    const cache = model.newCache();
     opts.onLayer?.(0, layers);
     const t0 = now();
     model.forward(ids, cache, { logits: 'none', press: prefillPress || opts.onLayer ? hook : null });
     const prefillMs = now() - t0;
-    const measure: CompressionMeasure = { contextTokens: ids.length, truncatedFrom, lengths: cache.lengths(), prefillMs, pressMs };
+    const measure: CompressionMeasure = {
+      contextTokens: ids.length, truncatedFrom, lengths: cache.lengths(), prefillMs, pressMs,
+      kvDtype: cache.dtype, entryBytes: 2 * cache.pool.fmt.rowBytes, allocatedBytes: cache.allocatedBytes(), pageEntries: cache.pageEntries,
+    };
     return new CompressedContext(model, this.tokenizer, cache, questionSuffix, isDecodingPress(press) ? press : null, measure);
   }
 }
 
 /**
  * A context prefilled with a press, ready for questions. Every answer starts from exactly the
- * compressed cache: what a question and its answer add is truncated away afterwards.
+ * compressed cache: it runs on a copy-on-write clone (sharing the context's pages), which is let
+ * go afterwards, and a decoding press starts each answer from its post-prefill state — so
+ * neither a decoding press's evictions nor its buffers carry over to the next answer.
  */
 export class CompressedContext {
   /** Where questions start: the uncompressed context length (or what a rerotating press set). */
@@ -243,7 +252,7 @@ export class CompressedContext {
 
   /** answerSteps on the question's token ids (question + suffix + answer prefix). */
   *answerIdsSteps(index: number, ids: readonly number[], opts: AnswerOptions): Generator<TokenEvent, AnswerRecord> {
-    const model = this.model, tok = this.tokenizer, cache = this.cache;
+    const model = this.model, tok = this.tokenizer;
     if (ids.length === 0) throw new PipelineError('the question, the template suffix and the answer prefix are all empty: nothing to answer from');
     const window = model.config.maxPositionEmbeddings;
     checkQuestionFits(ids.length, this.contextEnd, window);
@@ -253,15 +262,19 @@ export class CompressedContext {
     const sampler = new Sampler(model.config.vocabSize, opts.sampling);
     const stop = new Set(tok.stopIds);
     const press = this.decodingPress;
+    // A pure decoding press never saw the prefill; PrefillDecodingPress's decoding part forgot
+    // it at the prefill too, so resetting it gives every answer the same starting state.
+    if (press instanceof PrefillDecodingPress) press.decodingPress?.reset();
+    else press?.reset?.();
+    const cache = this.cache.clone();
     const out: number[] = [];
-    let questionMs = 0, decodeMs = 0, bytesEnd = 0;
+    let questionMs = 0, decodeMs = 0, bytesEnd = 0, allocatedEnd = 0;
     try {
       if (steps > 0) {
         const t0 = now();
         let logits = model.forward(ids, cache, { logits: 'last', press });
         const t1 = now();
         questionMs = t1 - t0;
-        cache.reserve(steps);
         model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
         let prev = ids[ids.length - 1];
         for (let i = 0; i < steps; i++) {
@@ -275,26 +288,27 @@ export class CompressedContext {
         decodeMs = now() - t1;
       }
       bytesEnd = cache.bytes();
+      allocatedEnd = cache.allocatedBytes();
     } finally {
-      cache.truncate(this.contextEnd);
+      cache.dispose();
     }
     return {
       text: tok.decode(out),
       ids: out,
-      stats: { questionTokens: ids.length, answerTokens: out.length, questionMs, decodeMs, cacheBytesEnd: bytesEnd },
+      stats: { questionTokens: ids.length, answerTokens: out.length, questionMs, decodeMs, cacheBytesEnd: bytesEnd, cacheAllocatedBytesEnd: allocatedEnd },
     };
   }
 }
 
 /** The statistics of a run: its compressions and its answers. */
-export function pipelineStats(press: Press | null, measures: readonly CompressionMeasure[], answers: readonly AnswerStats[], headDim: number): PipelineStats {
+export function pipelineStats(press: Press | null, measures: readonly CompressionMeasure[], answers: readonly AnswerStats[]): PipelineStats {
   const decodeMs = answers.reduce((s, a) => s + a.decodeMs, 0);
   const decoded = answers.reduce((s, a) => s + a.answerTokens, 0);
   return {
     press: press?.name ?? null,
     compressionRatio: press ? press.compressionRatio : null,
     compressions: measures.length,
-    ...compressionStats(measures, headDim),
+    ...compressionStats(measures),
     questions: [...answers],
     decodeTokensPerSecond: decodeMs > 0 ? decoded / (decodeMs / 1000) : 0,
   };

@@ -57,6 +57,9 @@ export class Sampler {
 
   sample(logits: Float32Array): number {
     const n = this.probs.length;
+    for (let i = 0; i < n; i++) {
+      if (logits[i] - logits[i] !== 0) throw new Error(`the model produced a non-finite logit (${logits[i]} for token ${i}): its weights or activations overflow float32; check the checkpoint`);
+    }
     if (this.temperature === 0) return argmax(logits, n);
     let max = -Infinity;
     for (let i = 0; i < n; i++) max = Math.max(max, logits[i]);

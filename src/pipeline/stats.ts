@@ -8,10 +8,19 @@ export interface CompressionStats {
   keptPerLayer: number[];
   /** Entries kept per layer and KV head, only when some layer's heads differ (head-adaptive presses). */
   keptPerHead: number[][] | null;
-  /** KV bytes the uncompressed context takes (f32 keys and values). */
+  /** Element type of the cache's keys and values (f32, f16, bf16, q8_0, q4_0). */
+  kvDtype: string;
+  /** Entries per cache page. */
+  pageEntries: number;
+  /** KV bytes the uncompressed context takes (keys and values in kvDtype). */
   cacheBytesBefore: number;
-  /** KV bytes actually held after the prefill with the press. */
+  /** KV bytes of the entries kept after the prefill with the press. */
   cacheBytesAfter: number;
+  /**
+   * Bytes the cache really holds after the prefill: its pages (keys, values and 4-byte positions
+   * of every slot, partly used last pages included) plus idle pages of its pool.
+   */
+  cacheAllocatedBytesAfter: number;
   /** 1 − after/before: the fraction of the context's KV entries removed. */
   achievedRatio: number;
   /** Wall time of the prefill forward pass, press included. */
@@ -28,8 +37,10 @@ export interface AnswerStats {
   questionMs: number;
   /** The token-by-token loop after it. */
   decodeMs: number;
-  /** KV bytes held when the answer ended (before the cache is truncated back). */
+  /** KV bytes held when the answer ended (context + question + answer, before it is let go). */
   cacheBytesEnd: number;
+  /** Bytes allocated then by the answer's cache (its pages, shared context pages included). */
+  cacheAllocatedBytesEnd: number;
 }
 
 export interface PipelineStats extends CompressionStats {
@@ -53,17 +64,23 @@ export interface CompressionMeasure {
   lengths: number[][];
   prefillMs: number;
   pressMs: number;
+  kvDtype: string;
+  /** KV bytes per entry of one KV head (keys and values). */
+  entryBytes: number;
+  /** KVCache.allocatedBytes() after the prefill. */
+  allocatedBytes: number;
+  pageEntries: number;
 }
 
 /**
  * Summarises compressions (one, or one per question in query-aware mode, which are summed).
- * Bytes count f32 keys and values: entries · headDim · 2 · 4.
+ * Bytes count keys and values in the cache's element type: entries · entryBytes.
  */
-export function compressionStats(all: readonly CompressionMeasure[], headDim: number): CompressionStats {
+export function compressionStats(all: readonly CompressionMeasure[]): CompressionStats {
   const lengths = all[0].lengths.map((l, i) => l.map((_, g) => all.reduce((s, m) => s + m.lengths[i][g], 0)));
   const tokens = all.reduce((s, m) => s + m.contextTokens, 0);
   const heads = lengths[0]?.length ?? 0;
-  const entryBytes = headDim * 2 * 4;
+  const entryBytes = all[0].entryBytes;
   const before = tokens * lengths.length * heads * entryBytes;
   const after = lengths.reduce((s, l) => s + l.reduce((a, n) => a + n, 0), 0) * entryBytes;
   const truncated = all.some((m) => m.truncatedFrom !== null);
@@ -72,8 +89,11 @@ export function compressionStats(all: readonly CompressionMeasure[], headDim: nu
     truncatedFrom: truncated ? all.reduce((s, m) => s + (m.truncatedFrom ?? m.contextTokens), 0) : null,
     keptPerLayer: lengths.map((l) => l.reduce((s, n) => s + n, 0) / heads),
     keptPerHead: lengths.some((l) => l.some((n) => n !== l[0])) ? lengths : null,
+    kvDtype: all[0].kvDtype,
+    pageEntries: all[0].pageEntries,
     cacheBytesBefore: before,
     cacheBytesAfter: after,
+    cacheAllocatedBytesAfter: all.reduce((s, m) => s + m.allocatedBytes, 0),
     achievedRatio: before > 0 ? 1 - after / before : 0,
     prefillMs: all.reduce((s, m) => s + m.prefillMs, 0),
     pressMs: all.reduce((s, m) => s + m.pressMs, 0),
@@ -105,7 +125,8 @@ export function formatStats(s: PipelineStats): string {
   rows.push(['press', s.press === null ? 'none' : `${s.press} (compression ratio ${s.compressionRatio?.toFixed(2)})`]);
   if (s.compressions > 1) rows.push(['compressions', `${s.compressions} (query-aware: one per question; figures below are totals)`]);
   rows.push(['context tokens', s.truncatedFrom === null ? String(s.contextTokens) : `${s.contextTokens} (truncated from ${s.truncatedFrom})`]);
-  rows.push(['KV cache', `${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} (${(100 * s.achievedRatio).toFixed(1)}% removed)`]);
+  rows.push(['KV cache', `${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} (${(100 * s.achievedRatio).toFixed(1)}% removed), ${s.kvDtype}`]);
+  rows.push(['allocated', `${formatBytes(s.cacheAllocatedBytesAfter)} (pages of ${s.pageEntries} entries, positions included)`]);
   rows.push(['prefill', `${formatMs(s.prefillMs)} (press ${formatMs(s.pressMs)})`]);
   const q = s.questions.reduce((a, x) => a + x.questionTokens, 0);
   const qMs = s.questions.reduce((a, x) => a + x.questionMs, 0);

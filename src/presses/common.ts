@@ -1,4 +1,4 @@
-import { KVCache, LayerCache } from '../cache/kv-cache.js';
+import { KVCache } from '../cache/kv-cache.js';
 import { LayerContext } from '../model/layer-context.js';
 
 /**
@@ -33,11 +33,11 @@ export function forEachAttentionRow(ctx: LayerContext, from: number, visit: (h: 
   for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
   const q = new Float32Array(ROW_BLOCK * hd), logits = new Float32Array(ROW_BLOCK * longest), probs = new Float64Array(longest);
   for (let h = 0; h < H; h++) {
-    const g = Math.floor(h / group), T = ctx.cache.lengths[g], P = ctx.cache.positions[g];
+    const g = Math.floor(h / group), T = ctx.cache.lengths[g], P = ctx.cache.headPositions(g);
     for (let r0 = from; r0 < ctx.rows; r0 += ROW_BLOCK) {
       const m = Math.min(ROW_BLOCK, ctx.rows - r0);
       for (let i = 0; i < m; i++) q.set(ctx.queries.subarray((r0 + i) * qStride + h * hd, (r0 + i) * qStride + (h + 1) * hd), i * hd);
-      ctx.backend.matmul(logits, q, ctx.cache.keys[g], m, T, hd);
+      ctx.backend.matmul(logits, q, ctx.cache.headKeys(g), m, T, hd);
       let visible = 0;
       for (let i = 0; i < m; i++) {
         // Entries are in ascending position order, so the visible ones are a prefix that grows with the row.
@@ -174,14 +174,8 @@ export function subContext(ctx: LayerContext, rows: Int32Array): LayerContext {
     for (let i = 0; i < n; i++) out.set(src.subarray(rows[i] * width, (rows[i] + 1) * width), i * width);
     return out;
   };
-  const src = ctx.cache, sub = new LayerCache(c.numKvHeads, hd, 0);
-  for (let g = 0; g < c.numKvHeads; g++) {
-    sub.keys[g] = pick(src.keys[g], hd);
-    sub.values[g] = pick(src.values[g], hd);
-    sub.positions[g] = pick(src.positions[g], 1);
-    sub.lengths[g] = n;
-  }
-  const kv = new KVCache(ctx.kvCache.layers.length, c.numKvHeads, hd);
+  const sub = ctx.cache.subset(rows);
+  const kv = new KVCache(ctx.kvCache.layers.length, c.numKvHeads, hd, sub.pool);
   kv.layers[ctx.layer] = sub;
   const none = new Float32Array(0);
   const out = new LayerContext(ctx.model, ctx.layer, kv, true, n, none, pick(ctx.positions, 1), none);

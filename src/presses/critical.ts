@@ -111,7 +111,7 @@ export function projectedValueNorms(ctx: LayerContext): Float64Array[] {
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / G), T = ctx.cache.lengths[g], N = norms[g];
     for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
-    ctx.backend.matmul(out, ctx.cache.values[g], block, T, D, hd);
+    ctx.backend.matmul(out, ctx.cache.headValues(g), block, T, D, hd);
     for (let t = 0; t < T; t++) {
       let l1 = 0;
       for (let i = 0, o = t * D; i < D; i++) l1 += Math.abs(out[o + i]);

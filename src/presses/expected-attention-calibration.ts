@@ -23,7 +23,7 @@ export interface CalibrationOptions {
 export function calibrate(model: Model, samples: readonly (readonly number[])[], opts: CalibrationOptions = {}): QueryStats {
   const acc = new QueryStatsAccumulator(model.config, opts.nSink ?? 4);
   samples.forEach((tokens, i) => {
-    model.forward(tokens, model.newCache(tokens.length), { press: acc, logits: 'none' });
+    model.forward(tokens, model.newCache(), { press: acc, logits: 'none' });
     opts.onSample?.(i + 1, samples.length);
   });
   return acc.finish(model.source);

@@ -339,7 +339,7 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   const sinks: number[] = [];
   let globalMax = -Infinity;
   for (let g = 0; g < Hkv; g++) {
-    const T = cache.lengths[g], s0 = sinkCount(cache.positions[g], T, p), m = T - s0;
+    const T = cache.lengths[g], s0 = sinkCount(cache.headPositions(g), T, p), m = T - s0;
     // Per head of the group: μ̄/√d, and Σ̄/(2d) as an upper triangle with doubled off-diagonals.
     const mus = new Float64Array(G * d);
     const quad = p.useCovariance ? new Float64Array(G * d * d) : null;
@@ -354,12 +354,12 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     const z = new Float64Array(G * stride);
     const be = ctx.backend;
     const linear = (q: Float64Array | null): void => {
-      if (be.eaLogits64) be.eaLogits64(z, cache.keys[g], s0, m, d, G, mus, q, stride);
-      else logits(cache.keys[g], s0, m, d, G, mus, q, z, stride);
+      if (be.eaLogits64) be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
+      else logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
     };
     if (quad && p.precision === 'mixed') {
       linear(null);
-      addQuadraticGemm(be, cache.keys[g], s0, m, d, G, quad, z, stride);
+      addQuadraticGemm(be, cache.headKeys(g), s0, m, d, G, quad, z, stride);
     } else {
       linear(quad);
     }
@@ -367,7 +367,7 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     const out = new Float64Array(T);
     const lse = new Float64Array(G);
     for (let k = 0; k < G; k++) lse[k] = logSumExp(z, k * stride, m);
-    const V = cache.values[g];
+    const V = cache.headValues(g);
     for (let t = 0; t < m; t++) {
       // log of the mean over the group of p_h = exp(z_h − lse_h).
       let mx = -Infinity;

@@ -64,7 +64,7 @@ export function prefill(model: Model, tokens: readonly number[], opts: PrefillOp
   const press = opts.press ?? null;
   press?.validate?.(model);
   press?.reset?.();
-  const cache = opts.cache ?? model.newCache(tokens.length);
+  const cache = opts.cache ?? model.newCache();
   const logits = model.forward(tokens, cache, { press, logits: opts.logits ?? 'last' });
   return { cache, logits };
 }

@@ -19,7 +19,7 @@ export class KeyRerotationPress extends ScorerWrapper {
 
   protected override select(ctx: LayerContext, scores: Float64Array[], ratio: number): KeepIndices {
     const keep = scores.map((s) => topK(s, Math.max(1, keptCount(s.length, ratio))));
-    // Rotate the chosen entries in place; the forward pass then gathers them.
+    // Rotate the chosen entries in the cache (copy-on-write until the pass ends); the forward pass then keeps them.
     keep.forEach((idx, g) => rerotate(ctx, g, idx));
     if (ctx.layer === ctx.config.numLayers - 1) ctx.kvCache.nextPosition = Math.max(...keep.map((k) => k.length));
     return keep;
@@ -31,17 +31,17 @@ export class KeyRerotationPress extends ScorerWrapper {
  * p·θ_j in each (j, j + d/2) plane, so rotating by (i − p)·θ_j lands on i·θ_j. Angles in float64.
  */
 function rerotate(ctx: LayerContext, g: number, idx: Int32Array): void {
-  const hd = ctx.config.headDim, half = hd / 2, inv = ctx.rope.invFreq;
-  const K = ctx.cache.keys[g], P = ctx.cache.positions[g];
+  const hd = ctx.config.headDim, half = hd / 2, inv = ctx.rope.invFreq, cache = ctx.cache;
+  const K = cache.headKeys(g), P = cache.headPositions(g).slice(), key = new Float32Array(hd);
   for (let i = 0; i < idx.length; i++) {
     const t = idx[i], delta = i - P[t], o = t * hd;
     if (delta === 0) continue;
     for (let j = 0; j < half; j++) {
       const a = delta * inv[j], c = Math.cos(a), s = Math.sin(a);
       const x = K[o + j], y = K[o + j + half];
-      K[o + j] = x * c - y * s;
-      K[o + j + half] = y * c + x * s;
+      key[j] = x * c - y * s;
+      key[j + half] = y * c + x * s;
     }
-    P[t] = i;
+    cache.setEntry(g, t, key, i);
   }
 }

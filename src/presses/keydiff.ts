@@ -13,7 +13,7 @@ export class KeyDiffPress extends ScorerPress {
   score(ctx: LayerContext): Float64Array[] {
     const hd = ctx.config.headDim, cache = ctx.cache;
     return Array.from(cache.lengths, (T, g) => {
-      const K = cache.keys[g], norms = new Float64Array(T), anchor = new Float64Array(hd);
+      const K = cache.headKeys(g), norms = new Float64Array(T), anchor = new Float64Array(hd);
       for (let t = 0; t < T; t++) {
         let ss = 0;
         for (let d = 0, o = t * hd; d < hd; d++) ss += K[o + d] * K[o + d];

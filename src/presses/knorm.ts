@@ -12,7 +12,7 @@ export class KnormPress extends ScorerPress {
   score(ctx: LayerContext): Float64Array[] {
     const hd = ctx.config.headDim, cache = ctx.cache;
     return Array.from(cache.lengths, (T, g) => {
-      const K = cache.keys[g], s = new Float64Array(T);
+      const K = cache.headKeys(g), s = new Float64Array(T);
       for (let t = 0; t < T; t++) {
         let ss = 0;
         for (let d = 0, o = t * hd; d < hd; d++) ss += K[o + d] * K[o + d];

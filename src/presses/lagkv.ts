@@ -44,8 +44,8 @@ export class LagKVPress extends ScorerPress {
         return s;
       }
       const parts = Math.floor((T - sink) / lag);
-      const k = partitionScores(cache.keys[g], hd, sink, lag, parts);
-      const v = partitionScores(cache.values[g], hd, sink, lag, parts);
+      const k = partitionScores(cache.headKeys(g), hd, sink, lag, parts);
+      const v = partitionScores(cache.headValues(g), hd, sink, lag, parts);
       for (let p = 0; p + 1 < parts; p++) {
         const o = sink + p * lag, chunk = new Float64Array(lag);
         for (let i = 0; i < lag; i++) chunk[i] = (k[p * lag + i] + v[p * lag + i]) / 2;

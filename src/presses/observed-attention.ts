@@ -22,7 +22,7 @@ export class ObservedAttentionPress extends ScorerPress {
       for (let t = 0; t < visible; t++) s[t] += probs[t];
     });
     sums.forEach((s, h) => {
-      const P = ctx.cache.positions[Math.floor(h / G)];
+      const P = ctx.cache.headPositions(Math.floor(h / G));
       // Rows and entries are both in ascending position order: walk them together.
       let r = 0;
       for (let t = 0; t < s.length; t++) {

@@ -42,7 +42,7 @@ export class QFilterPress extends ScorerPress {
     }
     const hd = ctx.config.headDim, cache = ctx.cache;
     return Array.from(cache.lengths, (T, g) => {
-      const K = cache.keys[g], s = new Float64Array(T), fo = g * hd;
+      const K = cache.headKeys(g), s = new Float64Array(T), fo = g * hd;
       for (let t = 0; t < T; t++) {
         let dot = 0;
         for (let d = 0, o = t * hd; d < hd; d++) dot += f[fo + d] * K[o + d];

@@ -77,7 +77,7 @@ export class Generation {
     };
     press?.validate?.(model);
     press?.reset?.();
-    const cache = model.newCache(prompt.length);
+    const cache = model.newCache();
     const steps = Math.min(opts.maxNewTokens ?? 256, Math.max(0, c.maxPositionEmbeddings - prompt.length));
 
     const t0 = performance.now();
@@ -91,7 +91,6 @@ export class Generation {
       bytesBefore: keptEntries > 0 ? Math.round((bytesAfter / keptEntries) * entries) : 0,
       prefillMs: performance.now() - t0,
     };
-    cache.reserve(steps);
     model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
 
     const stream = tok ? new TokenStream(tok) : null;

@@ -1,10 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
-import type { Tokenizer } from './tokenizer.js';
+import { checkIds, checkText, printable, type Tokenizer } from './tokenizer.js';
 
 export interface HfTokenizerOptions {
   bosId: number | null;
+  /** The tokenizer.json path, for error messages. */
+  source?: string;
   stopIds: readonly number[];
   chatTemplate: string | null;
 }
@@ -23,7 +25,10 @@ export class HfTokenizer implements Tokenizer {
   readonly stopIds: readonly number[];
   readonly chatTemplate: string | null;
 
+  private readonly source: string;
+
   constructor(readonly lib: HfLibTokenizer, opts: HfTokenizerOptions) {
+    this.source = opts.source ?? 'tokenizer.json';
     this.bosId = opts.bosId;
     this.stopIds = opts.stopIds;
     this.chatTemplate = opts.chatTemplate;
@@ -33,11 +38,19 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    checkText(text);
     const ids = text.length > 0 ? this.lib.encode(text, { add_special_tokens: false }).ids : [];
-    return opts.bos && this.bosId !== null ? [this.bosId, ...ids] : ids;
+    // An inconsistent file (a merge whose result is missing from the vocabulary) yields ids
+    // that are not numbers; they must not reach the model.
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new Error(`${this.source}: the tokenizer produced the id ${JSON.stringify(id) ?? 'undefined'} for this text; its tokenizer.json is inconsistent (a merge or token missing from the vocabulary)`);
+    }
+    if (opts.bos && this.bosId !== null) ids.unshift(this.bosId);
+    return ids;
   }
 
   decode(ids: readonly number[]): string {
+    checkIds(ids);
     // Ids past the tokenizer's vocabulary (models pad their embedding) have no text.
     const known = ids.filter((id) => Number.isInteger(id) && id >= 0 && id < this.vocabSize);
     return known.length === 0 ? '' : this.lib.decode(known, { skip_special_tokens: true });
@@ -51,6 +64,7 @@ export class HfTokenizer implements Tokenizer {
    * more tokens, which a one-token context cannot reassemble.
    */
   decodePiece(prev: number, id: number): string {
+    checkIds([id]);
     const before = this.decode([prev]);
     const both = this.decode([prev, id]);
     let i = 0;
@@ -65,7 +79,7 @@ function readOptionalJson(path: string): Record<string, unknown> | null {
   try {
     v = JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
-    throw new Error(`${path}: invalid JSON (${(e as Error).message})`);
+    throw new Error(`${path}: invalid JSON (${printable((e as Error).message)}); replace it with the model's original file`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`);
   return v as Record<string, unknown>;
@@ -116,8 +130,12 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
     const withSpecial = lib.encode('a', { add_special_tokens: true }).ids;
     const plain = lib.encode('a', { add_special_tokens: false }).ids;
     templateBos = withSpecial.length > plain.length && withSpecial[0] !== plain[0] ? withSpecial[0] : null;
+    // The library takes whatever the file maps a token to; an id must be a token index.
+    for (const [token, id] of lib.get_vocab(true)) {
+      if (!Number.isSafeInteger(id) || id < 0) throw new Error(`token ${JSON.stringify(token).slice(0, 40)} has id ${JSON.stringify(id)?.slice(0, 40)}, not an integer ≥ 0`);
+    }
   } catch (e) {
-    throw new Error(`${tokPath}: unsupported tokenizer (${(e as Error).message.replace(/\s+/g, ' ')})`);
+    throw new Error(`${tokPath}: unsupported tokenizer (${printable((e as Error).message.replace(/\s+/g, ' '))})`);
   }
   const idOf = (v: unknown): number | null => {
     const s = tokenContent(v);
@@ -127,10 +145,13 @@ export function loadHfTokenizer(dir: string): HfTokenizer | null {
   const bosId = addsBos ? templateBos ?? idOf(tc.bos_token) ?? idList(cfg.bos_token_id)[0] ?? null : null;
 
   const stopIds = [...new Set([...idList(gen.eos_token_id), ...idList(cfg.eos_token_id), ...[idOf(tc.eos_token)].filter((x): x is number => x !== null)])];
+  for (const id of [bosId, ...stopIds]) {
+    if (id !== null && (!Number.isSafeInteger(id) || id < 0)) throw new Error(`${tokPath}: the BOS/EOS token id ${typeof id === 'number' ? String(id) : JSON.stringify(id) ?? 'undefined'} is not an integer ≥ 0; check bos_token/eos_token in the tokenizer files and config.json`);
+  }
 
   let chatTemplate = chatTemplateOf(tc.chat_template);
   const jinjaPath = join(dir, 'chat_template.jinja');
   if (chatTemplate === null && existsSync(jinjaPath)) chatTemplate = readFileSync(jinjaPath, 'utf8');
 
-  return new HfTokenizer(lib, { bosId, stopIds, chatTemplate });
+  return new HfTokenizer(lib, { bosId, stopIds, chatTemplate, source: tokPath });
 }

@@ -1,4 +1,5 @@
-import type { AttentionArgs } from '../backend.js';
+import type { KvFormat } from '../../cache/format.js';
+import type { AttentionArgs, PagedAttentionArgs } from '../backend.js';
 
 /**
  * Argument checks shared by the native and WebAssembly backends. Their kernels index raw
@@ -85,6 +86,29 @@ export function checkAttention(a: AttentionArgs): number {
     if (len > maxLen) maxLen = len;
   }
   return maxLen;
+}
+
+/** Checks paged attention arguments (shapes, page counts, window) and returns the cache format. */
+export function checkPagedAttention(a: PagedAttentionArgs): KvFormat {
+  const { rows, numHeads, numKvHeads, headDim, cache } = a;
+  checkCount('attention', 'rows', rows);
+  checkCount('attention', 'numHeads', numHeads);
+  checkCount('attention', 'headDim', headDim);
+  checkCount('attention', 'numKvHeads', numKvHeads);
+  if (numKvHeads === 0 || numHeads % numKvHeads !== 0) fail('attention', `numHeads (${numHeads}) must be a multiple of numKvHeads (${numKvHeads})`);
+  checkArray('attention', 'q', a.q, rows * numHeads * headDim);
+  checkArray('attention', 'out', a.out, rows * numHeads * headDim);
+  const f = cache.pool.fmt, E = cache.pool.pageEntries;
+  if (f.headDim !== headDim) fail('attention', `the cache holds heads of ${f.headDim}, not ${headDim}`);
+  if (!(a.queryPositions instanceof Int32Array) || a.queryPositions.length < rows) fail('attention', `queryPositions must be an Int32Array of ${rows} entries`);
+  if (a.window !== undefined && !(Number.isInteger(a.window) && a.window >= 1)) fail('attention', `window must be an integer ≥ 1, got ${a.window}`);
+  if (cache.pages.length < numKvHeads || cache.lengths.length < numKvHeads) fail('attention', `the cache has ${cache.pages.length} KV heads, needs ${numKvHeads}`);
+  for (let g = 0; g < numKvHeads; g++) {
+    const len = cache.lengths[g];
+    if (len < rows) fail('attention', `KV head ${g} has ${len} entries, fewer than the ${rows} new rows`);
+    if (cache.pages[g].length * E < len) fail('attention', `KV head ${g} has ${len} entries in ${cache.pages[g].length} pages of ${E}`);
+  }
+  return f;
 }
 
 function checkF64(op: string, name: string, a: unknown, need: number): void {

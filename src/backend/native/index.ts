@@ -3,8 +3,9 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AttentionArgs, Backend } from '../backend.js';
-import { checkAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
+import { KV_DTYPES } from '../../cache/format.js';
+import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -17,6 +18,11 @@ interface Addon {
   attention(
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     keys: Float32Array[], values: Float32Array[], lengths: Int32Array, scale: number,
+  ): void;
+  attentionPaged(
+    out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
+    dtype: number, block: number, blockBytes: number, rowBytes: number, pageEntries: number, valuesOffset: number,
+    pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
   eaLogits64(
@@ -204,6 +210,17 @@ export class NativeBackend implements Backend {
     if (a.rows === 0 || a.numHeads === 0 || a.headDim === 0) return;
     this.#apply();
     this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
+  }
+
+  /** Attention read in place from the cache's pages in their element type (native/kv_attn.c). */
+  attentionPaged(a: PagedAttentionArgs): void {
+    const f = checkPagedAttention(a);
+    this.#apply();
+    const E = a.cache.pool.pageEntries;
+    this.addon.attentionPaged(
+      a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
+      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale,
+    );
   }
 
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void {

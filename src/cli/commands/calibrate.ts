@@ -3,7 +3,7 @@ import { extname, join } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { calibrate } from '../../presses/expected-attention-calibration.js';
 import { writeQueryStats } from '../../presses/stats-format.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { num, parse, str, UsageError, noTokenizer, checkOutputFile } from '../args.js';
 import type { Command } from '../command.js';
 import { ProgressBar } from '../progress.js';
 
@@ -30,7 +30,7 @@ Output format (by extension):
 Options:
   --input PATH           a text file, or a directory whose files are all read (repeatable)
   --output PATH          where to write the statistics (.json or .safetensors)
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --seq-len N            tokens per sample, BOS included (default: the model's context, at most 1024)
   --n-sink N             leading tokens of each sample left out (default 4)
@@ -57,13 +57,14 @@ Examples:
     if (output === undefined) throw new UsageError('--output is required (a .json or .safetensors file)');
     const ext = extname(output).toLowerCase();
     if (ext !== '.json' && ext !== '.safetensors') throw new UsageError(`--output must end in .json or .safetensors, got "${output}"`);
+    checkOutputFile('output', output);
     const nSink = num(values['n-sink'], 'n-sink', { min: 0, integer: true }) ?? 4;
     const maxSamples = num(values['max-samples'], 'max-samples', { min: 1, integer: true }) ?? Infinity;
     const files = inputs.flatMap(listTextFiles);
 
     const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
     const tok = model.tokenizer;
-    if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    if (!tok) throw noTokenizer(str(values.model));
     const context = model.config.maxPositionEmbeddings;
     const seqLen = num(values['seq-len'], 'seq-len', { min: nSink + 2, max: context, integer: true }) ?? Math.min(context, 1024);
     if (seqLen < nSink + 2) throw new UsageError(`--seq-len ${seqLen} leaves no token beyond the ${nSink} sinks`);

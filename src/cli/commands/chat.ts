@@ -1,3 +1,4 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { loadModel } from '../../model/load.js';
@@ -5,7 +6,7 @@ import { isDecodingPress, Pipeline, pipelineStats, type AnswerOptions, type Comp
 import type { AnswerStats } from '../../pipeline/stats.js';
 import { formatBytes, formatStats } from '../../pipeline/stats.js';
 import type { Press } from '../../presses/press.js';
-import { weightsFlag, num, parse, str, UsageError } from '../args.js';
+import { weightsFlag, num, parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { readContext, samplingFromFlags } from './generate-context.js';
@@ -30,7 +31,7 @@ Options:
   --press NAME           the press compressing the context (kvpress presses lists them; default none)
   --ratio R              fraction of the context's KV entries to remove, in [0, 1) (default 0)
   --press-option K=V     a press option, e.g. windowSize=32 (repeatable)
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --answer-prefix TEXT   text every answer starts from
   --max-new-tokens N     tokens per answer at most (default 50)
@@ -39,6 +40,7 @@ Options:
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
   --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
   --decode-weights W     former name of --weights (still accepted)
+${kvDtypeUsage}
   --temperature T        0 = greedy (default 0); --top-p, --top-k, --seed as for generate
 
 Examples:
@@ -50,6 +52,7 @@ Examples:
     model: { type: 'string' },
     weights: { type: 'string' },
     'decode-weights': { type: 'string' },
+    ...kvDtypeOption,
     tokenizer: { type: 'string' },
     'answer-prefix': { type: 'string' },
     'max-new-tokens': { type: 'string' },
@@ -72,8 +75,8 @@ Examples:
     const maxNewTokens = num(values['max-new-tokens'], 'max-new-tokens', { min: 0, integer: true }) ?? 50;
     const answer: AnswerOptions = { answerPrefix: str(values['answer-prefix']), maxNewTokens, sampling: samplingFromFlags(values) };
     const maxContextLength = num(values['max-context-length'], 'max-context-length', { min: 1, integer: true });
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values, io.err) });
-    if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values, io.err), kvDtype: kvDtypeFlag(values['kv-dtype']) });
+    if (!model.tokenizer) throw noTokenizer(str(values.model));
 
     const bar = new ProgressBar(io, 'compressing the context', 'layers');
     const compressed = new Pipeline(model).compress(context, {
@@ -92,12 +95,11 @@ Examples:
  * compressed cache. Returns the exit code (0 at /quit or end of input).
  */
 export async function chatSession(compressed: CompressedContext, press: Press | null, opts: AnswerOptions, input: Readable, output: Writable, io: CommandIO): Promise<number> {
-  const headDim = compressed.model.config.headDim;
   const answers: AnswerStats[] = [];
-  const stats = () => pipelineStats(press, [compressed.measure], answers, headDim);
+  const stats = () => pipelineStats(press, [compressed.measure], answers);
   const s = stats();
   if (s.truncatedFrom !== null) io.err(`kvpress chat: warning: the context was truncated from ${s.truncatedFrom} to ${s.contextTokens} tokens\n`);
-  io.out(`Context: ${s.contextTokens} tokens, KV cache ${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} with ${s.press ?? 'no press'} (${(100 * s.achievedRatio).toFixed(1)}% removed) in ${(s.prefillMs / 1000).toFixed(2)} s.\n${HELP}\n`);
+  io.out(`Context: ${s.contextTokens} tokens, KV cache ${formatBytes(s.cacheBytesBefore)} → ${formatBytes(s.cacheBytesAfter)} with ${s.press ?? 'no press'} (${(100 * s.achievedRatio).toFixed(1)}% removed; ${s.kvDtype}, ${formatBytes(s.cacheAllocatedBytesAfter)} allocated) in ${(s.prefillMs / 1000).toFixed(2)} s.\n${HELP}\n`);
 
   const rl = createInterface({ input, output, terminal: (input as { isTTY?: boolean }).isTTY === true, prompt: '> ' });
   rl.on('SIGINT', () => rl.close());

@@ -1,5 +1,6 @@
+import { KV_DTYPES, type KvDtype } from '../../cache/format.js';
 import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, runEval, type EvalProgress } from '../../eval/runner.js';
-import { num, parse, str, UsageError } from '../args.js';
+import { num, parse, str, UsageError, threadsFlag, checkOutputDir } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 
 function formatEta(ms: number | null): string {
@@ -55,7 +56,10 @@ Options:
   --dataset NAME            one of the datasets above (required)
   --press P1,P2,...         presses to evaluate (required; \`kvpress presses\` lists them)
   --ratios R1,R2,...        compression ratios in [0, 1) (default ${DEFAULT_RATIOS.join(',')})
-  --model PATH              llama2.c .bin or Hugging Face directory (default: embedded stories260K)
+  --kv-dtypes T1,T2,...     KV cache types of the runs: f32, f16, bf16, q8_0, q4_0 (default f32); the grid
+                            is repeated per type and the report plots quality against KV bytes per token
+  --kv-dtype T              the same for one type
+  --model PATH              llama2.c .bin, .gguf or Hugging Face directory (default: embedded stories260K)
   --limit N                 items per run (continuation 100, name_recall 200; ruler: per task, 10)
   --output DIR              results folder (default results/)
   --shard i/n               run only every n-th run of the grid, starting at the i-th (1 ≤ i ≤ n);
@@ -71,12 +75,15 @@ Options:
 Examples:
   kvpress eval --dataset continuation --press knorm,expected_attention --limit 20
   kvpress eval --dataset name_recall --press snapkv --ratios 0.5 --press-option windowSize=16
+  kvpress eval --dataset continuation --press expected_attention,knorm --kv-dtypes f32,f16,q8_0,q4_0 --limit 30
   kvpress eval --dataset continuation --press knorm,random --shard 2/3 --output shared/results
   kvpress report results`,
   options: {
     dataset: { type: 'string' },
     press: { type: 'string' },
     ratios: { type: 'string' },
+    'kv-dtypes': { type: 'string' },
+    'kv-dtype': { type: 'string' },
     model: { type: 'string' },
     limit: { type: 'string' },
     output: { type: 'string' },
@@ -97,7 +104,8 @@ Examples:
     if (press === undefined) throw new UsageError('--press is required: a comma-separated list of presses (`kvpress presses` lists them)');
     const ratiosArg = str(values.ratios);
     const shardArg = str(values.shard);
-    const threads = num(values.threads, 'threads', { min: 1, max: 1024, integer: true });
+    const threads = threadsFlag(values.threads);
+    if (str(values.output) !== undefined) checkOutputDir('output', str(values.output) as string);
     const backend = io.backend();
     if (threads !== undefined) backend.setThreads(threads);
     const bar = io.isTTY ? progressBar(io) : null;
@@ -105,6 +113,7 @@ Examples:
       dataset,
       presses: press.split(',').map((p) => p.trim()).filter((p) => p !== ''),
       ratios: ratiosArg === undefined ? undefined : parseRatios(ratiosArg),
+      kvDtypes: kvDtypesFlag(values['kv-dtypes'], values['kv-dtype']),
       model: str(values.model),
       limit: num(values.limit, 'limit', { min: 1, integer: true }),
       output: str(values.output),
@@ -128,3 +137,15 @@ Examples:
     return 0;
   },
 };
+
+/** --kv-dtypes T1,T2 or --kv-dtype T (not both); undefined = f32. */
+function kvDtypesFlag(list: unknown, one: unknown): KvDtype[] | undefined {
+  const l = str(list), o = str(one);
+  if (l !== undefined && o !== undefined) throw new UsageError('give --kv-dtypes or --kv-dtype, not both');
+  const v = l ?? o;
+  if (v === undefined) return undefined;
+  const types = v.split(',').map((t) => t.trim());
+  for (const t of types) if (!(KV_DTYPES as readonly string[]).includes(t)) throw new UsageError(`--kv-dtypes: unknown KV cache type "${t}"; expected ${KV_DTYPES.join(', ')} (auto has no meaning here: the references are f32)`);
+  if (new Set(types).size !== types.length) throw new UsageError(`--kv-dtypes has a repeated type: "${v}"`);
+  return types as KvDtype[];
+}

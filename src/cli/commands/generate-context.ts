@@ -1,9 +1,10 @@
+import { kvDtypeFlag } from './kv-dtype.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { loadModel } from '../../model/load.js';
 import { Pipeline } from '../../pipeline/pipeline.js';
 import type { SamplingOptions } from '../../pipeline/sampler.js';
 import { formatStats } from '../../pipeline/stats.js';
-import { weightsFlag, num, str, UsageError, type OptionSpec } from '../args.js';
+import { weightsFlag, num, str, UsageError, type OptionSpec, noTokenizer } from '../args.js';
 import type { CommandIO } from '../command.js';
 import { ProgressBar } from '../progress.js';
 import { pressFlags, pressFromFlags } from './presses.js';
@@ -39,7 +40,7 @@ Context options:
   --query-aware          append each question to the context before compressing (SnapKV-style runs)
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
   --json                 print {"answers": [...], "stats": {...}} on stdout
-  --model, --tokenizer, --weights, --temperature, --top-p, --top-k, --seed as above (greedy by default)
+  --model, --tokenizer, --weights, --kv-dtype, --temperature, --top-p, --top-k, --seed as above (greedy by default)
 
 Examples:
   kvpress generate --context-file examples/story.txt --question "What did Lily find under the tree?" --press knorm --ratio 0.5
@@ -56,8 +57,8 @@ export async function runGenerateContext(values: Values, io: CommandIO): Promise
   const context = readContext(file);
   const questions = (values.question as string[] | undefined) ?? [''];
   const press = pressFromFlags(values);
-  const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values) });
-  if (!model.tokenizer) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH`);
+  const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), weights: weightsFlag(values), kvDtype: kvDtypeFlag(values['kv-dtype']) });
+  if (!model.tokenizer) throw noTokenizer(str(values.model));
   const json = values.json === true;
   const bar = new ProgressBar(io, 'compressing the context', 'layers');
   const showQuestions = questions.length > 1 || questions[0] !== '';

@@ -33,12 +33,14 @@ export function pressFromFlags(values: Record<string, unknown>, model?: ModelPar
     ratio = typeof rawRatio === 'string' && rawRatio.trim() !== '' ? Number(rawRatio) : NaN;
     if (!(ratio >= 0 && ratio < 1)) throw new PressError(`--ratio must be a number in [0, 1), got "${String(rawRatio)}"`);
   }
-  const options: Record<string, string> = {};
+  const options: Record<string, string> = Object.create(null);
   for (const kv of rawOptions) {
     const eq = kv.indexOf('=');
     if (eq <= 0) throw new UsageError(`--press-option must be key=value, got "${kv}"`);
     const key = kv.slice(0, eq);
-    if (key in options) throw new UsageError(`--press-option ${key} is given twice`);
+    // Names every object inherits (__proto__, constructor…) are never press options.
+    if (key in Object.prototype) throw new UsageError(`--press-option ${key} is not an option name; \`kvpress presses ${name}\` lists the options`);
+    if (Object.hasOwn(options, key)) throw new UsageError(`--press-option ${key} is given twice`);
     options[key] = kv.slice(eq + 1);
   }
   const press = presses.create(name, ratio, options);

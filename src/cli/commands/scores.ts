@@ -1,8 +1,9 @@
+import { kvDtypeFlag, kvDtypeOption, kvDtypeUsage } from './kv-dtype.js';
 import { readFileSync } from 'node:fs';
 import { loadModel } from '../../model/load.js';
 import type { Model } from '../../model/model.js';
 import { prefill, type Press, type ScoreObserver } from '../../presses/index.js';
-import { parse, str, UsageError } from '../args.js';
+import { parse, str, UsageError, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 
@@ -24,8 +25,9 @@ Options:
   --prompt-file F        the sequence read from a text file, tokenized with BOS
   --tokens-file F        a JSON array of token ids, used as they are (BOS included by the caller)
 ${pressFlagsUsage}
-  --model PATH           llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH           llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH       tokenizer .bin for a llama2.c checkpoint (default: found beside it)
+${kvDtypeUsage}
   --json                 print one JSON object on stdout:
                          {"tokens": number[], "layers": [{"scores": number[][] | null, "kept": number[][]}]}
                          layers[l].scores[h][t]: score of position t for KV head h (null for presses
@@ -43,6 +45,7 @@ Examples:
     ...pressFlags,
     model: { type: 'string' },
     tokenizer: { type: 'string' },
+    ...kvDtypeOption,
     json: { type: 'boolean' },
   },
   async run(argv, io) {
@@ -52,7 +55,8 @@ Examples:
     if (values.press === undefined) throw new UsageError('--press NAME is required (`kvpress presses` lists them)');
     // Press mistakes are reported before the model is loaded.
     pressFromFlags(values);
-    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend() });
+    const kvDtype = kvDtypeFlag(values['kv-dtype']);
+    const model = await loadModel(str(values.model), { tokenizer: str(values.tokenizer), backend: io.backend(), kvDtype });
     const press = pressFromFlags(values, model)!;
     const c = model.config;
 
@@ -61,7 +65,7 @@ Examples:
       tokens = readTokens(str(values['tokens-file'])!, c.vocabSize);
     } else {
       const tok = model.tokenizer;
-      if (!tok) throw new UsageError(`${str(values.model)}: no tokenizer found; pass --tokenizer PATH or use --tokens-file`);
+      if (!tok) throw noTokenizer(str(values.model), ', or use --tokens-file');
       const text = sources[0] === 'prompt' ? str(values.prompt)! : readText(str(values['prompt-file'])!);
       tokens = tok.encode(text, { bos: true });
     }
@@ -121,7 +125,7 @@ function scoreRange(scores: number[][]): string {
   return lo <= hi ? `scores in [${lo.toPrecision(4)}, ${hi.toPrecision(4)}]` : 'no finite score';
 }
 
-function readText(path: string): string {
+export function readText(path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (e) {
@@ -129,7 +133,8 @@ function readText(path: string): string {
   }
 }
 
-function readTokens(path: string, vocab: number): number[] {
+/** A JSON array of token ids, each checked against the vocabulary. */
+export function readTokens(path: string, vocab: number): number[] {
   let ids: unknown;
   try {
     ids = JSON.parse(readText(path));

@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { createServer } from '../../serve/server.js';
-import { num, parse, str, UsageError, weightsFlag } from '../args.js';
+import { num, parse, str, UsageError, weightsFlag, noTokenizer } from '../args.js';
 import type { Command } from '../command.js';
 
 /** In-flight requests get this long to finish after SIGTERM before they are cancelled. */
@@ -20,7 +20,7 @@ GET /metrics (Prometheus), and at / a page that shows what each press keeps. SIG
 requests in flight finish (30 s at most), then exits 0.
 
 Options:
-  --model PATH               llama2.c .bin checkpoint or Hugging Face directory (default: embedded stories260K)
+  --model PATH               llama2.c .bin, .gguf file or Hugging Face directory (default: embedded stories260K)
   --tokenizer PATH           tokenizer .bin for a llama2.c checkpoint (default: found beside it)
   --host H                   address to bind (default 127.0.0.1; anything else exposes the server: use --api-key)
   --port N                   port to listen on, 0 for any free one (default 8080)
@@ -58,7 +58,7 @@ Examples:
     const weights = weightsFlag(values, io.err);
     const modelPath = str(values.model);
     const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights });
-    if (!model.tokenizer) throw new UsageError(`${modelPath}: no tokenizer found; pass --tokenizer PATH`);
+    if (!model.tokenizer) throw noTokenizer(modelPath);
     const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
     const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
     let address: string;

@@ -165,7 +165,7 @@ export function generateRulerTask(task: RulerTask, opts: RulerOptions): Sample[]
     const lengthOf = (units: number): number => promptTokens(tokenizer, builder.build(units)) + maxNewTokens;
     const units = largestFitting(lengthOf, contextLength, builder.minUnits, { hint, maxUnits: builder.maxUnits });
     if (units === null) {
-      throw new Error(
+      throw new RulerFitError(
         `RULER ${task}: context length ${contextLength} is too small (the smallest sample needs ${lengthOf(builder.minUnits)} tokens)`,
       );
     }
@@ -189,11 +189,28 @@ export function generateRulerTask(task: RulerTask, opts: RulerOptions): Sample[]
  * @example
  * const rows = generateRuler({ tokenizer, contextLength: 4096, numSamples: 20, squadFile: 'squad.json' });
  */
-export function generateRuler(opts: RulerOptions): Sample[] {
+export function generateRuler(opts: RulerOptions & { onSkip?: (task: RulerTask, why: string) => void }): Sample[] {
   const tasks =
     opts.tasks ??
     RULER_TASKS.filter(
       (t) => (t !== 'qa_1' || opts.squadFile !== undefined) && (t !== 'qa_2' || opts.hotpotqaFile !== undefined),
     );
-  return tasks.flatMap((task) => generateRulerTask(task, opts));
+  // With the default task list, a task whose smallest sample exceeds a short window (the
+  // embedded 512-token model) is skipped and reported instead of failing the whole run.
+  const samples: Sample[] = [];
+  for (const task of tasks) {
+    try {
+      for (const s of generateRulerTask(task, opts)) samples.push(s);
+    } catch (e) {
+      if (!(e instanceof RulerFitError) || opts.tasks !== undefined) throw e;
+      opts.onSkip?.(task, e.message);
+    }
+  }
+  if (samples.length === 0 && tasks.length > 0) {
+    throw new RulerFitError(`RULER: context length ${opts.contextLength} is too small for every task (the shortest samples need more tokens)`);
+  }
+  return samples;
 }
+
+/** A task whose smallest sample does not fit the requested context length. */
+export class RulerFitError extends Error {}

@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { validateConfig, type ModelConfig } from '../config.js';
 import type { LayerWeights, ModelWeights } from '../weights.js';
+import { checkFinite, checkNotAllZero } from './finite.js';
 
 const HEADER_BYTES = 28;
 const VERSIONED_MAGIC = 0x616b3432; // "ak42", llama2.c's versioned export formats
@@ -50,31 +51,39 @@ export function loadLlama2c(path: string): { config: ModelConfig; weights: Model
       L * hiddenDim * dim, L * dim * hiddenDim, L * hiddenDim * dim, dim, seqLen * hs / 2, seqLen * hs / 2, config.tieWordEmbeddings ? 0 : V * dim];
     const expected = HEADER_BYTES + 4 * counts.reduce((a, b) => a + b, 0);
     if (size < expected) throw new Error(`${path}: truncated checkpoint: ${size} bytes, the header describes ${expected}`);
+    if (size > expected) {
+      throw new Error(`${path}: ${size - expected} bytes more than the header describes (${expected}): the header does not match the weights, or this is not a legacy llama2.c checkpoint`);
+    }
 
     let offset = HEADER_BYTES;
-    const next = (n: number): Float32Array => {
+    // Tensors carry run.c's names in error messages; a stacked tensor names its layer.
+    const next = (n: number, name: string, rows = 1): Float32Array => {
       const out = new Float32Array(n);
       readSync(fd, new Uint8Array(out.buffer), 0, n * 4, offset);
       offset += n * 4;
+      checkFinite(path, name, out, rows);
       return out;
     };
-    const perLayer = (n: number): Float32Array[] => {
-      const all = next(L * n);
+    const perLayer = (n: number, name: string): Float32Array[] => {
+      const all = next(L * n, name, L);
       return Array.from({ length: L }, (_, l) => all.slice(l * n, (l + 1) * n));
     };
-    const embedding = next(V * dim);
-    const attnNorm = perLayer(dim);
-    const wq = perLayer(dim * dim).map((w) => interleavedToHalves(w, nHeads, hs, dim));
-    const wk = perLayer(kvDim * dim).map((w) => interleavedToHalves(w, nKvHeads, hs, dim));
-    const wv = perLayer(kvDim * dim);
-    const wo = perLayer(dim * dim);
-    const ffnNorm = perLayer(dim);
-    const w1 = perLayer(hiddenDim * dim);
-    const w2 = perLayer(dim * hiddenDim);
-    const w3 = perLayer(hiddenDim * dim);
-    const finalNorm = next(dim);
+    const embedding = next(V * dim, 'token_embedding_table');
+    checkNotAllZero(path, 'token_embedding_table', embedding);
+    const attnNorm = perLayer(dim, 'rms_att_weight');
+    const wq = perLayer(dim * dim, 'wq').map((w) => interleavedToHalves(w, nHeads, hs, dim));
+    const wk = perLayer(kvDim * dim, 'wk').map((w) => interleavedToHalves(w, nKvHeads, hs, dim));
+    const wv = perLayer(kvDim * dim, 'wv');
+    const wo = perLayer(dim * dim, 'wo');
+    const ffnNorm = perLayer(dim, 'rms_ffn_weight');
+    const w1 = perLayer(hiddenDim * dim, 'w1');
+    const w2 = perLayer(dim * hiddenDim, 'w2');
+    const w3 = perLayer(hiddenDim * dim, 'w3');
+    const finalNorm = next(dim, 'rms_final_weight');
+    checkNotAllZero(path, 'rms_final_weight', finalNorm);
     offset += seqLen * hs * 4; // legacy cos/sin tables: RoPE is recomputed exactly
-    const lmHead = config.tieWordEmbeddings ? embedding : next(V * dim);
+    const lmHead = config.tieWordEmbeddings ? embedding : next(V * dim, 'wcls');
+    if (!config.tieWordEmbeddings) checkNotAllZero(path, 'wcls', lmHead);
     const layers: LayerWeights[] = Array.from({ length: L }, (_, l) => ({
       attnNorm: attnNorm[l], wq: wq[l], wk: wk[l], wv: wv[l], wo: wo[l],
       bq: null, bk: null, bv: null, qNorm: null, kNorm: null,
@@ -87,7 +96,7 @@ export function loadLlama2c(path: string): { config: ModelConfig; weights: Model
 }
 
 /** Reorders each head's rows from interleaved pairs (2j, 2j+1) to halves (j, j + hs/2). */
-function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
+export function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
   const out = new Float32Array(w.length);
   const half = hs / 2;
   for (let h = 0; h < heads; h++) {

@@ -1,5 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
+import { f16Table } from '../quant/formats.js';
+import { printable } from '../../tokenizer/tokenizer.js';
 
 /** The floating-point dtypes we load (converted to f32) and write. */
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
@@ -145,7 +147,7 @@ function readHeader(path: string, fd: number): { tensors: Map<string, TensorEntr
   try {
     header = JSON.parse(headerBuf.toString('utf8'));
   } catch (e) {
-    throw new Error(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
+    throw new Error(`${path}: safetensors header is not valid JSON (${printable((e as Error).message)})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new Error(`${path}: safetensors header is not a JSON object`);
 
@@ -241,22 +243,6 @@ export function writeSafetensors(path: string, tensors: Record<string, TensorDat
   } finally {
     closeSync(fd);
   }
-}
-
-let f16Cache: Float32Array | null = null;
-
-/** All 65536 half-precision values as f32, built on first use. */
-function f16Table(): Float32Array {
-  if (f16Cache) return f16Cache;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    if (exp === 0) t[h] = sign * mant * 2 ** -24;
-    else if (exp === 0x1f) t[h] = mant ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
-  }
-  return (f16Cache = t);
 }
 
 /** f32 → IEEE half, round to nearest even (overflow → ±Inf, NaN kept). */
