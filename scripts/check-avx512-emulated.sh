@@ -47,6 +47,7 @@ if command -v objdump >/dev/null; then
   [ "$n" = 0 ] || { echo "the emulation build holds $n AVX-512 instructions" >&2; exit 1; }
 fi
 
+echo "tests: ${tests[*]}"
 status=0
 for isa in avx512 avx512bf16; do
   want="avx512 16 $isa"
