@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadModel } from '../src/model/load.js';
@@ -176,4 +176,12 @@ test('bad input: one-line errors, exit code 2', async () => {
     assert.match(r.stderr, re, argv.join(' '));
     assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
   }
+});
+
+test("the README's table of presses is `kvpress presses --markdown`", async () => {
+  const r = await runCli(['presses', '--markdown']);
+  assert.equal(r.code, 0, r.stderr);
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  assert.ok(readme.includes(r.stdout), 'README.md: replace the table of presses with the output of `kvpress presses --markdown`');
+  assert.equal(r.stdout.split('\n').filter((l) => l.startsWith('| `')).length, presses.list().length + presses.wrappers().length);
 });

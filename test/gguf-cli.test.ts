@@ -72,7 +72,10 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
       if (name.includes('decoding')) Object.assign(options, { compressionInterval: '4', hiddenStatesBufferSize: '8', nSink: '2' });
       const targetSize = name === 'decoding_expected_attention' || name === 'decoding_adakv_expected_attention_e2' || name === 'prefill_decoding_expected_attention';
       if (targetSize) options.targetSize = '12';
-      const press = createPress(name, targetSize ? 0 : 0.5, options);
+      // SimLayerKV decides per layer from its threshold and takes no ratio.
+      const noRatio = targetSize || name === 'sim_layer_kv';
+      if (name === 'sim_layer_kv') Object.assign(options, { lazyThreshold: '0', nRecent: '8', nInitial: '2' });
+      const press = createPress(name, noRatio ? 0 : 0.5, options);
       const { cache } = prefill(m, tokens, { press });
       // Decoding presses compress while tokens are generated.
       for (let i = 0; i < 8; i++) {

@@ -78,8 +78,11 @@ describe('GGUF models against llama.cpp: tokens, logits, greedy', () => {
   for (const name of files) {
     test(name, async () => {
       const fr = ref.files[name], atol = fr.suggested_logit_atol;
-      const m = await loadModel(join(dir, name));
+      // The float64 reference computes with float keys and values: pin the f32 cache (auto would
+      // pick f16 for 16-bit and quantized files).
+      const m = await loadModel(join(dir, name), { kvDtype: 'f32' });
       assert.equal(m.config.architecture, fr.arch);
+      assert.equal((await loadModel(join(dir, name))).kvDtype, name.includes('f32') ? 'f32' : 'f16');
       for (const r of fr.results) {
         assert.deepEqual(m.tokenizer!.encode(ref.prompts[r.prompt_index], { bos: true }), r.prompt_tokens, 'prompt tokens');
         if (r.all_logits) {
@@ -116,7 +119,7 @@ describe('the fast backends agree with llama.cpp too', () => {
       const backend = createBackend({ prefer: name, threads: 1 });
       for (const file of files) {
         const fr = ref.files[file];
-        const m = await loadModel(join(dir, file), { backend });
+        const m = await loadModel(join(dir, file), { backend, kvDtype: 'f32' });
         for (const r of fr.results) {
           const d = maxDiff(m.forward(r.prompt_tokens, m.newCache()), r.last_logits);
           assert.ok(d <= fr.suggested_logit_atol, `${file} prompt ${r.prompt_index}: max |Δlogit| ${d}`);

@@ -294,8 +294,14 @@ test('LagKV: partition scores against the next partition, ranks by default, sink
   assertClose(cross, [1, 0.412521, 0.587479, 0.257182, 0.742818, 1, 1], 1e-5, 'cross');
   const rank = new LagKVPress(0.5, { nSink: 1, lagSize: 2 });
   assertClose(rank.score(ctx)[0], [1, 0, 0.5, 0, 0.5, 1, 1], 1e-12, 'ranks');
-  // n_kept = floor(7·0.6) = 4: sink, tail, then the tie at 0.5 goes to the lower position.
-  assert.deepEqual(keptOf(new LagKVPress(0.4, { nSink: 1, lagSize: 2 }).compress(ctx)), [[0, 2, 5, 6]]);
+  // n_kept = floor(7·0.6) = 4: sink, tail, then the tie at 0.5 goes to the most recent (default)
+  // or to the lower position.
+  assert.deepEqual(keptOf(new LagKVPress(0.4, { nSink: 1, lagSize: 2 }).compress(ctx)), [[0, 4, 5, 6]]);
+  assert.deepEqual(keptOf(new LagKVPress(0.4, { nSink: 1, lagSize: 2, protectedOrder: 'position' }).compress(ctx)), [[0, 2, 5, 6]]);
+  // Budget below sinks + tail (3 protected, n_kept 2): 'recent' keeps the sink then the last token.
+  assert.deepEqual(keptOf(new LagKVPress(0.7, { nSink: 1, lagSize: 2 }).compress(ctx)), [[0, 6]]);
+  assert.deepEqual(keptOf(new LagKVPress(0.7, { nSink: 1, lagSize: 2, protectedOrder: 'position' }).compress(ctx)), [[0, 5]]);
+  assert.throws(() => new LagKVPress(0.5, { protectedOrder: 'last' as never }), /protectedOrder must be "recent" or "position"/);
   assert.deepEqual(keptOf(new LagKVPress(0.4, { nSink: 1, lagSize: 2, crossScoring: true }).compress(ctx)), [[0, 4, 5, 6]]);
   // Shorter than nSink + 2λ: linear ramp, i.e. keep the most recent.
   const short = handContext({ keys: [keys[0].slice(0, 4)] });

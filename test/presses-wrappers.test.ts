@@ -331,3 +331,40 @@ test('BlockPress: equals the plain press for one block or token-independent scor
   }));
   assert.deepEqual(positionsOf(prefill(new BlockPress(new KeyDiffPress(), ratio, B))), expected);
 });
+
+test('the public press API refuses wrong arguments with one-line PressErrors', async () => {
+  const { createPress, AdaKVPress, CriticalKVPress, ComposedPress, DecodingPress, PerLayerCompressionPress, KnormPress, PressError } = await import('../src/presses/index.js');
+  const cases: [() => unknown, RegExp][] = [
+    [() => createPress('knorm', 0.5, null as never), /options must be an object of option → value.*got null/],
+    [() => createPress(null as never), /a press name must be a string, got null/],
+    [() => createPress('knorm', '0.5' as never), /compression ratio must be in \[0, 1\), got the string "0.5"/],
+    [() => createPress('knorm', 0.5, { toString: 1 }), /has no option "toString"/],
+    [() => new AdaKVPress(null as never, 0.5), /the adakv wrapper wraps a scorer press, got null/],
+    [() => new AdaKVPress(null as never), /wraps a scorer press, got null/],
+    [() => new CriticalKVPress(undefined as never, 0.5), /CriticalKVPress wraps a scorer press, got undefined/],
+    [() => new AdaKVPress(new DecodingPress(new KnormPress()) as never, 0.5), /one with score\(ctx\).*got decoding_knorm/],
+    [() => new ComposedPress([null as never]), /ComposedPress \(entry 0\) wraps a press, got null/],
+    [() => new PerLayerCompressionPress(null as never, [0.5]), /PerLayerCompressionPress wraps a press, got null/],
+    [() => new DecodingPress(42 as never), /DecodingPress wraps a press, got number 42/],
+  ];
+  for (const [f, re] of cases) assert.throws(f, (e: Error) => e instanceof PressError && re.test(e.message) && !e.message.includes('\n'), String(re));
+});
+
+test('wrappers compose with any registered scorer by name: chunkkv_, dms_, merging_', async () => {
+  const { createPress, presses: registry, ChunkKVPress, DMSPress, MergingPress, PressError, SnapKVPress, ExpectedAttentionPress } = await import('../src/presses/index.js');
+  const c = createPress('chunkkv_snapkv', 0.5, { chunkLength: 10, windowSize: 8 }) as InstanceType<typeof ChunkKVPress>;
+  assert.ok(c instanceof ChunkKVPress && c.inner instanceof SnapKVPress);
+  assert.equal(c.options.chunkLength, 10);
+  assert.equal((c.inner as InstanceType<typeof SnapKVPress>).windowSize, 8);
+  assert.equal(c.compressionRatio, 0.5);
+  const m = createPress('merging_expected_attention', 0.25, { epsilon: 0.01, mergeFraction: 0.5 }) as InstanceType<typeof MergingPress>;
+  assert.ok(m instanceof MergingPress && m.inner instanceof ExpectedAttentionPress);
+  assert.equal((m.inner as InstanceType<typeof ExpectedAttentionPress>).epsilon, 0.01);
+  assert.ok(createPress('dms_knorm', 0, { threshold: -5 }) instanceof DMSPress);
+  assert.throws(() => createPress('chunkkv_merging_knorm', 0.5), (e: Error) => e instanceof PressError && /unknown press/.test(e.message));
+  assert.throws(() => createPress('dms_knorm', 0), (e: Error) => e instanceof PressError && /finite threshold/.test(e.message));
+  assert.throws(() => createPress('dms_knorm', 0.5, { threshold: 1 }), (e: Error) => e instanceof PressError && /takes no compression ratio/.test(e.message));
+  assert.throws(() => createPress('chunkkv_decoding_expected_attention', 0), (e: Error) => e instanceof PressError && /scorer press/.test(e.message));
+  assert.throws(() => createPress('chunkkv_snapkvv', 0.5), (e: Error) => e instanceof PressError && /unknown press "chunkkv_snapkvv"/.test(e.message));
+  assert.deepEqual(registry.wrappers().map((w) => w.prefix), ['chunkkv', 'dms', 'merging']);
+});

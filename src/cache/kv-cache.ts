@@ -216,6 +216,18 @@ export class LayerCache {
   }
 
   /**
+   * Rewrites the value of entry t of head g (re-encoded in the cache's element type). MergingPress
+   * uses it to fold evicted values into the kept ones.
+   */
+  setValue(g: number, t: number, value: Float32Array): void {
+    if (!(t >= 0 && t < this.lengths[g])) throw new Error(`setValue: head ${g} index ${t} out of range [0, ${this.lengths[g]})`);
+    const E = this.pageEntries;
+    this.save(g);
+    const page = this.writable(g, Math.floor(t / E), t % E);
+    encodeRow(this.pool.fmt, value, 0, page, page.vOff + (t % E) * this.pool.fmt.rowBytes);
+  }
+
+  /**
    * Keys of head g as [length][headDim] float32. A per-head transient, not the cache: decoded into
    * a buffer of the pool that the next headKeys call (any head, any layer, any clone) overwrites;
    * writing into it changes nothing in the cache.

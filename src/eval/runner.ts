@@ -555,9 +555,10 @@ function createPress(name: string, ratio: number, options: Record<string, string
   return registry.create(name, ratio, withSeed);
 }
 
-/** decoding_…, prefill_decoding_…, compression_ratio_decoding_…: presses that act while generating. */
+/** Presses that act while generating, as their registry entry declares (see PressPhase). */
 export function isDecodingName(name: string): boolean {
-  return /(^|_)decoding(_|$)/.test(name);
+  const phase = registry.get(name).phase ?? 'prefill';
+  return phase === 'decoding' || phase === 'both';
 }
 
 function checkPressNames(names: readonly string[]): void {

@@ -120,4 +120,16 @@ export class LayerContext {
     }
     return out;
   }
+
+  /**
+   * [rows][numKvHeads·headDim] keys before RoPE: x·W_kᵀ (+bias) then the per-head k-norm where the
+   * architecture has one (kvpress's `get_prerope_key_states`). Computed on each call.
+   */
+  preRopeKeys(): Float32Array {
+    const c = this.config, w = this.weights, kDim = c.numKvHeads * c.headDim;
+    const k = new Float32Array(this.rows * kDim);
+    linear(this.backend, k, this.hidden, w.wk, this.rows, kDim, c.hiddenSize, w.bk);
+    if (w.kNorm) this.backend.rmsnorm(k, k, w.kNorm, this.rows * c.numKvHeads, c.headDim, c.rmsNormEps);
+    return k;
+  }
 }

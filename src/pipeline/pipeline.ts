@@ -1,8 +1,7 @@
 import type { KVCache } from '../cache/kv-cache.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
-import { DecodingPress, PrefillDecodingPress } from '../presses/decoding.js';
-import type { Press } from '../presses/press.js';
+import { phaseOf, type Press } from '../presses/press.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { promptParts } from './chat-template.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
@@ -185,7 +184,7 @@ export class Pipeline {
     press?.reset?.();
     // A pure decoding press acts only on the question and the answer (kvpress does not attach it
     // to the context prefill); PrefillDecodingPress acts on both.
-    const prefillPress = press && !(press instanceof DecodingPress) ? press : null;
+    const prefillPress = press && phaseOf(press) !== 'decoding' ? press : null;
     const layers = model.config.numLayers;
     let pressMs = 0;
     const hook: Compressor = {
@@ -262,10 +261,9 @@ export class CompressedContext {
     const sampler = new Sampler(model.config.vocabSize, opts.sampling);
     const stop = new Set(tok.stopIds);
     const press = this.decodingPress;
-    // A pure decoding press never saw the prefill; PrefillDecodingPress's decoding part forgot
-    // it at the prefill too, so resetting it gives every answer the same starting state.
-    if (press instanceof PrefillDecodingPress) press.decodingPress?.reset();
-    else press?.reset?.();
+    // Resetting the decoding state (a prefill-and-decoding press's prefill part acts on no answer)
+    // gives every answer the same starting state.
+    press?.reset?.();
     const cache = this.cache.clone();
     const out: number[] = [];
     let questionMs = 0, decodeMs = 0, bytesEnd = 0, allocatedEnd = 0;
@@ -331,5 +329,6 @@ function checkQuestionFits(questionTokens: number, contextEnd: number, window: n
 
 /** Decoding presses compress while answering, so one context cannot serve several questions. */
 export function isDecodingPress(press: Press | null): boolean {
-  return press instanceof DecodingPress || press instanceof PrefillDecodingPress;
+  const phase = phaseOf(press);
+  return phase === 'decoding' || phase === 'both';
 }

@@ -18,7 +18,7 @@ import { ScorerWrapper } from './wrapper.js';
 export class AdaKVPress extends ScorerWrapper {
   readonly alphaSafeguard: number;
 
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, alphaSafeguard = 0.2) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio, alphaSafeguard = 0.2) {
     if (!(alphaSafeguard >= 0 && alphaSafeguard <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alphaSafeguard}`);
     super(inner, 'adakv', compressionRatio);
     this.alphaSafeguard = alphaSafeguard;

@@ -15,7 +15,7 @@ import { ScorerWrapper } from './wrapper.js';
 export class BlockPress extends ScorerWrapper {
   readonly blockSize: number;
 
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, blockSize = 128) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio, blockSize = 128) {
     super(inner, 'block', compressionRatio);
     this.blockSize = checkInt(blockSize, 'blockSize');
   }

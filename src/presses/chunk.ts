@@ -15,7 +15,7 @@ import { ScorerWrapper } from './wrapper.js';
 export class ChunkPress extends ScorerWrapper {
   readonly chunkLength: number;
 
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, chunkLength = 1024) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio, chunkLength = 1024) {
     super(inner, 'chunk', compressionRatio);
     this.chunkLength = checkInt(chunkLength, 'chunkLength');
   }

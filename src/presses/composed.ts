@@ -1,6 +1,6 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { ObservedAttentionPress } from './observed-attention.js';
-import type { KeepIndices, Press } from './press.js';
+import { PressError, requirePress, type KeepIndices, type Press } from './press.js';
 
 /**
  * ComposedPress (kvpress): applies its presses one after the other, each to the cache the previous
@@ -16,7 +16,8 @@ export class ComposedPress implements Press {
   readonly presses: readonly Press[];
 
   constructor(presses: readonly Press[]) {
-    if (presses.length === 0) throw new RangeError('ComposedPress needs at least one press');
+    if (!Array.isArray(presses) || presses.length === 0) throw new PressError('ComposedPress needs a non-empty array of presses');
+    presses.forEach((p, i) => requirePress(p, `ComposedPress (entry ${i})`));
     if (presses.some((p) => p instanceof ObservedAttentionPress)) throw new Error('ComposedPress cannot contain ObservedAttentionPress');
     this.presses = [...presses];
     this.name = `composed(${presses.map((p) => p.name).join(',')})`;

@@ -1,8 +1,8 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { weightRow } from '../model/weights.js';
 import { globalTopK } from './adakv.js';
-import { globalMax, keptCount } from './common.js';
-import type { KeepIndices, Press } from './press.js';
+import { keptCount } from './common.js';
+import { requireScorer, type KeepIndices, type Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
 
@@ -29,8 +29,9 @@ export class CriticalKVPress extends ScorerPress {
   readonly epsilon: number;
   readonly firstStageRatio: number;
 
-  constructor(readonly inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions = {}) {
+  constructor(readonly inner: ScorerPress, compressionRatio = inner?.compressionRatio, opts: CriticalOptions = {}) {
     super(compressionRatio);
+    requireScorer(inner, 'CriticalKVPress');
     this.name = `critical_${inner.name}`;
     this.logScores = inner.logScores;
     [this.epsilon, this.firstStageRatio] = criticalOptions(opts);
@@ -57,9 +58,8 @@ export class CriticalKVPress extends ScorerPress {
     const N = projectedValueNorms(ctx);
     const out = s.map((x, g) => reweight(x, N[g], this.epsilon, this.logScores));
     const first = s.map((x) => topK(x, Math.floor((1 - this.compressionRatio) * x.length * this.firstStageRatio)));
-    const m = globalMax(out);
-    const top = Number.isFinite(m) ? m + Math.max(1, Math.abs(m)) : 1;
-    first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = top)));
+    // The library's marker, finfo(float64).max: above every score, linear or log.
+    first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = Number.MAX_VALUE)));
     return out;
   }
 }
@@ -76,7 +76,7 @@ export class CriticalAdaKVPress extends ScorerWrapper {
   readonly epsilon: number;
   readonly firstStageRatio: number;
 
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio, opts: CriticalOptions & { alphaSafeguard?: number } = {}) {
     const alpha = opts.alphaSafeguard ?? 0.2;
     if (!(alpha >= 0 && alpha <= 1)) throw new RangeError(`alphaSafeguard must be in [0, 1], got ${alpha}`);
     super(inner, 'critical_adakv', compressionRatio);

@@ -1,5 +1,5 @@
 import { LayerContext, type ModelParts } from '../model/layer-context.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { checkRatio, requirePress, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
 
 export interface DecodingOptions {
   /** Decoding forward passes between two compressions (default 512). */
@@ -32,6 +32,7 @@ export interface DecodingOptions {
  * 20-step bisection.
  */
 export class DecodingPress implements Press {
+  readonly phase: PressPhase = 'decoding';
   readonly name: string;
   readonly compressionInterval: number;
   readonly targetSize: number;
@@ -39,6 +40,7 @@ export class DecodingPress implements Press {
   private readonly state = new Map<number, LayerState>();
 
   constructor(readonly basePress: Press, options: DecodingOptions = {}) {
+    requirePress(basePress, 'DecodingPress');
     this.name = `decoding_${basePress.name}`;
     this.compressionInterval = positiveInt(options.compressionInterval ?? 512, 'compressionInterval');
     this.targetSize = positiveInt(options.targetSize ?? 2048, 'targetSize');
@@ -160,6 +162,7 @@ export class CompressionRatioDecodingPress extends DecodingPress {
  * decoding passes; either may be null. Its compressionRatio is the prefill press's.
  */
 export class PrefillDecodingPress implements Press {
+  readonly phase: PressPhase = 'both';
   readonly name: string;
 
   constructor(readonly prefillingPress: Press | null, readonly decodingPress: DecodingPress | null) {

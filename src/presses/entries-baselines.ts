@@ -9,7 +9,7 @@ import { PyramidKVPress } from './pyramidkv.js';
 import { QFilterPress } from './qfilter.js';
 import { RandomPress } from './random.js';
 import type { OptionSpec, OptionValues, PressEntry } from './registry.js';
-import { SnapKVPress } from './snapkv.js';
+import { SnapKVPress, type ProtectedOrder } from './snapkv.js';
 import { StreamingLLMPress } from './streaming-llm.js';
 import { TOVAPress } from './tova.js';
 
@@ -22,11 +22,16 @@ import { TOVAPress } from './tova.js';
 const integer = (def: number, description: string, min = 1): OptionSpec => ({ type: 'integer', default: def, description, min });
 const number = (def: number, description: string, min: number, max?: number): OptionSpec => ({ type: 'number', default: def, description, min, max });
 
+const protectedOrder: OptionSpec = {
+  type: 'string', default: 'recent', values: ['recent', 'position'],
+  description: 'which protected entries survive a budget below what the press protects: recent = the most recent first (sinks first for lagkv), position = lower positions first',
+};
 const snapOptions = {
   windowSize: integer(64, 'recent tokens whose attention scores the rest (always kept)'),
   kernelSize: integer(5, 'width of the average pooling along the sequence (odd)'),
+  protectedOrder,
 };
-const snap = (o: OptionValues) => ({ windowSize: o.windowSize as number, kernelSize: o.kernelSize as number });
+const snap = (o: OptionValues) => ({ windowSize: o.windowSize as number, kernelSize: o.kernelSize as number, protectedOrder: o.protectedOrder as ProtectedOrder });
 const alphaOption = { alphaSafeguard: number(0.2, 'share of its fair budget every head is guaranteed', 0, 1) };
 const criticalOptions = {
   epsilon: number(1e-4, 'added to the inner score before weighting by ‖W_O v‖₁', 0),
@@ -84,8 +89,9 @@ export const baselineEntries: PressEntry[] = [
       nSink: integer(4, 'attention-sink tokens always kept', 0),
       lagSize: integer(128, 'partition length; prompts shorter than nSink + 2·lagSize keep the most recent tokens'),
       crossScoring: { type: 'boolean', default: false, description: 'compare softmax scores across partitions instead of within-partition ranks' },
+      protectedOrder,
     },
-    create: (r, o) => new LagKVPress(r, { nSink: o.nSink as number, lagSize: o.lagSize as number, crossScoring: o.crossScoring as boolean }),
+    create: (r, o) => new LagKVPress(r, { nSink: o.nSink as number, lagSize: o.lagSize as number, crossScoring: o.crossScoring as boolean, protectedOrder: o.protectedOrder as ProtectedOrder }),
   },
   {
     name: 'pyramidkv',

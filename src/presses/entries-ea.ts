@@ -57,31 +57,25 @@ function noRatio(ratio: number): void {
   if (ratio !== 0) throw new Error(`compresses to targetSize entries per head during decoding and takes no compression ratio (got ${ratio}); set --press-option targetSize=N, or use compression_ratio_decoding_expected_attention`);
 }
 
-/** Reports name the registered configuration (e.g. "…_e2"), not the chain of classes it is built from. */
-function named<P extends Press>(press: P, name: string): P {
-  Object.defineProperty(press, 'name', { value: name });
-  return press;
-}
-
 /** The registry entries of Expected Attention and its configurations (snake_case as kvpress's evaluation registry). */
 export const eaEntries: PressEntry[] = [
   {
     name: 'expected_attention',
     description: 'Expected Attention (arXiv 2510.00636): expected softmax attention of future queries modelled as a Gaussian, × value norm',
     options: eaOptions(),
-    create: (r, o) => named(ea(r, o), 'expected_attention'),
+    create: (r, o) => ea(r, o),
   },
   {
     name: 'adakv_expected_attention',
     description: 'AdaKV over Expected Attention: head-adaptive budgets (real per-head eviction)',
     options: { ...eaOptions(), ...alphaOption },
-    create: (r, o) => named(new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number), 'adakv_expected_attention'),
+    create: (r, o) => new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number),
   },
   {
     name: 'adakv_expected_attention_e2',
     description: 'AdaKV over Expected Attention with epsilon 1e-2: the leaderboard configuration',
     options: { ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
-    create: (r, o) => named(new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number), 'adakv_expected_attention_e2'),
+    create: (r, o) => new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number),
   },
   {
     name: 'expected_attention_stats',
@@ -93,51 +87,55 @@ export const eaEntries: PressEntry[] = [
     create: (r, o) => {
       const file = o.stats as string;
       if (!file) throw new Error('needs query statistics: run `kvpress calibrate --input TEXT --output stats.safetensors` and pass --press-option stats=stats.safetensors');
-      return named(new ExpectedAttentionStatsPress(r, file, eaOpts(o)), 'expected_attention_stats');
+      return new ExpectedAttentionStatsPress(r, file, eaOpts(o));
     },
   },
   {
     name: 'critical_expected_attention',
     description: 'CriticalKV over Expected Attention (useVnorm off): two stages, the second weighted by ‖W_O v‖₁',
     options: { ...eaOptions({ useVnorm: false }), ...criticalOptions },
-    create: (r, o) => named(new CriticalKVPress(ea(r, o), r, { epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number }), 'critical_expected_attention'),
+    create: (r, o) => new CriticalKVPress(ea(r, o), r, { epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number }),
   },
   {
     name: 'critical_adakv_expected_attention',
     description: 'CriticalAdaKV over Expected Attention (useVnorm off): head-adaptive budgets and ‖W_O v‖₁ weighting',
     options: { ...eaOptions({ useVnorm: false }), ...criticalOptions, ...alphaOption },
-    create: (r, o) => named(new CriticalAdaKVPress(ea(r, o), r, {
+    create: (r, o) => new CriticalAdaKVPress(ea(r, o), r, {
       epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number, alphaSafeguard: o.alphaSafeguard as number,
-    }), 'critical_adakv_expected_attention'),
+    }),
   },
   {
     name: 'decoding_expected_attention',
+    phase: 'decoding',
     description: 'Expected Attention during generation: every compressionInterval steps, back to targetSize entries per head',
     options: { ...decodingOptions(true), ...eaOptions() },
     create: (r, o) => {
       noRatio(r);
-      return named(new DecodingPress(ea(0, o), decOpts(o)), 'decoding_expected_attention');
+      return new DecodingPress(ea(0, o), decOpts(o));
     },
   },
   {
     name: 'decoding_adakv_expected_attention_e2',
+    phase: 'decoding',
     description: 'AdaKV over Expected Attention (epsilon 1e-2) during generation',
     options: { ...decodingOptions(true), ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
     create: (r, o) => {
       noRatio(r);
-      return named(new DecodingPress(new AdaKVPress(ea(0, o), 0, o.alphaSafeguard as number), decOpts(o)), 'decoding_adakv_expected_attention_e2');
+      return new DecodingPress(new AdaKVPress(ea(0, o), 0, o.alphaSafeguard as number), decOpts(o));
     },
   },
   {
     name: 'prefill_decoding_expected_attention',
+    phase: 'both',
     description: 'Expected Attention at the ratio on the prompt, then during generation as decoding_expected_attention',
     options: { ...decodingOptions(true), ...eaOptions() },
-    create: (r, o) => named(new PrefillDecodingPress(ea(r, o), new DecodingPress(ea(0, o), decOpts(o))), 'prefill_decoding_expected_attention'),
+    create: (r, o) => new PrefillDecodingPress(ea(r, o), new DecodingPress(ea(0, o), decOpts(o))),
   },
   {
     name: 'compression_ratio_decoding_expected_attention',
+    phase: 'decoding',
     description: 'Expected Attention during generation keeping (1 − ratio) of every token seen so far',
     options: { ...decodingOptions(false), ...eaOptions() },
-    create: (r, o) => named(new CompressionRatioDecodingPress(ea(0, o), r, decOpts(o)), 'compression_ratio_decoding_expected_attention'),
+    create: (r, o) => new CompressionRatioDecodingPress(ea(0, o), r, decOpts(o)),
   },
 ];

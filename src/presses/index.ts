@@ -2,6 +2,15 @@ import type { KVCache } from '../cache/kv-cache.js';
 import type { Model } from '../model/model.js';
 import { baselineEntries } from './entries-baselines.js';
 import { eaEntries } from './entries-ea.js';
+import { capEntry } from './cap.js';
+import { chunkKVWrapper } from './chunkkv.js';
+import { dmsWrapper } from './dms.js';
+import { mergingWrapper } from './merging.js';
+import { compactorEntry } from './compactor.js';
+import { curEntry } from './cur.js';
+import { leverageScoreEntry } from './leverage-score.js';
+import { nonCausalAttnEntry } from './non-causal-attn.js';
+import { simLayerKVEntry } from './sim-layer-kv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -25,13 +34,25 @@ export { RandomPress, type RandomOptions } from './random.js';
 export { SnapKVPress, type SnapKVOptions } from './snapkv.js';
 export { StreamingLLMPress, type StreamingLLMOptions } from './streaming-llm.js';
 export { TOVAPress } from './tova.js';
+export { CapPress } from './cap.js';
+export { ChunkKVPress } from './chunkkv.js';
+export { DMSPress } from './dms.js';
+export { MergingPress } from './merging.js';
+export { CompactorPress } from './compactor.js';
+export { CURPress } from './cur.js';
+export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-score.js';
+export { NonCausalAttnPress } from './non-causal-attn.js';
+export { SimLayerKVPress } from './sim-layer-kv.js';
+export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
-export { PressError, checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
-export { PressRegistry, closeMatches, type OptionSpec, type OptionValues, type PressEntry } from './registry.js';
+export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
+export { PressRegistry, closeMatches, type OptionSpec, type OptionValues, type PressEntry, type WrapperEntry } from './registry.js';
 export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, type QueryStats } from './stats-format.js';
 
 /** Every registered press, by its snake_case name (`kvpress presses` lists them). */
-export const presses = new PressRegistry().register(...eaEntries, ...baselineEntries);
+export const presses = new PressRegistry().register(
+  ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
+).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options

@@ -13,7 +13,7 @@ import { ScorerWrapper } from './wrapper.js';
  * Keeps max(1, floor(T(1 − ratio))) entries per head, like kvpress.
  */
 export class KeyRerotationPress extends ScorerWrapper {
-  constructor(inner: ScorerPress, compressionRatio = inner.compressionRatio) {
+  constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio) {
     super(inner, 'key_rerotation', compressionRatio);
   }
 

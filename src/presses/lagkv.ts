@@ -1,6 +1,7 @@
 import type { LayerContext } from '../model/layer-context.js';
 import { checkInt } from './common.js';
-import { ScorerPress } from './scorer.js';
+import { ScorerPress, type TieRank } from './scorer.js';
+import { checkProtectedOrder, type ProtectedOrder } from './snapkv.js';
 
 export interface LagKVOptions {
   /** Attention-sink tokens always kept. */
@@ -9,6 +10,8 @@ export interface LagKVOptions {
   lagSize?: number;
   /** Keep the softmax scores (comparable across partitions) instead of within-partition ranks. */
   crossScoring?: boolean;
+  /** Which protected entries survive a budget smaller than sinks + tail: 'recent' (sinks, then the most recent; default) or lower 'position' first. */
+  protectedOrder?: ProtectedOrder;
 }
 
 /**
@@ -27,12 +30,20 @@ export class LagKVPress extends ScorerPress {
   readonly nSink: number;
   readonly lagSize: number;
   readonly crossScoring: boolean;
+  readonly protectedOrder: ProtectedOrder;
 
   constructor(compressionRatio = 0, opts: LagKVOptions = {}) {
     super(compressionRatio);
     this.nSink = checkInt(opts.nSink ?? 4, 'nSink', 0);
     this.lagSize = checkInt(opts.lagSize ?? 128, 'lagSize');
     this.crossScoring = opts.crossScoring ?? false;
+    this.protectedOrder = checkProtectedOrder(opts.protectedOrder ?? 'recent');
+  }
+
+  /** 'recent': the sinks first, then the most recent entries. */
+  override tieRank(T: number): TieRank | null {
+    const s = this.nSink;
+    return this.protectedOrder === 'recent' ? (i) => (i < s ? i : s + T - 1 - i) : null;
   }
 
   score(ctx: LayerContext): Float64Array[] {

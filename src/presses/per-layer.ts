@@ -1,5 +1,5 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
-import { checkRatio, PressError, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { checkRatio, PressError, requirePress, type KeepIndices, type Press, type ScoreObserver } from './press.js';
 
 /**
  * PerLayerCompression (kvpress's PerLayerCompressionPress): runs `inner` with compressionRatios[ℓ]
@@ -10,6 +10,7 @@ export class PerLayerCompressionPress implements Press {
   readonly compressionRatios: readonly number[];
 
   constructor(readonly inner: Press, compressionRatios: readonly number[]) {
+    requirePress(inner, 'PerLayerCompressionPress');
     if (!Array.isArray(compressionRatios) || compressionRatios.length === 0) throw new RangeError('compressionRatios must be a non-empty list, one ratio per layer');
     compressionRatios.forEach((r, l) => checkRatio(r, `compressionRatios[${l}]`));
     this.name = `per_layer_${inner.name}`;

@@ -6,6 +6,17 @@ export type KeepIndices = Int32Array[];
 /** A mistake in a press request (unknown name or option, bad value, unsuitable model): one line, exit code 2. */
 export class PressError extends Error {}
 
+/**
+ * When a press acts: on the prompt's prefill only (most presses), only while generating (the
+ * decoding presses: kvpress does not attach them to the context prefill), or both.
+ */
+export type PressPhase = 'prefill' | 'decoding' | 'both';
+
+/** A press's phase: its own declaration, 'prefill' when it declares none. */
+export function phaseOf(press: Press | null | undefined): PressPhase | null {
+  return press ? press.phase ?? 'prefill' : null;
+}
+
 /** Receives each layer's scores as a press computes them (the `kvpress scores` command). */
 export interface ScoreObserver {
   /** scores[g][t]: score of entry t of KV head g (log-scores when `log`); higher = keep. */
@@ -17,8 +28,13 @@ export interface ScoreObserver {
  * forward pass calls after each layer's attention (see model/layer-context.ts).
  */
 export interface Press extends Compressor {
-  /** Registry name or class-like label, for reports. */
-  readonly name: string;
+  /**
+   * Registry name or class-like label, for reports. The registry sets it to the registered name
+   * (e.g. "adakv_expected_attention_e2") on the presses it builds.
+   */
+  name: string;
+  /** When it acts (see PressPhase); 'prefill' when absent. */
+  readonly phase?: PressPhase;
   /** Fraction of entries to remove, in [0, 1). Derived for some wrappers. */
   compressionRatio: number;
   /** Optional observer of the scores (scorer presses and wrappers forward it). */
@@ -36,6 +52,27 @@ export interface Press extends Compressor {
 
 /** Throws a one-line error unless 0 ≤ ratio < 1. */
 export function checkRatio(ratio: number, what = 'compressionRatio'): number {
-  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw new RangeError(`${what} must be in [0, 1), got ${ratio}`);
+  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw new RangeError(`${what} must be in [0, 1), got ${typeof ratio === 'string' ? `"${ratio}"` : String(ratio)}`);
   return ratio;
+}
+
+/** Throws a one-line PressError unless `p` is a press (an object with `compress`); returns it. */
+export function requirePress<P extends Press>(p: P | null | undefined, who: string, what = 'press'): P {
+  if (typeof p !== 'object' || p === null || typeof (p as Partial<Press>).compress !== 'function') {
+    throw new PressError(`${who} wraps a ${what}, got ${describe(p)}`);
+  }
+  return p;
+}
+
+/** Throws unless `p` is a scorer press (an object with `score(ctx)`), as kvpress's wrappers require. */
+export function requireScorer<P extends Press & { score: unknown }>(p: P | null | undefined, who: string): P {
+  requirePress(p, who, 'scorer press');
+  if (typeof (p as { score?: unknown }).score !== 'function') throw new PressError(`${who} wraps a scorer press (one with score(ctx), e.g. SnapKVPress), got ${(p as Press).name ?? describe(p)}`);
+  return p as P;
+}
+
+function describe(x: unknown): string {
+  if (x === null) return 'null';
+  if (Array.isArray(x)) return 'an array';
+  return typeof x === 'object' ? 'an object that is not one' : `${typeof x} ${String(x)}`.slice(0, 60);
 }

@@ -44,7 +44,7 @@ export class PyramidKVPress extends SnapKVPress {
     const scores = this.score(ctx);
     this.observer?.onScores(ctx.layer, scores, this.logScores);
     if (this.compressionRatio === 0) return null;
-    return scores.map((s) => topK(s, this.layerBudget(ctx.layer, ctx.config.numLayers, s.length)));
+    return scores.map((s) => topK(s, this.layerBudget(ctx.layer, ctx.config.numLayers, s.length), this.tieRank(s.length)));
   }
 }
 

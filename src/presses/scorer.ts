@@ -29,28 +29,43 @@ export abstract class ScorerPress implements Press {
   /** Scores [kvHeads][T] of the layer's cached entries (T = ctx.cache.lengths[g]); higher = keep. */
   abstract score(ctx: LayerContext): Float64Array[];
 
+  /**
+   * The order among equal scores, for T entries: a rank per entry, lower wins (null: lower
+   * position first). It decides which protected entries survive when the budget is smaller than
+   * what a press protects with one shared top score (SnapKV's window, LagKV's sinks and tail).
+   */
+  tieRank(_T: number): TieRank | null {
+    return null;
+  }
+
   compress(ctx: LayerContext): KeepIndices | null {
     // At ratio 0 nothing is evicted, so scoring is skipped unless someone observes the scores.
     if (!ctx.isPrefill || (this.ratio === 0 && !this.observer)) return null;
     const scores = this.score(ctx);
     this.observer?.onScores(ctx.layer, scores, this.logScores);
     if (this.ratio === 0) return null;
-    return scores.map((s) => topK(s, Math.floor(s.length * (1 - this.ratio))));
+    return scores.map((s) => topK(s, Math.floor(s.length * (1 - this.ratio)), this.tieRank(s.length)));
   }
 }
 
+/** Tie order of entries: rank(i) smaller wins among equal scores. */
+export type TieRank = (i: number) => number;
+
+/** Ties to the most recent entry first. */
+export const recentFirst = (T: number): TieRank => (i) => T - 1 - i;
+
 /**
- * Indices of the k largest scores, ascending. Ties go to the lower index; NaN ranks lowest.
- * O(T log T); T is at most the context length.
+ * Indices of the k largest scores, ascending. Ties go to the lower `rank` (default: the lower
+ * index); NaN ranks lowest. O(T log T); T is at most the context length.
  */
-export function topK(scores: ArrayLike<number>, k: number): Int32Array {
+export function topK(scores: ArrayLike<number>, k: number, rank: TieRank | null = null): Int32Array {
   const n = scores.length;
   if (k >= n) return Int32Array.from({ length: n }, (_, i) => i);
   const order = Int32Array.from({ length: n }, (_, i) => i);
   const key = (i: number) => (Number.isNaN(scores[i]) ? -Infinity : scores[i]);
   order.sort((a, b) => {
     const d = key(b) - key(a);
-    return d > 0 ? 1 : d < 0 ? -1 : a - b;
+    return d > 0 ? 1 : d < 0 ? -1 : rank ? rank(a) - rank(b) || a - b : a - b;
   });
   return order.subarray(0, Math.max(0, k)).sort();
 }

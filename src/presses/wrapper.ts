@@ -1,5 +1,5 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
-import { checkRatio, type KeepIndices, type Press, type ScoreObserver } from './press.js';
+import { checkRatio, requireScorer, type KeepIndices, type Press, type ScoreObserver } from './press.js';
 import { keptCount } from './common.js';
 import { topK, type ScorerPress } from './scorer.js';
 
@@ -15,6 +15,7 @@ export abstract class ScorerWrapper implements Press {
   observer: ScoreObserver | null = null;
 
   constructor(readonly inner: ScorerPress, prefix: string, compressionRatio: number) {
+    requireScorer(inner, `the ${prefix} wrapper`);
     this.name = `${prefix}_${inner.name}`;
     this.compressionRatio = compressionRatio;
   }

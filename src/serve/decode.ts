@@ -95,16 +95,21 @@ export class Generation {
 
     const stream = tok ? new TokenStream(tok) : null;
     this.finishReason = 'length';
-    for (let i = 0; i < steps; i++) {
-      // Sampled before yielding: the logits view is reused by other requests' forward passes.
-      const next = sampler.sample(logits);
-      if (stop.has(next)) {
-        this.finishReason = 'stop';
-        break;
+    try {
+      for (let i = 0; i < steps; i++) {
+        // Sampled before yielding: the logits view is reused by other requests' forward passes.
+        const next = sampler.sample(logits);
+        if (stop.has(next)) {
+          this.finishReason = 'stop';
+          break;
+        }
+        this.tokens.push(next);
+        yield { id: next, text: stream ? stream.push(next) : '' };
+        if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press: timed });
       }
-      this.tokens.push(next);
-      yield { id: next, text: stream ? stream.push(next) : '' };
-      if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press: timed });
+    } finally {
+      // Finished or cancelled: the pages go back to the pool at once instead of waiting for the GC.
+      cache.dispose();
     }
   }
 }

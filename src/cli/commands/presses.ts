@@ -57,22 +57,32 @@ function describeOption(name: string, o: OptionSpec): string {
 export const pressesCommand: Command = {
   name: 'presses',
   summary: 'list every press with its options and defaults',
-  usage: `kvpress presses [--json] [NAME]
+  usage: `kvpress presses [--json | --markdown] [NAME]
 
 Lists every registered press: its name, a one-line description and its options with their
 defaults (set them with --press-option key=value on generate and scores). With NAME, only that
-press. --json prints [{"name", "description", "options": {key: {type, default, description}}}].
+press. --json prints [{"name", "description", "options": {key: {type, default, description}}}];
+--markdown prints the README's tables of presses and wrappers (from the same declarations).
+A wrapper composes with any scorer: its name before the scorer's, e.g. chunkkv_snapkv.
 
 Examples:
   kvpress presses
-  kvpress presses expected_attention`,
-  options: { json: { type: 'boolean' } },
+  kvpress presses expected_attention
+  kvpress presses --markdown`,
+  options: { json: { type: 'boolean' }, markdown: { type: 'boolean' } },
   async run(argv, io) {
     const { values, positionals } = parse(argv, this.options);
     if (positionals.length > 1) throw new UsageError(`expected at most one press name, got ${positionals.length}`);
     const entries = positionals.length ? [presses.get(positionals[0])] : presses.list();
+    if (values.json === true && values.markdown === true) throw new UsageError('give at most one of --json and --markdown');
+    const wrappers = positionals.length ? [] : presses.wrappers();
+    if (values.markdown === true) {
+      io.out(pressTable(entries) + (wrappers.length ? '\n' + wrapperTable(wrappers) : ''));
+      return 0;
+    }
     if (values.json === true) {
       io.out(JSON.stringify(entries.map((e) => ({ name: e.name, description: e.description, options: e.options }))) + '\n');
+      // The wrappers compose with every scorer; `kvpress presses <prefix>_<scorer>` shows one composition.
       return 0;
     }
     const width = Math.max(...entries.map((e) => e.name.length));
@@ -80,6 +90,26 @@ Examples:
       io.out(`${e.name.padEnd(width)}  ${e.description}\n`);
       for (const [k, o] of Object.entries(e.options)) io.out(`    ${describeOption(k, o)}\n`);
     }
+    if (wrappers.length) {
+      io.out(`\nWrappers: put one before any scorer's name (chunkkv_snapkv, dms_knorm, merging_expected_attention);\nthe options of both apply.\n`);
+      const w = Math.max(...wrappers.map((x) => x.prefix.length + 2));
+      for (const x of wrappers) {
+        io.out(`${(x.prefix + '_…').padEnd(w)}  ${x.description}\n`);
+        for (const [k, o] of Object.entries(x.options)) io.out(`    ${describeOption(k, o)}\n`);
+      }
+    }
     return 0;
   },
 };
+
+/** The README's table of presses: name, description, options with their defaults. */
+export function pressTable(entries: readonly { name: string; description: string; options: Record<string, OptionSpec> }[]): string {
+  const rows = entries.map((e) => `| \`${e.name}\` | ${e.description} | ${Object.entries(e.options).map(([k, o]) => `\`${k}=${String(o.default)}\``).join(', ')} |`);
+  return ['| name | what it does | options (defaults) |', '|---|---|---|', ...rows].join('\n') + '\n';
+}
+
+/** The README's table of wrappers (each composes with any scorer as `<prefix>_<scorer>`). */
+export function wrapperTable(wrappers: readonly { prefix: string; description: string; options: Record<string, OptionSpec> }[]): string {
+  const rows = wrappers.map((w) => `| \`${w.prefix}_<scorer>\` | ${w.description} | ${Object.entries(w.options).map(([k, o]) => `\`${k}=${String(o.default)}\``).join(', ')} |`);
+  return ['| wrapper | what it does | options (defaults) |', '|---|---|---|', ...rows].join('\n') + '\n';
+}

@@ -1,0 +1,99 @@
+import type { LayerContext } from '../model/layer-context.js';
+import { avgPool1d, groupMean, requirePrefillCache } from './common.js';
+import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
+import type { PressEntry } from './registry.js';
+import { ScorerPress } from './scorer.js';
+
+export const nonCausalAttnOptions = defineOptions({
+  chunkSize: { type: 'integer', default: 256, min: 1, description: 'tokens per chunk of bidirectional attention' },
+  maskPadding: { type: 'boolean', default: false, description: 'attend only within the last chunk\'s real tokens (false: as the library, which pads it to chunkSize)' },
+});
+
+/**
+ * NonCausalAttn (Chari & Van Durme, "Compactor: Calibrated Query-Agnostic KV Cache Compression
+ * with Approximate Leverage Scores", arXiv 2507.08143; kvpress `NonCausalAttnPress`): the prompt
+ * is cut into chunks of chunkSize tokens and, inside each chunk, every query attends to every key,
+ * future ones included. A key's score is the attention mass it receives from its chunk's queries,
+ * averaged over the KV group, × ‖v‖, average-pooled (width 3), z-scored over every head and token.
+ * As the library (kvpress 0.5.4): logits are q·k without 1/√d, and the last, shorter chunk is
+ * padded to chunkSize with zero queries and keys: every real query also gives the padding keys
+ * logit ≈ 0 (they are not masked), and every padding query spreads a uniform 1/chunkSize over the
+ * chunk, which adds (chunkSize − m)/chunkSize to each of its m real keys. `maskPadding` drops the
+ * padding instead (a deliberate, documented deviation, off by default). Prefill only.
+ */
+export class NonCausalAttnPress extends ScorerPress {
+  readonly name: string = 'non_causal_attn';
+  readonly options: OptionsOf<typeof nonCausalAttnOptions>;
+
+  constructor(compressionRatio = 0, options: Partial<OptionsOf<typeof nonCausalAttnOptions>> = {}) {
+    super(compressionRatio);
+    this.options = resolveOptions(nonCausalAttnOptions, options, 'NonCausalAttnPress');
+  }
+
+  score(ctx: LayerContext): Float64Array[] {
+    const T = requirePrefillCache(ctx, this.name);
+    return zScore(nonCausalScores(ctx, 0, T, this.options.chunkSize, this.options.maskPadding));
+  }
+}
+
+/**
+ * Unnormalised NonCausalAttn scores of the prompt rows [from, to) (chunks start at `from`), per KV
+ * head: column sums of the chunk-wise bidirectional softmax, group-averaged, × ‖v‖, pooled.
+ */
+export function nonCausalScores(ctx: LayerContext, from: number, to: number, chunkSize: number, maskPadding = false): Float64Array[] {
+  const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, qStride = H * hd, n = to - from;
+  const perHead: Float64Array[] = [];
+  const logits = new Float64Array(Math.min(chunkSize, n));
+  for (let h = 0; h < H; h++) {
+    const K = ctx.cache.headKeys(Math.floor(h / G)), mass = new Float64Array(n);
+    for (let a = from; a < to; a += chunkSize) {
+      const b = Math.min(a + chunkSize, to), pad = maskPadding ? 0 : chunkSize - (b - a);
+      // The library's padding keys: logit −1e-9 (its mask value), i.e. not masked.
+      const padLogit = -1e-9;
+      for (let r = a; r < b; r++) {
+        const qo = r * qStride + h * hd;
+        let max = -Infinity;
+        for (let t = a; t < b; t++) {
+          let s = 0;
+          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * K[t * hd + d];
+          logits[t - a] = s;
+          if (s > max) max = s;
+        }
+        if (pad > 0 && padLogit > max) max = padLogit;
+        let sum = pad > 0 ? pad * Math.exp(padLogit - max) : 0;
+        for (let t = a; t < b; t++) sum += logits[t - a] = Math.exp(logits[t - a] - max);
+        for (let t = a; t < b; t++) mass[t - from] += logits[t - a] / sum;
+      }
+      // Each padding query: all-zero logits, uniform over the chunkSize keys.
+      for (let t = a; t < b; t++) mass[t - from] += pad / chunkSize;
+    }
+    perHead.push(mass);
+  }
+  return groupMean(perHead, c.numKvHeads).map((s, g) => {
+    const V = ctx.cache.headValues(g);
+    for (let t = 0; t < n; t++) {
+      let ss = 0;
+      for (let d = 0, o = (from + t) * hd; d < hd; d++) ss += V[o + d] * V[o + d];
+      s[t] *= Math.sqrt(ss);
+    }
+    return avgPool1d(s, 3);
+  });
+}
+
+/** (s − mean)/max(std, 1e-6) over every head and entry together, std unbiased (torch's default). */
+export function zScore(scores: Float64Array[]): Float64Array[] {
+  let n = 0, sum = 0;
+  for (const s of scores) for (const x of s) { sum += x; n++; }
+  const mean = sum / n;
+  let ss = 0;
+  for (const s of scores) for (const x of s) ss += (x - mean) ** 2;
+  const std = Math.max(n > 1 ? Math.sqrt(ss / (n - 1)) : NaN, 1e-6);
+  return scores.map((s) => s.map((x) => (x - mean) / (Number.isNaN(std) ? 1e-6 : std)));
+}
+
+export const nonCausalAttnEntry: PressEntry = {
+  name: 'non_causal_attn',
+  description: "NonCausalAttn: attention each key receives from its chunk's queries, both directions, × ‖v‖ (arXiv 2507.08143; prefill only)",
+  options: nonCausalAttnOptions,
+  create: (r, o) => new NonCausalAttnPress(r, o as OptionsOf<typeof nonCausalAttnOptions>),
+};
