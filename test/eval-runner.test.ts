@@ -283,3 +283,16 @@ test('the SVG escapes labels and draws one path per multi-point series plus the 
   assert.equal((svg.match(/<path d="M[^"]*" fill="none"/g) ?? []).length, 1);
   assert.equal((svg.match(/stroke-dasharray="6 4"/g) ?? []).length, 2); // the baseline and its legend entry
 });
+
+test('RULER on the 512-token model: tasks that cannot fit are skipped, and the report says which', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kvpress-ruler-'));
+  const r = await runCli(['eval', '--dataset', 'ruler', '--press', 'knorm', '--ratios', '0.5', '--limit', '1', '--output', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  // The five tasks whose smallest sample needs more than 512 tokens (557 to 1277 with this tokenizer).
+  const skipped = ['niah_multikey_3', 'niah_multiquery', 'vt', 'cwe', 'fwe'];
+  const report = await writeReport(dir);
+  const text = readFileSync(report.markdown, 'utf8');
+  const notes = text.slice(text.indexOf('## Notes'));
+  assert.ok(text.includes('## Notes'), text);
+  for (const t of skipped) assert.match(notes, new RegExp(`RULER ${t} skipped: context length 512 is too small`));
+});

@@ -10,7 +10,7 @@ import { backendInfo, createBackend } from '../src/backend/index.js';
 import { GgufFile } from '../src/model/loaders/gguf.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import type { Model } from '../src/model/model.js';
-import { f32Bytes, ggufBytes, type GgufSpec, type MetaValue } from './fixtures/gguf-writer.js';
+import { f32Bytes, ggufBytes, type GgufSpec, type MetaValue } from '../src/model/loaders/gguf-writer.js';
 import { mulberry32, tempDir } from './fixtures/tiny-models.js';
 
 const dir = join(packageRoot(), 'test', 'fixtures', 'gguf');

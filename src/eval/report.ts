@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { niceTicks, renderSvg, svgToPng, type Series } from './plot.js';
-import { formatRatio, NO_PRESS, type RunMetrics, type ScoreInfo } from './runner.js';
+import { formatRatio, NO_PRESS, NOTES_FILE, type RunMetrics, type ScoreInfo } from './runner.js';
 
 export const REPORT_FILE = 'report.md';
 
@@ -322,6 +322,9 @@ export async function writeReport(dir: string, outDir: string = dir, opts: { sou
     }
   }
   const markdown = join(outDir, REPORT_FILE);
-  writeFileSync(markdown, renderMarkdown(found, opts.source ?? dir) + '\n');
+  const notesFile = join(dir, NOTES_FILE);
+  const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8').split('\n').filter(Boolean) : [];
+  const body = renderMarkdown(found, opts.source ?? dir) + (notes.length ? `\n\n## Notes\n\n${notes.map((n) => `- ${n}`).join('\n')}` : '');
+  writeFileSync(markdown, body + '\n');
   return { markdown, plots, runs: found.runs.length, incomplete: found.incomplete.length };
 }

@@ -601,14 +601,19 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit >= 1)) throw new EvalError(`--limit must be an integer ≥ 1, got ${opts.limit}`);
   const seed = opts.seed ?? DEFAULT_SEED;
   const optionsByPress = resolvePressOptions(opts.presses, opts.pressOptions ?? []);
+  const output = opts.output ?? 'results';
   const notice = opts.onNotice ?? (() => {});
+  // Notes (skipped tasks and presses) are also kept beside the runs, for the report to show.
+  const note = (line: string): void => {
+    notice(line);
+    recordNote(output, line);
+  };
 
   // Decoding presses compress while generating: the fidelity tasks generate nothing.
   const excluded = fidelity ? opts.presses.filter(isDecodingName) : [];
-  if (excluded.length) notice(`skipping decoding presses on the prefill-only ${ds.label} task: ${excluded.join(', ')}`);
+  if (excluded.length) note(`skipping decoding presses on the prefill-only ${ds.label} task: ${excluded.join(', ')}`);
   const pressNames = opts.presses.filter((p) => !excluded.includes(p));
 
-  const output = opts.output ?? 'results';
   const model = modelName(opts.model);
   const queryAware = opts.queryAware ?? false;
   const kvDtypes = opts.kvDtypes ?? ['f32'];
@@ -641,7 +646,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   for (const p of new Set(todo.map((r) => r.press))) {
     if (p !== NO_PRESS) createPress(p, ratios[0], optionsByPress.get(p)!, seed).validate?.(loaded);
   }
-  const task = makeTask(ds, loaded, opts);
+  const task = makeTask(ds, loaded, { ...opts, onNotice: note });
   mkdirSync(output, { recursive: true });
 
   const start = performance.now();
@@ -679,4 +684,15 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     notice(`run ${k + 1}/${todo.length} ${run.dir} done in ${formatMs(seconds * 1000)}`);
   }
   return summary;
+}
+
+/** File of a results folder that holds its notes, one per line (see writeReport). */
+export const NOTES_FILE = 'notes.txt';
+
+function recordNote(dir: string, line: string): void {
+  const file = join(dir, NOTES_FILE);
+  const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
+  if (lines.includes(line)) return;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, [...lines, line].join('\n') + '\n');
 }

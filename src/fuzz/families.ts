@@ -7,6 +7,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { loadGguf } from '../model/loaders/gguf-model.js';
+import { ggufBytes, type MetaValue } from '../model/loaders/gguf-writer.js';
 import { readHfConfig } from '../model/loaders/hf-config.js';
 import { loadLlama2c } from '../model/loaders/llama2c.js';
 import { readSafetensors, writeSafetensors } from '../model/loaders/safetensors.js';
@@ -110,6 +112,46 @@ function tokenizerJsonSeeds(): Buffer[] {
   return [llama, qwen].map((j) => Buffer.from(JSON.stringify(j)));
 }
 
+/**
+ * A tiny llama GGUF (one layer, width 32) with a SentencePiece vocabulary in its metadata; its
+ * matrices are F32, or Q8_0 blocks (34 bytes per 32 numbers: an f16 scale, then 32 int8).
+ */
+function ggufModel(seed: number, quantized: boolean): Buffer {
+  const D = 32, V = 8, r = mulberry32(seed);
+  const f32 = (n: number) => new Uint8Array(Float32Array.from({ length: n }, () => r() - 0.5).buffer);
+  const q8 = (n: number) => {
+    const b = new Uint8Array((n / 32) * 34);
+    for (let o = 0; o < b.length; o += 34) {
+      b[o + 1] = 0x20; // f16 scale 2^-7
+      for (let i = 2; i < 34; i++) b[o + i] = Math.floor(r() * 256);
+    }
+    return b;
+  };
+  const matrix = (name: string, rows: number) => ({ name, dims: [D, rows], type: quantized ? 8 : 0, data: quantized ? q8(D * rows) : f32(D * rows) });
+  const u = (value: number): MetaValue => ({ type: 'u32', value });
+  const pieces = ['<unk>', '<s>', '</s>', '▁', '▁a', 'a', 'b', '▁b'];
+  return ggufBytes({
+    metadata: [
+      ['general.architecture', { type: 'string', value: 'llama' }],
+      ['llama.embedding_length', u(D)], ['llama.feed_forward_length', u(D)], ['llama.block_count', u(1)],
+      ['llama.attention.head_count', u(2)], ['llama.context_length', u(64)],
+      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+      ['tokenizer.ggml.model', { type: 'string', value: 'llama' }],
+      ['tokenizer.ggml.tokens', { type: 'strings', value: pieces }],
+      ['tokenizer.ggml.scores', { type: 'f32s', value: pieces.map((_, i) => -i) }],
+      ['tokenizer.ggml.token_type', { type: 'i32s', value: pieces.map((_, i) => (i < 3 ? 3 : 1)) }],
+      ['tokenizer.ggml.bos_token_id', u(1)], ['tokenizer.ggml.eos_token_id', u(2)],
+    ],
+    tensors: [
+      { name: 'token_embd.weight', dims: [D, V], type: 0, data: f32(D * V) },
+      { name: 'output_norm.weight', dims: [D], type: 0, data: f32(D) },
+      { name: 'blk.0.attn_norm.weight', dims: [D], type: 0, data: f32(D) },
+      { name: 'blk.0.ffn_norm.weight', dims: [D], type: 0, data: f32(D) },
+      ...['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'].map((t) => matrix(`blk.0.${t}.weight`, D)),
+    ],
+  });
+}
+
 export const FAMILIES: FuzzFamily[] = [
   {
     name: 'llama2c-checkpoint',
@@ -165,6 +207,16 @@ export const FAMILIES: FuzzFamily[] = [
     parse: (path) => {
       const tok = loadHfTokenizer(dirname(path));
       if (tok) exercise(tok);
+    },
+  },
+  {
+    name: 'gguf',
+    file: 'model.gguf',
+    text: false,
+    seeds: () => [ggufModel(5, false), ggufModel(6, true)],
+    parse: (path) => {
+      const { tokenizer } = loadGguf(path);
+      if (tokenizer) exercise(tokenizer);
     },
   },
 ];

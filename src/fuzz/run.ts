@@ -92,7 +92,19 @@ export async function fuzzFamily(family: string, opts: FuzzOptions): Promise<Fam
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { count: { type: 'string' }, seed: { type: 'string' }, family: { type: 'string', multiple: true }, json: { type: 'string' } } });
+  const usage = `usage: npm run fuzz -- [--count N] [--seed S] [--family NAME]... [--json FILE] (families: ${FAMILIES.map((f) => f.name).join(', ')})`;
+  let parsed;
+  try {
+    parsed = parseArgs({ options: { count: { type: 'string' }, seed: { type: 'string' }, family: { type: 'string', multiple: true }, json: { type: 'string' }, help: { type: 'boolean' } } });
+  } catch (e) {
+    console.error(`fuzz: ${(e as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    console.log(usage);
+    return;
+  }
   const count = Number(values.count ?? 20000), seed = Number(values.seed ?? 1);
   if (!Number.isSafeInteger(count) || count < 1 || !Number.isSafeInteger(seed)) {
     console.error(`fuzz: --count must be an integer ≥ 1 and --seed an integer, got ${values.count ?? 20000} and ${values.seed ?? 1}`);

@@ -1,3 +1,4 @@
+import { printable } from '../../tokenizer/tokenizer.js';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { blockFormat, dequantize, ggmlTypeName, type BlockFormat } from '../quant/formats.js';
@@ -46,7 +47,13 @@ const VALUE_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4
 
 const errnoText = (e: unknown) => (e as NodeJS.ErrnoException).code ?? String(e);
 
-class GgufFormatError extends Error {}
+/** A bad header. Names read from the file may hold any bytes: the message shows them escaped and clipped, on one line. */
+class GgufFormatError extends Error {
+  constructor(message: string) {
+    const line = printable(message);
+    super(line.length > 300 ? `${line.slice(0, 300)}…` : line);
+  }
+}
 
 /** Sequential reader over the header, refilled from the file in chunks (never the whole file). */
 class HeaderCursor {
