@@ -82,7 +82,7 @@ function continuationLogits(model: Model, tokens: readonly number[], context: nu
   model.forward(tokens.slice(0, context), cache, { logits: 'none', press });
   const removed = removedShare(cache, context);
   const kvBytesPerToken = cache.bytes() / context;
-  const logits = model.forward(tokens.slice(context, tokens.length - 1), cache, { logits: 'all' });
+  const logits = finiteLogits(model.forward(tokens.slice(context, tokens.length - 1), cache, { logits: 'all' }));
   return { logits, removed, kvBytesPerToken };
 }
 
@@ -208,7 +208,7 @@ function recallPass(model: Model, tokens: readonly number[], context: number, na
   const removed = removedShare(cache, context);
   const kvBytesPerToken = cache.bytes() / context;
   const rest = tokens.slice(context, tokens.length - 1);
-  const logits = model.forward(rest, cache, { logits: 'all' });
+  const logits = finiteLogits(model.forward(rest, cache, { logits: 'all' }));
   const V = model.config.vocabSize;
   const predicted: number[] = [];
   let nll = 0;
@@ -304,4 +304,12 @@ export function summarizeRecall(scores: readonly RecallScore[]): RecallSummary {
     achievedRatio: ratio / n,
     kvBytesPerToken: bytes / n,
   };
+}
+
+/** The scores read logits directly (no sampler): a NaN or infinity would silently become a NaN score. */
+function finiteLogits(logits: Float32Array): Float32Array {
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i] - logits[i] !== 0) throw new Error(`the model produced a non-finite logit (${logits[i]}): its weights or activations overflow float32; check the checkpoint`);
+  }
+  return logits;
 }
