@@ -1,7 +1,7 @@
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import type { GgufFile, GgufValue } from '../model/loaders/gguf.js';
 import { HfTokenizer } from './hf.js';
-import { checkIds, type Tokenizer } from './tokenizer.js';
+import { checkIds, decodePieces, type Tokenizer } from './tokenizer.js';
 
 /** `tokenizer.ggml.token_type` values (llama.cpp's llama_token_type). */
 const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -139,14 +139,7 @@ export class SpmTokenizer implements Tokenizer {
   }
 
   decode(ids: readonly number[]): string {
-    checkIds(ids);
-    const parts: Uint8Array[] = [];
-    let prev = -1;
-    for (const id of ids) {
-      parts.push(this.pieceBytes(prev, id));
-      prev = id;
-    }
-    return new TextDecoder().decode(Buffer.concat(parts));
+    return decodePieces(ids, (prev, id) => this.pieceBytes(prev, id));
   }
 
   decodePiece(prev: number, id: number): string {

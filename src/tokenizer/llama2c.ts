@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { checkIds, checkText, type Tokenizer } from './tokenizer.js';
+import { checkIds, checkText, decodePieces, type Tokenizer } from './tokenizer.js';
 
 const BOS = 1;
 const EOS = 2;
@@ -135,14 +135,7 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   decode(ids: readonly number[]): string {
-    checkIds(ids);
-    const parts: Uint8Array[] = [];
-    let prev = -1;
-    for (const id of ids) {
-      parts.push(this.pieceBytes(prev, id));
-      prev = id;
-    }
-    return new TextDecoder().decode(Buffer.concat(parts));
+    return decodePieces(ids, (prev, id) => this.pieceBytes(prev, id));
   }
 
   decodePiece(prev: number, id: number): string {

@@ -53,3 +53,18 @@ export function checkText(text: unknown): void {
 export function printable(s: string): string {
   return s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
+
+/**
+ * decode() of the byte-piece tokenizers (llama2.c, GGUF SentencePiece): each piece's bytes, which
+ * may depend on the previous id (the dummy-prefix space after BOS), joined and read as UTF-8.
+ */
+export function decodePieces(ids: readonly number[], pieceBytes: (prev: number, id: number) => Uint8Array): string {
+  checkIds(ids);
+  const parts: Uint8Array[] = [];
+  let prev = -1;
+  for (const id of ids) {
+    parts.push(pieceBytes(prev, id));
+    prev = id;
+  }
+  return new TextDecoder().decode(Buffer.concat(parts));
+}
