@@ -95,13 +95,6 @@ export interface AttentionArgs {
   scale: number;
   /** At least max(lengths) floats of scratch space. */
   scratch: Float32Array;
-  /**
-   * Sliding-window attention: a query at position p sees only the entries whose position is
-   * > p − window (its own included). Needs `positions`. Absent: full causal attention.
-   */
-  window?: number;
-  /** Per KV head: [capacity] position of each entry (the cache's); read only with `window`. */
-  positions?: Int32Array[];
 }
 
 /** What a paged attention kernel reads of one layer's cache (a LayerCache is one). */

@@ -114,10 +114,9 @@ export class JsBackend implements Backend {
   }
 
   attention(a: AttentionArgs): void {
-    const { out, q, rows, numHeads, numKvHeads, headDim, keys, values, lengths, scale, scratch, window } = a;
+    const { out, q, rows, numHeads, numKvHeads, headDim, keys, values, lengths, scale, scratch } = a;
     const group = numHeads / numKvHeads;
     const stride = numHeads * headDim;
-    if (window !== undefined && !a.positions) throw new Error('attention: a window needs the entry positions');
     for (let h = 0; h < numHeads; h++) {
       const g = Math.floor(h / group);
       const K = keys[g], V = values[g];
@@ -125,14 +124,8 @@ export class JsBackend implements Backend {
       for (let i = 0; i < rows; i++) {
         const qo = i * stride + h * headDim;
         const visible = len - rows + i + 1;
-        // Entries are in ascending position order, so the window is a suffix of the visible ones.
-        let first = 0;
-        if (window !== undefined) {
-          const P = a.positions![g], oldest = P[visible - 1] - window;
-          while (P[first] <= oldest) first++;
-        }
         let max = -Infinity;
-        for (let t = first; t < visible; t++) {
+        for (let t = 0; t < visible; t++) {
           const ko = t * headDim;
           let s = 0;
           for (let d = 0; d < headDim; d++) s += q[qo + d] * K[ko + d];
@@ -141,14 +134,14 @@ export class JsBackend implements Backend {
           if (s > max) max = s;
         }
         let sum = 0;
-        for (let t = first; t < visible; t++) {
+        for (let t = 0; t < visible; t++) {
           const e = Math.exp(scratch[t] - max);
           scratch[t] = e;
           sum += e;
         }
         const inv = 1 / sum;
         for (let d = 0; d < headDim; d++) out[qo + d] = 0;
-        for (let t = first; t < visible; t++) {
+        for (let t = 0; t < visible; t++) {
           const p = scratch[t] * inv;
           const vo = t * headDim;
           for (let d = 0; d < headDim; d++) out[qo + d] += p * V[vo + d];
