@@ -436,7 +436,8 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
 
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
-//                pageEntries, valuesOffset, pages (KvPage[][]), lengths, queryPositions, window, scale)
+//                pageEntries, valuesOffset, pages (KvPage[][]), lengths, queryPositions, window, scale
+//                [, keyLayouts: per KV head null or Int32Array [dim, block, blockBytes, rowBytes, ...channels]])
 void AttentionPaged(const Napi::CallbackInfo &info) {
   kv_attn_args a;
   a.out = F32(info[0]);
@@ -457,6 +458,23 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   a.window = I32(info[15]);
   a.scale = info[16].As<Napi::Number>().FloatValue();
   const int nkv = a.num_kv_heads;
+  // Channel-pruned heads (ThinK): their key layout, and their pages' positions after narrower keys.
+  static thread_local std::vector<kv_key_layout> layouts;
+  static thread_local std::vector<const kv_key_layout *> layout_heads;
+  a.key_layouts = nullptr;
+  if (info.Length() > 17 && info[17].IsArray()) {
+    Napi::Array kl = info[17].As<Napi::Array>();
+    layouts.assign(nkv, kv_key_layout{});
+    layout_heads.assign(nkv, nullptr);
+    for (int g = 0; g < nkv && g < (int)kl.Length(); g++) {
+      Napi::Value v = kl.Get(g);
+      if (!v.IsTypedArray()) continue;
+      Napi::Int32Array x = v.As<Napi::Int32Array>();
+      layouts[g] = kv_key_layout{x.Data() + 4, (int)x.ElementLength() - 4, x[0], x[1], x[2], x[3]};
+      layout_heads[g] = &layouts[g];
+    }
+    a.key_layouts = layout_heads.data();
+  }
   // Page pointers, read from the pages' own views (no copy of any entry).
   static thread_local std::vector<std::vector<const uint8_t *>> bytes;
   static thread_local std::vector<std::vector<const int32_t *>> pos;
@@ -475,10 +493,11 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
     const uint32_t np = pages.Length();
     bytes[g].resize(np);
     pos[g].resize(np);
+    const size_t head_pos = a.key_layouts && a.key_layouts[g] ? (size_t)a.page_entries * (a.key_layouts[g]->row_bytes + a.row_bytes) : pos_offset;
     for (uint32_t p = 0; p < np; p++) {
       const uint8_t *b = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
       bytes[g][p] = b;
-      pos[g][p] = reinterpret_cast<const int32_t *>(b + pos_offset);
+      pos[g][p] = reinterpret_cast<const int32_t *>(b + head_pos);
     }
     bytes_heads[g] = bytes[g].data();
     pos_heads[g] = pos[g].data();

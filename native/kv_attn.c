@@ -199,25 +199,41 @@ void FN(kv_attn_row)(const kv_attn_args *a, int h, int i, float *s) {
   const size_t qo = (size_t)i * a->num_heads * hd + (size_t)h * hd;
   const float *q = a->q + qo;
   float *o = a->out + qo;
+  /* Channel-pruned keys: the query's kept channels, gathered once, dotted over the stored width. */
+  const kv_key_layout *kl = a->key_layouts ? a->key_layouts[g] : NULL;
+  kv_attn_args ka;
+  const kv_attn_args *k = a;
+  float qc[kl ? kl->dim : 1];
+  if (kl) {
+    ka = *a;
+    ka.head_dim = kl->dim;
+    ka.block = kl->block;
+    ka.block_bytes = kl->block_bytes;
+    ka.row_bytes = kl->row_bytes;
+    for (int j = 0; j < kl->dim; j++) qc[j] = j < kl->n_kept ? q[kl->channels[j]] : 0.0f;
+    k = &ka;
+  }
+  const float *kq = kl ? qc : q;
+  const int khd = k->head_dim;
   int lo = 0;
   if (a->window > 0) {
     const int from = a->query_positions[i] - a->window;
     while (lo < visible && pos[lo / E][lo % E] <= from) lo++;
   }
   /* Page by page, so that finding an entry costs no division. */
-  const size_t rb = (size_t)a->row_bytes, vo = a->values_offset;
+  const size_t rb = (size_t)a->row_bytes, krb = (size_t)k->row_bytes, vo = kl ? (size_t)E * krb : a->values_offset;
   float mx = -INFINITY;
   for (int t = lo; t < visible;) {
     const uint8_t *page = pages[t / E];
     const int end = (t / E + 1) * E < visible ? (t / E + 1) * E : visible;
-    size_t at = (size_t)(t % E) * rb;
-    if (a->dtype <= KV_BF16 && hd % 8 == 0) {
+    size_t at = (size_t)(t % E) * krb;
+    if (a->dtype <= KV_BF16 && khd % 8 == 0) {
       /* Four keys at a time: four independent accumulator chains, one horizontal sum each. */
-      for (; t + 4 <= end; t += 4, at += 4 * rb) {
+      for (; t + 4 <= end; t += 4, at += 4 * krb) {
         v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        const uint8_t *k0 = page + at, *k1 = k0 + rb, *k2 = k1 + rb, *k3 = k2 + rb;
-        for (int d = 0; d < hd; d += 8) {
-          const v8 x = ld_f32(q + d);
+        const uint8_t *k0 = page + at, *k1 = k0 + krb, *k2 = k1 + krb, *k3 = k2 + krb;
+        for (int d = 0; d < khd; d += 8) {
+          const v8 x = ld_f32(kq + d);
           if (a->dtype == KV_F32) {
             c0 += x * ld_f32(k0 + 4 * d); c1 += x * ld_f32(k1 + 4 * d); c2 += x * ld_f32(k2 + 4 * d); c3 += x * ld_f32(k3 + 4 * d);
           } else if (a->dtype == KV_F16) {
@@ -233,8 +249,8 @@ void FN(kv_attn_row)(const kv_attn_args *a, int h, int i, float *s) {
         }
       }
     }
-    for (; t < end; t++, at += rb) {
-      const float z = row_dot(a, page, at, q) * a->scale;
+    for (; t < end; t++, at += krb) {
+      const float z = row_dot(k, page, at, kq) * a->scale;
       s[t] = z;
       if (z > mx) mx = z;
     }

@@ -10,6 +10,13 @@ extern "C" {
 
 enum { KV_F32 = 0, KV_F16 = 1, KV_BF16 = 2, KV_Q8_0 = 3, KV_Q4_0 = 4 };
 
+/* The keys of a KV head whose key channels a press pruned (ThinK): each entry stores `dim` numbers,
+ * the n_kept kept channels then zero pads, as `dtype` rows of row_bytes; values keep head_dim. */
+typedef struct {
+  const int32_t *channels; /* [n_kept]: the query channel each stored number pairs with */
+  int n_kept, dim, block, block_bytes, row_bytes;
+} kv_key_layout;
+
 typedef struct {
   float *out;
   const float *q;
@@ -22,6 +29,7 @@ typedef struct {
   const int32_t *query_positions;       /* [rows] */
   int window;                           /* 0: none; else a query at p sees positions > p − window */
   float scale;
+  const kv_key_layout *const *key_layouts; /* per KV head: NULL (all head_dim channels) or its pruned keys; NULL: none pruned */
 } kv_attn_args;
 
 void kv_attn_row_base(const kv_attn_args *a, int h, int i, float *s);

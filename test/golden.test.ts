@@ -16,6 +16,8 @@ import { CompactorPress } from '../src/presses/compactor.js';
 import { CURPress } from '../src/presses/cur.js';
 import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.js';
 import { NonCausalAttnPress } from '../src/presses/non-causal-attn.js';
+import { ComposedPress } from '../src/presses/composed.js';
+import { ThinKPress } from '../src/presses/think.js';
 import { golden, scoreError, sameSet, topKViolation, type GoldenEntry, type GoldenPrompt, type GoldenTie, type Tolerance } from './helpers/golden.js';
 
 // Every configuration of NVIDIA kvpress's golden outputs (see test/helpers/golden.ts) that this
@@ -319,6 +321,56 @@ test('golden: SimLayerKVPress lazy scores and kept positions', async () => {
     }
   }
 });
+
+// ThinK prunes key channels: the channel scores, the pruned channels read back from the cache
+// (tie-aware), the cache checksums, and with SnapKV first the kept positions too. The engine keeps
+// q/k channels in HF's halves order (the loaders permute llama2.c's interleaved pairs), the files'.
+for (const [config, ratio, snap] of [
+  ['ThinKPress(key_channel_compression_ratio=0.5)', 0.5, false],
+  ['ThinKPress(key_channel_compression_ratio=0.75)', 0.75, false],
+  ['ComposedPress([SnapKVPress(0.5),ThinKPress(0.5)])', 0.5, true],
+] as const) {
+  test(`golden: ${config}`, async () => {
+    const m = await model(), hd = m.config.headDim;
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], think = new ThinKPress({ keyChannelCompressionRatio: ratio });
+      const channelScores: Float64Array[][] = [];
+      const probe: Press = { name: 'think', compressionRatio: think.compressionRatio, compress: (ctx) => { channelScores[ctx.layer] = think.channelScores(ctx); return think.compress(ctx); } };
+      const press = snap ? new ComposedPress([new SnapKVPress(0.5), probe]) : probe;
+      if (e.skipped) {
+        assert.throws(() => prefill(m, prompt.token_ids, { press, logits: 'none' }), /window/, `${pid}: kvpress refused (${e.error})`);
+        continue;
+      }
+      const { cache } = prefill(m, prompt.token_ids, { press, logits: 'none' });
+      assert.equal(snap ? press.compressionRatio : think.compressionRatio, e.compression_ratio, `${pid}: ratio`);
+      e.layers!.forEach((l, li) => {
+        const lc = cache.layers[li];
+        for (let g = 0; g < m.config.numKvHeads; g++) {
+          const ref = l.channel_scores[g] as number[];
+          const { worst, at } = scoreError(channelScores[li][g], ref, F32);
+          assert.ok(worst <= 1, `${pid} L${li} h${g} channel ${at}: ${channelScores[li][g][at]} vs ${ref[at]}`);
+          const kept = lc.keyChannels[g];
+          assert.ok(kept, `${pid} L${li} h${g}: no channel pruned`);
+          const pruned = Array.from({ length: hd }, (_, d) => d).filter((d) => !kept.includes(d));
+          assert.equal(pruned.length, l.n_pruned_channels);
+          const tie = (l.channel_ties as GoldenTie[]).find((t) => t.head === g);
+          if (!tie) assert.deepEqual(pruned, l.pruned_channels[g], `${pid} L${li} h${g}: pruned channels`);
+          else assert.equal(topKViolation(kept, ref, F32), null, `${pid} L${li} h${g}: kept channels are not a top-k`);
+          if (snap) {
+            assert.ok(sameSet(lc.headPositions(g), l.kept[g]) || (l.ties as unknown[]).length > 0, `${pid} L${li} h${g}: kept positions`);
+            assert.equal(lc.lengths[g], l.n_kept);
+          }
+          if (tie || (snap && (l.ties as unknown[]).length)) continue;
+          const sums = (x: Float32Array) => { let a = 0, b = 0; for (const v of x) { a += v; b += v * v; } return [a, b]; };
+          for (const [kv, x] of [['keys', lc.headKeys(g)], ['values', lc.headValues(g)]] as const) {
+            const [sum, sq] = l.cache_checksum[kv][g] as number[], [a, b] = sums(x);
+            assert.ok(Math.abs(a - sum) <= 1e-4 * sq + 1e-6 && Math.abs(b - sq) <= 1e-4 * sq, `${pid} L${li} h${g} ${kv} checksum [${a}, ${b}] vs [${sum}, ${sq}]`);
+          }
+        }
+      });
+    }
+  });
+}
 
 test('golden: tally', () => {
   console.log(`golden kept sets: ${tally.exact} equal, ${tally.nearTie} equal up to ties`);

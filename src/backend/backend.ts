@@ -105,6 +105,11 @@ export interface PagedKv {
   readonly pages: readonly (readonly KvPage[])[];
   /** Per KV head: number of valid entries (including the `rows` new ones, last). */
   readonly lengths: Int32Array;
+  /**
+   * Per KV head: the key channels its pages store (ascending; the pages' keyFmt), or null for all
+   * headDim. Absent: every head stores all channels.
+   */
+  readonly keyChannels?: readonly (Int32Array | null)[];
 }
 
 /** AttentionArgs over a paged cache (same causal rule), with an optional sliding window. */

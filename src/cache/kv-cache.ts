@@ -12,7 +12,8 @@ export const DEFAULT_MAX_IDLE_PAGES = 16;
 
 /**
  * One page: `entries` keys then `entries` values of one KV head, in the cache's element type,
- * then the entries' positions (Int32). Pages are shared between clones (copy-on-write): `refs`
+ * then the entries' positions (Int32). Keys are `keyFmt` rows: headDim numbers, or only the kept
+ * channels of a head whose key channels a press pruned (see LayerCache.pruneKeyChannels). Pages are shared between clones (copy-on-write): `refs`
  * counts the heads holding it and `used` is the highest slot any of them ever wrote plus one, so
  * a holder may append in place past `used` but must copy the page before rewriting a lower slot.
  */
@@ -28,15 +29,15 @@ export class KvPage implements RowViews {
   refs = 1;
   used = 0;
 
-  constructor(readonly fmt: KvFormat, readonly entries: number) {
-    const kv = 2 * entries * fmt.rowBytes;
+  constructor(readonly fmt: KvFormat, readonly entries: number, readonly keyFmt: KvFormat = fmt) {
+    const kv = entries * (keyFmt.rowBytes + fmt.rowBytes);
     const buf = new ArrayBuffer(kv + 4 * entries);
     this.u8 = new Uint8Array(buf, 0, kv);
     this.u16 = new Uint16Array(buf, 0, kv >>> 1);
     this.i8 = new Int8Array(buf, 0, kv);
     this.f32 = new Float32Array(buf, 0, kv >>> 2);
     this.pos = new Int32Array(buf, kv, entries);
-    this.vOff = entries * fmt.rowBytes;
+    this.vOff = entries * keyFmt.rowBytes;
   }
 
   get byteLength(): number {
@@ -63,16 +64,32 @@ export class PagePool {
   readonly pageBytes: number;
   private readonly idle: KvPage[] = [];
   private scratch = { keys: new Float32Array(0), values: new Float32Array(0), positions: new Int32Array(0) };
+  /** Format of the keys of this pool's pages: fmt, or fewer numbers for channel-pruned heads. */
+  readonly keyFmt: KvFormat;
+  /** Pools of pages with narrower keys (heads with pruned key channels), by stored key width. */
+  private readonly narrower = new Map<number, PagePool>();
 
-  constructor(headDim: number, readonly dtype: KvDtype, readonly pageEntries: number, readonly maxIdle: number) {
+  constructor(headDim: number, readonly dtype: KvDtype, readonly pageEntries: number, readonly maxIdle: number, keyDim = headDim) {
     if (!Number.isInteger(pageEntries) || pageEntries < 1 || pageEntries > 1 << 16) throw new Error(`KV cache: pageEntries must be an integer in [1, 65536], got ${pageEntries}`);
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new Error(`KV cache: maxIdlePages must be an integer ≥ 0, got ${maxIdle}`);
     this.fmt = kvFormat(dtype, headDim);
-    this.pageBytes = 2 * pageEntries * this.fmt.rowBytes + 4 * pageEntries;
+    this.keyFmt = keyDim === headDim ? this.fmt : kvFormat(dtype, keyDim);
+    this.pageBytes = pageEntries * (this.keyFmt.rowBytes + this.fmt.rowBytes) + 4 * pageEntries;
+  }
+
+  /**
+   * The pool of pages whose keys hold `keyDim` numbers (values keep headDim), shared by every
+   * layer and clone of the cache; this pool itself for headDim.
+   */
+  keyPool(keyDim: number): PagePool {
+    if (keyDim === this.keyFmt.headDim) return this;
+    let p = this.narrower.get(keyDim);
+    if (!p) this.narrower.set(keyDim, (p = new PagePool(this.fmt.headDim, this.dtype, this.pageEntries, this.maxIdle, keyDim)));
+    return p;
   }
 
   take(): KvPage {
-    const p = this.idle.pop() ?? new KvPage(this.fmt, this.pageEntries);
+    const p = this.idle.pop() ?? new KvPage(this.fmt, this.pageEntries, this.keyFmt);
     p.refs = 1;
     p.used = 0;
     return p;
@@ -80,17 +97,21 @@ export class PagePool {
 
   /** One holder lets go of `p`; the last one returns it to the pool. */
   release(p: KvPage): void {
+    if (p.keyFmt.headDim !== this.keyFmt.headDim) return this.keyPool(p.keyFmt.headDim).release(p);
     if (--p.refs > 0) return;
     if (this.idle.length < this.maxIdle) this.idle.push(p);
   }
 
   get idleBytes(): number {
-    return this.idle.length * this.pageBytes;
+    let n = this.idle.length * this.pageBytes;
+    for (const p of this.narrower.values()) n += p.idleBytes;
+    return n;
   }
 
   /** Drops idle pages beyond `keep`. */
   trim(keep = 0): void {
     if (this.idle.length > keep) this.idle.length = keep;
+    for (const p of this.narrower.values()) p.trim(keep);
   }
 
   /** A reusable float buffer of n numbers for the accessors (see LayerCache.headKeys). */
@@ -116,13 +137,27 @@ export class LayerCache {
   readonly pages: KvPage[][];
   /** Per KV head: number of valid entries. */
   readonly lengths: Int32Array;
+  /**
+   * Per KV head: the key channels its pages store, ascending, or null for all headDim (see
+   * pruneKeyChannels). Read by the attention kernels, which dot the query's kept channels only.
+   */
+  readonly keyChannels: (Int32Array | null)[];
   /** Per KV head, while a forward pass runs: the head as it was before its first rewrite. */
-  private saved: ({ pages: KvPage[]; length: number } | null)[] | null = null;
+  private saved: ({ pages: KvPage[]; length: number; channels: Int32Array | null } | null)[] | null = null;
   private marks: Int32Array | null = null;
+  /** One key's kept channels, gathered for encoding or decoded before scattering. */
+  private keyRow = new Float32Array(0);
 
   constructor(readonly pool: PagePool, readonly numKvHeads: number) {
     this.pages = Array.from({ length: numKvHeads }, () => []);
     this.lengths = new Int32Array(numKvHeads);
+    this.keyChannels = Array.from({ length: numKvHeads }, () => null);
+  }
+
+  /** The pool of head g's pages: the cache's, or the one of its narrower keys. */
+  keyPool(g: number): PagePool {
+    const ch = this.keyChannels[g];
+    return ch ? this.pool.keyPool(storedKeyDim(ch.length)) : this.pool;
   }
 
   get headDim(): number {
@@ -145,10 +180,12 @@ export class LayerCache {
     const hd = this.headDim, stride = this.numKvHeads * hd, E = this.pageEntries, f = this.pool.fmt;
     for (let g = 0; g < this.numKvHeads; g++) {
       let n = this.lengths[g];
+      const ch = this.keyChannels[g];
       for (let r = 0; r < rows; r++, n++) {
         const slot = n % E;
         const page = slot === 0 && n / E === this.pages[g].length ? this.newPage(g) : this.writable(g, Math.floor(n / E), slot);
-        encodeRow(f, k, r * stride + g * hd, page, slot * f.rowBytes);
+        if (ch) encodeRow(page.keyFmt, this.gatherKey(ch, k, r * stride + g * hd), 0, page, slot * page.keyFmt.rowBytes);
+        else encodeRow(f, k, r * stride + g * hd, page, slot * f.rowBytes);
         encodeRow(f, v, r * stride + g * hd, page, page.vOff + slot * f.rowBytes);
         page.pos[slot] = positions[r];
         if (slot >= page.used) page.used = slot + 1;
@@ -183,7 +220,7 @@ export class LayerCache {
    */
   keep(indices: readonly ArrayLike<number>[]): void {
     const sorted = this.checkKeep(indices);
-    const E = this.pageEntries, rb = this.pool.fmt.rowBytes;
+    const E = this.pageEntries;
     for (let g = 0; g < this.numKvHeads; g++) {
       const idx = sorted[g], n = idx.length;
       this.save(g);
@@ -192,7 +229,7 @@ export class LayerCache {
         if (t === i) continue;
         const src = this.pages[g][Math.floor(t / E)], ss = t % E;
         const dst = this.writable(g, Math.floor(i / E), i % E), ds = i % E;
-        copyRow(src, ss, dst, ds, rb);
+        copyRow(src, ss, dst, ds);
       }
       this.shrink(g, n);
     }
@@ -214,10 +251,17 @@ export class LayerCache {
    */
   setEntry(g: number, t: number, key: Float32Array, position: number): void {
     if (!(t >= 0 && t < this.lengths[g])) throw new Error(`setEntry: head ${g} index ${t} out of range [0, ${this.lengths[g]})`);
-    const E = this.pageEntries;
+    const E = this.pageEntries, ch = this.keyChannels[g];
+    if (ch) {
+      for (let d = 0, j = 0; d < this.headDim; d++) {
+        if (j < ch.length && ch[j] === d) j++;
+        else if (key[d] !== 0) throw new Error(`setEntry: head ${g} stores only key channels ${Array.from(ch).join(',')}, the new key has ${key[d]} in channel ${d}`);
+      }
+    }
     this.save(g);
     const page = this.writable(g, Math.floor(t / E), t % E);
-    encodeRow(this.pool.fmt, key, 0, page, (t % E) * this.pool.fmt.rowBytes);
+    if (ch) encodeRow(page.keyFmt, this.gatherKey(ch, key, 0), 0, page, (t % E) * page.keyFmt.rowBytes);
+    else encodeRow(this.pool.fmt, key, 0, page, (t % E) * this.pool.fmt.rowBytes);
     page.pos[t % E] = position;
   }
 
@@ -262,15 +306,51 @@ export class LayerCache {
   /** Bytes of the valid keys and values in the cache's element type. */
   bytes(): number {
     let n = 0;
-    for (let g = 0; g < this.numKvHeads; g++) n += this.lengths[g];
-    return n * 2 * this.pool.fmt.rowBytes;
+    for (let g = 0; g < this.numKvHeads; g++) n += this.lengths[g] * (this.keyPool(g).keyFmt.rowBytes + this.pool.fmt.rowBytes);
+    return n;
   }
 
   /** Bytes of the pages this layer holds (keys, values and positions of every slot, valid or not). */
   allocatedBytes(): number {
     let n = 0;
-    for (let g = 0; g < this.numKvHeads; g++) n += this.pages[g].length;
-    return n * this.pool.pageBytes;
+    for (let g = 0; g < this.numKvHeads; g++) n += this.pages[g].length * this.keyPool(g).pageBytes;
+    return n;
+  }
+
+  /**
+   * Keeps only the key channels `channels` of head g (ascending distinct indices into headDim,
+   * ThinK's kept channels): the head's keys move to pages that store just those numbers (rounded
+   * up to an even count, the pad stored as 0) and its old pages are released, so its key bytes
+   * really shrink. The pruned channels read back as 0 (headKeys), the attention kernels dot only
+   * the kept ones, and keys appended later store the same channels. Quantized keys are quantized
+   * again over the kept channels (one more rounding). Undone by rollback like any rewrite.
+   */
+  pruneKeyChannels(g: number, channels: ArrayLike<number>): void {
+    const hd = this.headDim, old = this.keyChannels[g], n = this.lengths[g], E = this.pageEntries;
+    if (!(g >= 0 && g < this.numKvHeads && Number.isInteger(g))) throw new Error(`pruneKeyChannels: head ${g} is not in [0, ${this.numKvHeads})`);
+    const ch = Int32Array.from(channels);
+    if (ch.length === 0) throw new Error(`pruneKeyChannels: head ${g} must keep at least one channel`);
+    for (let j = 0; j < ch.length; j++) {
+      if (!(Number.isInteger(channels[j]) && ch[j] >= 0 && ch[j] < hd) || (j > 0 && ch[j] <= ch[j - 1])) throw new Error(`pruneKeyChannels: head ${g} channels must be ascending distinct integers in [0, ${hd}), got ${Array.from(channels).join(',')}`);
+      if (old && !old.includes(ch[j])) throw new Error(`pruneKeyChannels: head ${g} channel ${ch[j]} was pruned already`);
+    }
+    if (ch.length === (old?.length ?? hd)) return;
+    const keys = Float32Array.from(this.decode(g, 'keys'));
+    this.save(g);
+    const before = this.pages[g];
+    this.keyChannels[g] = ch;
+    const pool = this.keyPool(g), kf = pool.keyFmt, vrb = this.pool.fmt.rowBytes, fresh: KvPage[] = [];
+    for (let t = 0; t < n; t++) {
+      const src = before[Math.floor(t / E)], slot = t % E;
+      if (slot === 0) fresh.push(pool.take());
+      const dst = fresh[fresh.length - 1];
+      encodeRow(kf, this.gatherKey(ch, keys, t * hd), 0, dst, slot * kf.rowBytes);
+      dst.u8.set(src.u8.subarray(src.vOff + slot * vrb, src.vOff + (slot + 1) * vrb), dst.vOff + slot * vrb);
+      dst.pos[slot] = src.pos[slot];
+      dst.used = slot + 1;
+    }
+    this.pages[g] = fresh;
+    for (const p of before) this.pool.release(p);
   }
 
   /** A copy sharing every page (copy-on-write): O(pages), no entry is copied. */
@@ -280,6 +360,7 @@ export class LayerCache {
       for (const p of this.pages[g]) p.refs++;
       c.pages[g].push(...this.pages[g]);
       c.lengths[g] = this.lengths[g];
+      c.keyChannels[g] = this.keyChannels[g];
     }
     return c;
   }
@@ -290,13 +371,14 @@ export class LayerCache {
    */
   subset(rows: Int32Array): LayerCache {
     const pool = new PagePool(this.headDim, this.dtype, this.pageEntries, 0);
-    const c = new LayerCache(pool, this.numKvHeads), E = this.pageEntries, rb = this.pool.fmt.rowBytes;
+    const c = new LayerCache(pool, this.numKvHeads), E = this.pageEntries;
     for (let g = 0; g < this.numKvHeads; g++) {
+      c.keyChannels[g] = this.keyChannels[g];
       for (let i = 0; i < rows.length; i++) {
         const t = rows[i];
         if (!(t >= 0 && t < this.lengths[g])) throw new Error(`subset: head ${g} index ${t} out of range [0, ${this.lengths[g]})`);
         const dst = i % E === 0 ? c.newPage(g) : c.pages[g][c.pages[g].length - 1];
-        copyRow(this.pages[g][Math.floor(t / E)], t % E, dst, i % E, rb);
+        copyRow(this.pages[g][Math.floor(t / E)], t % E, dst, i % E);
         dst.used = (i % E) + 1;
       }
       c.lengths[g] = rows.length;
@@ -326,6 +408,7 @@ export class LayerCache {
         for (const p of this.pages[g]) this.pool.release(p);
         this.pages[g] = s.pages;
         this.lengths[g] = s.length;
+        this.keyChannels[g] = s.channels;
       }
       this.shrink(g, Math.min(this.lengths[g], this.marks[g]));
     }
@@ -353,15 +436,37 @@ export class LayerCache {
   }
 
   private decodeInto(g: number, kind: 'keys' | 'values', out: Float32Array): void {
-    const n = this.lengths[g], hd = this.headDim, E = this.pageEntries, f = this.pool.fmt;
+    const n = this.lengths[g], hd = this.headDim, E = this.pageEntries, f = this.pool.fmt, ch = this.keyChannels[g];
+    if (kind === 'keys' && ch) {
+      const kf = this.keyPool(g).keyFmt, row = this.keyBuffer(kf.headDim);
+      out.fill(0, 0, n * hd);
+      for (let t = 0; t < n; t++) {
+        decodeRow(kf, this.pages[g][Math.floor(t / E)], (t % E) * kf.rowBytes, row, 0);
+        for (let j = 0; j < ch.length; j++) out[t * hd + ch[j]] = row[j];
+      }
+      return;
+    }
     for (let t = 0; t < n; t++) {
       const p = this.pages[g][Math.floor(t / E)], at = (t % E) * f.rowBytes + (kind === 'values' ? p.vOff : 0);
       decodeRow(f, p, at, out, t * hd);
     }
   }
 
+  /** The kept channels `ch` of the key at src[so …), into the row buffer (pad 0). */
+  private gatherKey(ch: Int32Array, src: Float32Array, so: number): Float32Array {
+    const row = this.keyBuffer(storedKeyDim(ch.length));
+    for (let j = 0; j < ch.length; j++) row[j] = src[so + ch[j]];
+    row.fill(0, ch.length);
+    return row;
+  }
+
+  private keyBuffer(n: number): Float32Array {
+    if (this.keyRow.length !== n) this.keyRow = new Float32Array(n);
+    return this.keyRow;
+  }
+
   private newPage(g: number): KvPage {
-    const p = this.pool.take();
+    const p = this.keyPool(g).take();
     this.pages[g].push(p);
     return p;
   }
@@ -370,7 +475,7 @@ export class LayerCache {
   private writable(g: number, i: number, slot: number): KvPage {
     const p = this.pages[g][i];
     if (p.refs === 1 || slot >= p.used) return p;
-    const q = this.pool.take();
+    const q = this.keyPool(g).take();
     q.u8.set(p.u8);
     q.pos.set(p.pos);
     q.used = p.used;
@@ -390,14 +495,21 @@ export class LayerCache {
   private save(g: number): void {
     if (!this.saved || this.saved[g]) return;
     for (const p of this.pages[g]) p.refs++;
-    this.saved[g] = { pages: [...this.pages[g]], length: this.lengths[g] };
+    this.saved[g] = { pages: [...this.pages[g]], length: this.lengths[g], channels: this.keyChannels[g] };
   }
 }
 
-function copyRow(src: KvPage, ss: number, dst: KvPage, ds: number, rb: number): void {
-  dst.u8.set(src.u8.subarray(ss * rb, (ss + 1) * rb), ds * rb);
-  dst.u8.set(src.u8.subarray(src.vOff + ss * rb, src.vOff + (ss + 1) * rb), dst.vOff + ds * rb);
+/** Copies an entry between two pages of the same formats. */
+function copyRow(src: KvPage, ss: number, dst: KvPage, ds: number): void {
+  const kb = src.keyFmt.rowBytes, vb = src.fmt.rowBytes;
+  dst.u8.set(src.u8.subarray(ss * kb, (ss + 1) * kb), ds * kb);
+  dst.u8.set(src.u8.subarray(src.vOff + ss * vb, src.vOff + (ss + 1) * vb), dst.vOff + ds * vb);
   dst.pos[ds] = src.pos[ss];
+}
+
+/** Numbers a key row of `kept` channels stores: rounded up to even (the formats' row unit). */
+export function storedKeyDim(kept: number): number {
+  return kept + (kept & 1);
 }
 
 /** The whole model's cache, plus the position the next token will take. */

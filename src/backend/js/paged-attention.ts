@@ -7,17 +7,26 @@ import type { PagedAttentionArgs } from '../backend.js';
  * each key is dotted with the query and each value accumulated in its stored form (f16/bf16
  * through a 65536-entry table, q8_0/q4_0 with the block scale applied once per block), so nothing
  * is gathered or converted per step. With `window`, a query at position p sees only the entries
- * at positions > p − window.
+ * at positions > p − window. A head whose key channels were pruned (cache.keyChannels) stores
+ * only the kept ones: the query's kept channels are gathered once per row and dotted with them.
  */
 export function pagedAttention(a: PagedAttentionArgs): void {
   const { out, q, rows, numHeads, numKvHeads, headDim: hd, cache, scale, scratch, window, queryPositions } = a;
   const f = cache.pool.fmt, E = cache.pool.pageEntries, group = numHeads / numKvHeads, stride = numHeads * hd;
   const dot = DOT[f.dtype], axpy = AXPY[f.dtype];
+  const qc = cache.keyChannels?.some((c) => c) ? new Float32Array(hd) : null;
   for (let h = 0; h < numHeads; h++) {
     const g = Math.floor(h / group), pages = cache.pages[g], len = cache.lengths[g];
+    const ch = qc && cache.keyChannels![g], kf = ch && pages.length ? pages[0].keyFmt : f;
     let lo = 0;
     for (let i = 0; i < rows; i++) {
       const qo = i * stride + h * hd, visible = len - rows + i + 1;
+      let kq = q, ko = qo;
+      if (ch) {
+        for (let j = 0; j < kf.headDim; j++) qc![j] = j < ch.length ? q[qo + ch[j]] : 0;
+        kq = qc!;
+        ko = 0;
+      }
       if (window !== undefined) {
         const from = queryPositions[i] - window;
         while (lo < visible && pages[Math.floor(lo / E)].pos[lo % E] <= from) lo++;
@@ -25,7 +34,7 @@ export function pagedAttention(a: PagedAttentionArgs): void {
       let max = -Infinity;
       for (let t = lo; t < visible; t++) {
         const p = pages[Math.floor(t / E)];
-        const s = dot(f, q, qo, p, (t % E) * f.rowBytes) * scale;
+        const s = dot(kf, kq, ko, p, (t % E) * kf.rowBytes) * scale;
         scratch[t] = s;
         if (s > max) max = s;
       }

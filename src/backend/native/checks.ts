@@ -107,6 +107,13 @@ export function checkPagedAttention(a: PagedAttentionArgs): KvFormat {
     const len = cache.lengths[g];
     if (len < rows) fail('attention', `KV head ${g} has ${len} entries, fewer than the ${rows} new rows`);
     if (cache.pages[g].length * E < len) fail('attention', `KV head ${g} has ${len} entries in ${cache.pages[g].length} pages of ${E}`);
+    // The kernel reads a page's keys, values and positions at offsets its formats give.
+    const ch = cache.keyChannels?.[g] ?? null, kf = ch ? cache.pages[g][0]?.keyFmt ?? f : f;
+    if (!ch) continue;
+    if (kf.dtype !== f.dtype || ch.length > kf.headDim || ch.some((c) => !(c >= 0 && c < headDim))) fail('attention', `KV head ${g}: key channels ${Array.from(ch).join(',')} do not fit its ${kf.headDim}-number keys of ${headDim} channels`);
+    for (const p of cache.pages[g]) {
+      if (p.keyFmt.rowBytes !== kf.rowBytes || p.fmt.rowBytes !== f.rowBytes || p.u8.byteLength < E * (kf.rowBytes + f.rowBytes) || p.pos.length < E) fail('attention', `KV head ${g}: a page does not hold ${E} entries of its channel-pruned format`);
+    }
   }
   return f;
 }

@@ -23,6 +23,7 @@ interface Addon {
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     dtype: number, block: number, blockBytes: number, rowBytes: number, pageEntries: number, valuesOffset: number,
     pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
+    keyLayouts?: (Int32Array | null)[],
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
   eaLogits64(
@@ -219,7 +220,7 @@ export class NativeBackend implements Backend {
     const E = a.cache.pool.pageEntries;
     this.addon.attentionPaged(
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
-      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale,
+      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, keyLayouts(a),
     );
   }
 
@@ -250,6 +251,22 @@ export class NativeBackend implements Backend {
     checkCount('bf16Probe', 'iterations', iterations);
     return this.addon.bf16Probe(iterations, clampThreads(threads));
   }
+}
+
+/**
+ * Per KV head, the layout of channel-pruned keys as the kernel reads it — [dim, block, blockBytes,
+ * rowBytes, ...kept channels] — or null; undefined when no head is pruned (checked by
+ * checkPagedAttention).
+ */
+function keyLayouts(a: PagedAttentionArgs): (Int32Array | null)[] | undefined {
+  const kc = a.cache.keyChannels;
+  if (!kc?.some((c) => c)) return undefined;
+  return Array.from({ length: a.numKvHeads }, (_, g) => {
+    const ch = kc[g], p = a.cache.pages[g][0];
+    if (!ch || !p) return null;
+    const kf = p.keyFmt;
+    return Int32Array.from([kf.headDim, kf.block, kf.blockBytes, kf.rowBytes, ...ch]);
+  });
 }
 
 export function clampThreads(n: number): number {

@@ -10,6 +10,8 @@ import { pressFlags, pressFlagsUsage, pressFromFlags } from './presses.js';
 export interface LayerScores {
   scores: number[][] | null;
   kept: number[][];
+  /** Per KV head, the key channels the cache keeps, ascending: only for a press that pruned some (ThinK). */
+  channels?: number[][];
 }
 
 export const scoresCommand: Command = {
@@ -32,7 +34,8 @@ ${kvDtypeUsage}
                          {"tokens": number[], "layers": [{"scores": number[][] | null, "kept": number[][]}]}
                          layers[l].scores[h][t]: score of position t for KV head h (null for presses
                          that do not score); layers[l].kept[h]: the ascending positions head h kept;
-                         "logScores": true when the scores are natural logs
+                         "logScores": true when the scores are natural logs; a press that prunes
+                         key channels (think) adds layers[l].channels[h], the channels head h keeps
                          Without --json: a summary per layer.
 
 Examples:
@@ -112,6 +115,7 @@ export function pressScores(model: Model, press: Press, tokens: readonly number[
     const layers: LayerScores[] = cache.layers.map((l, i) => ({
       scores: observed[i] ? observed[i]!.map((s) => Array.from(s)) : null,
       kept: Array.from({ length: c.numKvHeads }, (_, g) => Array.from(l.headPositions(g))),
+      ...(l.keyChannels.some((ch) => ch) ? { channels: l.keyChannels.map((ch) => (ch ? Array.from(ch) : Array.from({ length: c.headDim }, (_, d) => d))) } : {}),
     }));
     return { layers, logScores, keptBytes: cache.bytes() };
   } finally {
