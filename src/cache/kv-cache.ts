@@ -394,8 +394,15 @@ export class LayerCache {
 
   /** Ends a pass that succeeded: lets go of the saved heads. */
   commit(): void {
-    for (const s of this.saved ?? []) if (s) for (const p of s.pages) this.pool.release(p);
+    let narrowed = false;
+    this.saved?.forEach((s, g) => {
+      if (!s) return;
+      for (const p of s.pages) this.pool.release(p);
+      narrowed ||= s.channels !== this.keyChannels[g];
+    });
     this.saved = this.marks = null;
+    // Pruned key channels are a compression: the wide pages they leave are not kept idle.
+    if (narrowed) this.pool.trim();
   }
 
   /** Ends a pass that failed: every head back to what begin() saw. */
