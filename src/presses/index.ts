@@ -12,6 +12,7 @@ import { leverageScoreEntry } from './leverage-score.js';
 import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
 import { thinkEntry } from './think.js';
+import { duoAttentionEntry } from './duo-attention.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -45,6 +46,7 @@ export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-scor
 export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
 export { ThinKPress } from './think.js';
+export { DuoAttentionPress, calibrateDuoPatterns, readDuoPatterns, writeDuoPatterns, type DuoPatterns } from './duo-attention.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -54,7 +56,7 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 /** Every registered press, by its snake_case name (`kvpress presses` lists them). */
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
-  thinkEntry,
+  thinkEntry, duoAttentionEntry,
 ).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { calibrate } from '../../presses/expected-attention-calibration.js';
+import { calibrateDuoPatterns, writeDuoPatterns } from '../../presses/duo-attention.js';
 import { writeQueryStats } from '../../presses/stats-format.js';
 import { num, parse, str, UsageError, noTokenizer, checkOutputFile } from '../args.js';
 import type { Command } from '../command.js';
@@ -9,8 +10,9 @@ import { ProgressBar } from '../progress.js';
 
 export const calibrateCommand: Command = {
   name: 'calibrate',
-  summary: 'compute query statistics and Q-Filters from local text files',
+  summary: 'compute query statistics, Q-Filters and DuoAttention head patterns from local text files',
   usage: `kvpress calibrate --input F [--input F2 ...] --output STATS.{json,safetensors} [options]
+       kvpress calibrate --input F [--input F2 ...] --duo-patterns DIR [options]
 
 Runs the model over local text (no download) and writes, per layer and query head, the mean and
 sample covariance of the pre-RoPE queries (for the expected_attention_stats press) and the
@@ -35,9 +37,23 @@ Options:
   --seq-len N            tokens per sample, BOS included (default: the model's context, at most 1024)
   --n-sink N             leading tokens of each sample left out (default 4)
   --max-samples N        stop after N samples (default: all the text)
+  --duo-patterns DIR     also (or only) write DuoAttention head patterns for the duo_attention press:
+                         DIR/config.json {"sink_size", "recent_size", "model", "length", "tokens"}
+                         and DIR/full_attention_heads.tsv, one line per layer, one tab-separated
+                         retrieval score in [0, 1] per KV head (the DuoAttention authors' layout,
+                         so their attn_patterns/<model>/ directories load too). A head's score:
+                         the mean pre-RoPE query and key of the text, placed at positions
+                         0 … L − 1 with RoPE, the last query's attention over them, and the mean
+                         of its cumulative curve from the oldest position (high = looks far back)
+  --duo-length L         positions of that attention (default 500, kvpress's)
+  --duo-sink N           sink tokens a streaming head keeps (default 128, kvpress's)
+  --duo-recent N         recent tokens a streaming head keeps (default 256, kvpress's)
 
 Examples:
   kvpress calibrate --input corpus/ --output stats.safetensors
+  kvpress calibrate --input examples/story.txt --duo-patterns duo/ --duo-sink 4 --duo-recent 64
+  kvpress scores --prompt-file examples/story.txt --press duo_attention --ratio 0.5 \\
+      --press-option patterns=duo/ --json
   kvpress scores --prompt "Once upon a time" --press expected_attention_stats \\
       --press-option stats=stats.safetensors --ratio 0.5 --json`,
   options: {
@@ -48,16 +64,25 @@ Examples:
     'seq-len': { type: 'string' },
     'n-sink': { type: 'string' },
     'max-samples': { type: 'string' },
+    'duo-patterns': { type: 'string' },
+    'duo-length': { type: 'string' },
+    'duo-sink': { type: 'string' },
+    'duo-recent': { type: 'string' },
   },
   async run(argv, io) {
     const { values } = parse(argv, this.options);
     const inputs = (values.input as string[] | undefined) ?? [];
     if (inputs.length === 0) throw new UsageError('--input is required (a text file or a directory)');
-    const output = str(values.output);
-    if (output === undefined) throw new UsageError('--output is required (a .json or .safetensors file)');
-    const ext = extname(output).toLowerCase();
-    if (ext !== '.json' && ext !== '.safetensors') throw new UsageError(`--output must end in .json or .safetensors, got "${output}"`);
-    checkOutputFile('output', output);
+    const output = str(values.output), duo = str(values['duo-patterns']);
+    if (output === undefined && duo === undefined) throw new UsageError('--output is required (a .json or .safetensors file), or --duo-patterns DIR');
+    if (output !== undefined) {
+      const ext = extname(output).toLowerCase();
+      if (ext !== '.json' && ext !== '.safetensors') throw new UsageError(`--output must end in .json or .safetensors, got "${output}"`);
+      checkOutputFile('output', output);
+    }
+    const duoLength = num(values['duo-length'], 'duo-length', { min: 1, integer: true }) ?? 500;
+    const duoSink = num(values['duo-sink'], 'duo-sink', { min: 0, integer: true }) ?? 128;
+    const duoRecent = num(values['duo-recent'], 'duo-recent', { min: 0, integer: true }) ?? 256;
     const nSink = num(values['n-sink'], 'n-sink', { min: 0, integer: true }) ?? 4;
     const maxSamples = num(values['max-samples'], 'max-samples', { min: 1, integer: true }) ?? Infinity;
     const files = inputs.flatMap(listTextFiles);
@@ -78,10 +103,23 @@ Examples:
     }
     if (samples.length === 0) throw new UsageError(`no text in ${inputs.join(', ')}`);
 
-    const bar = new ProgressBar(io, 'calibrate', 'samples');
-    const stats = calibrate(model, samples, { nSink, onSample: (done, total) => bar.update(done, total) });
-    writeQueryStats(output, stats);
-    io.err(`[${samples.length} samples from ${files.length} file${files.length > 1 ? 's' : ''}, ${stats.tokens} query vectors per head → ${output}]\n`);
+    const from = `${samples.length} samples from ${files.length} file${files.length > 1 ? 's' : ''}`;
+    if (output !== undefined) {
+      const bar = new ProgressBar(io, 'calibrate', 'samples');
+      const stats = calibrate(model, samples, { nSink, onSample: (done, total) => bar.update(done, total) });
+      writeQueryStats(output, stats);
+      io.err(`[${from}, ${stats.tokens} query vectors per head → ${output}]\n`);
+    }
+    if (duo !== undefined) {
+      const bar = new ProgressBar(io, 'duo patterns', 'samples');
+      const patterns = calibrateDuoPatterns(model, samples, { nSink, length: duoLength, sinkSize: duoSink, recentSize: duoRecent, onSample: (done, total) => bar.update(done, total) });
+      try {
+        writeDuoPatterns(duo, patterns, { model: model.source, length: duoLength, tokens: samples.reduce((n, s) => n + Math.max(0, s.length - nSink), 0) });
+      } catch (e) {
+        throw new UsageError(`--duo-patterns ${duo}: cannot write (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+      }
+      io.err(`[${from}: DuoAttention head patterns (${patterns.scores.length} layers × ${patterns.scores[0].length} KV heads) → ${duo}]\n`);
+    }
     return 0;
   },
 };
