@@ -194,24 +194,24 @@ export function calibrateDuoPatterns(model: Model, samples: readonly (readonly n
   const scores = qSum.map((qs, l) => {
     const qMean = qs.map((x) => x / n), kMean = kSum[l].map((x) => x / n);
     return Array.from({ length: Hkv }, (_, g) => {
-    const keys = Array.from({ length }, (_, t) => rotate(kMean, g * d, t));
-    let score = 0;
-    for (let h = g * G; h < (g + 1) * G; h++) {
-      const q = rotate(qMean, h * d, length - 1), z = new Float64Array(length);
-      let max = -Infinity;
-      for (let t = 0; t < length; t++) {
-        let s = 0;
-        for (let j = 0; j < d; j++) s += q[j] * keys[t][j];
-        z[t] = s / Math.sqrt(d);
-        if (z[t] > max) max = z[t];
+      const keys = Array.from({ length }, (_, t) => rotate(kMean, g * d, t));
+      let score = 0;
+      for (let h = g * G; h < (g + 1) * G; h++) {
+        const q = rotate(qMean, h * d, length - 1), z = new Float64Array(length);
+        let max = -Infinity;
+        for (let t = 0; t < length; t++) {
+          let s = 0;
+          for (let j = 0; j < d; j++) s += q[j] * keys[t][j];
+          z[t] = s / Math.sqrt(d);
+          if (z[t] > max) max = z[t];
+        }
+        let sum = 0;
+        for (let t = 0; t < length; t++) sum += z[t] = Math.exp(z[t] - max);
+        let curve = 0;
+        for (let t = 0; t < length; t++) curve += (z[t] / sum) * (length - t);
+        score += curve / length / G;
       }
-      let sum = 0;
-      for (let t = 0; t < length; t++) sum += z[t] = Math.exp(z[t] - max);
-      let curve = 0;
-      for (let t = 0; t < length; t++) curve += (z[t] / sum) * (length - t);
-      score += curve / length / G;
-    }
-    return Math.min(1, Math.max(0, score));
+      return Math.min(1, Math.max(0, score));
     });
   });
   return { sinkSize: opts.sinkSize ?? 128, recentSize: opts.recentSize ?? 256, scores };
