@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Compressor, LayerContext, ModelParts } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { range } from './common.js';
-import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
+import { defineOptions, ratioOption, resolveOptions, type OptionsOf } from './options.js';
 import { PressError, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
 import type { PressEntry } from './registry.js';
 
@@ -222,10 +222,8 @@ export const duoAttentionEntry: PressEntry = {
   description: 'DuoAttention: the heads with the lowest retrieval scores stream (sinks + recent window only); patterns from `kvpress calibrate --duo-patterns` (arXiv 2410.10819; prefill only; the ratio is the head ratio)',
   options: duoAttentionOptions,
   create: (r, o) => {
-    const given = o.headCompressionRatio as number;
-    if (r !== 0 && given !== 0 && r !== given) throw new Error(`got the ratio ${r} and headCompressionRatio ${given}: give one`);
+    const ratio = ratioOption(r, o.headCompressionRatio as number, 'headCompressionRatio');
     if (!o.patterns) throw new Error('needs head patterns: pass --press-option patterns=DIR, a directory written by `kvpress calibrate --duo-patterns DIR` (or the DuoAttention authors\' attn_patterns/<model>/)');
-    // As kvpress's evaluation does, a compression ratio sets the head ratio.
-    return new DuoAttentionPress(readDuoPatterns(o.patterns as string), { patterns: o.patterns as string, headCompressionRatio: r || given });
+    return new DuoAttentionPress(readDuoPatterns(o.patterns as string), { patterns: o.patterns as string, headCompressionRatio: ratio });
   },
 };

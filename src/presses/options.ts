@@ -89,3 +89,13 @@ export function coerceOption(who: string, key: string, spec: OptionSpec, raw: un
 export function describeDefaults(specs: OptionSpecs): string[] {
   return Object.entries(specs).map(([k, o]) => `${k}=${String(o.default)}`);
 }
+
+/**
+ * The budget of a press that takes it as an option (ThinK's channel ratio, DuoAttention's head
+ * ratio): a registry compression ratio sets it, as kvpress's evaluation does; giving both,
+ * different, is an error.
+ */
+export function ratioOption(ratio: number, given: number, name: string): number {
+  if (ratio !== 0 && given !== 0 && ratio !== given) throw new Error(`got the ratio ${ratio} and ${name} ${given}: give one`);
+  return ratio || given;
+}

@@ -1,5 +1,5 @@
 import type { LayerContext } from '../model/layer-context.js';
-import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
+import { defineOptions, ratioOption, resolveOptions, type OptionsOf } from './options.js';
 import { PressError, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
 import type { PressEntry } from './registry.js';
 import { topK } from './scorer.js';
@@ -68,9 +68,7 @@ export const thinkEntry: PressEntry = {
   description: 'ThinK: prunes the key channels the last queries use least; the cache stores only the kept channels (arXiv 2407.21018; prefill only; the ratio is the channel ratio)',
   options: thinkOptions,
   create: (r, o) => {
-    const given = o.keyChannelCompressionRatio as number;
-    if (r !== 0 && given !== 0 && r !== given) throw new Error(`got the ratio ${r} and keyChannelCompressionRatio ${given}: give one`);
-    // As kvpress's evaluation does, a compression ratio sets the key-channel ratio.
-    return new ThinKPress({ ...(o as OptionsOf<typeof thinkOptions>), keyChannelCompressionRatio: r || given });
+    const ratio = ratioOption(r, o.keyChannelCompressionRatio as number, 'keyChannelCompressionRatio');
+    return new ThinKPress({ ...(o as OptionsOf<typeof thinkOptions>), keyChannelCompressionRatio: ratio });
   },
 };
