@@ -207,6 +207,7 @@ export class Pipeline {
     const measure: CompressionMeasure = {
       contextTokens: ids.length, truncatedFrom, lengths: cache.lengths(), prefillMs, pressMs,
       kvDtype: cache.dtype, entryBytes: 2 * cache.pool.fmt.rowBytes, allocatedBytes: cache.allocatedBytes(), pageEntries: cache.pageEntries,
+      bytes: cache.bytes(),
     };
     return new CompressedContext(model, this.tokenizer, cache, questionSuffix, isDecodingPress(press) ? press : null, measure);
   }

@@ -69,6 +69,8 @@ export interface CompressionMeasure {
   entryBytes: number;
   /** KVCache.allocatedBytes() after the prefill. */
   allocatedBytes: number;
+  /** KVCache.bytes() after the prefill, when known (it sees pruned key channels, which entries · entryBytes does not). */
+  bytes?: number;
   pageEntries: number;
 }
 
@@ -82,7 +84,7 @@ export function compressionStats(all: readonly CompressionMeasure[]): Compressio
   const heads = lengths[0]?.length ?? 0;
   const entryBytes = all[0].entryBytes;
   const before = tokens * lengths.length * heads * entryBytes;
-  const after = lengths.reduce((s, l) => s + l.reduce((a, n) => a + n, 0), 0) * entryBytes;
+  const after = all.every((m) => m.bytes !== undefined) ? all.reduce((s, m) => s + m.bytes!, 0) : lengths.reduce((s, l) => s + l.reduce((a, n) => a + n, 0), 0) * entryBytes;
   const truncated = all.some((m) => m.truncatedFrom !== null);
   return {
     contextTokens: tokens,
