@@ -65,10 +65,14 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
     writeFileSync(text, ref.prompts.join('\n').repeat(4));
     const cal = await runCli(['calibrate', '--model', join(dir, file), '--input', text, '--output', stats, '--seq-len', '32']);
     assert.equal(cal.code, 0, cal.stderr);
+    const duo = join(tmp, `${file}.duo`);
+    const duoCal = await runCli(['calibrate', '--model', join(dir, file), '--input', text, '--duo-patterns', duo, '--duo-sink', '2', '--duo-recent', '4', '--seq-len', '32']);
+    assert.equal(duoCal.code, 0, duoCal.stderr);
     for (const name of presses.names()) {
       const options: Record<string, string> = name.includes('snapkv') || name === 'pyramidkv' ? { windowSize: '8' } : {};
       if (name === 'qfilter' || name === 'expected_attention_stats') options.stats = stats;
       if (name === 'lagkv') options.lagSize = '4';
+      if (name === 'duo_attention') options.patterns = duo;
       if (name.includes('decoding')) Object.assign(options, { compressionInterval: '4', hiddenStatesBufferSize: '8', nSink: '2' });
       const targetSize = name === 'decoding_expected_attention' || name === 'decoding_adakv_expected_attention_e2' || name === 'prefill_decoding_expected_attention';
       if (targetSize) options.targetSize = '12';
@@ -83,7 +87,11 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
         assert.ok(logits.every(Number.isFinite), name);
       }
       const longest = Math.max(...cache.layers.flatMap((l) => Array.from(l.lengths)));
-      assert.ok(longest < tokens.length + 8, `${name} kept every entry`);
+      // ThinK prunes key channels, not entries.
+      if (name === 'think') assert.ok(cache.layers.every((l) => l.keyChannels.every((ch) => ch && ch.length < m.config.headDim)), 'think pruned no channel');
+      // DuoAttention's retrieval heads keep everything; its streaming heads only sinks and recent entries.
+      else if (name === 'duo_attention') assert.ok(Math.min(...cache.layers.flatMap((l) => Array.from(l.lengths))) < tokens.length + 8, 'duo_attention streamed no head');
+      else assert.ok(longest < tokens.length + 8, `${name} kept every entry`);
     }
     const answer = new Pipeline(m).run({ context: 'Tom and his dog went to the park.', question: 'The dog', press: createPress('expected_attention', 0.5), maxNewTokens: 4 });
     assert.equal(answer.answers.length, 1);
