@@ -29,7 +29,11 @@ export interface DecodingOptions {
  *
  * Differences from the Python library: the state is per instance and reset by a prefill (or
  * `reset()`), as there is no context manager to exit; the ratio is solved exactly instead of by a
- * 20-step bisection.
+ * 20-step bisection. Replayed against kvpress's own decoding traces (test/golden-decoding.test.ts):
+ * the same compressions at the same steps with the same kept sets up to ties. With AdaKV inside,
+ * kvpress only masks, and its attention patch writes "fake" keys into the masked slots that its
+ * next compression scores again (Expected Attention ranks those huge keys high and unmasks them);
+ * here AdaKV evicts, so the runs agree up to the second compression and differ after it.
  */
 export class DecodingPress implements Press {
   readonly phase: PressPhase = 'decoding';
