@@ -75,8 +75,9 @@ long cache_bytes(int level, long fallback) {
   return fallback;
 }
 
-// GEMM cache blocks (gemm.h): a KC×GN weight panel fills half of L1, an MC×KC block of inputs
-// half of L2, a KC×NC block of weights a quarter of L3 (shared by the cores).
+// GEMM cache blocks (gemm.h): a GM×KC input sliver fills three quarters of L1, a KC×NC block of
+// weight panels half of L2, an MC×KC block of inputs an eighth of L3 (shared by the cores), at
+// most 512 rows.
 struct Blocking {
   int kc, mc, nc;
 };
@@ -85,9 +86,9 @@ const long kL1 = cache_bytes(1, 32 << 10), kL2 = cache_bytes(2, 512 << 10), kL3 
 Blocking blocking(int panel_bytes, int x_bytes) {
   auto clamp = [](long v, long lo, long hi) { return (int)std::max(lo, std::min(hi, v)); };
   Blocking b;
-  b.kc = clamp(kL1 / 2 / ((long)K.gemm_cols * panel_bytes) / 16 * 16, 64, 2048);
-  b.mc = clamp(kL2 / 2 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 4096 / K.gemm_rows * K.gemm_rows);
-  b.nc = clamp(kL3 / 4 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
+  b.kc = clamp(kL1 * 3 / 4 / ((long)K.gemm_rows * x_bytes) / 16 * 16, 64, 2048);
+  b.nc = clamp(kL2 / 2 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
+  b.mc = clamp(kL3 / 8 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 512 / K.gemm_rows * K.gemm_rows);
   return b;
 }
 // vdpbf16ps panels hold bf16 pairs (2 bytes an entry, inputs too); by conversion they are f32.
