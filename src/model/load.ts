@@ -57,10 +57,10 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { loadGguf } = await import('./loaders/gguf-model.js');
-    const { config, weights, tokenizer, precision } = loadGguf(p);
+    const { config, weights, tokenizer, precision } = loadGguf(p, type);
     return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
-  const { config, weights } = loadLlama2c(p);
+  const { config, weights } = loadLlama2c(p, type);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);

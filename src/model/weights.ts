@@ -117,28 +117,45 @@ export interface ModelWeights {
 }
 
 /**
- * Every matrix of `w` held as `type`, converted once per distinct object (tied embeddings stay
- * one matrix); `w` itself when nothing needs converting. Norms and biases stay f32.
+ * Every matrix of one layer held as `type` (`conv` shares conversions between calls, so a matrix
+ * met twice is converted once); norms and biases stay f32. Loaders call it layer by layer, so a
+ * conversion never holds more than one layer twice.
  */
-export function convertWeights(c: ModelConfig, w: ModelWeights, type: WeightType): ModelWeights {
+export function convertLayer(c: ModelConfig, l: LayerWeights, type: WeightType, conv = converter(type)): LayerWeights {
+  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, D = c.hiddenSize, F = c.intermediateSize;
+  return {
+    ...l,
+    wq: conv(l.wq, q, D), wk: conv(l.wk, kv, D), wv: conv(l.wv, kv, D), wo: conv(l.wo, D, q),
+    wGate: conv(l.wGate, F, D), wUp: conv(l.wUp, F, D), wDown: conv(l.wDown, D, F),
+  };
+}
+
+/** toWeightType to `type`, once per distinct matrix (tied embeddings stay one matrix). */
+export function converter(type: WeightType): (m: Weight, rows: number, cols: number) => Weight {
   const done = new Map<Weight, Weight>();
-  const conv = (m: Weight, rows: number, cols: number): Weight => {
+  return (m, rows, cols) => {
     let r = done.get(m);
     if (!r) done.set(m, (r = toWeightType(m, type, rows, cols)));
     return r;
   };
-  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, D = c.hiddenSize, F = c.intermediateSize;
+}
+
+/**
+ * Every matrix of `w` held as `type`, converted once per distinct object (tied embeddings stay
+ * one matrix); `w` itself when nothing needs converting. Norms and biases stay f32.
+ */
+export function convertWeights(c: ModelConfig, w: ModelWeights, type: WeightType): ModelWeights {
+  const conv = converter(type);
+  const D = c.hiddenSize;
   const out: ModelWeights = {
     embedding: conv(w.embedding, c.vocabSize, D),
-    layers: w.layers.map((l) => ({
-      ...l,
-      wq: conv(l.wq, q, D), wk: conv(l.wk, kv, D), wv: conv(l.wv, kv, D), wo: conv(l.wo, D, q),
-      wGate: conv(l.wGate, F, D), wUp: conv(l.wUp, F, D), wDown: conv(l.wDown, D, F),
-    })),
+    layers: w.layers.map((l) => convertLayer(c, l, type, conv)),
     finalNorm: w.finalNorm,
     lmHead: conv(w.lmHead, c.vocabSize, D),
   };
-  return [...done].every(([a, b]) => a === b) ? w : out;
+  const same = out.embedding === w.embedding && out.lmHead === w.lmHead &&
+    out.layers.every((l, i) => (['wq', 'wk', 'wv', 'wo', 'wGate', 'wUp', 'wDown'] as const).every((k) => l[k] === w.layers[i][k]));
+  return same ? w : out;
 }
 
 /** The one number format of every matrix of `w`, or 'mixed'. */

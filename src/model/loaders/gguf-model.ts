@@ -1,7 +1,7 @@
 import type { CheckpointPrecision } from '../../cache/format.js';
 import type { Architecture, ModelConfig, RopeScaling } from '../config.js';
 import { validateConfig } from '../config.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
+import { convertLayer, converter, validateWeights, type LayerWeights, type ModelWeights, type WeightType } from '../weights.js';
 import { loadGgufTokenizer } from '../../tokenizer/gguf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { GgufFile } from './gguf.js';
@@ -98,7 +98,9 @@ export function ggufConfig(f: GgufFile): ModelConfig {
  * keeps quantized blocks). llama GGUFs store q/k rows in interleaved RoPE pairs; they are
  * reordered to the engine's half-split layout. phi3's fused qkv and gate_up are split.
  */
-function readWeights(c: ModelConfig, f: GgufFile): ModelWeights {
+function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeights {
+  // `type` converts layer by layer as the tensors are read (never the whole model held twice).
+  const conv = type ? converter(type) : null;
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
   const get = (name: string, dims: number[]): Float32Array => {
@@ -109,7 +111,7 @@ function readWeights(c: ModelConfig, f: GgufFile): ModelWeights {
     return dequantizeAtLoad(f, name);
   };
   const interleaved = c.architecture === 'llama';
-  const embedding = get('token_embd.weight', [D, V]);
+  const embedding = conv ? conv(get('token_embd.weight', [D, V]), V, D) : get('token_embd.weight', [D, V]);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`;
@@ -136,7 +138,7 @@ function readWeights(c: ModelConfig, f: GgufFile): ModelWeights {
     const bias = (name: string, n: number) => (c.attentionBias ? get(p + name, [n]) : null);
     const norm = (name: string) => (c.qkNorm ? get(p + name, [hd]) : null);
     const post = (name: string) => (c.postNorms ? get(p + name, [D]) : null);
-    layers.push({
+    const layer: LayerWeights = {
       attnNorm: get(p + 'attn_norm.weight', [D]),
       wq, wk, wv,
       wo: get(p + 'attn_output.weight', [qDim, D]),
@@ -150,10 +152,11 @@ function readWeights(c: ModelConfig, f: GgufFile): ModelWeights {
       wDown: get(p + 'ffn_down.weight', [F, D]),
       postAttnNorm: post('post_attention_norm.weight'),
       postFfnNorm: post('post_ffw_norm.weight'),
-    });
+    };
+    layers.push(conv && type ? convertLayer(c, layer, type, conv) : layer);
   }
   const finalNorm = get('output_norm.weight', [D]);
-  const lmHead = c.tieWordEmbeddings ? embedding : get('output.weight', [D, V]);
+  const lmHead = c.tieWordEmbeddings ? embedding : conv ? conv(get('output.weight', [D, V]), V, D) : get('output.weight', [D, V]);
   return { embedding, layers, finalNorm, lmHead };
 }
 
@@ -177,8 +180,11 @@ function ggufPrecision(f: GgufFile): CheckpointPrecision {
   return types.has('BF16') ? 'bf16' : 'f32';
 }
 
-/** Loads a GGUF model file: config from its metadata, weights as f32, its tokenizer and chat template. */
-export function loadGguf(path: string): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision } {
+/**
+ * Loads a GGUF model file: config from its metadata, weights as f32 (or as `type`, converted
+ * layer by layer), its tokenizer and chat template.
+ */
+export function loadGguf(path: string, type?: WeightType): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision } {
   const f = GgufFile.open(path);
   try {
     const config = ggufConfig(f);
@@ -186,7 +192,7 @@ export function loadGguf(path: string): { config: ModelConfig; weights: ModelWei
     if (tokenizer && tokenizer.vocabSize > config.vocabSize) {
       throw new Error(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens, the model's vocabulary only ${config.vocabSize}`);
     }
-    const weights = readWeights(config, f);
+    const weights = readWeights(config, f, type);
     validateWeights(config, weights, path);
     return { config, weights, tokenizer, precision: ggufPrecision(f) };
   } finally {

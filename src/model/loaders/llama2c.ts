@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { validateConfig, type ModelConfig } from '../config.js';
-import type { LayerWeights, ModelWeights } from '../weights.js';
+import { toWeightType, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
 import { checkFinite, checkNotAllZero } from './finite.js';
 
 const HEADER_BYTES = 28;
@@ -9,9 +9,11 @@ const VERSIONED_MAGIC = 0x616b3432; // "ak42", llama2.c's versioned export forma
 /**
  * Loads a llama2.c legacy ("version 0") checkpoint: 7 int32 header fields, then f32 tensors in
  * run.c's order. q/k rows are permuted from llama2.c's interleaved RoPE pairs to the engine's
- * half-split layout (HF row c·hs/2 + j = llama2.c row 2j + c within each head).
+ * half-split layout (HF row c·hs/2 + j = llama2.c row 2j + c within each head). `type` 'bf16'
+ * converts each matrix as it is read (one layer's tensor at a time), so loading never holds
+ * more than the bf16 model and one f32 tensor.
  */
-export function loadLlama2c(path: string): { config: ModelConfig; weights: ModelWeights } {
+export function loadLlama2c(path: string, type?: WeightType): { config: ModelConfig; weights: ModelWeights } {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -57,33 +59,41 @@ export function loadLlama2c(path: string): { config: ModelConfig; weights: Model
 
     let offset = HEADER_BYTES;
     // Tensors carry run.c's names in error messages; a stacked tensor names its layer.
-    const next = (n: number, name: string, rows = 1): Float32Array => {
+    const next = (n: number, name: string, layer?: number): Float32Array => {
       const out = new Float32Array(n);
       readSync(fd, new Uint8Array(out.buffer), 0, n * 4, offset);
       offset += n * 4;
-      checkFinite(path, name, out, rows);
+      checkFinite(path, name, out, 1, layer);
       return out;
     };
-    const perLayer = (n: number, name: string): Float32Array[] => {
-      const all = next(L * n, name, L);
-      return Array.from({ length: L }, (_, l) => all.slice(l * n, (l + 1) * n));
-    };
-    const embedding = next(V * dim, 'token_embedding_table');
-    checkNotAllZero(path, 'token_embedding_table', embedding);
+    const perLayer = (n: number, name: string): Float32Array[] => Array.from({ length: L }, (_, l) => next(n, name, L > 1 ? l : undefined));
+    const held = (w: Float32Array, rows: number): Weight => (type ? toWeightType(w, type, rows, w.length / rows) : w);
+    const matrices = (n: number, name: string, rows: number, reorder?: (w: Float32Array) => Float32Array): Weight[] =>
+      Array.from({ length: L }, (_, l) => {
+        const w = next(n, name, L > 1 ? l : undefined);
+        return held(reorder ? reorder(w) : w, rows);
+      });
+    const embedding32 = next(V * dim, 'token_embedding_table');
+    checkNotAllZero(path, 'token_embedding_table', embedding32);
+    const embedding = held(embedding32, V);
     const attnNorm = perLayer(dim, 'rms_att_weight');
-    const wq = perLayer(dim * dim, 'wq').map((w) => interleavedToHalves(w, nHeads, hs, dim));
-    const wk = perLayer(kvDim * dim, 'wk').map((w) => interleavedToHalves(w, nKvHeads, hs, dim));
-    const wv = perLayer(kvDim * dim, 'wv');
-    const wo = perLayer(dim * dim, 'wo');
+    const wq = matrices(dim * dim, 'wq', dim, (w) => interleavedToHalves(w, nHeads, hs, dim));
+    const wk = matrices(kvDim * dim, 'wk', kvDim, (w) => interleavedToHalves(w, nKvHeads, hs, dim));
+    const wv = matrices(kvDim * dim, 'wv', kvDim);
+    const wo = matrices(dim * dim, 'wo', dim);
     const ffnNorm = perLayer(dim, 'rms_ffn_weight');
-    const w1 = perLayer(hiddenDim * dim, 'w1');
-    const w2 = perLayer(dim * hiddenDim, 'w2');
-    const w3 = perLayer(hiddenDim * dim, 'w3');
+    const w1 = matrices(hiddenDim * dim, 'w1', hiddenDim);
+    const w2 = matrices(dim * hiddenDim, 'w2', dim);
+    const w3 = matrices(hiddenDim * dim, 'w3', hiddenDim);
     const finalNorm = next(dim, 'rms_final_weight');
     checkNotAllZero(path, 'rms_final_weight', finalNorm);
     offset += seqLen * hs * 4; // legacy cos/sin tables: RoPE is recomputed exactly
-    const lmHead = config.tieWordEmbeddings ? embedding : next(V * dim, 'wcls');
-    if (!config.tieWordEmbeddings) checkNotAllZero(path, 'wcls', lmHead);
+    let lmHead = embedding;
+    if (!config.tieWordEmbeddings) {
+      const wcls = next(V * dim, 'wcls');
+      checkNotAllZero(path, 'wcls', wcls);
+      lmHead = held(wcls, V);
+    }
     const layers: LayerWeights[] = Array.from({ length: L }, (_, l) => ({
       attnNorm: attnNorm[l], wq: wq[l], wk: wk[l], wv: wv[l], wo: wo[l],
       bq: null, bk: null, bv: null, qNorm: null, kNorm: null,
