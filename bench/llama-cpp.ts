@@ -71,6 +71,9 @@ class Uniform {
   }
 }
 
+/** The dimensions of a random model (as SHAPES gives them). */
+export type ShapeDims = { hiddenSize: number; intermediateSize: number; numLayers: number; numHeads: number; numKvHeads: number; headDim: number; vocabSize: number };
+
 /** A SentencePiece-style vocabulary of `n` pieces: unk, bos, eos, the 256 byte pieces, then fillers. */
 function vocabulary(n: number): { tokens: string[]; types: number[] } {
   const tokens = ['<unk>', '<s>', '</s>'], types = [2, 3, 3];
@@ -87,11 +90,11 @@ function vocabulary(n: number): { tokens: string[]; types: number[] } {
 
 /**
  * Writes a random-weight model of `shape` as a llama GGUF (tied embeddings, f32 norms), its
- * matrices as F32 or F16, one tensor at a time (the file is never held in memory). q/k rows go in
- * llama.cpp's interleaved RoPE order; with random weights only the shapes matter.
+ * matrices as F32 or F16, one tensor at a time (the file is never held in memory). Random values
+ * carry no RoPE pairing, so q/k rows need no reordering; only the shapes matter to the timing.
  */
-export function writeShapeGguf(path: string, shape: LlamaShape, type: 'f32' | 'f16'): void {
-  const s = SHAPES[shape];
+export function writeShapeGguf(path: string, shape: LlamaShape | ShapeDims, type: 'f32' | 'f16'): void {
+  const s = typeof shape === 'string' ? SHAPES[shape] : shape;
   const D = s.hiddenSize, F = s.intermediateSize, V = s.vocabSize, q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim;
   const ggmlType = type === 'f32' ? 0 : 1, width = type === 'f32' ? 4 : 2;
   const tensors: { name: string; rows: number; cols: number; norm: boolean }[] = [
@@ -126,7 +129,7 @@ export function writeShapeGguf(path: string, shape: LlamaShape, type: 'f32' | 'f
     alignment: align,
     metadata: [
       ['general.architecture', { type: 'string', value: 'llama' }],
-      ['general.name', { type: 'string', value: `kvpress random ${shape}` }],
+      ['general.name', { type: 'string', value: `kvpress random ${typeof shape === 'string' ? shape : 'model'}` }],
       ['general.file_type', u(type === 'f32' ? 0 : 1)],
       ['llama.embedding_length', u(D)], ['llama.feed_forward_length', u(F)], ['llama.block_count', u(s.numLayers)],
       ['llama.attention.head_count', u(s.numHeads)], ['llama.attention.head_count_kv', u(s.numKvHeads)],

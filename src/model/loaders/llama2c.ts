@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { validateConfig, type ModelConfig } from '../config.js';
-import { toWeightType, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
+import { bf16Bits } from '../../backend/js/kernels.js';
+import type { LayerWeights, ModelWeights, Weight, WeightType } from '../weights.js';
 import { checkFinite, checkNotAllZero } from './finite.js';
 
 const HEADER_BYTES = 28;
@@ -67,18 +68,35 @@ export function loadLlama2c(path: string, type?: WeightType): { config: ModelCon
       return out;
     };
     const perLayer = (n: number, name: string): Float32Array[] => Array.from({ length: L }, (_, l) => next(n, name, L > 1 ? l : undefined));
-    const held = (w: Float32Array, rows: number): Weight => (type ? toWeightType(w, type, rows, w.length / rows) : w);
-    const matrices = (n: number, name: string, rows: number, reorder?: (w: Float32Array) => Float32Array): Weight[] =>
-      Array.from({ length: L }, (_, l) => {
-        const w = next(n, name, L > 1 ? l : undefined);
-        return held(reorder ? reorder(w) : w, rows);
-      });
-    const embedding32 = next(V * dim, 'token_embedding_table');
-    checkNotAllZero(path, 'token_embedding_table', embedding32);
-    const embedding = held(embedding32, V);
+    // bf16: read through one small f32 buffer, rounding as it goes, so that no f32 copy of a
+    // matrix is ever made (freed f32 tensors would stay in the process's heap).
+    const chunk = type === 'bf16' ? new Float32Array(1 << 16) : null, chunkBits = chunk ? new Uint32Array(chunk.buffer) : null;
+    const nextBf16 = (n: number, name: string, layer?: number): Uint16Array => {
+      const out = new Uint16Array(n);
+      for (let i = 0; i < n; i += chunk!.length) {
+        const len = Math.min(chunk!.length, n - i);
+        readSync(fd, new Uint8Array(chunk!.buffer, 0, len * 4), 0, len * 4, offset);
+        offset += len * 4;
+        for (let j = 0; j < len; j++) out[i + j] = bf16Bits(chunkBits![j]);
+      }
+      checkFinite(path, name, out, 1, layer);
+      return out;
+    };
+    const matrix = (n: number, name: string, rows: number, layer?: number, heads = 0): Weight => {
+      if (!chunk) {
+        const w = next(n, name, layer);
+        return heads ? interleavedToHalves(w, heads, hs, dim) : w;
+      }
+      const h = nextBf16(n, name, layer);
+      return { type: 'bf16', rows, cols: n / rows, data: heads ? interleavedToHalves(h, heads, hs, dim) : h };
+    };
+    const matrices = (n: number, name: string, rows: number, heads = 0): Weight[] =>
+      Array.from({ length: L }, (_, l) => matrix(n, name, rows, L > 1 ? l : undefined, heads));
+    const embedding = matrix(V * dim, 'token_embedding_table', V);
+    checkNotAllZero(path, 'token_embedding_table', bitsOf(embedding));
     const attnNorm = perLayer(dim, 'rms_att_weight');
-    const wq = matrices(dim * dim, 'wq', dim, (w) => interleavedToHalves(w, nHeads, hs, dim));
-    const wk = matrices(kvDim * dim, 'wk', kvDim, (w) => interleavedToHalves(w, nKvHeads, hs, dim));
+    const wq = matrices(dim * dim, 'wq', dim, nHeads);
+    const wk = matrices(kvDim * dim, 'wk', kvDim, nKvHeads);
     const wv = matrices(kvDim * dim, 'wv', kvDim);
     const wo = matrices(dim * dim, 'wo', dim);
     const ffnNorm = perLayer(dim, 'rms_ffn_weight');
@@ -90,9 +108,8 @@ export function loadLlama2c(path: string, type?: WeightType): { config: ModelCon
     offset += seqLen * hs * 4; // legacy cos/sin tables: RoPE is recomputed exactly
     let lmHead = embedding;
     if (!config.tieWordEmbeddings) {
-      const wcls = next(V * dim, 'wcls');
-      checkNotAllZero(path, 'wcls', wcls);
-      lmHead = held(wcls, V);
+      lmHead = matrix(V * dim, 'wcls', V);
+      checkNotAllZero(path, 'wcls', bitsOf(lmHead));
     }
     const layers: LayerWeights[] = Array.from({ length: L }, (_, l) => ({
       attnNorm: attnNorm[l], wq: wq[l], wk: wk[l], wv: wv[l], wo: wo[l],
@@ -105,16 +122,21 @@ export function loadLlama2c(path: string, type?: WeightType): { config: ModelCon
   }
 }
 
+/** The stored numbers of a weight as the loader made it (f32, or bf16 bits). */
+function bitsOf(w: Weight): Float32Array | Uint16Array {
+  return w instanceof Float32Array ? w : w.data;
+}
+
 /** Reorders each head's rows from interleaved pairs (2j, 2j+1) to halves (j, j + hs/2). */
-export function interleavedToHalves(w: Float32Array, heads: number, hs: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
+export function interleavedToHalves<T extends Float32Array | Uint16Array>(w: T, heads: number, hs: number, cols: number): T {
+  const out = (w instanceof Float32Array ? new Float32Array(w.length) : new Uint16Array(w.length)) as T;
   const half = hs / 2;
   for (let h = 0; h < heads; h++) {
     for (let j = 0; j < half; j++) {
       for (let c = 0; c < 2; c++) {
         const src = (h * hs + 2 * j + c) * cols;
         const dst = (h * hs + c * half + j) * cols;
-        out.set(w.subarray(src, src + cols), dst);
+        (out as Float32Array).set((w as Float32Array).subarray(src, src + cols), dst);
       }
     }
   }
