@@ -15,6 +15,7 @@ import { packageRoot } from '../src/model/load.js';
 import { SHAPES as SHAPE_DIMS } from '../src/model/random.js';
 import { runKernelBench } from './kernels.js';
 import { runLlamaCpp, type LlamaFigures } from './llama-cpp.js';
+import type { WeightMemory } from './weight-memory.js';
 import { runPressBench } from './presses.js';
 import { runServeBench } from './serve.js';
 
@@ -124,6 +125,18 @@ async function main(): Promise<void> {
     md.push(`| ${shape} | ${fmt(p)} | ${versus(p, l?.p512)} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${versus(d0, l?.decode)} | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${versus(d2048, l?.decode2048)} | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
   }
   json.bf16Weights = bf16;
+
+  process.stderr.write('weight memory…\n');
+  md.push('', '### Weight memory after load (small shape as a llama2.c f32 checkpoint)', '');
+  md.push('RSS growth over the load (garbage collected), before any pass, against the bytes of the matrices in the format held. Goal: within ±5 %.', '');
+  md.push('| weights | matrices | allocated | RSS growth | RSS / matrices |', '|---|---|---|---|---|');
+  const memory: Record<string, WeightMemory> = {};
+  for (const w of ['f32', 'bf16'] as const) {
+    const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/weight-memory.js'), '--shape', 'small', '--weights', w], { encoding: 'utf8' })) as WeightMemory;
+    memory[w] = r;
+    md.push(`| ${w} | ${mib(r.expectedBytes)} | ${mib(r.allocatedBytes)} | ${mib(r.rssGrowthBytes)} | ${(r.rssGrowthBytes / r.expectedBytes).toFixed(3)} |`);
+  }
+  json.weightMemory = memory;
 
   process.stderr.write('decode vs compression ratio…\n');
   md.push('', '## Decode speed vs compression ratio (small, depth 8192, 1 thread)', '');

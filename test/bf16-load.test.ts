@@ -10,6 +10,7 @@ import type { ModelConfig } from '../src/model/config.js';
 import { loadModel } from '../src/model/load.js';
 import { loadGguf } from '../src/model/loaders/gguf-model.js';
 import { loadLlama2c } from '../src/model/loaders/llama2c.js';
+import { SafetensorsFile, writeSafetensors } from '../src/model/loaders/safetensors.js';
 import type { ModelWeights, Weight } from '../src/model/weights.js';
 
 // A tiny untied model: 2 layers, grouped-query attention, vocabulary of 300.
@@ -69,5 +70,20 @@ describe('bf16 conversion at load', () => {
     const a = matrices(f32.weights), b = matrices(bf16.weights);
     a.forEach((m, i) => assert.deepEqual(bits(b[i]), toBf16(m as Float32Array), `matrix ${i}`));
     assert.equal(b[0], b[1], 'tied embeddings stay one matrix');
+  });
+
+  it('safetensors: F32 and F16 tensors read as bf16 give the bits of rounding their f32 values', () => {
+    const path = join(dir, 'm.safetensors');
+    // 70,000 values: more than one read chunk; extremes that round up, down and to even.
+    const data = Float32Array.from({ length: 70000 }, (_, i) => Math.sin(i) * 10 ** ((i % 9) - 4));
+    data[0] = 65504; data[1] = -1.00390625; data[2] = 1.01171875;
+    writeSafetensors(path, { a: { dtype: 'F32', shape: [70000], data }, b: { dtype: 'F16', shape: [700, 100], data } });
+    const f = SafetensorsFile.open(path);
+    try {
+      assert.deepEqual(f.readAsBf16('a'), toBf16(f.read('a')));
+      assert.deepEqual(f.readAsBf16('b'), toBf16(f.read('b')));
+    } finally {
+      f.close();
+    }
   });
 });

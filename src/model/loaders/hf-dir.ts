@@ -1,7 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ModelConfig } from '../config.js';
-import { toBf16 } from '../../backend/js/kernels.js';
 import { toWeightType, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
 import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
@@ -55,8 +54,8 @@ class TensorSource {
     const f = this.checked(name, [rows, cols]);
     const stored = f.tensors.get(name)!.dtype;
     if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: this.verified(name, f.readBf16(name)) };
-    const data = this.verified(name, f.read(name));
-    return type === 'bf16' ? { type: 'bf16', rows, cols, data: toBf16(data) } : data;
+    if (type === 'bf16') return { type: 'bf16', rows, cols, data: this.verified(name, f.readAsBf16(name)) };
+    return this.verified(name, f.read(name));
   }
 
   /** Rejects NaN/Inf anywhere, and all zeros where every logit depends on the tensor. */
