@@ -38,7 +38,7 @@ export interface LlamaCppResult {
   figures: Partial<Record<`${LlamaShape} ${LlamaType}`, LlamaFigures>>;
 }
 
-/** Recorded on this machine kind, 1 thread: f32 from llama.cpp 3f545be (issue #3), f16 from issue #10. */
+/** Recorded on this machine kind, 1 thread: small f32 prefill 512 and decode and all f16 from issue #10, the rest from llama.cpp 3f545be (issue #3). */
 export const RECORDED: LlamaCppResult['figures'] = {
   'small f32': { p512: 530, p2048: 320, decode: 62.5, decode2048: 28.5 },
   'medium f32': { p512: 110, p2048: 102, decode: 7.9, decode2048: 7.0 },
@@ -210,7 +210,7 @@ function llamaBench(bin: string, model: string, gen: number, reps: number, long:
  */
 export function runLlamaCpp(root: string, opts: { quick: boolean; log?: (s: string) => void }): LlamaCppResult {
   const bin = findLlamaCpp(root);
-  const recorded = (why: string): LlamaCppResult => ({ source: 'recorded', note: `llama.cpp not run (${why}): its figures recorded earlier on this machine kind (f32: 3f545be, issue #3; f16: issue #10)`, build: null, figures: RECORDED });
+  const recorded = (why: string): LlamaCppResult => ({ source: 'recorded', note: `llama.cpp not run (${why}): its figures recorded earlier on this machine kind (issues #3 and #10, llama.cpp 3f545be and later)`, build: null, figures: RECORDED });
   if (!bin) return recorded('no llama-bench in LLAMA_CPP_BIN, /work/llama.cpp/build/bin or ../llama.cpp/build/bin');
   const plan: [LlamaShape, LlamaType][] = opts.quick
     ? [['small', 'f32'], ['small', 'f16']]
