@@ -77,7 +77,7 @@ long cache_bytes(int level, long fallback) {
 
 // GEMM cache blocks (gemm.h): a GM×KC input sliver fills three quarters of L1, a KC×NC block of
 // weight panels half of L2, an MC×KC block of inputs an eighth of L3 (shared by the cores), at
-// most 512 rows.
+// most 1024 rows (gemm.h evens the blocks out).
 struct Blocking {
   int kc, mc, nc;
 };
@@ -88,7 +88,7 @@ Blocking blocking(int panel_bytes, int x_bytes) {
   Blocking b;
   b.kc = clamp(kL1 * 3 / 4 / ((long)K.gemm_rows * x_bytes) / 16 * 16, 64, 2048);
   b.nc = clamp(kL2 / 2 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
-  b.mc = clamp(kL3 / 8 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 512 / K.gemm_rows * K.gemm_rows);
+  b.mc = clamp(kL3 / 8 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 1024 / K.gemm_rows * K.gemm_rows);
   return b;
 }
 // vdpbf16ps panels hold bf16 pairs (2 bytes an entry, inputs too); by conversion they are f32.

@@ -148,6 +148,17 @@ static inline int gemm_rows_for(int rows, int kc, int kb, int unit) {
   return r < unit ? unit : r;
 }
 
+/* Blocks of at most `most` rows (a multiple of unit) that cover `rows` rows in as few blocks as
+ * possible, all of one size but the last: 512 rows by 510 would leave a block of 2, which costs
+ * a second packing of the weights and a pass of edge tiles. */
+static inline int gemm_even_rows(int rows, int most, int unit) {
+  for (int blocks = (rows + most - 1) / most; blocks < rows; blocks++) {
+    const int b = ((rows + blocks - 1) / blocks + unit - 1) / unit * unit;
+    if (b <= most) return b;
+  }
+  return unit;
+}
+
 /* Output rows [i0, i1) × columns [j0, j1) of out[m×n] (row stride n) = x·wᵀ (+ bias), w f32
  * (wf) or bf16 bits (wh; then x is rounded to bf16 too). scratch: gemm_scratch(kc, mc, nc)
  * floats; kc even, mc a multiple of GM, nc of GN. */
@@ -157,7 +168,7 @@ static void gemm_run(float *out, const float *x, const float *wf, const uint16_t
   float *wp = scratch, *xp = wp + kmax * ((nc + GN - 1) / GN * GN);
   float *edge = xp + kmax * ((mc + GM - 1) / GM * GM);
   const int kb0 = gemm_balance(k, kc);
-  mc = gemm_rows_for(mc, kc, kb0, GM);
+  mc = gemm_even_rows(i1 - i0, gemm_rows_for(mc, kc, kb0, GM), GM);
   nc = gemm_rows_for(nc, kc, kb0, GN);
   for (int pc = 0; pc < k; pc += kb0) {
     const int kb = k - pc < kb0 ? k - pc : kb0, load = pc > 0;

@@ -114,6 +114,14 @@ void gemm_bf16_avx512bf16(float *out, const float *x, const uint16_t *w, int n, 
     if (mc < BM) mc = BM;
     if (nc < BN) nc = BN;
   }
+  /* Input blocks of even size, as gemm_even_rows of gemm.h. */
+  for (int blocks = (i1 - i0 + mc - 1) / mc; blocks < i1 - i0; blocks++) {
+    const int b = ((i1 - i0 + blocks - 1) / blocks + BM - 1) / BM * BM;
+    if (b <= mc) {
+      mc = b;
+      break;
+    }
+  }
   for (int pc = 0; pc < k; pc += kb0) {
     const int kb = k - pc < kb0 ? k - pc : kb0, kp = (kb + 1) / 2, load = pc > 0;
     for (int ic = i0; ic < i1; ic += mc) {
