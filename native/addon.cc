@@ -436,7 +436,8 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
 
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
-//                pageEntries, valuesOffset, pages (KvPage[][]), lengths, queryPositions, window, scale)
+//                pageEntries, valuesOffset, pages (KvPage[][]), lengths,
+//                queryPositions, window, scale)
 void AttentionPaged(const Napi::CallbackInfo &info) {
   kv_attn_args a;
   a.out = F32(info[0]);
@@ -451,55 +452,48 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   a.row_bytes = I32(info[9]);
   a.page_entries = I32(info[10]);
   a.values_offset = (size_t)I32(info[11]);
+  a.positions_offset = 2 * a.values_offset;
   Napi::Array heads = info[12].As<Napi::Array>();
   a.lengths = info[13].As<Napi::Int32Array>().Data();
   a.query_positions = info[14].As<Napi::Int32Array>().Data();
   a.window = I32(info[15]);
   a.scale = info[16].As<Napi::Number>().FloatValue();
   const int nkv = a.num_kv_heads;
-  // Page pointers, read from the pages' own views (no copy of any entry).
+  // Page addresses, read from the pages' own views (no copy of any entry).
   static thread_local std::vector<std::vector<const uint8_t *>> bytes;
-  static thread_local std::vector<std::vector<const int32_t *>> pos;
   static thread_local std::vector<const uint8_t *const *> bytes_heads;
-  static thread_local std::vector<const int32_t *const *> pos_heads;
   bytes.resize(nkv);
-  pos.resize(nkv);
   bytes_heads.resize(nkv);
-  pos_heads.resize(nkv);
   int maxlen = 0;
-  // One property read per page: the positions follow the keys and values in the page's buffer.
   const Napi::String u8 = Napi::String::New(info.Env(), "u8");
-  const size_t pos_offset = 2 * a.values_offset;
   for (int g = 0; g < nkv; g++) {
     Napi::Array pages = heads.Get(g).As<Napi::Array>();
     const uint32_t np = pages.Length();
     bytes[g].resize(np);
-    pos[g].resize(np);
-    for (uint32_t p = 0; p < np; p++) {
-      const uint8_t *b = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
-      bytes[g][p] = b;
-      pos[g][p] = reinterpret_cast<const int32_t *>(b + pos_offset);
-    }
+    for (uint32_t p = 0; p < np; p++) bytes[g][p] = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
     bytes_heads[g] = bytes[g].data();
-    pos_heads[g] = pos[g].data();
     maxlen = std::max(maxlen, (int)a.lengths[g]);
   }
   a.pages = bytes_heads.data();
-  a.positions = pos_heads.data();
 #if defined(__x86_64__)
-  auto row = !std::strcmp(K.isa, "avx512") ? kv_attn_row_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_row_avx2 : kv_attn_row_base;
+  auto tile = !std::strcmp(K.isa, "avx512") ? kv_attn_tile_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_tile_avx2 : kv_attn_tile_base;
 #else
-  auto row = kv_attn_row_base;
+  auto tile = kv_attn_tile_base;
 #endif
-  const int items = a.num_heads * a.rows;
+  const int group = a.num_heads / nkv, nq = a.rows * group, tiles = (nq + KV_TQ - 1) / KV_TQ, items = nkv * tiles;
+  const size_t sld = (size_t)maxlen;
   // Below ~10⁵ multiply-adds (short decode steps) a team costs more than it saves.
-  const int nt = (double)items * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
+  const int nt = (double)nq * nkv * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
 #pragma omp parallel num_threads(nt)
   {
-    static thread_local std::vector<float> s;
-    if (s.size() < (size_t)maxlen) s.resize(maxlen);
-#pragma omp for schedule(dynamic, 4)
-    for (int it = 0; it < items; it++) row(&a, it % a.num_heads, it / a.num_heads, s.data());
+    static thread_local std::vector<float> s, buf;
+    if (s.size() < KV_TQ * sld) s.resize(KV_TQ * sld);
+    if (buf.size() < (size_t)KV_CH * a.head_dim) buf.resize((size_t)KV_CH * a.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
+      tile(&a, g, p0, std::min(KV_TQ, nq - p0), s.data(), sld, buf.data());
+    }
   }
 }
 
