@@ -14,6 +14,7 @@
 
 #include "kv_attn.h"
 
+#undef FN
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, KV_ISA)

@@ -35,6 +35,7 @@ typedef struct {
 void kv_attn_tile_base(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
 void kv_attn_tile_avx2(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
 void kv_attn_tile_avx512(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
+void kv_attn_tile_wasm(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
 
 #ifdef __cplusplus
 }
