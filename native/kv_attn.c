@@ -29,6 +29,22 @@ typedef uint8_t v8u8 __attribute__((vector_size(8)));
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#ifdef __wasm_simd128__
+#include <wasm_simd128.h>
+/* Two 4-lane halves as one v8 (the generic 8-lane conversions lower poorly to SIMD128). */
+static inline v8 join4(v128_t lo, v128_t hi) {
+  v8 x;
+  __builtin_memcpy(&x, &lo, 16);
+  __builtin_memcpy((char *)&x + 16, &hi, 16);
+  return x;
+}
+static inline v128_t f16x4(v128_t u) {
+  const v128_t em = wasm_v128_and(u, wasm_i32x4_splat(0x7fff));
+  v128_t r = wasm_f32x4_mul(wasm_i32x4_shl(em, 13), wasm_f32x4_splat(0x1p112f));
+  r = wasm_v128_or(r, wasm_v128_and(wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00)), wasm_i32x4_splat(0x7f800000)));
+  return wasm_v128_or(r, wasm_i32x4_shl(wasm_v128_and(u, wasm_i32x4_splat(0x8000)), 16));
+}
+#endif
 
 static inline v8 ld(const float *p) { v8 x; __builtin_memcpy(&x, p, 32); return x; }
 static inline void st(float *p, v8 x) { __builtin_memcpy(p, &x, 32); }
@@ -46,7 +62,10 @@ static inline v8 f16_shift(v8u16 h) {
 }
 
 static inline v8 ld_f16(const uint8_t *p) {
-#ifdef __F16C__
+#if defined(__wasm_simd128__)
+  const v128_t h = wasm_v128_load(p);
+  return join4(f16x4(wasm_u32x4_extend_low_u16x8(h)), f16x4(wasm_u32x4_extend_high_u16x8(h)));
+#elif defined(__F16C__)
   __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
   v8 x;
   __builtin_memcpy(&x, &f, 32);
@@ -59,12 +78,22 @@ static inline v8 ld_f16(const uint8_t *p) {
 }
 
 static inline float f16_value(uint16_t h) {
-  v8u16 x = {h};
-  return f16_shift(x)[0];
+  const uint32_t em = h & 0x7fffu, in = em << 13;
+  float f;
+  __builtin_memcpy(&f, &in, 4);
+  f *= 0x1p112f;
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  u |= (em >= 0x7c00 ? 0x7f800000u : 0) | (uint32_t)(h & 0x8000) << 16;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
 }
 
 static inline v8 ld_bf16(const uint8_t *p) {
-#ifdef __AVX2__
+#if defined(__wasm_simd128__)
+  const v128_t h = wasm_v128_load(p);
+  return join4(wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16), wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16));
+#elif defined(__AVX2__)
   __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
   v8 x;
   __builtin_memcpy(&x, &f, 32);
@@ -77,12 +106,17 @@ static inline v8 ld_bf16(const uint8_t *p) {
 }
 
 static inline float bf16_value(uint16_t h) {
-  v8u16 x = {h};
-  return as_v8(__builtin_convertvector(x, v8u32) << 16)[0];
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
 }
 
 static inline v8 ld_i8(const uint8_t *p) {
-#ifdef __AVX2__
+#if defined(__wasm_simd128__)
+  const v128_t c = wasm_i16x8_load8x8(p);
+  return join4(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(c)), wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(c)));
+#elif defined(__AVX2__)
   __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
   v8 x;
   __builtin_memcpy(&x, &f, 32);
@@ -96,7 +130,11 @@ static inline v8 ld_i8(const uint8_t *p) {
 
 /* Nibbles of bytes p[0..8): low (high = 0) or high, minus 8, as floats. */
 static inline v8 ld_q4(const uint8_t *p, int high) {
-#ifdef __AVX2__
+#if defined(__wasm_simd128__)
+  v128_t c = wasm_u16x8_load8x8(p);
+  c = wasm_i16x8_sub(high ? wasm_u16x8_shr(c, 4) : wasm_v128_and(c, wasm_i16x8_splat(15)), wasm_i16x8_splat(8));
+  return join4(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(c)), wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(c)));
+#elif defined(__AVX2__)
   __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
   c = high ? _mm256_srli_epi32(c, 4) : _mm256_and_si256(c, _mm256_set1_epi32(15));
   __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(8)));
