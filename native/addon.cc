@@ -15,6 +15,12 @@
 #include "kernels.hpp"
 #include "kv_attn.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define KVP_SLABS 1
+#endif
+
 namespace {
 
 // The kernel builds this CPU runs, widest first; KVPRESS_NATIVE_ISA=avx2|base caps them so that
@@ -497,6 +503,41 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   }
 }
 
+#ifdef KVP_SLABS
+// ---- KV cache page memory (src/cache/slab-memory.ts) ----
+// kvSlab(bytes) → an ArrayBuffer over fresh anonymous memory (resident only once written),
+// unmapped when collected. kvRelease(slab, offset, bytes) hands whole OS pages of it back
+// (madvise MADV_DONTNEED: the process RSS falls now; the range reads as zeros if used again).
+Napi::Value KvSlab(const Napi::CallbackInfo &info) {
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 1 && n <= (double)(1ull << 40))) {
+    Napi::RangeError::New(info.Env(), "kvSlab: size out of range").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  size_t *len = new size_t((size_t)n);
+  void *p = mmap(nullptr, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    delete len;
+    Napi::Error::New(info.Env(), "kvSlab: out of memory").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  return Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
+    munmap(data, *hint);
+    delete hint;
+  }, len);
+}
+
+void KvRelease(const Napi::CallbackInfo &info) {
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  const double off = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (!(off >= 0 && n > 0 && off + n <= (double)ab.ByteLength()) || (size_t)off % page || (size_t)n % page) return;
+  madvise((char *)ab.Data() + (size_t)off, (size_t)n, MADV_DONTNEED);
+}
+
+Napi::Value KvOsPage(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), (double)sysconf(_SC_PAGESIZE)); }
+#endif
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
@@ -506,6 +547,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionPaged", Napi::Function::New(env, AttentionPaged));
+#ifdef KVP_SLABS
+  exports.Set("kvSlab", Napi::Function::New(env, KvSlab));
+  exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
+  exports.Set("kvOsPage", Napi::Function::New(env, KvOsPage));
+#endif
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));

@@ -5,6 +5,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
+import type { PageMemory } from '../../cache/kv-cache.js';
+import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
 import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
@@ -33,7 +35,13 @@ interface Addon {
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
   bf16Probe(iterations: number, threads: number): number | null;
   info(): AddonInfo;
+  /** Page memory for the KV cache (absent on platforms without mmap). */
+  kvSlab?: SlabSource['kvSlab'];
+  kvRelease?: SlabSource['kvRelease'];
+  kvOsPage?: SlabSource['kvOsPage'];
 }
+
+let slabs: SlabMemory | undefined;
 
 export interface AddonInfo {
   /** Instruction set of the kernels picked for this CPU: "avx512", "avx2" or "base". */
@@ -210,6 +218,13 @@ export class NativeBackend implements Backend {
     if (a.rows === 0 || a.numHeads === 0 || a.headDim === 0) return;
     this.#apply();
     this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
+  }
+
+  /** KV cache pages in slabs that give their memory back to the OS when evicted (src/cache/slab-memory.ts). */
+  get pageMemory(): PageMemory | undefined {
+    const a = this.addon;
+    if (!a.kvSlab || !a.kvRelease || !a.kvOsPage) return undefined;
+    return (slabs ??= new SlabMemory(a as SlabSource));
   }
 
   /** Attention read in place from the cache's pages in their element type (native/kv_attn.c). */
