@@ -359,14 +359,15 @@ static inline __attribute__((always_inline)) void run_dt(int dt, int values, con
   }
 }
 
-/* Scores (values = 0) or value sums (values = 1) over one run of n entries of a page. Rows are
- * read in registers where the layout allows (head_dim a multiple of 16; quantized blocks of 32),
- * else widened into buf first. */
+/* Scores (values = 0) or value sums (values = 1) over one run of n entries of a page. */
 static void run(const kv_attn_args *a, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, int t0, int n, float *s, size_t sld, float *buf) {
   const int hd = a->head_dim;
   const size_t rb = (size_t)a->row_bytes;
   const float sc = a->scale;
-  const int direct = hd % 16 == 0 && (a->dtype <= KV_BF16 || a->block == 32);
+  /* In registers where the layout allows (head_dim a multiple of 16; quantized blocks of 32) and
+   * at most one group of four queries reads the run (decode); a bigger tile widens each row once
+   * into buf for all its groups. */
+  const int direct = hd % 16 == 0 && (a->dtype == KV_F32 || (nr <= 4 && (a->dtype <= KV_BF16 || a->block == 32)));
   if (!direct) {
     const float *rows = rows_f32(a, src, n, buf);
     if (hd % 16 == 0) {
