@@ -440,6 +440,10 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// Slabs by id (src/cache/slab-memory.ts): base and length, so that attentionPaged can take page
+// addresses (slab · 2³² + offset) as numbers instead of reading each page's view through N-API.
+static std::vector<std::pair<uint8_t *, size_t>> g_slabs;
+
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
 //                pageEntries, valuesOffset, pages (KvPage[][]), lengths,
@@ -472,13 +476,30 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   bytes_heads.resize(nkv);
   int maxlen = 0;
   const Napi::String u8 = Napi::String::New(info.Env(), "u8");
+  // Pages in slabs come as one Float64Array of addresses (per head, its pages in order);
+  // others as KvPage objects whose views are read here.
+  const bool addressed = info[17].IsTypedArray();
+  const double *addr = addressed ? info[17].As<Napi::Float64Array>().Data() : nullptr;
+  const size_t page_bytes = 2 * a.values_offset + 4 * (size_t)a.page_entries;
+  size_t k = 0;
   for (int g = 0; g < nkv; g++) {
-    Napi::Array pages = heads.Get(g).As<Napi::Array>();
-    const uint32_t np = pages.Length();
-    bytes[g].resize(np);
-    for (uint32_t p = 0; p < np; p++) bytes[g][p] = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
-    bytes_heads[g] = bytes[g].data();
     maxlen = std::max(maxlen, (int)a.lengths[g]);
+    const uint32_t np = (uint32_t)((a.lengths[g] + a.page_entries - 1) / a.page_entries);
+    bytes[g].resize(np);
+    if (addressed) {
+      for (uint32_t p = 0; p < np; p++, k++) {
+        const uint64_t x = (uint64_t)addr[k], id = x >> 32, off = x & 0xffffffffu;
+        if (id >= g_slabs.size() || !g_slabs[id].first || off + page_bytes > g_slabs[id].second) {
+          Napi::Error::New(info.Env(), "attentionPaged: a page address outside every slab").ThrowAsJavaScriptException();
+          return;
+        }
+        bytes[g][p] = g_slabs[id].first + off;
+      }
+    } else {
+      Napi::Array pages = heads.Get(g).As<Napi::Array>();
+      for (uint32_t p = 0; p < np; p++) bytes[g][p] = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
+    }
+    bytes_heads[g] = bytes[g].data();
   }
   a.pages = bytes_heads.data();
 #if defined(__x86_64__)
@@ -505,7 +526,7 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
 
 #ifdef KVP_SLABS
 // ---- KV cache page memory (src/cache/slab-memory.ts) ----
-// kvSlab(bytes) → an ArrayBuffer over fresh anonymous memory (resident only once written),
+// kvSlab(bytes, id) → an ArrayBuffer over fresh anonymous memory (resident only once written),
 // unmapped when collected. kvRelease(slab, offset, bytes) hands whole OS pages of it back
 // (madvise MADV_DONTNEED: the process RSS falls now; the range reads as zeros if used again).
 Napi::Value KvSlab(const Napi::CallbackInfo &info) {
@@ -515,13 +536,18 @@ Napi::Value KvSlab(const Napi::CallbackInfo &info) {
     return info.Env().Undefined();
   }
   size_t *len = new size_t((size_t)n);
+  const uint32_t id = info[1].As<Napi::Number>().Uint32Value();
   void *p = mmap(nullptr, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     delete len;
     Napi::Error::New(info.Env(), "kvSlab: out of memory").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
+  if (g_slabs.size() <= id) g_slabs.resize(id + 1, {nullptr, 0});
+  g_slabs[id] = {(uint8_t *)p, *len};
   return Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
+    for (auto &sl : g_slabs)
+      if (sl.first == data) sl = {nullptr, 0};
     munmap(data, *hint);
     delete hint;
   }, len);

@@ -48,13 +48,16 @@ export class KvPage implements RowViews {
   readonly vOff: number;
   /** Address of the page in its PageMemory, −1 for a page that is an ArrayBuffer of its own. */
   readonly address: number;
+  /** The PageMemory the page lies in (null: an ArrayBuffer of its own). */
+  readonly memory: PageMemory | null;
   refs = 1;
   used = 0;
 
-  constructor(readonly fmt: KvFormat, readonly entries: number, region?: PageRegion) {
+  constructor(readonly fmt: KvFormat, readonly entries: number, region?: PageRegion, memory: PageMemory | null = null) {
     const kv = 2 * entries * fmt.rowBytes;
     const buf = region?.buffer ?? new ArrayBuffer(kv + 4 * entries), at = region?.byteOffset ?? 0;
     this.address = region?.address ?? -1;
+    this.memory = region ? memory : null;
     this.u8 = new Uint8Array(buf, at, kv);
     this.u16 = new Uint16Array(buf, at, kv >>> 1);
     this.i8 = new Int8Array(buf, at, kv);
@@ -113,7 +116,7 @@ export class PagePool {
 
   private newPage(): KvPage {
     if (!this.memory) return new KvPage(this.fmt, this.pageEntries);
-    const p = new KvPage(this.fmt, this.pageEntries, this.memory.alloc(this.pageBytes));
+    const p = new KvPage(this.fmt, this.pageEntries, this.memory.alloc(this.pageBytes), this.memory);
     unreachable.register(p, { memory: this.memory, address: p.address, bytes: this.pageBytes }, p);
     return p;
   }

@@ -2,8 +2,8 @@ import type { PageMemory, PageRegion } from './kv-cache.js';
 
 /** What SlabMemory needs from the native addon (native/addon.cc). */
 export interface SlabSource {
-  /** An ArrayBuffer over `bytes` of fresh anonymous memory, unmapped when collected. */
-  kvSlab(bytes: number): ArrayBuffer;
+  /** An ArrayBuffer over `bytes` of fresh anonymous memory, unmapped when collected; `id` names it in page addresses. */
+  kvSlab(bytes: number, id: number): ArrayBuffer;
   /** Hands the whole OS pages [offset, offset + bytes) of a slab back (its RSS falls now). */
   kvRelease(slab: ArrayBuffer, offset: number, bytes: number): void;
   /** The OS page size. */
@@ -50,7 +50,7 @@ export class SlabMemory implements PageMemory {
     let slab = open[open.length - 1];
     if (!slab) {
       const slots = Math.max(1, Math.floor(SLAB_BYTES / bytes)), size = Math.ceil((slots * bytes) / this.#os) * this.#os;
-      slab = { id: this.#slabs.length, buffer: this.#src.kvSlab(size), bytes, used: new Uint8Array(slots), free: Array.from({ length: slots }, (_, i) => slots - 1 - i) };
+      slab = { id: this.#slabs.length, buffer: this.#src.kvSlab(size, this.#slabs.length), bytes, used: new Uint8Array(slots), free: Array.from({ length: slots }, (_, i) => slots - 1 - i) };
       this.#slabs.push(slab);
       open.push(slab);
     }

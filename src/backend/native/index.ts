@@ -25,6 +25,7 @@ interface Addon {
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     dtype: number, block: number, blockBytes: number, rowBytes: number, pageEntries: number, valuesOffset: number,
     pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
+    addresses: Float64Array | null,
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
   eaLogits64(
@@ -227,6 +228,28 @@ export class NativeBackend implements Backend {
     return (slabs ??= new SlabMemory(a as SlabSource));
   }
 
+  #addr = new Float64Array(256);
+
+  /**
+   * The slab addresses of the pages attention reads (per head, in order), when every page lies
+   * in this addon's slabs: one typed array instead of a property read per page in the addon.
+   */
+  #addresses(a: PagedAttentionArgs): Float64Array | null {
+    const E = a.cache.pool.pageEntries, slabs = this.pageMemory;
+    let n = 0;
+    for (let g = 0; g < a.numKvHeads; g++) n += Math.ceil(a.cache.lengths[g] / E);
+    if (this.#addr.length < n) this.#addr = new Float64Array(2 * n);
+    for (let g = 0, k = 0; g < a.numKvHeads; g++) {
+      const pages = a.cache.pages[g];
+      for (let p = 0, np = Math.ceil(a.cache.lengths[g] / E); p < np; p++, k++) {
+        const page = pages[p];
+        if (page.address < 0 || !slabs || page.memory !== slabs) return null;
+        this.#addr[k] = page.address;
+      }
+    }
+    return this.#addr;
+  }
+
   /** Attention read in place from the cache's pages in their element type (native/kv_attn.c). */
   attentionPaged(a: PagedAttentionArgs): void {
     const f = checkPagedAttention(a);
@@ -234,7 +257,7 @@ export class NativeBackend implements Backend {
     const E = a.cache.pool.pageEntries;
     this.addon.attentionPaged(
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
-      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale,
+      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, this.#addresses(a),
     );
   }
 
