@@ -4,7 +4,8 @@
  * TypeScript side (src/backend/wasm/) copies arguments into the shared linear memory, passes
  * addresses, and splits the big kernels into ranges that worker threads run on their own
  * instances of this module.
- * Build: scripts/build-wasm.sh (clang + lld), output embedded in src/backend/wasm/kernels-wasm.ts.
+ * Build: scripts/build-wasm.sh (clang + lld), output embedded in src/backend/wasm/kernels-wasm.ts;
+ * it includes native/kv_attn.c (paged attention) below.
  */
 #define VW 4
 #define FN(name) name##_wasm

@@ -90,7 +90,7 @@ export type WasmLoad = { ok: true; module: Loaded } | { ok: false; reason: strin
 
 let cached: WasmLoad | undefined;
 
-/** Compiles the embedded module (≈27 KB) and instantiates it on a shared memory, once per process. */
+/** Compiles the embedded module (≈96 KB) and instantiates it on a shared memory, once per process. */
 export function loadWasm(): WasmLoad {
   if (!cached) {
     try {
