@@ -70,8 +70,8 @@ export async function kvSection(md: string[], bench: (args: string[]) => BenchJs
 
 /**
  * Decode attention alone (small shape's 9 heads over 3 KV heads of 64, 1 thread, native) at
- * depth 8192 for each page size: the kernel's cost of page boundaries. Best of several rounds,
- * the sizes interleaved so that load on the machine hits them alike.
+ * depth 8192 for each page size: the kernel's cost of page boundaries. CPU time (other
+ * processes' load does not count), best of several rounds, the sizes interleaved.
  */
 export function pageSizes(md: string[], quick: boolean): Record<string, Record<number, number>> {
   const be = createBackend({ threads: 1 });
@@ -92,13 +92,13 @@ export function pageSizes(md: string[], quick: boolean): Record<string, Record<n
   for (let round = 0; round < (quick ? 3 : 10); round++) {
     runs.forEach((r, i) => {
       r.f();
-      const t0 = performance.now();
-      let n = 0;
-      while (performance.now() - t0 < 30) (r.f(), n++);
-      best[i] = Math.min(best[i], (performance.now() - t0) / n);
+      const c0 = process.cpuUsage();
+      for (let n = 0; n < 20; n++) r.f();
+      const u = process.cpuUsage(c0);
+      best[i] = Math.min(best[i], (u.user + u.system) / 1000 / 20);
     });
   }
-  md.push('', `Decode attention at depth 8192 (small: 9 heads, 3 KV heads of 64; ${be.name}, 1 thread), ms per layer, by entries per page:`, '');
+  md.push('', `Decode attention at depth 8192 (small: 9 heads, 3 KV heads of 64; ${be.name}, 1 thread), CPU ms per layer, by entries per page:`, '');
   md.push(`| type | ${sizes.join(' | ')} |`, `|---|${sizes.map(() => '---').join('|')}|`);
   const out: Record<string, Record<number, number>> = {};
   for (const t of types) {
