@@ -13,7 +13,7 @@ enum { KV_F32 = 0, KV_F16 = 1, KV_BF16 = 2, KV_Q8_0 = 3, KV_Q4_0 = 4 };
 
 /* Query vectors per tile (GQA group heads × consecutive rows) and entries per run (the rows
  * widened at once into the L1 buffer: KV_CH·head_dim floats). */
-#define KV_TQ 16
+#define KV_TQ 32
 #define KV_CH 32
 
 typedef struct {
