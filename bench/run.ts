@@ -14,6 +14,7 @@ import { backendInfo } from '../src/backend/index.js';
 import { packageRoot } from '../src/model/load.js';
 import { SHAPES as SHAPE_DIMS } from '../src/model/random.js';
 import { runKernelBench } from './kernels.js';
+import { kvSection } from './kv-memory.js';
 import { runLlamaCpp, type LlamaFigures } from './llama-cpp.js';
 import type { WeightMemory } from './weight-memory.js';
 import { runPressBench } from './presses.js';
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
   json.decodeVsRatio = byRatio;
 
   process.stderr.write('KV cache types…\n');
-  json.kvTypes = kvTypes(md);
+  json.kvTypes = await kvSection(md, kvpressBench, quick);
 
   process.stderr.write('press scoring…\n');
   const presses = await runPressBench();
@@ -169,38 +170,6 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'latest.md'), md.join('\n'));
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(json, null, 1) + '\n');
   process.stdout.write(md.join('\n') + '\n');
-}
-
-/**
- * KV cache element types on the small shape, 1 thread: MiB at 8192 entries, prefill 2048 and
- * decode at depths 2048 and 8192 per type; then the memory check (compress a 4096-token prefill
- * at 0.75, decode 512: allocatedBytes against its bound, RSS against the uncompressed run).
- */
-function kvTypes(md: string[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  md.push('', '## KV cache types (small, 1 thread)', '');
-  md.push('llama.cpp keeps 180 MiB of f16 cache for 8192 tokens of this shape. Decode reads the cache in place on the TypeScript backend; the native and wasm backends decode each head to f32 first.', '');
-  md.push('| type | KV @8192 | prefill 2048 | vs f32 | decode @2048 | vs f32 | decode @8192 | vs f32 |', '|---|---|---|---|---|---|---|---|');
-  const types = quick ? ['f32', 'f16', 'q8_0'] : ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
-  const base: Record<string, BenchJson> = {};
-  for (const t of types) {
-    const a = ['--shape', 'small', '--threads', '1', '--kv-dtype', t];
-    const p = kvpressBench([...a, '--prompt-tokens', '2048', '--gen-tokens', '1']);
-    const d2 = kvpressBench([...a, '--prompt-tokens', '1', '--depth', '2048', '--gen-tokens', '16']);
-    const d8 = kvpressBench([...a, '--prompt-tokens', '1', '--depth', '8192', '--gen-tokens', '16']);
-    if (t === 'f32') Object.assign(base, { p, d2, d8 });
-    out[t] = { prefill2048: p, decode2048: d2, decode8192: d8 };
-    md.push(`| ${t} | ${mib(d8.kvCacheBytes)} | ${fmt(p.prefillTokensPerSecond)} | ${ratio(p.prefillTokensPerSecond, base.p.prefillTokensPerSecond)} | ${fmt(d2.decodeTokensPerSecond)} | ${ratio(d2.decodeTokensPerSecond, base.d2.decodeTokensPerSecond)} | ${fmt(d8.decodeTokensPerSecond)} | ${ratio(d8.decodeTokensPerSecond, base.d8.decodeTokensPerSecond)} |`);
-  }
-  const mem = (r: number) => JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/kv-memory.js'), '--ratio', String(r)], { encoding: 'utf8' })) as { bytes: number; allocatedBytes: number; bound: number; rssBytes: number };
-  const full = mem(0), comp = mem(0.75);
-  const evicted = full.bytes - comp.bytes, fell = full.rssBytes - comp.rssBytes;
-  md.push('', 'Compress a 4096-token prefill at 0.75 (StreamingLLM), then decode 512 tokens (f32 cache):', '');
-  md.push('| run | bytes | allocatedBytes | bound (bytes + positions + a page per head) | RSS |', '|---|---|---|---|---|');
-  for (const [name, r] of [['uncompressed', full], ['ratio 0.75', comp]] as const) md.push(`| ${name} | ${mib(r.bytes)} | ${mib(r.allocatedBytes)} | ${mib(r.bound)} | ${mib(r.rssBytes)} |`);
-  md.push('', `RSS fell by ${mib(fell)} for ${mib(evicted)} of evicted entries (${((100 * fell) / evicted).toFixed(0)} %; goal ≥ 70 %).`);
-  out.memory = { full, compressed: comp };
-  return out;
 }
 
 await main();

@@ -15,6 +15,12 @@
 #include "kernels.hpp"
 #include "kv_attn.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define KVP_SLABS 1
+#endif
+
 namespace {
 
 // The kernel builds this CPU runs, widest first; KVPRESS_NATIVE_ISA=avx2|base caps them so that
@@ -435,9 +441,14 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// Slabs by id (src/cache/slab-memory.ts): base and length, so that attentionPaged can take page
+// addresses (slab · 2³² + offset) as numbers instead of reading each page's view through N-API.
+static std::vector<std::pair<uint8_t *, size_t>> g_slabs;
+
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
-//                pageEntries, valuesOffset, pages (KvPage[][]), lengths, queryPositions, window, scale)
+//                pageEntries, valuesOffset, pages (KvPage[][]), lengths,
+//                queryPositions, window, scale)
 void AttentionPaged(const Napi::CallbackInfo &info) {
   kv_attn_args a;
   a.out = F32(info[0]);
@@ -452,57 +463,107 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   a.row_bytes = I32(info[9]);
   a.page_entries = I32(info[10]);
   a.values_offset = (size_t)I32(info[11]);
+  a.positions_offset = 2 * a.values_offset;
   Napi::Array heads = info[12].As<Napi::Array>();
   a.lengths = info[13].As<Napi::Int32Array>().Data();
   a.query_positions = info[14].As<Napi::Int32Array>().Data();
   a.window = I32(info[15]);
   a.scale = info[16].As<Napi::Number>().FloatValue();
   const int nkv = a.num_kv_heads;
-  // Page pointers, read from the pages' own views (no copy of any entry).
+  // Page addresses, read from the pages' own views (no copy of any entry).
   static thread_local std::vector<std::vector<const uint8_t *>> bytes;
-  static thread_local std::vector<std::vector<const int32_t *>> pos;
   static thread_local std::vector<const uint8_t *const *> bytes_heads;
-  static thread_local std::vector<const int32_t *const *> pos_heads;
   bytes.resize(nkv);
-  pos.resize(nkv);
   bytes_heads.resize(nkv);
-  pos_heads.resize(nkv);
   int maxlen = 0;
-  // One property read per page: the positions follow the keys and values in the page's buffer.
   const Napi::String u8 = Napi::String::New(info.Env(), "u8");
-  const size_t pos_offset = 2 * a.values_offset;
+  // Pages in slabs come as one Float64Array of addresses (per head, its pages in order);
+  // others as KvPage objects whose views are read here.
+  const bool addressed = info[17].IsTypedArray();
+  const double *addr = addressed ? info[17].As<Napi::Float64Array>().Data() : nullptr;
+  const size_t page_bytes = 2 * a.values_offset + 4 * (size_t)a.page_entries;
+  size_t k = 0;
   for (int g = 0; g < nkv; g++) {
-    Napi::Array pages = heads.Get(g).As<Napi::Array>();
-    const uint32_t np = pages.Length();
+    maxlen = std::max(maxlen, (int)a.lengths[g]);
+    const uint32_t np = (uint32_t)((a.lengths[g] + a.page_entries - 1) / a.page_entries);
     bytes[g].resize(np);
-    pos[g].resize(np);
-    for (uint32_t p = 0; p < np; p++) {
-      const uint8_t *b = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
-      bytes[g][p] = b;
-      pos[g][p] = reinterpret_cast<const int32_t *>(b + pos_offset);
+    if (addressed) {
+      for (uint32_t p = 0; p < np; p++, k++) {
+        const uint64_t x = (uint64_t)addr[k], id = x >> 32, off = x & 0xffffffffu;
+        if (id >= g_slabs.size() || !g_slabs[id].first || off + page_bytes > g_slabs[id].second) {
+          Napi::Error::New(info.Env(), "attentionPaged: a page address outside every slab").ThrowAsJavaScriptException();
+          return;
+        }
+        bytes[g][p] = g_slabs[id].first + off;
+      }
+    } else {
+      Napi::Array pages = heads.Get(g).As<Napi::Array>();
+      for (uint32_t p = 0; p < np; p++) bytes[g][p] = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
     }
     bytes_heads[g] = bytes[g].data();
-    pos_heads[g] = pos[g].data();
-    maxlen = std::max(maxlen, (int)a.lengths[g]);
   }
   a.pages = bytes_heads.data();
-  a.positions = pos_heads.data();
 #if defined(__x86_64__)
-  auto row = !std::strcmp(K.isa, "avx512") ? kv_attn_row_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_row_avx2 : kv_attn_row_base;
+  auto tile = !std::strcmp(K.isa, "avx512") ? kv_attn_tile_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_tile_avx2 : kv_attn_tile_base;
 #else
-  auto row = kv_attn_row_base;
+  auto tile = kv_attn_tile_base;
 #endif
-  const int items = a.num_heads * a.rows;
+  const int group = a.num_heads / nkv, nq = a.rows * group, tiles = (nq + KV_TQ - 1) / KV_TQ, items = nkv * tiles;
+  const size_t sld = (size_t)maxlen;
   // Below ~10⁵ multiply-adds (short decode steps) a team costs more than it saves.
-  const int nt = (double)items * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
+  const int nt = (double)nq * nkv * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
 #pragma omp parallel num_threads(nt)
   {
-    static thread_local std::vector<float> s;
-    if (s.size() < (size_t)maxlen) s.resize(maxlen);
-#pragma omp for schedule(dynamic, 4)
-    for (int it = 0; it < items; it++) row(&a, it % a.num_heads, it / a.num_heads, s.data());
+    static thread_local std::vector<float> s, buf;
+    if (s.size() < KV_TQ * sld) s.resize(KV_TQ * sld);
+    if (buf.size() < (size_t)KV_CH * a.head_dim) buf.resize((size_t)KV_CH * a.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
+      tile(&a, g, p0, std::min(KV_TQ, nq - p0), s.data(), sld, buf.data());
+    }
   }
 }
+
+#ifdef KVP_SLABS
+// ---- KV cache page memory (src/cache/slab-memory.ts) ----
+// kvSlab(bytes, id) → an ArrayBuffer over fresh anonymous memory (resident only once written),
+// unmapped when collected. kvRelease(slab, offset, bytes) hands whole OS pages of it back
+// (madvise MADV_DONTNEED: the process RSS falls now; the range reads as zeros if used again).
+Napi::Value KvSlab(const Napi::CallbackInfo &info) {
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 1 && n <= (double)(1ull << 40))) {
+    Napi::RangeError::New(info.Env(), "kvSlab: size out of range").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  size_t *len = new size_t((size_t)n);
+  const uint32_t id = info[1].As<Napi::Number>().Uint32Value();
+  void *p = mmap(nullptr, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    delete len;
+    Napi::Error::New(info.Env(), "kvSlab: out of memory").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  if (g_slabs.size() <= id) g_slabs.resize(id + 1, {nullptr, 0});
+  g_slabs[id] = {(uint8_t *)p, *len};
+  return Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
+    for (auto &sl : g_slabs)
+      if (sl.first == data) sl = {nullptr, 0};
+    munmap(data, *hint);
+    delete hint;
+  }, len);
+}
+
+void KvRelease(const Napi::CallbackInfo &info) {
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  const double off = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (!(off >= 0 && n > 0 && off + n <= (double)ab.ByteLength()) || (size_t)off % page || (size_t)n % page) return;
+  madvise((char *)ab.Data() + (size_t)off, (size_t)n, MADV_DONTNEED);
+}
+
+Napi::Value KvOsPage(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), (double)sysconf(_SC_PAGESIZE)); }
+#endif
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
@@ -513,6 +574,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionPaged", Napi::Function::New(env, AttentionPaged));
+#ifdef KVP_SLABS
+  exports.Set("kvSlab", Napi::Function::New(env, KvSlab));
+  exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
+  exports.Set("kvOsPage", Napi::Function::New(env, KvOsPage));
+#endif
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));

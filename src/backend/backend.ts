@@ -1,4 +1,4 @@
-import type { KvPage, PagePool } from '../cache/kv-cache.js';
+import type { KvPage, PageMemory, PagePool } from '../cache/kv-cache.js';
 
 /**
  * The numeric kernels the engine needs, behind one interface so that a fast backend
@@ -49,6 +49,12 @@ export interface Backend {
    * f32) into a workspace and calls `attention`.
    */
   attentionPaged?(args: PagedAttentionArgs): void;
+
+  /**
+   * Where the pages of this backend's caches should live for attentionPaged to read them in
+   * place (Model.newCache passes it on). Optional: absent, pages are ArrayBuffers of their own.
+   */
+  readonly pageMemory?: PageMemory;
 
   /**
    * out[d×d] = xᵀx for x [n][d], float64 and fully symmetric. Optional: Expected Attention's

@@ -52,8 +52,8 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   if (statSync(p).isDirectory()) {
     if (opts.tokenizer !== undefined) throw new Error(`${path}: --tokenizer is for llama2.c checkpoints; a Hugging Face directory's tokenizer is its own tokenizer.json`);
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
-    const { config, weights, tokenizer } = await loadHfDirectory(p, type);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
+    const { config, weights, tokenizer, precision } = await loadHfDirectory(p, type);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { loadGguf } = await import('./loaders/gguf-model.js');

@@ -71,7 +71,7 @@ export class Model implements ModelParts {
   /** An empty paged cache in the model's kvDtype (or opts.dtype). */
   newCache(opts: CacheOptions = {}): KVCache {
     if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError(`newCache: options must be an object like { dtype: 'f16', pageEntries: 64 }, got ${String(opts)}`);
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, memory: this.backend.pageMemory, ...opts });
   }
 
   /**

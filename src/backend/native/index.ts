@@ -5,6 +5,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
+import type { PageMemory } from '../../cache/kv-cache.js';
+import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
 import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
@@ -23,6 +25,7 @@ interface Addon {
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     dtype: number, block: number, blockBytes: number, rowBytes: number, pageEntries: number, valuesOffset: number,
     pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
+    addresses: Float64Array | null,
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
   eaLogits64(
@@ -33,7 +36,13 @@ interface Addon {
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
   bf16Probe(iterations: number, threads: number): number | null;
   info(): AddonInfo;
+  /** Page memory for the KV cache (absent on platforms without mmap). */
+  kvSlab?: SlabSource['kvSlab'];
+  kvRelease?: SlabSource['kvRelease'];
+  kvOsPage?: SlabSource['kvOsPage'];
 }
+
+let slabs: SlabMemory | undefined;
 
 export interface AddonInfo {
   /** Instruction set of the kernels picked for this CPU: "avx512", "avx2" or "base". */
@@ -212,6 +221,35 @@ export class NativeBackend implements Backend {
     this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
   }
 
+  /** KV cache pages in slabs that give their memory back to the OS when evicted (src/cache/slab-memory.ts). */
+  get pageMemory(): PageMemory | undefined {
+    const a = this.addon;
+    if (!a.kvSlab || !a.kvRelease || !a.kvOsPage) return undefined;
+    return (slabs ??= new SlabMemory(a as SlabSource));
+  }
+
+  #addr = new Float64Array(256);
+
+  /**
+   * The slab addresses of the pages attention reads (per head, in order), when every page lies
+   * in this addon's slabs: one typed array instead of a property read per page in the addon.
+   */
+  #addresses(a: PagedAttentionArgs): Float64Array | null {
+    const E = a.cache.pool.pageEntries, slabs = this.pageMemory;
+    let n = 0;
+    for (let g = 0; g < a.numKvHeads; g++) n += Math.ceil(a.cache.lengths[g] / E);
+    if (this.#addr.length < n) this.#addr = new Float64Array(2 * n);
+    for (let g = 0, k = 0; g < a.numKvHeads; g++) {
+      const pages = a.cache.pages[g];
+      for (let p = 0, np = Math.ceil(a.cache.lengths[g] / E); p < np; p++, k++) {
+        const page = pages[p];
+        if (page.address < 0 || !slabs || page.memory !== slabs) return null;
+        this.#addr[k] = page.address;
+      }
+    }
+    return this.#addr;
+  }
+
   /** Attention read in place from the cache's pages in their element type (native/kv_attn.c). */
   attentionPaged(a: PagedAttentionArgs): void {
     const f = checkPagedAttention(a);
@@ -219,7 +257,7 @@ export class NativeBackend implements Backend {
     const E = a.cache.pool.pageEntries;
     this.addon.attentionPaged(
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
-      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale,
+      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, this.#addresses(a),
     );
   }
 
