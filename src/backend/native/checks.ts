@@ -1,4 +1,5 @@
 import type { KvFormat } from '../../cache/format.js';
+import { blockFormat, GGML_TYPE, ggmlTypeName } from '../../model/quant/formats.js';
 import type { AttentionArgs, PagedAttentionArgs } from '../backend.js';
 
 /**
@@ -29,6 +30,18 @@ export function checkMatmulBf16(out: Float32Array, x: Float32Array, w: Uint16Arr
   checkProduct('matmulBf16', out, x, m, n, k, bias);
   if (!(w instanceof Uint16Array)) fail('matmulBf16', 'w must be a Uint16Array of bf16 bits');
   if (w.length < n * k) fail('matmulBf16', `w has ${w.length} values, needs ${n * k}`);
+}
+
+/** checkMatmul's checks, with the weights as n rows of ggml blocks; returns the bytes of a row. */
+export function checkMatmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): number {
+  checkProduct('matmulQuant', out, x, m, n, k, bias);
+  const f = blockFormat(ggmlType);
+  if (!f || ggmlType === GGML_TYPE.F32 || ggmlType === GGML_TYPE.BF16) fail('matmulQuant', `no quantized product for ggml type ${ggmlTypeName(ggmlType)}`);
+  if (k % f.blockElements !== 0) fail('matmulQuant', `k = ${k} is not a multiple of the ${f.name} block of ${f.blockElements}`);
+  if (!(w instanceof Uint8Array)) fail('matmulQuant', 'w must be a Uint8Array of ggml blocks');
+  const rowBytes = (k / f.blockElements) * f.blockBytes;
+  if (w.length < n * rowBytes) fail('matmulQuant', `w has ${w.length} bytes, needs ${n * rowBytes}`);
+  return rowBytes;
 }
 
 function checkProduct(op: string, out: Float32Array, x: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
