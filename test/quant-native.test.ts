@@ -101,7 +101,7 @@ describe('native quantized products against float64 over the dequantized blocks'
         const plain = new Float32Array(m * n);
         createBackend({ prefer: 'native', threads: 1 }).matmulQuant!(plain, x, w, type, m, n, k);
         // The GEMM starts its sums from the bias, the decode product adds it last.
-        for (let i = 0; i < m * n; i++) assert.ok(Math.abs(outs[0][i] - (plain[i] + bias[i % n])) <= 1e-5 * (1 + Math.abs(plain[i])), `bias at ${i}`);
+        for (let i = 0; i < m * n; i++) assert.ok(Math.abs(outs[0][i] - (plain[i] + bias[i % n])) <= 1e-4 * (1 + Math.abs(plain[i])), `bias at ${i}: ${outs[0][i]} vs ${plain[i]} + ${bias[i % n]}`);
       }
     }
   });

@@ -12,6 +12,9 @@ export type WeightType = 'f32' | 'bf16' | QuantType;
 
 export const QUANT_TYPES: readonly QuantType[] = ['f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'];
 
+/** Every WeightType, for checking options. */
+export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'bf16', ...QUANT_TYPES];
+
 /** ggml's type id of a block format. */
 export function ggmlTypeOf(t: QuantType): number {
   return GGML_TYPE[t.toUpperCase() as keyof typeof GGML_TYPE];
