@@ -181,14 +181,27 @@ export interface ModelWeights {
 }
 
 /**
+ * The format a matrix of `cols` columns is quantized to when `type` is asked for: as
+ * llama-quantize does, a K-quant falls back to a 32-value format when rows are not whole
+ * 256-value super-blocks (q4_k → q5_0), and a 32-value format to f16 when rows are not whole
+ * blocks of 32.
+ */
+export function quantFallback(type: WeightType, cols: number): WeightType {
+  if (type === 'q4_k' && cols % 256 !== 0) type = 'q5_0';
+  if ((type === 'q8_0' || type === 'q4_0' || type === 'q5_0') && cols % 32 !== 0) type = 'f16';
+  return type;
+}
+
+/**
  * Every matrix of `w` held as `type`, converted once per distinct object (tied embeddings stay
- * one matrix); `w` itself when nothing needs converting. Norms and biases stay f32.
+ * one matrix); `w` itself when nothing needs converting. Norms and biases stay f32. Quantized
+ * types fall back per matrix as quantFallback says.
  */
 export function convertWeights(c: ModelConfig, w: ModelWeights, type: WeightType): ModelWeights {
   const done = new Map<Weight, Weight>();
   const conv = (m: Weight, rows: number, cols: number): Weight => {
     let r = done.get(m);
-    if (!r) done.set(m, (r = toWeightType(m, type, rows, cols)));
+    if (!r) done.set(m, (r = toWeightType(m, quantFallback(type, cols), rows, cols)));
     return r;
   };
   const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, D = c.hiddenSize, F = c.intermediateSize;

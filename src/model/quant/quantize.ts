@@ -23,7 +23,7 @@ function putF16(out: Uint8Array, at: number, x: number): number {
 }
 
 /** The formats these quantizers write. */
-export const QUANTIZABLE = [GGML_TYPE.Q8_0, GGML_TYPE.Q4_0, GGML_TYPE.Q5_0, GGML_TYPE.Q4_K] as const;
+export const QUANTIZABLE = [GGML_TYPE.F16, GGML_TYPE.Q8_0, GGML_TYPE.Q4_0, GGML_TYPE.Q5_0, GGML_TYPE.Q4_K] as const;
 
 /** `x` ([rows][cols] f32) as rows of `type` blocks. */
 export function quantizeMatrix(type: number, x: Float32Array, rows: number, cols: number): Uint8Array {
@@ -34,7 +34,8 @@ export function quantizeMatrix(type: number, x: Float32Array, rows: number, cols
   const blocks = (rows * cols) / fmt.blockElements, out = new Uint8Array(blocks * fmt.blockBytes);
   for (let b = 0; b < blocks; b++) {
     const src = x.subarray(b * fmt.blockElements, (b + 1) * fmt.blockElements), o = b * fmt.blockBytes;
-    if (type === GGML_TYPE.Q8_0) q8_0(src, out, o);
+    if (type === GGML_TYPE.F16) putF16(out, o, src[0]);
+    else if (type === GGML_TYPE.Q8_0) q8_0(src, out, o);
     else if (type === GGML_TYPE.Q4_0) q4_0(src, out, o);
     else if (type === GGML_TYPE.Q5_0) q5_0(src, out, o);
     else q4_K(src, out, o);
