@@ -236,6 +236,30 @@ static inline __m256i fifth_bits(uint32_t x) {
 }
 #endif
 
+#if defined(__AVX2__)
+/* acc + (the block's integer sum)·d·d_a for a 4- or 5-bit block; the min term (Q4_1/Q5_1) goes to *mins. */
+static inline __attribute__((always_inline)) __m256 legacy_block(int type, const uint8_t *w, const a32 *a, __m256 acc, float *mins) {
+  const __m256i y = _mm256_loadu_si256((const __m256i *)a->q);
+  __m256i p;
+  switch (type) {
+  case T_Q4_0:
+    p = dot_s8s8(_mm256_sub_epi8(nibbles(w + 2), _mm256_set1_epi8(8)), y);
+    break;
+  case T_Q5_0:
+    p = dot_s8s8(_mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(u32at(w + 2))), _mm256_set1_epi8(16)), y);
+    break;
+  case T_Q4_1:
+    p = dot_u8s8(nibbles(w + 4), y);
+    *mins += h2f(w + 2) * a->s;
+    break;
+  default:
+    p = dot_u8s8(_mm256_or_si256(nibbles(w + 8), fifth_bits(u32at(w + 4))), y);
+    *mins += h2f(w + 2) * a->s;
+  }
+  return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a->d), _mm256_cvtepi32_ps(p), acc);
+}
+#endif
+
 static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
 #if defined(__AVX2__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -255,35 +279,22 @@ static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
     }
     break;
   }
-  case T_Q4_0:
-    for (int b = 0; b < nb; b++, w += 18) {
-      const __m256i q = _mm256_sub_epi8(nibbles(w + 2), _mm256_set1_epi8(8));
-      const __m256i p = dot_s8s8(q, _mm256_loadu_si256((const __m256i *)a[b].q));
-      __m256 *acc = b & 1 ? &acc1 : &acc0;
-      *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a[b].d), _mm256_cvtepi32_ps(p), *acc);
-    }
-    break;
-  case T_Q5_0:
-    for (int b = 0; b < nb; b++, w += 22) {
-      const __m256i q = _mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(u32at(w + 2))), _mm256_set1_epi8(16));
-      const __m256i p = dot_s8s8(q, _mm256_loadu_si256((const __m256i *)a[b].q));
-      __m256 *acc = b & 1 ? &acc1 : &acc0;
-      *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a[b].d), _mm256_cvtepi32_ps(p), *acc);
-    }
-    break;
-  case T_Q4_1:
-  case T_Q5_1: {
-    const int five = type == T_Q5_1, bb = five ? 24 : 20;
-    for (int b = 0; b < nb; b++, w += bb) {
-      __m256i q = nibbles(w + (five ? 8 : 4));
-      if (five) q = _mm256_or_si256(q, fifth_bits(u32at(w + 4)));
-      const __m256i p = dot_u8s8(q, _mm256_loadu_si256((const __m256i *)a[b].q));
-      __m256 *acc = b & 1 ? &acc1 : &acc0;
-      *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a[b].d), _mm256_cvtepi32_ps(p), *acc);
-      mins += h2f(w + 2) * a[b].s;
-    }
-    break;
+/* Two blocks per step into two accumulators; the type is a constant in each loop. */
+#define LEGACY_LOOP(T, BB)                                       \
+  {                                                              \
+    int b = 0;                                                   \
+    for (; b + 1 < nb; b += 2, w += 2 * (BB)) {                  \
+      acc0 = legacy_block(T, w, a + b, acc0, &mins);             \
+      acc1 = legacy_block(T, w + (BB), a + b + 1, acc1, &mins);  \
+    }                                                            \
+    if (b < nb) acc0 = legacy_block(T, w, a + b, acc0, &mins);   \
+    break;                                                       \
   }
+  case T_Q4_0: LEGACY_LOOP(T_Q4_0, 18)
+  case T_Q5_0: LEGACY_LOOP(T_Q5_0, 22)
+  case T_Q4_1: LEGACY_LOOP(T_Q4_1, 20)
+  case T_Q5_1: LEGACY_LOOP(T_Q5_1, 24)
+#undef LEGACY_LOOP
   }
   return hsum8(_mm256_add_ps(acc0, acc1)) + mins;
 #else
@@ -335,30 +346,37 @@ static inline int hsum_i32(__m256i v) {
 }
 
 /* Q4_K: 8 sub-blocks of 32, 6-bit scales and mins; nibbles of byte l of pair p are elements
- * 64p + l (low) and 64p + 32 + l (high). */
+ * 64p + l (low) and 64p + 32 + l (high). The 12 scale bytes are unpacked with 32-bit masks
+ * (scales and mins each 8 bytes), widened to 16 bits once, and each sub-block's scale is
+ * broadcast by a byte shuffle. */
 static float dot_q4_k(const uint8_t *w, const aK *a, int nb) {
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0;
+  __m256 acc = _mm256_setzero_ps(), macc = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(15);
+  __m256i pick[8];
+  for (int j = 0; j < 8; j++) pick[j] = _mm256_set1_epi16((short)(0x0100 * (2 * j + 1) + 2 * j));
   for (int b = 0; b < nb; b++, w += 144, a++) {
-    int sc[8], mn[8];
-    for (int j = 0; j < 8; j++) k4_scale_min(w + 4, j, sc + j, mn + j);
-    const __m256i bs = _mm256_loadu_si256((const __m256i *)a->bs);
-    const __m256i mv = _mm256_setr_epi16(mn[0], mn[0], mn[1], mn[1], mn[2], mn[2], mn[3], mn[3], mn[4], mn[4], mn[5], mn[5], mn[6], mn[6], mn[7], mn[7]);
-    const int msum = hsum_i32(_mm256_madd_epi16(bs, mv));
+    uint32_t u[3];
+    memcpy(u, w + 4, 12);
+    const uint32_t sc_lo = u[0] & 0x3f3f3f3f, sc_hi = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+    const uint32_t mn_lo = u[1] & 0x3f3f3f3f, mn_hi = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+    const __m256i sm = _mm256_cvtepu8_epi16(_mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo));
+    const __m128i mn = _mm256_extracti128_si256(sm, 1);
+    const __m256i mdup = _mm256_set_m128i(_mm_unpackhi_epi16(mn, mn), _mm_unpacklo_epi16(mn, mn));
+    const __m256i mprod = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bs), mdup);
+    macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w + 2) * a->d), _mm256_cvtepi32_ps(mprod), macc);
+    const __m256i scb = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sm));
     __m256i isum = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
       const __m256i q = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * p));
       const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       const __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(a->q + 64 * p)));
       const __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(a->q + 64 * p + 32)));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * p])));
-      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * p + 1])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(scb, pick[2 * p])));
+      isum = _mm256_add_epi32(isum, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(scb, pick[2 * p + 1])));
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a->d), _mm256_cvtepi32_ps(isum), acc);
-    mins += h2f(w + 2) * a->d * (float)msum;
   }
-  return hsum8(acc) - mins;
+  return hsum8(_mm256_sub_ps(acc, macc));
 }
 
 /* Q6_K: 6-bit values u − 32 (low nibbles from ql, two high bits from qh), int8 scale per 16;
@@ -370,8 +388,9 @@ static float dot_q6_k(const uint8_t *w, const aK *a, int nb) {
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 192)));
     const __m256i offs = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)a->bs));
     __m256i isum = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offs, 5));
-    const int8_t *sc = (const int8_t *)(w + 192);
     for (int n = 0; n < 2; n++) {
+      // Scales 8n … 8n + 7 as 16 bits in both lanes; pair i takes 8n + 2i (low lane), 8n + 2i + 1 (high).
+      const __m256i scn = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64((const __m128i *)(w + 192 + 8 * n))));
       const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(w + 64 * n));
       const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(w + 64 * n + 32));
       const __m256i qh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
@@ -382,10 +401,10 @@ static float dot_q6_k(const uint8_t *w, const aK *a, int nb) {
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)),
       };
       for (int i = 0; i < 4; i++) {
-        const int g = 8 * n + 2 * i;
         const __m256i p = _mm256_maddubs_epi16(u[i], _mm256_loadu_si256((const __m256i *)(a->q + 128 * n + 32 * i)));
-        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, s));
+        const short lo = (short)(0x0100 * (4 * i + 1) + 4 * i), hi = (short)(0x0100 * (4 * i + 3) + 4 * i + 2);
+        const __m256i pick = _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_shuffle_epi8(scn, pick)));
       }
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w + 208) * a->d), _mm256_cvtepi32_ps(isum), acc);
