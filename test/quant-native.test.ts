@@ -13,6 +13,7 @@ import { blockFormat, dequantize, GGML_TYPE, ggmlTypeName } from '../src/model/q
 import { f16Bits, quantizeMatrix } from '../src/model/quant/quantize.js';
 import { linear, QUANT_TYPES, ggmlTypeOf, toWeightType, weightRow, type WeightMatrix } from '../src/model/weights.js';
 import { mulberry32 } from './fixtures/tiny-models.js';
+import { runCli } from './helpers/cli.js';
 
 /** Byte offsets of each format's f16 scales (set to sane values; the rest of a block is any bytes). */
 const SCALES: Record<number, number[]> = {
@@ -165,5 +166,21 @@ describe('quantizers', () => {
   test('formats it cannot write are a clear error', () => {
     assert.throws(() => quantizeMatrix(GGML_TYPE.Q6_K, new Float32Array(256), 1, 256), /cannot quantize to ggml type Q6_K/);
     assert.throws(() => quantizeMatrix(GGML_TYPE.Q4_K, new Float32Array(64), 1, 64), /not a multiple of its block of 256/);
+  });
+});
+
+describe('kvpress bench --weights q8_0|q4_k', () => {
+  test('quantizes the shape in memory and names the weights and kernels in --json', async () => {
+    const f32 = JSON.parse((await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '8', '--gen-tokens', '4', '--json'])).stdout) as { weightBytes: number };
+    for (const w of ['q8_0', 'q4_k']) {
+      const r = await runCli(['bench', '--shape', 'stories260K', '--prompt-tokens', '8', '--gen-tokens', '4', '--weights', w, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const j = JSON.parse(r.stdout) as { weights: string; gemm: string; decodeTokensPerSecond: number; weightBytes: number; backend: string };
+      assert.equal(j.weights, w);
+      assert.match(j.gemm, j.backend === 'native' ? /int8 block dot \(decode\), .* on dequantized panels \(prefill\)/ : /dequantized 64-row panels/);
+      assert.ok(j.decodeTokensPerSecond > 0);
+      // stories260K's rows (64 and 172 values) fall back to q5_0 and f16: still well under f32.
+      assert.ok(j.weightBytes < 0.6 * f32.weightBytes, `${w}: ${j.weightBytes} vs ${f32.weightBytes}`);
+    }
   });
 });

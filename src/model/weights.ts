@@ -12,8 +12,11 @@ export type WeightType = 'f32' | 'bf16' | QuantType;
 
 export const QUANT_TYPES: readonly QuantType[] = ['f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k'];
 
-/** Every WeightType, for checking options. */
-export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'bf16', ...QUANT_TYPES];
+/** The formats a model's matrices can be converted to (the `weights` option). */
+export const WEIGHT_TYPES: readonly WeightType[] = ['f32', 'bf16', 'q8_0', 'q4_k'];
+
+/** WEIGHT_TYPES for messages: 'f32', 'bf16', 'q8_0' or 'q4_k'. */
+export const WEIGHT_TYPES_TEXT = `${WEIGHT_TYPES.slice(0, -1).map((t) => `'${t}'`).join(', ')} or '${WEIGHT_TYPES[WEIGHT_TYPES.length - 1]}'`;
 
 /** ggml's type id of a block format. */
 export function ggmlTypeOf(t: QuantType): number {
