@@ -237,16 +237,21 @@ static inline __m256i fifth_bits(uint32_t x) {
 #endif
 
 #if defined(__AVX2__)
-/* acc + (the block's integer sum)·d·d_a for a 4- or 5-bit block; the min term (Q4_1/Q5_1) goes to *mins. */
+/* acc + (the block's integer sum)·d·d_a for a 4- or 5-bit block. The values are taken unsigned
+ * (vpmaddubsw multiplies unsigned by signed bytes): Q4_0/Q5_0's offset of 8 or 16 and Q4_1/Q5_1's
+ * min go to *mins through the activation block's sum s = d_a·Σq. */
 static inline __attribute__((always_inline)) __m256 legacy_block(int type, const uint8_t *w, const a32 *a, __m256 acc, float *mins) {
   const __m256i y = _mm256_loadu_si256((const __m256i *)a->q);
+  const float d = h2f(w);
   __m256i p;
   switch (type) {
   case T_Q4_0:
-    p = dot_s8s8(_mm256_sub_epi8(nibbles(w + 2), _mm256_set1_epi8(8)), y);
+    p = dot_u8s8(nibbles(w + 2), y);
+    *mins -= 8.0f * d * a->s;
     break;
   case T_Q5_0:
-    p = dot_s8s8(_mm256_sub_epi8(_mm256_or_si256(nibbles(w + 6), fifth_bits(u32at(w + 2))), _mm256_set1_epi8(16)), y);
+    p = dot_u8s8(_mm256_or_si256(nibbles(w + 6), fifth_bits(u32at(w + 2))), y);
+    *mins -= 16.0f * d * a->s;
     break;
   case T_Q4_1:
     p = dot_u8s8(nibbles(w + 4), y);
@@ -256,14 +261,14 @@ static inline __attribute__((always_inline)) __m256 legacy_block(int type, const
     p = dot_u8s8(_mm256_or_si256(nibbles(w + 8), fifth_bits(u32at(w + 4))), y);
     *mins += h2f(w + 2) * a->s;
   }
-  return _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a->d), _mm256_cvtepi32_ps(p), acc);
+  return _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc);
 }
 #endif
 
 static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
 #if defined(__AVX2__)
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float mins = 0;
+  float mins = 0, mins1 = 0; /* two chains, one per accumulator */
   switch (type) {
   case T_Q8_0: {
     int b = 0;
@@ -285,7 +290,7 @@ static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
     int b = 0;                                                   \
     for (; b + 1 < nb; b += 2, w += 2 * (BB)) {                  \
       acc0 = legacy_block(T, w, a + b, acc0, &mins);             \
-      acc1 = legacy_block(T, w + (BB), a + b + 1, acc1, &mins);  \
+      acc1 = legacy_block(T, w + (BB), a + b + 1, acc1, &mins1); \
     }                                                            \
     if (b < nb) acc0 = legacy_block(T, w, a + b, acc0, &mins);   \
     break;                                                       \
@@ -296,7 +301,7 @@ static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
   case T_Q5_1: LEGACY_LOOP(T_Q5_1, 24)
 #undef LEGACY_LOOP
   }
-  return hsum8(_mm256_add_ps(acc0, acc1)) + mins;
+  return hsum8(_mm256_add_ps(acc0, acc1)) + (mins + mins1);
 #else
   float sum = 0;
   for (int b = 0; b < nb; b++, a++) {
