@@ -45,40 +45,39 @@ _Static_assert(sizeof(a32) == 40 && sizeof(aK) == 292, "activation block sizes a
 
 /* ---- activations ---- */
 
+/* x[n] → q[n] = round(x·127 / max|x|); returns the scale max|x| / 127 and *sum = Σq. */
+static inline float quant_block(const float *x, int n, int8_t *q, int *sum) {
+  float amax = 0;
+  for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+  const float id = amax > 0 ? 127.0f / amax : 0.0f;
+  int s = 0;
+  for (int i = 0; i < n; i++) s += q[i] = (int8_t)lrintf(x[i] * id);
+  *sum = s;
+  return amax / 127.0f;
+}
+
 void FN(quant_act)(int type, const float *x, int k, uint8_t *act) {
+  int s;
   if (type == T_F16) {
     memcpy(act, x, (size_t)k * 4);
-    return;
-  }
-  if (is_k(type)) {
-    aK *a = (aK *)act;
+  } else if (is_k(type)) {
     for (int b = 0; b < k / 256; b++, x += 256) {
-      float amax = 0;
-      for (int i = 0; i < 256; i++) amax = fmaxf(amax, fabsf(x[i]));
       aK t;
-      t.d = amax / 127.0f;
-      const float id = amax > 0 ? 127.0f / amax : 0.0f;
-      for (int i = 0; i < 256; i++) t.q[i] = (int8_t)lrintf(x[i] * id);
+      t.d = quant_block(x, 256, t.q, &s);
       for (int g = 0; g < 16; g++) {
-        int s = 0;
+        s = 0;
         for (int i = 0; i < 16; i++) s += t.q[16 * g + i];
         t.bs[g] = (int16_t)s;
       }
-      memcpy(a + b, &t, sizeof t);
+      memcpy(act + b * sizeof t, &t, sizeof t);
     }
-    return;
-  }
-  a32 *a = (a32 *)act;
-  for (int b = 0; b < k / 32; b++, x += 32) {
-    float amax = 0;
-    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
-    a32 t;
-    t.d = amax / 127.0f;
-    const float id = amax > 0 ? 127.0f / amax : 0.0f;
-    int s = 0;
-    for (int i = 0; i < 32; i++) s += t.q[i] = (int8_t)lrintf(x[i] * id);
-    t.s = t.d * (float)s;
-    memcpy(a + b, &t, sizeof t);
+  } else {
+    for (int b = 0; b < k / 32; b++, x += 32) {
+      a32 t;
+      t.d = quant_block(x, 32, t.q, &s);
+      t.s = t.d * (float)s;
+      memcpy(act + b * sizeof t, &t, sizeof t);
+    }
   }
 }
 
