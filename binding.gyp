@@ -12,7 +12,7 @@
       "cflags_cc": ["-std=c++17"],
       "ldflags": ["-fopenmp"],
       "conditions": [
-        ["target_arch=='x64'", { "dependencies": ["kvp_avx2", "kvp_avx512", "kvp_avx512bf16"] }]
+        ["target_arch=='x64'", { "dependencies": ["kvp_avx2", "kvp_avx512", "kvp_avx512bf16", "kvp_avx512vnni"] }]
       ]
     }
   ],
@@ -32,6 +32,13 @@
           "sources": ["native/k_avx512.c", "native/kv_attn.c", "native/quant.c"],
           "defines": ["KV_ISA=avx512"],
           "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]
+        },
+        {
+          "target_name": "kvp_avx512vnni",
+          "type": "static_library",
+          "sources": ["native/quant.c"],
+          "defines": ["KV_ISA=avx512vnni", "QUANT_VNNI=512"],
+          "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx512vnni", "-mavx2", "-mfma", "-mf16c"]
         },
         {
           "target_name": "kvp_avx512bf16",

@@ -240,13 +240,22 @@ struct QuantSet {
   decltype(&quant_matvec_base) matvec;
   decltype(&quant_dequant_base) dequant;
 };
+// The integer products of the widest build, with vpdpbusd where the AVX-512 CPU has VNNI.
+QuantSet quant_kernels(const char **isa) {
 #if defined(__x86_64__)
-const QuantSet kQuant = !std::strcmp(K.isa, "avx512") ? QuantSet{quant_act_avx512, quant_matvec_avx512, quant_dequant_avx512}
-                        : !std::strcmp(K.isa, "avx2") ? QuantSet{quant_act_avx2, quant_matvec_avx2, quant_dequant_avx2}
-                                                      : QuantSet{quant_act_base, quant_matvec_base, quant_dequant_base};
-#else
-const QuantSet kQuant{quant_act_base, quant_matvec_base, quant_dequant_base};
+  if (!std::strcmp(K.isa, "avx512") && __builtin_cpu_supports("avx512vnni")) {
+    *isa = "avx512vnni";
+    return {quant_act_avx512vnni, quant_matvec_avx512vnni, quant_dequant_avx512vnni};
+  }
+  *isa = K.isa;
+  if (!std::strcmp(K.isa, "avx512")) return {quant_act_avx512, quant_matvec_avx512, quant_dequant_avx512};
+  if (!std::strcmp(K.isa, "avx2")) return {quant_act_avx2, quant_matvec_avx2, quant_dequant_avx2};
 #endif
+  *isa = "base";
+  return {quant_act_base, quant_matvec_base, quant_dequant_base};
+}
+const char *kQuantIsa = "base";
+const QuantSet kQuant = quant_kernels(&kQuantIsa);
 // Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
 // below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
 constexpr int kQuantGemmRows = 4;
@@ -483,6 +492,7 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   const std::string tile = std::to_string(K.gemm_rows) + "x" + std::to_string(K.gemm_cols);
   o.Set("gemmF32", std::string(K.isa) + " " + tile);
   o.Set("gemmBf16", std::string(K.bf16_isa) + " " + tile);
+  o.Set("quantDot", kQuantIsa);
   Napi::Object cache = Napi::Object::New(env);
   cache.Set("l1", (double)kL1);
   cache.Set("l2", (double)kL2);

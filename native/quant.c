@@ -15,6 +15,9 @@
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
+#ifndef QUANT_VNNI
+#define QUANT_VNNI 0
+#endif
 
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
@@ -213,9 +216,18 @@ static inline float hsum8(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-/* Σ u·y of 32 unsigned × 32 signed bytes, as 8 int32 lanes. */
+/* Σ u·y of 32 unsigned × 32 signed bytes, as 8 int32 lanes: one vpdpbusd where the build has
+ * VNNI (QUANT_VNNI: 512 for AVX512-VNNI on 256-bit vectors, 256 for AVX-VNNI), else vpmaddubsw
+ * (pairs summed to 16 bits, which cannot overflow here: u ≤ 128 and |y| ≤ 127 in every caller,
+ * so a pair is at most 2·128·127 < 2^15) then vpmaddwd. */
 static inline __m256i dot_u8s8(__m256i u, __m256i y) {
+#if QUANT_VNNI == 512
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y);
+#elif QUANT_VNNI == 256
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, y);
+#else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1));
+#endif
 }
 /* Σ x·y of 32 signed × 32 signed bytes (|x·y| ≤ 128·127), as 8 int32 lanes. */
 static inline __m256i dot_s8s8(__m256i x, __m256i y) {

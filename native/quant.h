@@ -30,6 +30,7 @@ QUANT_DECLARE(base)
 #if defined(__x86_64__)
 QUANT_DECLARE(avx2)
 QUANT_DECLARE(avx512)
+QUANT_DECLARE(avx512vnni) /* the avx2 code with vpdpbusd (AVX512-VNNI, 256-bit vectors) */
 #endif
 
 #ifdef __cplusplus

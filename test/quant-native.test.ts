@@ -184,3 +184,11 @@ describe('kvpress bench --weights q8_0|q4_k', () => {
     }
   });
 });
+
+test('native matmulQuant rejects bad arguments in one line', { skip: !nativeOk && 'native backend unavailable' }, () => {
+  const be = createBackend({ prefer: 'native', threads: 1 }), out = new Float32Array(4), x = new Float32Array(64);
+  assert.throws(() => be.matmulQuant!(out, x, new Uint8Array(68), 0, 2, 2, 32), /matmulQuant: no quantized product for ggml type 0/);
+  assert.throws(() => be.matmulQuant!(out, x, new Uint8Array(68), GGML_TYPE.Q8_0, 1, 2, 48), /k = 48 is not a multiple of the block of 32/);
+  assert.throws(() => be.matmulQuant!(out, x, new Uint8Array(67), GGML_TYPE.Q8_0, 1, 2, 32), /matmulQuant: w has 67 bytes, needs 68/);
+  assert.throws(() => be.matmulQuant!(out, x, new Uint8Array(68 * 4), GGML_TYPE.Q8_0, 2, 4, 32), /matmulQuant: out has 4 floats, needs 8/);
+});

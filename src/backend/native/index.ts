@@ -47,6 +47,8 @@ export interface AddonInfo {
   /** The GEMM micro-kernels that run, e.g. "avx512 8x32" and "avx512bf16 8x32". */
   gemmF32: string;
   gemmBf16: string;
+  /** The build whose integer dot products run decode steps on quantized weights: "avx512vnni" (vpdpbusd), "avx512", "avx2" or "base". */
+  quantDot: string;
   /** Data cache sizes read at load time, which size the GEMM's blocks. */
   cacheBytes: { l1: number; l2: number; l3: number };
   blockingF32: { kc: number; mc: number; nc: number };

@@ -91,7 +91,7 @@ Examples:
 /** The micro-kernel that runs the prefill products of `weights` on `backend` (and, for quantized weights, the decode product). */
 function backendGemm(backend: Backend, weights: WeightType | 'mixed'): string {
   if (weights !== 'f32' && weights !== 'bf16') {
-    if (backend instanceof NativeBackend) return `${backend.info.isa} int8 block dot (decode), ${backend.info.gemmF32} on dequantized panels (prefill)`;
+    if (backend instanceof NativeBackend) return `${backend.info.quantDot} int8 block dot (decode), ${backend.info.gemmF32} on dequantized panels (prefill)`;
     return `${backend.name} f32 on dequantized 64-row panels`;
   }
   if (backend instanceof NativeBackend) return weights === 'bf16' ? backend.info.gemmBf16 : backend.info.gemmF32;
