@@ -14,6 +14,7 @@
 
 #include "kernels.hpp"
 #include "kv_attn.h"
+#include "quant.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
@@ -240,6 +241,80 @@ void MatmulBf16(const Napi::CallbackInfo &info) {
   });
 }
 
+// ---- products on weights kept in ggml's block formats (native/quant.c) ----
+struct QuantSet {
+  decltype(&quant_act_base) act;
+  decltype(&quant_matvec_base) matvec;
+  decltype(&quant_dequant_base) dequant;
+};
+// The integer products of the widest build, with vpdpbusd where the AVX-512 CPU has VNNI.
+QuantSet quant_kernels(const char **isa) {
+#if defined(__x86_64__)
+  if (!std::strcmp(K.isa, "avx512") && __builtin_cpu_supports("avx512vnni")) {
+    *isa = "avx512vnni";
+    return {quant_act_avx512vnni, quant_matvec_avx512vnni, quant_dequant_avx512vnni};
+  }
+  *isa = K.isa;
+  if (!std::strcmp(K.isa, "avx512")) return {quant_act_avx512, quant_matvec_avx512, quant_dequant_avx512};
+  if (!std::strcmp(K.isa, "avx2")) return {quant_act_avx2, quant_matvec_avx2, quant_dequant_avx2};
+#endif
+  *isa = "base";
+  return {quant_act_base, quant_matvec_base, quant_dequant_base};
+}
+const char *kQuantIsa = "base";
+const QuantSet kQuant = quant_kernels(&kQuantIsa);
+// Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
+// below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
+constexpr int kQuantGemmRows = 4;
+// f32 bytes of one dequantized panel (per thread): a few hundred rows, reused across the rows of x.
+constexpr long kQuantPanelBytes = 1 << 20;
+
+// matmulQuant(out, x, w, type, rowBytes, m, n, k, bias): x·wᵀ with w[n] rows of ggml blocks.
+void MatmulQuant(const Napi::CallbackInfo &info) {
+  float *out = F32(info[0]);
+  const float *x = F32(info[1]);
+  const uint8_t *w = info[2].As<Napi::Uint8Array>().Data();
+  const int type = I32(info[3]);
+  const size_t rb = (size_t)info[4].As<Napi::Number>().Int64Value();
+  const int m = I32(info[5]), n = I32(info[6]), k = I32(info[7]);
+  const float *bias = info[8].IsTypedArray() ? F32(info[8]) : nullptr;
+  const int blocks = (n + 63) / 64;
+  if (m < kQuantGemmRows) {
+    static thread_local std::vector<uint8_t> act;
+    const size_t ab = quant_act_bytes(type, k);
+    if (act.size() < ab * m) act.resize(ab * m);
+    // The team's threads have thread_locals of their own: they read this thread's buffer.
+    const uint8_t *a = act.data();
+    for (int i = 0; i < m; i++) kQuant.act(type, x + (size_t)i * k, k, act.data() + ab * i);
+    const int nt = split_parts(n, (double)m * k, 1.3e5);
+    team(nt, [&](int t, int parts) {
+      kQuant.matvec(type, out, n, a, ab, m, w, rb, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
+    });
+    return;
+  }
+  const Blocking &b = kBlockF32;
+  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  const int panel = (int)std::max(64L, kQuantPanelBytes / (4L * k) / 64 * 64);
+  bool ok = true;
+  const int nt = split_parts(n, (double)m * k, 1e6);
+  team(nt, [&](int t, int parts) {
+    static thread_local Scratch gs, ps;
+    float *sc = gs.get(need), *pw = ps.get((size_t)panel * k);
+    if (!sc || !pw) {
+#pragma omp atomic write
+      ok = false;
+      return;
+    }
+    const int j1 = std::min(n, blocks * (t + 1) / parts * 64);
+    for (int j = std::min(n, blocks * t / parts * 64); j < j1; j += panel) {
+      const int nb = std::min(panel, j1 - j);
+      kQuant.dequant(type, w, rb, j, j + nb, k, pw);
+      K.gemm_f32(out + j, x, pw, n, k, bias ? bias + j : nullptr, 0, m, 0, nb, b.kc, b.mc, b.nc, sc);
+    }
+  });
+  if (!ok) Napi::Error::New(info.Env(), "matmulQuant: out of memory for scratch space").ThrowAsJavaScriptException();
+}
+
 void Rmsnorm(const Napi::CallbackInfo &info) {
   float *out = F32(info[0]);
   const float *x = F32(info[1]), *w = F32(info[2]);
@@ -424,6 +499,7 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   const std::string tile = std::to_string(K.gemm_rows) + "x" + std::to_string(K.gemm_cols);
   o.Set("gemmF32", std::string(K.isa) + " " + tile);
   o.Set("gemmBf16", std::string(K.bf16_isa) + " " + tile);
+  o.Set("quantDot", kQuantIsa);
   Napi::Object cache = Napi::Object::New(env);
   cache.Set("l1", (double)kL1);
   cache.Set("l2", (double)kL2);
@@ -569,6 +645,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
+  exports.Set("matmulQuant", Napi::Function::New(env, MatmulQuant));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));

@@ -27,6 +27,14 @@ export interface Backend {
    */
   matmulBf16?(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
 
+  /**
+   * out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias) with `w` rows of ggml blocks of type `ggmlType`
+   * (src/model/quant/formats.ts; each row k / blockElements blocks), multiplied on the blocks:
+   * decode steps quantize x to 8-bit blocks and sum in integers, prefill dequantizes panels of
+   * rows for the GEMM. Optional: without it `linear()` dequantizes a panel of rows at a time.
+   */
+  matmulQuant?(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): void;
+
   /** out[r] = weight ⊙ x[r] / sqrt(mean(x[r]²) + eps) for `rows` rows of `dim`; out may be x. */
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
 

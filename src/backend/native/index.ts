@@ -7,13 +7,14 @@ import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
-import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
   setThreads(n: number): void;
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias: Float32Array | null): void;
+  matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, type: number, rowBytes: number, m: number, n: number, k: number, bias: Float32Array | null): void;
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
   rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
@@ -55,6 +56,8 @@ export interface AddonInfo {
   /** The GEMM micro-kernels that run, e.g. "avx512 8x32" and "avx512bf16 8x32". */
   gemmF32: string;
   gemmBf16: string;
+  /** The build whose integer dot products run decode steps on quantized weights: "avx512vnni" (vpdpbusd), "avx512", "avx2" or "base". */
+  quantDot: string;
   /** Data cache sizes read at load time, which size the GEMM's blocks. */
   cacheBytes: { l1: number; l2: number; l3: number };
   blockingF32: { kc: number; mc: number; nc: number };
@@ -194,6 +197,14 @@ export class NativeBackend implements Backend {
     }
     this.#apply();
     this.addon.matmulBf16(out, x, w, m, n, k, bias ?? null);
+  }
+
+  /** Products on ggml blocks (native/quant.c): integer dot products for decode, dequantized panels into the GEMM for prefill. */
+  matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    const rowBytes = checkMatmulQuant(out, x, w, ggmlType, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    this.#apply();
+    this.addon.matmulQuant(out, x, w, ggmlType, rowBytes, m, n, k, bias ?? null);
   }
 
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {

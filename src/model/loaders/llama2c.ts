@@ -124,7 +124,9 @@ export function loadLlama2c(path: string, type?: WeightType): { config: ModelCon
 
 /** The stored numbers of a weight as the loader made it (f32, or bf16 bits). */
 function bitsOf(w: Weight): Float32Array | Uint16Array {
-  return w instanceof Float32Array ? w : w.data;
+  if (w instanceof Float32Array) return w;
+  if (w.data instanceof Uint16Array) return w.data;
+  throw new Error(`llama2.c loader: a ${w.type} matrix cannot come from this format`);
 }
 
 /** Reorders each head's rows from interleaved pairs (2j, 2j+1) to halves (j, j + hs/2). */
