@@ -78,18 +78,17 @@ export function rotateCovariance(cov: Float64Array, rbar: { cos: Float64Array; s
  */
 export function queryMoments(ctx: LayerContext, start: number, withCovariance: boolean, scratch?: Float64Array, precision: Precision = 'float64'): QueryMoments {
   const c = ctx.config, d = c.headDim, half = d >> 1, H = c.numHeads, n = ctx.rows - start, qStride = H * d;
-  const X = scratch && scratch.length >= n * d ? scratch : new Float64Array(n * d); // [t][d], one head
-  const inv = ctx.rope.invFreq, q = ctx.queries;
-  // cos/sin of every row's angles, shared by the heads: [t][half].
-  const cs = new Float64Array(n * half), sn = new Float64Array(n * half);
-  for (let t = 0; t < n; t++) {
-    const p = ctx.positions[start + t];
-    for (let i = 0; i < half; i++) {
-      const a = p * inv[i];
-      cs[t * half + i] = Math.cos(a);
-      sn[t * half + i] = Math.sin(a);
-    }
+  const q = ctx.queries;
+  const { cos: cs, sin: sn } = angleTables(ctx.rope.invFreq, ctx.positions.subarray(start, ctx.rows));
+  if (precision === 'float64' && ctx.backend.eaQueryMoments64) {
+    const M = new Float64Array(H * d), S = withCovariance ? new Float64Array(H * d * d) : null;
+    ctx.backend.eaQueryMoments64(M, S, q, qStride, start, n, H, d, cs, sn);
+    return {
+      mean: Array.from({ length: H }, (_, h) => M.subarray(h * d, (h + 1) * d)),
+      cov: S && Array.from({ length: H }, (_, h) => S.subarray(h * d * d, (h + 1) * d * d)),
+    };
   }
+  const X = scratch && scratch.length >= n * d ? scratch : new Float64Array(n * d); // [t][d], one head
   const mean: Float64Array[] = [], cov: Float64Array[] = [];
   for (let h = 0; h < H; h++) {
     const mu = new Float64Array(d);
@@ -111,6 +110,35 @@ export function queryMoments(ctx: LayerContext, start: number, withCovariance: b
     cov.push(precision === 'mixed' ? blockedGram(ctx.backend, X, 0, n, d) : float64Gram(ctx.backend, X, n, d));
   }
   return { mean, cov: withCovariance ? cov : null };
+}
+
+/** cos/sin tables [t][d/2] of the last positions angleTables computed, per RoPE. */
+const lastAngles = new WeakMap<Float64Array, { positions: Int32Array; cos: Float64Array; sin: Float64Array }>();
+
+/**
+ * cos(p·θ_i) and sin(p·θ_i) of every position p of `positions` and frequency θ_i of `invFreq`, as
+ * [t][d/2] float64 tables. Every layer of a pass asks for the same positions, so the tables of the
+ * last call per RoPE are kept and reused when the positions are equal.
+ */
+function angleTables(invFreq: Float64Array, positions: Int32Array): { cos: Float64Array; sin: Float64Array } {
+  const n = positions.length, last = lastAngles.get(invFreq);
+  if (last && last.positions.length === n) {
+    let same = true;
+    for (let t = 0; t < n && same; t++) same = last.positions[t] === positions[t];
+    if (same) return last;
+  }
+  const half = invFreq.length, cos = new Float64Array(n * half), sin = new Float64Array(n * half);
+  for (let t = 0; t < n; t++) {
+    const p = positions[t];
+    for (let i = 0; i < half; i++) {
+      const a = p * invFreq[i];
+      cos[t * half + i] = Math.cos(a);
+      sin[t * half + i] = Math.sin(a);
+    }
+  }
+  const tables = { positions: positions.slice(), cos, sin };
+  lastAngles.set(invFreq, tables);
+  return tables;
 }
 
 /** centeredGram of the first n rows of X, by the backend's float64 kernel where it has one. */
