@@ -73,6 +73,8 @@ export interface RunMetrics {
   queryAware: boolean;
   /** KV cache type of the run; absent in runs written before the axis existed (f32). */
   kvDtype?: KvDtype;
+  /** A decoding press's target size (entries per KV head after each compression); absent for the others. */
+  targetSize?: number;
   items: number;
   scores: Record<string, number>;
   scoreInfo: Record<string, ScoreInfo>;
@@ -86,6 +88,8 @@ export interface RunSpec {
   ratio: number;
   /** Element type of the compressed run's KV cache (the references stay f32). */
   kvDtype: KvDtype;
+  /** Entries per KV head a decoding press compresses to (presses with a targetSize option only). */
+  targetSize?: number;
   dir: string;
 }
 
@@ -107,6 +111,13 @@ export interface EvalOptions {
    * type and press together.
    */
   kvDtypes?: readonly KvDtype[];
+  /**
+   * Target sizes (entries per KV head after each compression) of the presses that compress to a
+   * target while generating (those with a targetSize option, e.g. decoding_expected_attention):
+   * such a press runs once per target size instead of per ratio (per ratio × target size when it
+   * also compresses the prompt). Required when one of them is among `presses`.
+   */
+  targetSizes?: readonly number[];
   /** Model path (llama2.c .bin or Hugging Face directory); default the embedded stories260K. */
   model?: string;
   /** Items per run (RULER: samples per task). */
@@ -195,15 +206,28 @@ export function parseDataset(name: string): DatasetRef {
   throw new EvalError(`unknown dataset "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; datasets: ${DATASETS.join(', ')}`);
 }
 
-/** The run's folder; a cache type other than f32 adds `__kv_<type>` (f32 runs keep their old names). */
-export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false, kvDtype: KvDtype = 'f32'): string {
-  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
+/**
+ * The run's folder; a decoding press's target size adds `__target<N>`, a cache type other than
+ * f32 `__kv_<type>` (f32 runs keep their old names).
+ */
+export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false, kvDtype: KvDtype = 'f32', targetSize?: number): string {
+  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${targetSize === undefined ? '' : `__target${targetSize}`}`
+    + `${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
 }
 
 /** Per KV cache type: the baseline first, then each press at each ratio, in the order given. */
-export function planRuns(dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32']): RunSpec[] {
-  const cells = kvDtypes.flatMap((kvDtype) => [{ press: NO_PRESS, ratio: 0, kvDtype }, ...pressNames.flatMap((press) => ratios.map((ratio) => ({ press, ratio, kvDtype })))]);
-  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware, c.kvDtype) }));
+export function planRuns(
+  dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32'],
+  targetSizes: readonly number[] = [],
+): RunSpec[] {
+  const cellsOf = (press: string, kvDtype: KvDtype): { press: string; ratio: number; kvDtype: KvDtype; targetSize?: number }[] => {
+    if (targetSizes.length === 0 || !takesTargetSize(press)) return ratios.map((ratio) => ({ press, ratio, kvDtype }));
+    // A press that compresses only while generating takes no ratio; one that also compresses the prompt takes both.
+    const own = registry.get(press).phase === 'both' ? ratios : [0];
+    return own.flatMap((ratio) => targetSizes.map((targetSize) => ({ press, ratio, kvDtype, targetSize })));
+  };
+  const cells = kvDtypes.flatMap((kvDtype) => [{ press: NO_PRESS, ratio: 0, kvDtype }, ...pressNames.flatMap((press) => cellsOf(press, kvDtype))]);
+  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware, c.kvDtype, 'targetSize' in c ? c.targetSize : undefined) }));
 }
 
 /** Shard i of n (1-based) takes the runs whose plan index ≡ i − 1 (mod n). */
@@ -218,6 +242,16 @@ export function parseShard(s: string): { index: number; count: number } {
   const index = m ? Number(m[1]) : NaN, count = m ? Number(m[2]) : NaN;
   if (!m || !(count >= 1) || !(index >= 1 && index <= count)) throw new EvalError(`--shard must be i/n with 1 ≤ i ≤ n (e.g. 1/4), got "${s}"`);
   return { index, count };
+}
+
+/** Parses "256,1024": distinct integers ≥ 1. */
+export function parseTargetSizes(s: string): number[] {
+  const parts = s.split(',').map((p) => p.trim());
+  const sizes = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  const bad = parts.find((_, i) => !(sizes[i] >= 1));
+  if (bad !== undefined) throw new EvalError(`--target-sizes must be comma-separated integers ≥ 1, got "${bad}" in "${s}"`);
+  if (new Set(sizes).size !== sizes.length) throw new EvalError(`--target-sizes has a repeated value: "${s}"`);
+  return sizes;
 }
 
 /** Parses "0.25,0.5": distinct numbers in [0, 1). */
@@ -280,8 +314,34 @@ function checkSameSettings(output: string, run: RunSpec, want: Settings): void {
 // ───────────────────────────── tasks ─────────────────────────────
 
 /** A dataset bound to a model: evaluates every item under one press. */
+/** What a decoding press could see on a task: the longest cache and the most decoding passes of any item. */
+interface DecodingReach {
+  /** Context, question and answer tokens of the longest item. */
+  tokens: number;
+  /** Decoding forward passes of the longest answer (the question's pass included). */
+  steps: number;
+  /** Tokens of the longest question pass (0 when questions go with the context). */
+  questionTokens: number;
+}
+
+/** Why `press` would never compress within `reach`, or null when it would. */
+function cannotCompress(press: Press, reach: DecodingReach): string | null {
+  const p = press as Press & { compressionInterval?: number; targetSize?: number; decodingPress?: Press | null };
+  const dec = (p.decodingPress ?? p) as typeof p;
+  const interval = dec.compressionInterval, target = dec.targetSize;
+  if (target !== undefined && target >= reach.tokens) {
+    return `targetSize ${target} keeps every entry (the longest item holds ${reach.tokens} tokens with its answer); choose target sizes below ${reach.tokens}`;
+  }
+  if (interval !== undefined && interval > reach.steps && !(target !== undefined && reach.questionTokens >= target)) {
+    return `it compresses every compressionInterval = ${interval} decoding steps and the longest answer takes ${reach.steps}; pass --press-option compressionInterval=N with N ≤ ${reach.steps}`;
+  }
+  return null;
+}
+
 interface Task {
   readonly size: number;
+  /** Present on tasks that generate answers (decoding presses act there). */
+  decodingReach?(): DecodingReach;
   evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype): { predictions: unknown[]; scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
 }
 
@@ -376,6 +436,19 @@ class QaTask implements Task {
 
   get size(): number {
     return this.samples.length;
+  }
+
+  decodingReach(): DecodingReach {
+    const tok = this.model.tokenizer!;
+    const reach: DecodingReach = { tokens: 0, steps: 0, questionTokens: 0 };
+    for (const s of this.samples) {
+      const context = tok.encode(this.queryAware ? s.context + s.question : s.context, { bos: true }).length;
+      const question = tok.encode((this.queryAware ? '' : s.question) + s.answerPrefix, { bos: false }).length;
+      reach.tokens = Math.max(reach.tokens, context + question + s.maxNewTokens);
+      reach.steps = Math.max(reach.steps, (question > 0 ? 1 : 0) + s.maxNewTokens);
+      reach.questionTokens = Math.max(reach.questionTokens, question);
+    }
+    return reach;
   }
 
   evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
@@ -548,11 +621,16 @@ function resolvePressOptions(pressNames: readonly string[], args: readonly Press
   return out;
 }
 
-function createPress(name: string, ratio: number, options: Record<string, string>, seed: number): Press {
+function createPress(name: string, ratio: number, options: Record<string, string>, seed: number, targetSize?: number): Press {
   const entry = registry.get(name);
   // Random presses draw from the run's seed unless told otherwise, so reruns match.
   const withSeed = 'seed' in entry.options && !('seed' in options) ? { ...options, seed: String(seed) } : options;
-  return registry.create(name, ratio, withSeed);
+  return registry.create(name, ratio, targetSize === undefined ? withSeed : { ...withSeed, targetSize: String(targetSize) });
+}
+
+/** Presses that compress to a target size while generating (their registry entry has a targetSize option). */
+export function takesTargetSize(name: string): boolean {
+  return 'targetSize' in registry.get(name).options;
 }
 
 /** Presses that act while generating, as their registry entry declares (see PressPhase). */
@@ -613,13 +691,23 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   const excluded = fidelity ? opts.presses.filter(isDecodingName) : [];
   if (excluded.length) note(`skipping decoding presses on the prefill-only ${ds.label} task: ${excluded.join(', ')}`);
   const pressNames = opts.presses.filter((p) => !excluded.includes(p));
+  const targetSizes = opts.targetSizes ?? [];
+  for (const t of targetSizes) if (!(Number.isInteger(t) && t >= 1)) throw new EvalError(`target sizes must be integers ≥ 1, got ${t}`);
+  const targeted = pressNames.filter(takesTargetSize);
+  if (targeted.length && targetSizes.length === 0) {
+    throw new EvalError(`${targeted.join(', ')} ${targeted.length > 1 ? 'compress' : 'compresses'} to a target size while generating, not by a ratio: give --target-sizes N1,N2,… (entries per KV head after each compression)`);
+  }
+  if (targetSizes.length && targeted.length === 0) throw new EvalError(`--target-sizes applies to presses with a targetSize option (e.g. decoding_expected_attention); none of ${pressNames.join(', ') || 'the presses'} has one`);
+  for (const p of targeted) {
+    if ('targetSize' in optionsByPress.get(p)!) throw new EvalError(`${p}: give its target sizes with --target-sizes, not --press-option targetSize`);
+  }
 
   const model = modelName(opts.model);
   const queryAware = opts.queryAware ?? false;
   const kvDtypes = opts.kvDtypes ?? ['f32'];
   if (kvDtypes.length === 0 || new Set(kvDtypes).size !== kvDtypes.length) throw new EvalError(`--kv-dtypes must list distinct types, got "${kvDtypes.join(',')}"`);
   for (const d of kvDtypes) if (!(KV_DTYPES as readonly string[]).includes(d)) throw new EvalError(`unknown KV cache type "${d}"; expected ${KV_DTYPES.join(', ')}`);
-  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes);
+  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes, targetSizes);
   const mine = shardRuns(planned, opts.shard);
   const settingsFor = (run: RunSpec): Settings => ({
     // The resolved count, so that "--limit 100" and the default 100 are the same run.
@@ -643,10 +731,16 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     throw new EvalError((e as Error).message);
   }
   // Every press must accept the model before hours of work start.
-  for (const p of new Set(todo.map((r) => r.press))) {
-    if (p !== NO_PRESS) createPress(p, ratios[0], optionsByPress.get(p)!, seed).validate?.(loaded);
-  }
+  const firstRun = new Map<string, RunSpec>();
+  for (const r of todo) if (r.press !== NO_PRESS && !firstRun.has(r.press)) firstRun.set(r.press, r);
+  for (const [p, r] of firstRun) createPress(p, r.ratio, optionsByPress.get(p)!, seed, r.targetSize).validate?.(loaded);
   const task = makeTask(ds, loaded, { ...opts, onNotice: note });
+  // A decoding press that can never act on this task's answers would silently equal the baseline.
+  for (const r of todo) {
+    if (r.press === NO_PRESS || registry.get(r.press).phase === undefined || registry.get(r.press).phase === 'prefill') continue;
+    const why = task.decodingReach && cannotCompress(createPress(r.press, r.ratio, optionsByPress.get(r.press)!, seed, r.targetSize), task.decodingReach());
+    if (why) throw new EvalError(`${r.press}${r.targetSize === undefined ? '' : ` at target size ${r.targetSize}`} cannot compress ${ds.label}: ${why}`);
+  }
   mkdirSync(output, { recursive: true });
 
   const start = performance.now();
@@ -654,7 +748,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   let unitsDone = 0;
   for (const [k, run] of todo.entries()) {
     const t0 = performance.now();
-    const press = run.press === NO_PRESS ? null : createPress(run.press, run.ratio, optionsByPress.get(run.press)!, seed);
+    const press = run.press === NO_PRESS ? null : createPress(run.press, run.ratio, optionsByPress.get(run.press)!, seed, run.targetSize);
     const progress = (item: number) => {
       const elapsedMs = performance.now() - start;
       const done = unitsDone + item;
@@ -672,11 +766,11 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     mkdirSync(dir, { recursive: true });
     writeAtomic(join(dir, 'predictions.jsonl'), r.predictions.map((p) => JSON.stringify(p)).join('\n') + '\n');
     writeAtomic(join(dir, 'config.json'), json({
-      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
+      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
       settings: settingsFor(run), backend: loaded.backend.name, planIndex: run.index, shard: opts.shard ?? null,
     }));
     const metrics: RunMetrics = {
-      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
+      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
       items: r.predictions.length, scores: r.scores, scoreInfo: r.scoreInfo, seconds,
     };
     writeAtomic(join(dir, 'metrics.json'), json(metrics));
