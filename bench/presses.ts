@@ -71,13 +71,15 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
 }
 
 /**
- * Every registered press at `ratio` that acts on a prefill. Decoding-only presses do nothing in a
- * prefill and are left out; presses that read query statistics get a file calibrated on random
+ * Every registered press at `ratio` that acts on a prefill, as the registry lists them (a press
+ * registered later shows up by itself). Presses whose phase is decoding do nothing in a prefill
+ * and are left out; presses that read query statistics get a file calibrated on random
  * tokens (the cost of scoring does not depend on the statistics' values); Expected Attention is
  * also timed with precision=mixed. Returns a cleanup.
  */
 export function registeredPresses(model: Model, ratio = 0.5, only?: readonly string[]): { list: { name: string; press: Press }[]; cleanup: () => void } {
-  const names = presses.names().filter((n) => (only ? only.includes(n) : !n.startsWith('decoding_') && !n.startsWith('compression_ratio_decoding_')));
+  const acts = (n: string) => (presses.get(n).phase ?? 'prefill') !== 'decoding';
+  const names = presses.names().filter((n) => (only ? only.includes(n) : acts(n)));
   let dir: string | null = null;
   const statsFile = () => {
     if (dir) return join(dir, 'stats.json');
@@ -88,7 +90,7 @@ export function registeredPresses(model: Model, ratio = 0.5, only?: readonly str
   };
   const list = names.map((name) => {
     const needsStats = 'stats' in presses.get(name).options;
-    const press = presses.create(name, name.startsWith('decoding_') ? 0 : ratio, needsStats ? { stats: statsFile() } : {});
+    const press = presses.create(name, acts(name) ? ratio : 0, needsStats ? { stats: statsFile() } : {});
     return { name, press };
   });
   // The flagship's faster numerics, beside its float64 default.

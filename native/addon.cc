@@ -387,6 +387,55 @@ void EaLogits64(const Napi::CallbackInfo &info) {
   });
 }
 
+// eaQueryMoments64(mean, cov | null, q, qStride, start, n, H, d, cos, sin): Expected Attention's
+// pre-RoPE query moments (expected-attention-kernels.ts queryMoments, same operations in the same
+// order): per query head h, rows start … start + n − 1 of the post-RoPE queries q rotated back by
+// the angle tables cos/sin [n][d/2], their mean into mean[h·d …] and, with cov, their population
+// covariance (centered rows, gram64's tiles, / n) into cov[h·d·d …]. Heads are dealt to the team.
+void EaQueryMoments64(const Napi::CallbackInfo &info) {
+  double *mean = F64(info[0]);
+  double *cov = info[1].IsTypedArray() ? F64(info[1]) : nullptr;
+  const float *q = F32(info[2]);
+  const size_t qStride = (size_t)I32(info[3]);
+  const int start = I32(info[4]), n = I32(info[5]), H = I32(info[6]), d = I32(info[7]), half = d / 2;
+  const double *cs = F64(info[8]), *sn = F64(info[9]);
+  const double work = (double)H * n * d * (cov ? d / 2 + 2 : 1);
+  const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, H)) : 1;
+  team(nt, [&](int t, int parts) {
+    // Per OpenMP thread, grown once: one head's rotated rows [n][d].
+    static thread_local std::vector<double> xs;
+    if (xs.size() < (size_t)n * d) xs.resize((size_t)n * d);
+    double *X = xs.data();
+    for (int h = t; h < H; h += parts) {
+      double *mu = mean + (size_t)h * d;
+      std::fill(mu, mu + d, 0.0);
+      for (int r = 0; r < n; r++) {
+        const float *qr = q + (size_t)(start + r) * qStride + (size_t)h * d;
+        const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
+        double *x = X + (size_t)r * d;
+        for (int i = 0; i < half; i++) {
+          const double a = qr[i], b = qr[i + half];
+          const double u = c[i] * a + s[i] * b, v = c[i] * b - s[i] * a;
+          x[i] = u;
+          x[i + half] = v;
+          mu[i] += u;
+          mu[i + half] += v;
+        }
+      }
+      for (int i = 0; i < d; i++) mu[i] /= n;
+      if (!cov) continue;
+      for (int r = 0; r < n; r++)
+        for (int i = 0; i < d; i++) X[(size_t)r * d + i] -= mu[i];
+      double *S = cov + (size_t)h * d * d;
+      std::fill(S, S + (size_t)d * d, 0.0);
+      K.gram64(S, X, n, d, 0, 1);
+      for (int i = 0; i < d; i++)
+        for (int j = i + 1; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j];
+      for (size_t i = 0; i < (size_t)d * d; i++) S[i] /= n;
+    }
+  });
+}
+
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
 void Attention(const Napi::CallbackInfo &info) {
   attn_args a;
@@ -658,6 +707,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
+  exports.Set("eaQueryMoments64", Napi::Function::New(env, EaQueryMoments64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));

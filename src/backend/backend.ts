@@ -80,6 +80,17 @@ export interface Backend {
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
   ): void;
+
+  /**
+   * Expected Attention's pre-RoPE query moments: for each of the H query heads, rows
+   * start … start + n − 1 of the post-RoPE queries q ([rows][qStride], head h at h·d) rotated back
+   * by cos/sin ([n][d/2], half-split pairs), their mean into mean[h·d …] and, unless cov is null,
+   * their population covariance (float64, full symmetric) into cov[h·d·d …]. Optional, as gram64.
+   */
+  eaQueryMoments64?(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
+  ): void;
 }
 
 /**

@@ -27,8 +27,13 @@ export interface ModelParts {
   readonly localRope?: Rope | null;
 }
 
+/** An activation of the pass, or how to compute it when a press first reads it (sub-contexts gather lazily). */
+export type Activation = Float32Array | (() => Float32Array);
+
 export class LayerContext {
   private preRope: Float32Array | null = null;
+  private hiddenStates: Activation;
+  private queryStates: Activation;
 
   constructor(
     readonly model: ModelParts,
@@ -38,13 +43,26 @@ export class LayerContext {
     readonly isPrefill: boolean,
     /** Tokens in this forward pass. */
     readonly rows: number,
-    /** [rows][hidden] attention-input hidden states (after the pre-attention RMSNorm). */
-    readonly hidden: Float32Array,
+    hidden: Activation,
     /** [rows] absolute positions of this pass's tokens. */
     readonly positions: Int32Array,
-    /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
-    readonly queries: Float32Array,
-  ) {}
+    queries: Activation,
+  ) {
+    this.hiddenStates = hidden;
+    this.queryStates = queries;
+  }
+
+  /** [rows][hidden] attention-input hidden states (after the pre-attention RMSNorm). */
+  get hidden(): Float32Array {
+    if (typeof this.hiddenStates === 'function') this.hiddenStates = this.hiddenStates();
+    return this.hiddenStates;
+  }
+
+  /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
+  get queries(): Float32Array {
+    if (typeof this.queryStates === 'function') this.queryStates = this.queryStates();
+    return this.queryStates;
+  }
 
   get config(): ModelConfig {
     return this.model.config;

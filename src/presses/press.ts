@@ -35,6 +35,8 @@ export interface Press extends Compressor {
   name: string;
   /** When it acts (see PressPhase); 'prefill' when absent. */
   readonly phase?: PressPhase;
+  /** True when the press must see the whole pass over an unpruned cache (ComposedPress refuses it). */
+  readonly needsWholePass?: boolean;
   /** Fraction of entries to remove, in [0, 1). Derived for some wrappers. */
   compressionRatio: number;
   /** Optional observer of the scores (scorer presses and wrappers forward it). */

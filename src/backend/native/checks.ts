@@ -156,3 +156,18 @@ export function checkEaLogits64(
   checkF64(op, 'mus', mus, G * d);
   if (quad !== null) checkF64(op, 'quad', quad, G * d * d);
 }
+
+export function checkEaQueryMoments64(
+  mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+  cos: Float64Array, sin: Float64Array,
+): void {
+  const op = 'eaQueryMoments64';
+  for (const [name, v] of [['qStride', qStride], ['start', start], ['n', n], ['H', H], ['d', d]] as const) checkCount(op, name, v);
+  if (d % 2 !== 0) fail(op, `d must be even, got ${d}`);
+  if (qStride < H * d) fail(op, `qStride (${qStride}) must be at least H·d (${H * d})`);
+  checkF64(op, 'mean', mean, H * d);
+  if (cov !== null) checkF64(op, 'cov', cov, H * d * d);
+  checkArray(op, 'q', q, n === 0 ? 0 : (start + n) * qStride);
+  checkF64(op, 'cos', cos, n * (d / 2));
+  checkF64(op, 'sin', sin, n * (d / 2));
+}

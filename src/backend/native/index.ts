@@ -7,7 +7,7 @@ import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
-import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -32,6 +32,10 @@ interface Addon {
   eaLogits64(
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
+  ): void;
+  eaQueryMoments64(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
   ): void;
   fmaProbe(iterations: number, threads: number): number;
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
@@ -286,6 +290,16 @@ export class NativeBackend implements Backend {
     if (m === 0 || G === 0) return;
     this.#apply();
     this.addon.eaLogits64(z, keys, s0, m, d, G, mus, quad, stride);
+  }
+
+  eaQueryMoments64(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
+  ): void {
+    checkEaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
+    if (n === 0 || H === 0) return;
+    this.#apply();
+    this.addon.eaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
   }
 
   /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */

@@ -1,5 +1,5 @@
 import { KV_DTYPES, type KvDtype } from '../../cache/format.js';
-import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, runEval, type EvalProgress } from '../../eval/runner.js';
+import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, parseTargetSizes, runEval, type EvalProgress } from '../../eval/runner.js';
 import { num, parse, str, UsageError, threadsFlag, checkOutputDir } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 
@@ -56,6 +56,10 @@ Options:
   --dataset NAME            one of the datasets above (required)
   --press P1,P2,...         presses to evaluate (required; \`kvpress presses\` lists them)
   --ratios R1,R2,...        compression ratios in [0, 1) (default ${DEFAULT_RATIOS.join(',')})
+  --target-sizes N1,N2,...  decoding presses (those with a targetSize option, e.g. decoding_expected_attention):
+                            entries per KV head after each compression, one run per size instead of
+                            per ratio; a size or compressionInterval that the task's answers never
+                            reach is refused
   --kv-dtypes T1,T2,...     KV cache types of the runs: f32, f16, bf16, q8_0, q4_0 (default f32); the grid
                             is repeated per type and the report plots quality against KV bytes per token
   --kv-dtype T              the same for one type
@@ -76,12 +80,14 @@ Examples:
   kvpress eval --dataset continuation --press knorm,expected_attention --limit 20
   kvpress eval --dataset name_recall --press snapkv --ratios 0.5 --press-option windowSize=16
   kvpress eval --dataset continuation --press expected_attention,knorm --kv-dtypes f32,f16,q8_0,q4_0 --limit 30
+  kvpress eval --dataset niah --press decoding_expected_attention --target-sizes 64,128 --press-option compressionInterval=8 --limit 3
   kvpress eval --dataset continuation --press knorm,random --shard 2/3 --output shared/results
   kvpress report results`,
   options: {
     dataset: { type: 'string' },
     press: { type: 'string' },
     ratios: { type: 'string' },
+    'target-sizes': { type: 'string' },
     'kv-dtypes': { type: 'string' },
     'kv-dtype': { type: 'string' },
     model: { type: 'string' },
@@ -113,6 +119,7 @@ Examples:
       dataset,
       presses: press.split(',').map((p) => p.trim()).filter((p) => p !== ''),
       ratios: ratiosArg === undefined ? undefined : parseRatios(ratiosArg),
+      targetSizes: str(values['target-sizes']) === undefined ? undefined : parseTargetSizes(str(values['target-sizes']) as string),
       kvDtypes: kvDtypesFlag(values['kv-dtypes'], values['kv-dtype']),
       model: str(values.model),
       limit: num(values.limit, 'limit', { min: 1, integer: true }),
