@@ -44,6 +44,8 @@ export class LayerContext {
     readonly positions: Int32Array,
     /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
     readonly queries: Float32Array,
+    /** [rows] token ids of this pass, where the caller knows them (presses that re-run the prompt, such as KVzip, need them). */
+    readonly tokens: ArrayLike<number> | null = null,
   ) {}
 
   get config(): ModelConfig {
