@@ -129,11 +129,11 @@ const FLOOR = 1e-30;
 
 /**
  * KVzap's training pairs from `samples` (token ids, BOS included): each sample is prefilled, its
- * KVzip+ scores computed by the repeat pass (kvzip-scores.ts), and every layer's attention-input
+ * KVzip+ scores (plain KVzip scores with kvzipPlusNormalization false, Fast KVzip's target) computed by the repeat pass (kvzip-scores.ts), and every layer's attention-input
  * hidden state of token t is paired with log(score) of entry t in each KV head. A chat-template
  * prefix (scored 0/1 by rule, not by attention) is left out.
  */
-export function collectSurrogateData(model: Model, samples: readonly (readonly number[])[], opts: { nSink?: number; chunkSize?: number; onSample?: (done: number, total: number) => void } = {}): SurrogateData[] {
+export function collectSurrogateData(model: Model, samples: readonly (readonly number[])[], opts: { nSink?: number; chunkSize?: number; kvzipPlusNormalization?: boolean; onSample?: (done: number, total: number) => void } = {}): SurrogateData[] {
   const c = model.config, D = c.hiddenSize, H = c.numKvHeads;
   const data: SurrogateData[] = Array.from({ length: c.numLayers }, () => ({ x: [], y: [], n: 0 }));
   samples.forEach((tokens, i) => {
@@ -142,7 +142,7 @@ export function collectSurrogateData(model: Model, samples: readonly (readonly n
     const probe: Compressor = {
       compress(ctx) {
         hidden[ctx.layer] = ctx.hidden.slice(0, ctx.rows * D);
-        if (ctx.layer === c.numLayers - 1) scores = kvzipScores(runnableModel(ctx, 'kvzap training'), ctx.kvCache, tokens, { nSink: opts.nSink ?? 4, kvzipPlusNormalization: true, chunkSize: opts.chunkSize ?? 2048 });
+        if (ctx.layer === c.numLayers - 1) scores = kvzipScores(runnableModel(ctx, 'kvzap training'), ctx.kvCache, tokens, { nSink: opts.nSink ?? 4, kvzipPlusNormalization: opts.kvzipPlusNormalization ?? true, chunkSize: opts.chunkSize ?? 2048 });
       },
     };
     model.forward(tokens, model.newCache(), { press: probe, logits: 'none' });

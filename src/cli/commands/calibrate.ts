@@ -55,9 +55,9 @@ ${KVZAP_USAGE}`,
   },
   async run(argv, io) {
     const { values, positionals } = parse(argv, this.options);
-    if (positionals[0] === 'kvzap' && positionals.length === 1) return calibrateKvzap(values, io, { listTextFiles, textSamples });
-    if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (the one subcommand is kvzap)`);
-    for (const k of Object.keys(KVZAP_OPTIONS)) if (values[k] !== undefined) throw new UsageError(`--${k} belongs to \`kvpress calibrate kvzap\``);
+    if ((positionals[0] === 'kvzap' || positionals[0] === 'fast-kvzip') && positionals.length === 1) return calibrateKvzap(positionals[0], values, io, { listTextFiles, textSamples });
+    if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (subcommands: kvzap, fast-kvzip)`);
+    for (const k of Object.keys(KVZAP_OPTIONS)) if (values[k] !== undefined) throw new UsageError(`--${k} belongs to \`kvpress calibrate kvzap\` or \`fast-kvzip\``);
     const inputs = (values.input as string[] | undefined) ?? [];
     if (inputs.length === 0) throw new UsageError('--input is required (a text file or a directory)');
     const output = str(values.output);
