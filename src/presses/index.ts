@@ -14,6 +14,7 @@ import { simLayerKVEntry } from './sim-layer-kv.js';
 import { kvzipEntry } from './kvzip.js';
 import { kvzapEntry } from './kvzap.js';
 import { fastKVzipEntry } from './fast-kvzip.js';
+import { restoreKVEntry } from './restore-kv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -49,6 +50,7 @@ export { SimLayerKVPress } from './sim-layer-kv.js';
 export { KVzipPress, lowestOut, type KVzipOptions } from './kvzip.js';
 export { kvzipScores, repeatChunks, REPEAT_PROMPT, REPEAT_PART_PROMPT, type KVzipScoreOptions, type RepeatChunk } from './kvzip-scores.js';
 export { KVzapPress } from './kvzap.js';
+export { RestoreKVPress, readRestoreAssets, type RestoreAssets } from './restore-kv.js';
 export { FastKVzipPress, gateLoss, gateScores, readGates, trainGates, writeGates, type Gates, type GateLayer, type GateTrainOptions } from './fast-kvzip.js';
 export { collectSurrogateData, predictSurrogate, readSurrogate, surrogateLoss, trainSurrogate, writeSurrogate, type KVzipSurrogate, type SurrogateData, type TrainOptions } from './kvzip-surrogate.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
@@ -61,7 +63,7 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
 )
-  .register(kvzipEntry, kvzapEntry, fastKVzipEntry)
+  .register(kvzipEntry, kvzapEntry, fastKVzipEntry, restoreKVEntry)
   .registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**

@@ -56,10 +56,21 @@ export class KVzipPress implements Press {
     const scores = this.scores(ctx);
     scores.forEach((s, l) => this.observer?.onScores(l, s, false));
     if (this.ratio === 0) return null;
-    const keep = this.options.layerwise ? scores.map((s) => lowestOut([s], this.ratio)[0]) : lowestOut(scores, this.ratio);
+    const T = ctx.rows, extra = this.appendEntries(ctx);
+    const ratio = Math.min(1, this.ratio + extra / T);
+    const keep = (this.options.layerwise ? scores.map((s) => lowestOut([s], ratio)[0]) : lowestOut(scores, ratio))
+      .map((layer) => layer.map((k) => Int32Array.from([...k, ...Array.from({ length: extra }, (_, i) => T + i)])));
     // Earlier layers are done with this pass: the forward pass's rollback still covers their eviction.
     for (let l = 0; l < keep.length - 1; l++) ctx.kvCache.layers[l].keep(keep[l]);
     return keep[keep.length - 1];
+  }
+
+  /**
+   * Entries a subclass appends to every layer after the prompt's T before eviction (RestoreKV's
+   * restore tokens); they are kept, and the prompt's budget shrinks by as many. None here.
+   */
+  protected appendEntries(_ctx: LayerContext): number {
+    return 0;
   }
 }
 
