@@ -2,7 +2,7 @@ import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { readSafetensors, writeSafetensors, type TensorData } from '../model/loaders/safetensors.js';
 import { requirePrefillCache } from './common.js';
 import { lowestOut } from './kvzip.js';
-import type { SurrogateData } from './kvzip-surrogate.js';
+import { tensorGetter, type SurrogateData } from './kvzip-surrogate.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { mulberry32 } from './random.js';
 import { checkRatio, PressError, type KeepIndices, type Press, type ScoreObserver } from './press.js';
@@ -214,13 +214,7 @@ export function readGates(path: string, numLayers: number, hiddenSize: number, n
   const base0 = tensors['layers.0.base_keys'];
   if (!base0 || base0.shape.length !== 3) throw new Error(`${path}: missing tensor layers.0.base_keys [kv_heads, num_base, dim]`);
   const [, S, d] = base0.shape;
-  const get = (name: string, shape: number[]) => {
-    const x = tensors[name];
-    if (!x) throw new Error(`${path}: missing tensor ${name} (the model has ${numLayers} layers)`);
-    if (x.shape.length !== shape.length || x.shape.some((n, i) => n !== shape[i])) throw new Error(`${path}: ${name} has shape [${x.shape.join(', ')}], the model needs [${shape.join(', ')}]`);
-    for (const v of x.data) if (!Number.isFinite(v)) throw new Error(`${path}: ${name} holds a non-finite value`);
-    return x.data;
-  };
+  const get = tensorGetter(path, tensors, numLayers);
   const H = numHeads, K = numKvHeads, D = hiddenSize;
   const layers = Array.from({ length: numLayers }, (_, i): GateLayer => ({
     wq: get(`layers.${i}.q_proj.weight`, [H * d, D]), bq: get(`layers.${i}.q_proj.bias`, [H * d]), qNorm: get(`layers.${i}.q_norm`, [d]),

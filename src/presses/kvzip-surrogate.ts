@@ -101,19 +101,24 @@ export function readSurrogate(path: string, numLayers: number, hiddenSize: numbe
   if (metadata.format !== undefined && metadata.format !== SURROGATE_FORMAT) throw new Error(`${path}: not a KVzap surrogate (metadata format "${metadata.format}", expected "${SURROGATE_FORMAT}")`);
   const type = 'layers.0.0.weight' in tensors ? 'mlp' : 'layers.0.weight' in tensors ? 'linear' : null;
   if (!type) throw new Error(`${path}: no tensor layers.0.weight (linear) or layers.0.0.weight (mlp); write one with \`kvpress calibrate kvzap\``);
-  const get = (name: string, shape: number[]) => {
-    const x = tensors[name];
-    if (!x) throw new Error(`${path}: missing tensor ${name} (the model has ${numLayers} layers)`);
-    if (x.shape.length !== shape.length || x.shape.some((n, i) => n !== shape[i])) throw new Error(`${path}: ${name} has shape [${x.shape.join(', ')}], the model needs [${shape.join(', ')}]`);
-    for (const v of x.data) if (!Number.isFinite(v)) throw new Error(`${path}: ${name} holds a non-finite value`);
-    return x.data;
-  };
+  const get = tensorGetter(path, tensors, numLayers);
   const D = hiddenSize, H = numKvHeads;
   const width = type === 'mlp' ? tensors['layers.0.0.weight'].shape[0] : 0;
   const layers = Array.from({ length: numLayers }, (_, i): SurrogateLayer => type === 'linear'
     ? { w1: get(`layers.${i}.weight`, [H, D]), b1: get(`layers.${i}.bias`, [H]) }
     : { w1: get(`layers.${i}.0.weight`, [width, D]), b1: get(`layers.${i}.0.bias`, [width]), w2: get(`layers.${i}.2.weight`, [H, width]), b2: get(`layers.${i}.2.bias`, [H]) });
   return { type, hiddenSize: D, numKvHeads: H, width, layers, model: metadata.model ?? path, tokens: Number(metadata.tokens ?? 0) };
+}
+
+/** A reader of `tensors` by name and expected shape, with one-line errors naming the file (finite values only). */
+export function tensorGetter(path: string, tensors: Record<string, TensorData>, numLayers: number): (name: string, shape: number[]) => Float32Array {
+  return (name, shape) => {
+    const x = tensors[name];
+    if (!x) throw new Error(`${path}: missing tensor ${name} (the model has ${numLayers} layers)`);
+    if (x.shape.length !== shape.length || x.shape.some((n, i) => n !== shape[i])) throw new Error(`${path}: ${name} has shape [${x.shape.join(', ')}], the model needs [${shape.join(', ')}]`);
+    for (const v of x.data) if (!Number.isFinite(v)) throw new Error(`${path}: ${name} holds a non-finite value`);
+    return x.data;
+  };
 }
 
 /** Training pairs of one layer: hidden states [n][D] and target log-scores [n][kvHeads]. */
