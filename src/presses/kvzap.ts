@@ -22,6 +22,7 @@ export const kvzapOptions = defineOptions({
  */
 export class KVzapPress extends ScorerPress {
   readonly name: string = 'kvzap';
+  readonly phase = 'prefill' as const;
   override readonly logScores = true;
   readonly options: OptionsOf<typeof kvzapOptions>;
   private surrogate: KVzipSurrogate | null;
