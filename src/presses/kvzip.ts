@@ -21,8 +21,11 @@ export type KVzipOptions = OptionsOf<typeof kvzipOptions>;
  * and each cached entry scores the largest attention a repeat query of its KV group gives it.
  * The floor(layers·kvHeads·T·ratio) lowest scores over every layer and head are evicted (or, with
  * `layerwise`, floor(kvHeads·T·ratio) per layer), so heads and layers keep different numbers.
+ * As the library (and its golden outputs): without a chat template the first chunk starts at the
+ * prompt's first token, so no entry is protected as a sink and BOS is scored like any other.
  * Deviations: real eviction where the library masks (as AdaKVPress); ties evict the later
- * position first. Prefill only; needs the model's tokenizer and the prompt's token ids.
+ * position first. Prefill only; needs the model's tokenizer and the prompt's token ids
+ * (LayerContext.tokens, which model.forward supplies).
  */
 export class KVzipPress implements Press {
   name = 'kvzip';
