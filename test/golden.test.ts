@@ -16,6 +16,7 @@ import { CompactorPress } from '../src/presses/compactor.js';
 import { CURPress } from '../src/presses/cur.js';
 import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.js';
 import { NonCausalAttnPress } from '../src/presses/non-causal-attn.js';
+import { KVzipPress } from '../src/presses/kvzip.js';
 import { golden, scoreError, sameSet, topKViolation, type GoldenEntry, type GoldenPrompt, type GoldenTie, type Tolerance } from './helpers/golden.js';
 
 // Every configuration of NVIDIA kvpress's golden outputs (see test/helpers/golden.ts) that this
@@ -319,6 +320,47 @@ test('golden: SimLayerKVPress lazy scores and kept positions', async () => {
     }
   }
 });
+
+// KVzip evicts the lowest scores over every layer and head together (per layer with layerwise):
+// the kept entries must be a top-k of the reference scores flattened over that scope.
+const kvzipCases: Record<string, () => Press> = {
+  'KVzipPress@0.5': () => new KVzipPress(0.5),
+  'KVzipPress@0.75': () => new KVzipPress(0.75),
+  'KVzipPress(layerwise=True)@0.5': () => new KVzipPress(0.5, { layerwise: true }),
+  'KVzipPress(kvzip_plus_normalization=True)@0.5': () => new KVzipPress(0.5, { kvzipPlusNormalization: true }),
+};
+
+for (const [config, make] of Object.entries(kvzipCases)) {
+  test(`golden: ${config}`, async () => {
+    const H = (await model()).config.numKvHeads;
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], T = prompt.n_tokens;
+      const want = goldenKept(e, T, H), r = await run(make(), prompt);
+      assert.equal(r.error, null, `${pid}: ${r.error?.message}`);
+      const layers = e.layers!;
+      layers.forEach((l, li) => (l.scores as number[][]).forEach((s, h) => {
+        const { worst, at } = scoreError(r.scores[li]![h], s, F32);
+        assert.ok(worst <= 1, `${pid} L${li} h${h} score[${at}]: ${r.scores[li]![h][at]} vs ${s[at]}`);
+      }));
+      const scopes = e.layerwise ? layers.map((_, li) => [li]) : [layers.map((_, li) => li)];
+      for (const scope of scopes) {
+        if (scope.every((li) => r.kept[li].every((k, h) => sameSet(k, want[li][h])))) { tally.exact += scope.length * H; continue; }
+        const flat: number[] = [], keptFlat: number[] = [];
+        let wanted = 0;
+        for (const li of scope) {
+          for (let h = 0; h < H; h++) {
+            r.kept[li][h].forEach((t) => keptFlat.push(flat.length + t));
+            wanted += want[li][h].length;
+            flat.push(...(layers[li].scores as number[][])[h]);
+          }
+        }
+        assert.equal(keptFlat.length, wanted, `${pid} layers ${scope}: kept ${keptFlat.length}, kvpress ${wanted}`);
+        assert.equal(topKViolation(keptFlat, flat, F32), null, `${pid} layers ${scope}`);
+        tally.nearTie += scope.length * H;
+      }
+    }
+  });
+}
 
 test('golden: tally', () => {
   console.log(`golden kept sets: ${tally.exact} equal, ${tally.nearTie} equal up to ties`);

@@ -142,7 +142,7 @@ function pass(model: ModelParts & { weights: ModelWeights }, ws: Workspace, toke
     });
     // The press sees exactly this pass's rows and edits only what the cache keeps.
     if (opts.press) {
-      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim));
+      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens);
       const keep = opts.press.compress(ctx);
       if (keep) keeps[l] = lc.checkKeep(keep);
     }

@@ -47,6 +47,8 @@ export class LayerContext {
     /** [rows] absolute positions of this pass's tokens. */
     readonly positions: Int32Array,
     queries: Activation,
+    /** [rows] token ids of this pass, where the caller knows them (presses that re-run the prompt, such as KVzip, need them). */
+    readonly tokens: ArrayLike<number> | null = null,
   ) {
     this.hiddenStates = hidden;
     this.queryStates = queries;

@@ -11,6 +11,10 @@ import { curEntry } from './cur.js';
 import { leverageScoreEntry } from './leverage-score.js';
 import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
+import { kvzipEntry } from './kvzip.js';
+import { kvzapEntry } from './kvzap.js';
+import { fastKVzipEntry } from './fast-kvzip.js';
+import { restoreKVEntry } from './restore-kv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -43,6 +47,12 @@ export { CURPress } from './cur.js';
 export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-score.js';
 export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
+export { KVzipPress, lowestOut, type KVzipOptions } from './kvzip.js';
+export { kvzipScores, repeatChunks, REPEAT_PROMPT, REPEAT_PART_PROMPT, type KVzipScoreOptions, type RepeatChunk } from './kvzip-scores.js';
+export { KVzapPress } from './kvzap.js';
+export { RestoreKVPress, readRestoreAssets, type RestoreAssets } from './restore-kv.js';
+export { FastKVzipPress, gateLoss, gateScores, readGates, trainGates, writeGates, type Gates, type GateLayer, type GateTrainOptions } from './fast-kvzip.js';
+export { collectSurrogateData, predictSurrogate, readSurrogate, surrogateLoss, trainSurrogate, writeSurrogate, type KVzipSurrogate, type SurrogateData, type TrainOptions } from './kvzip-surrogate.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -52,7 +62,9 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 /** Every registered press, by its snake_case name (`kvpress presses` lists them). */
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
-).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
+)
+  .register(kvzipEntry, kvzapEntry, fastKVzipEntry, restoreKVEntry)
+  .registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options

@@ -6,10 +6,12 @@ import { writeQueryStats } from '../../presses/stats-format.js';
 import { num, parse, str, UsageError, noTokenizer, checkOutputFile } from '../args.js';
 import type { Command } from '../command.js';
 import { ProgressBar } from '../progress.js';
+import { calibrateKvzap, KVZAP_OPTIONS, KVZAP_USAGE } from './calibrate-kvzap.js';
+import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 
 export const calibrateCommand: Command = {
   name: 'calibrate',
-  summary: 'compute query statistics and Q-Filters from local text files',
+  summary: 'compute query statistics and Q-Filters (or, with kvzap, train KVzap surrogates) from local text files',
   usage: `kvpress calibrate --input F [--input F2 ...] --output STATS.{json,safetensors} [options]
 
 Runs the model over local text (no download) and writes, per layer and query head, the mean and
@@ -39,7 +41,8 @@ Options:
 Examples:
   kvpress calibrate --input corpus/ --output stats.safetensors
   kvpress scores --prompt "Once upon a time" --press expected_attention_stats \\
-      --press-option stats=stats.safetensors --ratio 0.5 --json`,
+      --press-option stats=stats.safetensors --ratio 0.5 --json
+${KVZAP_USAGE}`,
   options: {
     input: { type: 'string', multiple: true },
     output: { type: 'string' },
@@ -48,9 +51,13 @@ Examples:
     'seq-len': { type: 'string' },
     'n-sink': { type: 'string' },
     'max-samples': { type: 'string' },
+    ...KVZAP_OPTIONS,
   },
   async run(argv, io) {
-    const { values } = parse(argv, this.options);
+    const { values, positionals } = parse(argv, this.options);
+    if ((positionals[0] === 'kvzap' || positionals[0] === 'fast-kvzip') && positionals.length === 1) return calibrateKvzap(positionals[0], values, io, { listTextFiles, textSamples });
+    if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (subcommands: kvzap, fast-kvzip)`);
+    for (const k of Object.keys(KVZAP_OPTIONS)) if (values[k] !== undefined) throw new UsageError(`--${k} belongs to \`kvpress calibrate kvzap\` or \`fast-kvzip\``);
     const inputs = (values.input as string[] | undefined) ?? [];
     if (inputs.length === 0) throw new UsageError('--input is required (a text file or a directory)');
     const output = str(values.output);
@@ -69,13 +76,7 @@ Examples:
     const seqLen = num(values['seq-len'], 'seq-len', { min: nSink + 2, max: context, integer: true }) ?? Math.min(context, 1024);
     if (seqLen < nSink + 2) throw new UsageError(`--seq-len ${seqLen} leaves no token beyond the ${nSink} sinks`);
 
-    const bos = tok.bosId === null ? [] : [tok.bosId];
-    const body = seqLen - bos.length;
-    const samples: number[][] = [];
-    for (const f of files) {
-      const ids = tok.encode(readFileSync(f, 'utf8'), { bos: false });
-      for (let i = 0; i < ids.length && samples.length < maxSamples; i += body) samples.push([...bos, ...ids.slice(i, i + body)]);
-    }
+    const samples = textSamples(files, tok, seqLen, maxSamples);
     if (samples.length === 0) throw new UsageError(`no text in ${inputs.join(', ')}`);
 
     const bar = new ProgressBar(io, 'calibrate', 'samples');
@@ -86,8 +87,20 @@ Examples:
   },
 };
 
+/** The text of `files` tokenized and cut into samples of seqLen tokens, each starting with BOS. */
+export function textSamples(files: readonly string[], tok: Tokenizer, seqLen: number, maxSamples: number): number[][] {
+  const bos = tok.bosId === null ? [] : [tok.bosId];
+  const body = seqLen - bos.length;
+  const samples: number[][] = [];
+  for (const f of files) {
+    const ids = tok.encode(readFileSync(f, 'utf8'), { bos: false });
+    for (let i = 0; i < ids.length && samples.length < maxSamples; i += body) samples.push([...bos, ...ids.slice(i, i + body)]);
+  }
+  return samples;
+}
+
 /** A file, or the regular non-hidden files of a directory (sorted, not recursive). */
-function listTextFiles(path: string): string[] {
+export function listTextFiles(path: string): string[] {
   let st;
   try {
     st = statSync(path);
