@@ -11,6 +11,7 @@ import { curEntry } from './cur.js';
 import { leverageScoreEntry } from './leverage-score.js';
 import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
+import { finchEntry } from './finch.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -43,6 +44,7 @@ export { CURPress } from './cur.js';
 export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-score.js';
 export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
+export { FinchPress } from './finch.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -52,6 +54,8 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 /** Every registered press, by its snake_case name (`kvpress presses` lists them). */
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
+).register(
+  finchEntry,
 ).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**
