@@ -17,6 +17,7 @@ import { CURPress } from '../src/presses/cur.js';
 import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.js';
 import { NonCausalAttnPress } from '../src/presses/non-causal-attn.js';
 import { FinchPress } from '../src/presses/finch.js';
+import { KVComposePress } from '../src/presses/kv-compose.js';
 import { golden, scoreError, sameSet, topKViolation, type GoldenEntry, type GoldenPrompt, type GoldenTie, type Tolerance } from './helpers/golden.js';
 
 // Every configuration of NVIDIA kvpress's golden outputs (see test/helpers/golden.ts) that this
@@ -331,6 +332,38 @@ test('golden: SimLayerKVPress lazy scores and kept positions', async () => {
         for (let g = 0; g < m.config.numKvHeads; g++) assert.deepEqual(Array.from(cache.layers[li].headPositions(g)), l.kept_positions, `${config} ${pid} L${li} h${g}`);
       });
       assert.ok(Math.abs(press.compressionRatio - e.compression_ratio) < 1e-12, `${pid}: ratio ${press.compressionRatio} vs ${e.compression_ratio}`);
+    }
+  }
+});
+
+// KVCompose: scores of the second pass over the context; per-layer (structured) or per-head counts
+// from the global top-k of the composite curves, then each head's own top-count entries.
+test('golden: KVComposePress@0.5, @0.75, (structured=False)@0.5', async () => {
+  const H = (await model()).config.numKvHeads;
+  for (const [config, ratio, structured] of [['KVComposePress@0.5', 0.5, true], ['KVComposePress@0.75', 0.75, true], ['KVComposePress(structured=False)@0.5', 0.5, false]] as const) {
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], T = prompt.n_tokens, want = goldenKept(e, T, H);
+      const r = await run(new KVComposePress(ratio, { structured }), prompt);
+      assert.equal(r.error, null, `${config} ${pid}: ${r.error?.message}`);
+      // The composite curves, flattened over (layer[, head], rank): the kept ranks must be their top-k.
+      const curves = (structured ? e.composite_scores_per_layer : (e.composite_scores_per_head as number[][][]).flat()) as number[][];
+      const counts = r.kept.flatMap((l) => (structured ? [l[0].length] : l.map((k) => k.length)));
+      const flatKept = counts.flatMap((n, i) => Array.from({ length: n }, (_, rank) => i * T + rank));
+      assert.equal(flatKept.length, curves.length * T - Math.ceil(curves.length * T * ratio - 1e-9), `${config} ${pid}: total kept`);
+      assert.equal(topKViolation(flatKept, curves.flat(), F32), null, `${config} ${pid}: budgets ${counts} vs ${structured ? e.important_per_layer : e.important_per_head}`);
+      e.layers!.forEach((l, li) => {
+        (l.scores as number[][]).forEach((s, h) => {
+          const { worst, at } = scoreError(r.scores[li]![h], s, F32);
+          assert.ok(worst <= 1, `${config} ${pid} L${li} h${h} score[${at}]: ${r.scores[li]![h][at]} vs ${s[at]}`);
+          if (structured) assert.equal(r.kept[li][h].length, r.kept[li][0].length, `${config} ${pid} L${li}: one count per layer`);
+          if (sameSet(r.kept[li][h], want[li][h])) tally.exact++;
+          else {
+            const v = topKViolation(r.kept[li][h], s, F32);
+            assert.equal(v, null, `${config} ${pid} L${li} h${h}: ${v}`);
+            tally.nearTie++;
+          }
+        });
+      });
     }
   }
 });

@@ -209,6 +209,12 @@ export class Pipeline {
         opts.onLayer?.(ctx.layer + 1, layers);
         return keep;
       },
+      afterPrefill(done) {
+        if (!prefillPress?.afterPrefill) return;
+        const t = now();
+        prefillPress.afterPrefill(done);
+        pressMs += now() - t;
+      },
     };
     const cache = model.newCache();
     opts.onLayer?.(0, layers);

@@ -12,6 +12,7 @@ import { leverageScoreEntry } from './leverage-score.js';
 import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
 import { finchEntry } from './finch.js';
+import { kvComposeEntry } from './kv-compose.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -45,6 +46,7 @@ export { LeverageScorePress, gaussianSketch, type Sketch } from './leverage-scor
 export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
 export { FinchPress } from './finch.js';
+export { KVComposePress } from './kv-compose.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -55,7 +57,7 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
 ).register(
-  finchEntry,
+  finchEntry, kvComposeEntry,
 ).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
 
 /**
