@@ -13,6 +13,7 @@ import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
 import { finchEntry } from './finch.js';
 import { kvComposeEntry } from './kv-compose.js';
+import { camWrapper } from './cam.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -47,6 +48,7 @@ export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
 export { FinchPress } from './finch.js';
 export { KVComposePress } from './kv-compose.js';
+export { CAMPress } from './cam.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -58,7 +60,9 @@ export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
 ).register(
   finchEntry, kvComposeEntry,
-).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
+).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper).registerWrapper(
+  camWrapper,
+);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options
