@@ -14,6 +14,7 @@ import { simLayerKVEntry } from './sim-layer-kv.js';
 import { finchEntry } from './finch.js';
 import { kvComposeEntry } from './kv-compose.js';
 import { camWrapper } from './cam.js';
+import { lukvWrapper } from './lukv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -49,6 +50,7 @@ export { SimLayerKVPress } from './sim-layer-kv.js';
 export { FinchPress } from './finch.js';
 export { KVComposePress } from './kv-compose.js';
 export { CAMPress } from './cam.js';
+export { LUKVPress, calibrateLukvBudgets, readLukvBudgets, writeLukvBudgets, type LukvBudgets } from './lukv.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -61,7 +63,7 @@ export const presses = new PressRegistry().register(
 ).register(
   finchEntry, kvComposeEntry,
 ).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper).registerWrapper(
-  camWrapper,
+  camWrapper, lukvWrapper,
 );
 
 /**
