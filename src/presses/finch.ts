@@ -44,13 +44,10 @@ export class FinchPress extends ScorerPress {
     this.questionTokens = n;
   }
 
-  validate(): void {
-    if (this.questionTokens < 1) throw new PressError(`${this.name} needs the question's length: ask a question through the pipeline, or set windowSize to the number of question tokens at the end of the sequence`);
-  }
-
   score(ctx: LayerContext): Float64Array[] {
-    this.validate();
     const w = this.questionTokens, T = ctx.rows;
+    // Not in validate(): the pipeline sets the question's length after the press is checked.
+    if (w < 1) throw new PressError(`${this.name} needs the question's length: ask a question through the pipeline, or set windowSize to the number of question tokens at the end of the sequence`);
     if (T <= w) throw new RangeError(`${this.name}: the sequence (${T} tokens) must be longer than the question (${w})`);
     const perHead = windowAttention(ctx, w).map((a) => {
       if (this.options.normalizeScores) for (let r = 0; r < w; r++) for (let t = 0, o = r * (T - w); t < T - w; t++) a[o + t] *= T - w + r;
