@@ -3,7 +3,7 @@ import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { forEachAttentionRow, globalMax, uniformLength } from './common.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
-import { PressError, type KeepIndices } from './press.js';
+import { PressError, type KeepIndices, type PressPhase } from './press.js';
 import type { WrapperEntry } from './registry.js';
 import { topK, type ScorerPress } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
@@ -44,6 +44,7 @@ const FORMAT = 'kvpress-lukv-budgets';
  * (`lukv_expected_attention --press-option epsilon=0.02`). Prefill only.
  */
 export class LUKVPress extends ScorerWrapper {
+  readonly phase: PressPhase = 'prefill';
   readonly options: OptionsOf<typeof lukvOptions>;
   readonly budgets: LukvBudgets;
 
