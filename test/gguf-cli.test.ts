@@ -69,6 +69,7 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
       const options: Record<string, string> = name.includes('snapkv') || name === 'pyramidkv' ? { windowSize: '8' } : {};
       if (name === 'qfilter' || name === 'expected_attention_stats') options.stats = stats;
       if (name === 'lagkv') options.lagSize = '4';
+      if (name === 'finch') options.windowSize = '4';
       if (name.includes('decoding')) Object.assign(options, { compressionInterval: '4', hiddenStatesBufferSize: '8', nSink: '2' });
       const targetSize = name === 'decoding_expected_attention' || name === 'decoding_adakv_expected_attention_e2' || name === 'prefill_decoding_expected_attention';
       if (targetSize) options.targetSize = '12';
