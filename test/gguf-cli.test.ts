@@ -82,6 +82,7 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
       if (name === 'kvzap') Object.assign(options, { surrogate, modelType: 'linear' });
       if (name === 'fast_kvzip') options.gates = gates;
       if (name === 'restore_kv') options.adapter = adapter;
+      if (name === 'finch') options.windowSize = '4';
       if (name.includes('decoding')) Object.assign(options, { compressionInterval: '4', hiddenStatesBufferSize: '8', nSink: '2' });
       const targetSize = name === 'decoding_expected_attention' || name === 'decoding_adakv_expected_attention_e2' || name === 'prefill_decoding_expected_attention';
       if (targetSize) options.targetSize = '12';

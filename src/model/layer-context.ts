@@ -15,6 +15,26 @@ export interface Compressor {
    * current entries), or nothing to leave the layer as it is.
    */
   compress(ctx: LayerContext): readonly ArrayLike<number>[] | null | undefined | void;
+  /**
+   * Called once after a prefill pass (one that started from an empty cache) has finished and its
+   * keeps are applied: for presses whose method needs whole extra passes of the model (KVCompose
+   * runs the context a second time). If it throws, the cache is emptied (as before the prefill).
+   */
+  afterPrefill?(done: PrefillDone): void;
+}
+
+/** What a compressor's afterPrefill receives. */
+export interface PrefillDone {
+  readonly model: ModelParts;
+  readonly cache: KVCache;
+  /** The prefill's tokens. */
+  readonly tokens: ArrayLike<number>;
+  /**
+   * Another forward pass over `cache` (no logits): `press` sees its layers as during any pass.
+   * `pastWindow` lets it run past the model's maxPositionEmbeddings (RoPE extends there), for
+   * scoring passes whose entries are dropped afterwards.
+   */
+  forward(tokens: ArrayLike<number>, opts: { press: Compressor; pastWindow?: boolean }): void;
 }
 
 /** The parts of a model a layer context reads. */

@@ -15,6 +15,10 @@ import { kvzipEntry } from './kvzip.js';
 import { kvzapEntry } from './kvzap.js';
 import { fastKVzipEntry } from './fast-kvzip.js';
 import { restoreKVEntry } from './restore-kv.js';
+import { finchEntry } from './finch.js';
+import { kvComposeEntry } from './kv-compose.js';
+import { camWrapper } from './cam.js';
+import { lukvWrapper } from './lukv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -53,6 +57,10 @@ export { KVzapPress } from './kvzap.js';
 export { RestoreKVPress, readRestoreAssets, type RestoreAssets } from './restore-kv.js';
 export { FastKVzipPress, gateLoss, gateScores, readGates, trainGates, writeGates, type Gates, type GateLayer, type GateTrainOptions } from './fast-kvzip.js';
 export { collectSurrogateData, predictSurrogate, readSurrogate, surrogateLoss, trainSurrogate, writeSurrogate, type KVzipSurrogate, type SurrogateData, type TrainOptions } from './kvzip-surrogate.js';
+export { FinchPress } from './finch.js';
+export { KVComposePress } from './kv-compose.js';
+export { CAMPress } from './cam.js';
+export { LUKVPress, calibrateLukvBudgets, readLukvBudgets, writeLukvBudgets, type LukvBudgets } from './lukv.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -64,7 +72,9 @@ export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
 )
   .register(kvzipEntry, kvzapEntry, fastKVzipEntry, restoreKVEntry)
-  .registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
+  .register(finchEntry, kvComposeEntry)
+  .registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper)
+  .registerWrapper(camWrapper, lukvWrapper);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options

@@ -50,6 +50,11 @@ export interface Press extends Compressor {
   validate?(model: ModelParts): void;
   /** Forgets the state kept between forward passes (decoding presses); a no-op for the others. */
   reset?(): void;
+  /**
+   * Presses that read the question (Finch): the pipeline appends the question's n tokens to the
+   * context it prefills and calls this first. Absent on query-agnostic presses.
+   */
+  setQuestionLength?(n: number): void;
 }
 
 /** Throws a one-line error unless 0 ≤ ratio < 1. */

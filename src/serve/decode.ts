@@ -74,6 +74,11 @@ export class Generation {
         this.pressMs += performance.now() - t;
         return keep;
       },
+      afterPrefill: (done) => {
+        const t = performance.now();
+        press.afterPrefill?.(done);
+        this.pressMs += performance.now() - t;
+      },
     };
     press?.validate?.(model);
     press?.reset?.();

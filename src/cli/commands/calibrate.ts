@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { loadModel } from '../../model/load.js';
 import { calibrate } from '../../presses/expected-attention-calibration.js';
+import { calibrateLukvBudgets, writeLukvBudgets } from '../../presses/lukv.js';
 import { writeQueryStats } from '../../presses/stats-format.js';
 import { num, parse, str, UsageError, noTokenizer, checkOutputFile } from '../args.js';
 import type { Command } from '../command.js';
@@ -29,6 +30,13 @@ Output format (by extension):
   The Q-Filter of a head is −u, u the top right singular vector of its stacked post-RoPE queries
   oriented so that they project positively on it; the qfilter press scores −(filter · key).
 
+With --lukv-budgets it writes LU-KV budget curves instead (.json only), for the lukv_<scorer>
+presses: {"format": "kvpress-lukv-budgets", "version": 1, "model", "numLayers", "numKvHeads",
+"samples", "tokens", "pruneRatios": number[99][layers][kvHeads]}, row i the fraction of each
+head's entries to evict at compression ratio (i + 1)/100. Each sample's observed attention (per
+entry, averaged over its queries and the KV group) is pooled over every layer and head; the
+global top (1 − ratio) of the pool sets each head's share; samples are averaged.
+
 Options:
   --input PATH           a text file, or a directory whose files are all read (repeatable)
   --output PATH          where to write the statistics (.json or .safetensors)
@@ -37,9 +45,11 @@ Options:
   --seq-len N            tokens per sample, BOS included (default: the model's context, at most 1024)
   --n-sink N             leading tokens of each sample left out (default 4)
   --max-samples N        stop after N samples (default: all the text)
+  --lukv-budgets         write LU-KV budget curves (see above) instead of query statistics
 
 Examples:
   kvpress calibrate --input corpus/ --output stats.safetensors
+  kvpress calibrate --input corpus/ --lukv-budgets --output budgets.json
   kvpress scores --prompt "Once upon a time" --press expected_attention_stats \\
       --press-option stats=stats.safetensors --ratio 0.5 --json
 ${KVZAP_USAGE}`,
@@ -52,6 +62,7 @@ ${KVZAP_USAGE}`,
     'n-sink': { type: 'string' },
     'max-samples': { type: 'string' },
     ...KVZAP_OPTIONS,
+    'lukv-budgets': { type: 'boolean' },
   },
   async run(argv, io) {
     const { values, positionals } = parse(argv, this.options);
@@ -64,6 +75,8 @@ ${KVZAP_USAGE}`,
     if (output === undefined) throw new UsageError('--output is required (a .json or .safetensors file)');
     const ext = extname(output).toLowerCase();
     if (ext !== '.json' && ext !== '.safetensors') throw new UsageError(`--output must end in .json or .safetensors, got "${output}"`);
+    const lukv = values['lukv-budgets'] === true;
+    if (lukv && ext !== '.json') throw new UsageError(`--lukv-budgets writes JSON: --output must end in .json, got "${output}"`);
     checkOutputFile('output', output);
     const nSink = num(values['n-sink'], 'n-sink', { min: 0, integer: true }) ?? 4;
     const maxSamples = num(values['max-samples'], 'max-samples', { min: 1, integer: true }) ?? Infinity;
@@ -80,6 +93,12 @@ ${KVZAP_USAGE}`,
     if (samples.length === 0) throw new UsageError(`no text in ${inputs.join(', ')}`);
 
     const bar = new ProgressBar(io, 'calibrate', 'samples');
+    if (lukv) {
+      const budgets = calibrateLukvBudgets(model, samples, (done, total) => bar.update(done, total));
+      writeLukvBudgets(output, budgets);
+      io.err(`[LU-KV budget curves from ${samples.length} samples, ${budgets.tokens} tokens → ${output}]\n`);
+      return 0;
+    }
     const stats = calibrate(model, samples, { nSink, onSample: (done, total) => bar.update(done, total) });
     writeQueryStats(output, stats);
     io.err(`[${samples.length} samples from ${files.length} file${files.length > 1 ? 's' : ''}, ${stats.tokens} query vectors per head → ${output}]\n`);
