@@ -23,6 +23,7 @@ import { closeMatches } from '../presses/registry.js';
 import { loadJsonl } from './datasets/jsonl.js';
 import { needleInHaystack } from './datasets/niah.js';
 import { generateRuler, RULER_TASKS } from './datasets/ruler.js';
+import { sampledRecallStories } from './datasets/sampled-recall.js';
 import { continuationStories, nameRecallStories } from './datasets/stories.js';
 import type { Sample } from './datasets/types.js';
 import {
@@ -42,10 +43,10 @@ import { aime25Metrics, longbenchScore, math500Metrics, niahRouge, rulerScores, 
 export const NO_PRESS = 'no_press';
 export const DEFAULT_RATIOS: readonly number[] = [0.25, 0.5, 0.75, 0.875];
 export const DEFAULT_SEED = 42;
-export const DATASETS = ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
+export const DATASETS = ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
 
 /** Items per run when --limit is not given (RULER: samples per task). */
-const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, ruler: 10 };
+const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, sampled_recall: 200, ruler: 10 };
 /** NIAH needle depths, one sample each (--limit keeps the first N). */
 const NIAH_DEPTHS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 /** RULER / NIAH default target length; the model's window caps it. */
@@ -97,7 +98,7 @@ export interface PressOptionArg {
 }
 
 export interface EvalOptions {
-  /** continuation, name_recall, ruler, niah or jsonl:PATH. */
+  /** continuation, name_recall, sampled_recall, ruler, niah or jsonl:PATH. */
   dataset: string;
   presses: readonly string[];
   ratios?: readonly number[];
@@ -116,7 +117,7 @@ export interface EvalOptions {
   /** 1-based: shard `index` of `count` runs plan entries index, index+count, … (0-based: index−1, …). */
   shard?: { index: number; count: number };
   pressOptions?: readonly PressOptionArg[];
-  /** continuation / name_recall: share of the tokens compressed (default 0.6). */
+  /** continuation / name_recall / sampled_recall: share of the tokens compressed (default 0.6). */
   contextFraction?: number;
   /** ruler / niah: target context length in tokens (default min(4096, the model's window)). */
   contextLength?: number;
@@ -177,7 +178,7 @@ export function modelName(path: string | undefined): string {
 }
 
 interface DatasetRef {
-  kind: 'continuation' | 'name_recall' | 'ruler' | 'niah' | 'jsonl';
+  kind: 'continuation' | 'name_recall' | 'sampled_recall' | 'ruler' | 'niah' | 'jsonl';
   /** As it appears in folder names: jsonl:data/hotpotqa.jsonl → jsonl-hotpotqa. */
   label: string;
   path?: string;
@@ -190,8 +191,8 @@ export function parseDataset(name: string): DatasetRef {
     if (!existsSync(path)) throw new EvalError(`${path}: no such dataset file`);
     return { kind: 'jsonl', label: `jsonl-${slug(basename(path, extname(path)))}`, path };
   }
-  if (name === 'continuation' || name === 'name_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
-  const close = closeMatches(name, ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl']);
+  if (name === 'continuation' || name === 'name_recall' || name === 'sampled_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
+  const close = closeMatches(name, ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl']);
   throw new EvalError(`unknown dataset "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; datasets: ${DATASETS.join(', ')}`);
 }
 
@@ -345,11 +346,12 @@ class NameRecallTask implements Task {
     return {
       predictions,
       scores: {
-        accuracy: m.accuracy, first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
+        accuracy: m.accuracy, accuracy_se: standardError(m.accuracy, predictions.length), first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
         answer_nll: m.answerNll, answer_nll_increase: m.answerNllIncrease, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken,
       },
       scoreInfo: {
         accuracy: { ...pct('name recall accuracy (greedy decoding writes the name), %', true), axis: 'accuracy (%)' },
+        accuracy_se: pct('standard error of the accuracy, √(p(1−p)/n), percentage points', false),
         first_token_accuracy: pct("top-1 accuracy of the name's first token, %", false),
         baseline_accuracy: pct('name recall accuracy without compression, %', false),
         retained: pct('items the uncompressed model gets right that stay right, %', false),
@@ -361,6 +363,9 @@ class NameRecallTask implements Task {
     };
   }
 }
+
+/** Binomial standard error of a percentage measured on n items, in percentage points. */
+const standardError = (percent: number, n: number): number => 100 * Math.sqrt((percent / 100) * (1 - percent / 100) / n);
 
 /** How the QA-style datasets turn predictions into scores. */
 type QaScorer = (samples: readonly Sample[], predictions: readonly string[]) => { scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
@@ -513,6 +518,8 @@ function makeTask(ds: DatasetRef, model: Model, opts: EvalOptions): Task {
       return new ContinuationTask(model, continuationStories({ count: opts.limit ?? DEFAULT_LIMITS.continuation, seed }), fraction);
     case 'name_recall':
       return new NameRecallTask(model, nameRecallStories({ count: opts.limit ?? DEFAULT_LIMITS.name_recall, seed }), fraction);
+    case 'sampled_recall':
+      return new NameRecallTask(model, sampledRecallStories(model, { count: opts.limit ?? DEFAULT_LIMITS.sampled_recall, seed }), fraction);
     case 'ruler':
       return new QaTask(model, generateRuler({
         tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed,
@@ -591,9 +598,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   if (ratios.length === 0) throw new EvalError('--ratios needs at least one ratio');
   for (const r of ratios) if (!(r >= 0 && r < 1)) throw new EvalError(`compression ratio must be in [0, 1), got ${r}`);
   checkPressNames(opts.presses);
-  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall';
-  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and name_recall use whole stories');
-  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation and name_recall');
+  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall' || ds.kind === 'sampled_recall';
+  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and the recall sets use whole stories');
+  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation, name_recall and sampled_recall');
   if (fidelity && opts.queryAware) throw new EvalError('--query-aware applies to ruler, niah and jsonl datasets (the fidelity tasks have no question)');
   if (opts.contextFraction !== undefined && !(opts.contextFraction > 0 && opts.contextFraction < 1)) {
     throw new EvalError(`--context-fraction must be in (0, 1), got ${opts.contextFraction}`);
