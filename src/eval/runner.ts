@@ -26,7 +26,7 @@ import { cannotCompress, DEFAULT_LIMITS, makeTask, NIAH_DEPTHS } from './tasks.j
 export const NO_PRESS = 'no_press';
 export const DEFAULT_RATIOS: readonly number[] = [0.25, 0.5, 0.75, 0.875];
 export const DEFAULT_SEED = 42;
-export const DATASETS = ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
+export const DATASETS = ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
 
 /** How the report shows one score. */
 export interface ScoreInfo {
@@ -78,7 +78,7 @@ export interface PressOptionArg {
 }
 
 export interface EvalOptions {
-  /** continuation, name_recall, ruler, niah or jsonl:PATH. */
+  /** continuation, name_recall, sampled_recall, ruler, niah or jsonl:PATH. */
   dataset: string;
   presses: readonly string[];
   ratios?: readonly number[];
@@ -104,7 +104,7 @@ export interface EvalOptions {
   /** 1-based: shard `index` of `count` runs plan entries index, index+count, … (0-based: index−1, …). */
   shard?: { index: number; count: number };
   pressOptions?: readonly PressOptionArg[];
-  /** continuation / name_recall: share of the tokens compressed (default 0.6). */
+  /** continuation / name_recall / sampled_recall: share of the tokens compressed (default 0.6). */
   contextFraction?: number;
   /** ruler / niah: target context length in tokens (default min(4096, the model's window)). */
   contextLength?: number;
@@ -165,7 +165,7 @@ export function modelName(path: string | undefined): string {
 }
 
 export interface DatasetRef {
-  kind: 'continuation' | 'name_recall' | 'ruler' | 'niah' | 'jsonl';
+  kind: 'continuation' | 'name_recall' | 'sampled_recall' | 'ruler' | 'niah' | 'jsonl';
   /** As it appears in folder names: jsonl:data/hotpotqa.jsonl → jsonl-hotpotqa. */
   label: string;
   path?: string;
@@ -178,8 +178,8 @@ export function parseDataset(name: string): DatasetRef {
     if (!existsSync(path)) throw new EvalError(`${path}: no such dataset file`);
     return { kind: 'jsonl', label: `jsonl-${slug(basename(path, extname(path)))}`, path };
   }
-  if (name === 'continuation' || name === 'name_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
-  const close = closeMatches(name, ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl']);
+  if (name === 'continuation' || name === 'name_recall' || name === 'sampled_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
+  const close = closeMatches(name, ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl']);
   throw new EvalError(`unknown dataset "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; datasets: ${DATASETS.join(', ')}`);
 }
 
@@ -355,9 +355,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   if (ratios.length === 0) throw new EvalError('--ratios needs at least one ratio');
   for (const r of ratios) if (!(r >= 0 && r < 1)) throw new EvalError(`compression ratio must be in [0, 1), got ${r}`);
   checkPressNames(opts.presses);
-  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall';
-  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and name_recall use whole stories');
-  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation and name_recall');
+  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall' || ds.kind === 'sampled_recall';
+  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and the recall sets use whole stories');
+  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation, name_recall and sampled_recall');
   if (fidelity && opts.queryAware) throw new EvalError('--query-aware applies to ruler, niah and jsonl datasets (the fidelity tasks have no question)');
   if (opts.contextFraction !== undefined && !(opts.contextFraction > 0 && opts.contextFraction < 1)) {
     throw new EvalError(`--context-fraction must be in (0, 1), got ${opts.contextFraction}`);

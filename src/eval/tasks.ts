@@ -10,6 +10,7 @@ import type { Press } from '../presses/press.js';
 import { loadJsonl } from './datasets/jsonl.js';
 import { needleInHaystack } from './datasets/niah.js';
 import { generateRuler, RULER_TASKS } from './datasets/ruler.js';
+import { sampledRecallStories } from './datasets/sampled-recall.js';
 import { continuationStories, nameRecallStories } from './datasets/stories.js';
 import type { Sample } from './datasets/types.js';
 import {
@@ -27,7 +28,7 @@ import { aime25Metrics, longbenchScore, math500Metrics, niahRouge, rulerScores, 
 import { DEFAULT_SEED, EvalError, type DatasetRef, type EvalOptions, type ScoreInfo } from './runner.js';
 
 /** Items per run when --limit is not given (RULER: samples per task). */
-export const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, ruler: 10 };
+export const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, sampled_recall: 200, ruler: 10 };
 /** NIAH needle depths, one sample each (--limit keeps the first N). */
 export const NIAH_DEPTHS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
 /** RULER / NIAH default target length; the model's window caps it. */
@@ -125,11 +126,12 @@ class NameRecallTask implements Task {
     return {
       predictions,
       scores: {
-        accuracy: m.accuracy, first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
+        accuracy: m.accuracy, accuracy_se: standardError(m.accuracy, predictions.length), first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
         answer_nll: m.answerNll, answer_nll_increase: m.answerNllIncrease, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken,
       },
       scoreInfo: {
         accuracy: { ...pct('name recall accuracy (greedy decoding writes the name), %', true), axis: 'accuracy (%)' },
+        accuracy_se: pct('standard error of the accuracy, √(p(1−p)/n), percentage points', false),
         first_token_accuracy: pct("top-1 accuracy of the name's first token, %", false),
         baseline_accuracy: pct('name recall accuracy without compression, %', false),
         retained: pct('items the uncompressed model gets right that stay right, %', false),
@@ -141,6 +143,9 @@ class NameRecallTask implements Task {
     };
   }
 }
+
+/** Binomial standard error of a percentage measured on n items, in percentage points. */
+const standardError = (percent: number, n: number): number => 100 * Math.sqrt((percent / 100) * (1 - percent / 100) / n);
 
 /** How the QA-style datasets turn predictions into scores. */
 type QaScorer = (samples: readonly Sample[], predictions: readonly string[]) => { scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
@@ -306,6 +311,8 @@ export function makeTask(ds: DatasetRef, model: Model, opts: EvalOptions): Task 
       return new ContinuationTask(model, continuationStories({ count: opts.limit ?? DEFAULT_LIMITS.continuation, seed }), fraction);
     case 'name_recall':
       return new NameRecallTask(model, nameRecallStories({ count: opts.limit ?? DEFAULT_LIMITS.name_recall, seed }), fraction);
+    case 'sampled_recall':
+      return new NameRecallTask(model, sampledRecallStories(model, { count: opts.limit ?? DEFAULT_LIMITS.sampled_recall, seed }), fraction);
     case 'ruler':
       return new QaTask(model, generateRuler({
         tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed,

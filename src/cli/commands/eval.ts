@@ -47,7 +47,9 @@ Complete runs (metrics.json present) are skipped, so an interrupted grid resumes
 
 Datasets:
   continuation     story continuation fidelity: KL and NLL increase vs the uncompressed model
-  name_recall      top-1 recall of a story character's name after compression
+  name_recall      top-1 recall of a story character's name after compression (template stories)
+  sampled_recall   the same protocol on stories the model samples itself (temperature 1, seeded),
+                   cut before a later mention of a name introduced early ("named X")
   ruler            RULER synthetic tasks generated for the model's tokenizer
   niah             needle in a haystack at depths 0, 10, …, 100 %
   jsonl:PATH       a local JSONL file in the Python kvpress dataset format
@@ -64,13 +66,13 @@ Options:
                             is repeated per type and the report plots quality against KV bytes per token
   --kv-dtype T              the same for one type
   --model PATH              llama2.c .bin, .gguf or Hugging Face directory (default: embedded stories260K)
-  --limit N                 items per run (continuation 100, name_recall 200; ruler: per task, 10)
+  --limit N                 items per run (continuation 100, name_recall and sampled_recall 200; ruler: per task, 10)
   --output DIR              results folder (default results/)
   --shard i/n               run only every n-th run of the grid, starting at the i-th (1 ≤ i ≤ n);
                             machines sharing DIR split the grid, \`kvpress report\` merges it
   --press-option K=V        press option for every press that has it, or PRESS.K=V for one;
                             repeatable
-  --context-fraction F      continuation/name_recall: share of the tokens compressed (default 0.6)
+  --context-fraction F      continuation and recall sets: share of the tokens compressed (default 0.6)
   --context-length N        ruler/niah: target context length in tokens (default min(4096, window))
   --query-aware             ruler/niah/jsonl: the question is appended to the compressed context
   --seed S                  dataset and random-press seed (default 42)
@@ -105,7 +107,7 @@ Examples:
     const { values, positionals } = parse(argv, this.options);
     if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --)`);
     const dataset = str(values.dataset);
-    if (dataset === undefined) throw new UsageError('--dataset is required (continuation, name_recall, ruler, niah or jsonl:PATH)');
+    if (dataset === undefined) throw new UsageError('--dataset is required (continuation, name_recall, sampled_recall, ruler, niah or jsonl:PATH)');
     const press = str(values.press);
     if (press === undefined) throw new UsageError('--press is required: a comma-separated list of presses (`kvpress presses` lists them)');
     const ratiosArg = str(values.ratios);
