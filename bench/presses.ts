@@ -22,6 +22,7 @@ import { calibrate } from '../src/presses/expected-attention-calibration.js';
 import { presses } from '../src/presses/index.js';
 import type { Press } from '../src/presses/press.js';
 import { writeQueryStats } from '../src/presses/stats-format.js';
+import { writeSurrogate } from '../src/presses/kvzip-surrogate.js';
 
 export interface PressOverhead {
   press: string;
@@ -48,7 +49,7 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
   const timer = {
     compress(ctx: LayerContext): null {
       list.forEach(({ press }, i) => {
-        const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
+        const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries, ctx.tokens);
         const t0 = performance.now();
         press.compress(own);
         spent[i] += performance.now() - t0;
@@ -71,13 +72,15 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
 }
 
 /**
- * Every registered press at `ratio` that acts on a prefill. Decoding-only presses do nothing in a
- * prefill and are left out; presses that read query statistics get a file calibrated on random
+ * Every registered press at `ratio` that acts on a prefill, as the registry lists them (a press
+ * registered later shows up by itself). Presses whose phase is decoding do nothing in a prefill
+ * and are left out; presses that read query statistics get a file calibrated on random
  * tokens (the cost of scoring does not depend on the statistics' values); Expected Attention is
  * also timed with precision=mixed. Returns a cleanup.
  */
 export function registeredPresses(model: Model, ratio = 0.5, only?: readonly string[]): { list: { name: string; press: Press }[]; cleanup: () => void } {
-  const names = presses.names().filter((n) => (only ? only.includes(n) : !n.startsWith('decoding_') && !n.startsWith('compression_ratio_decoding_')));
+  const acts = (n: string) => (presses.get(n).phase ?? 'prefill') !== 'decoding';
+  const names = presses.names().filter((n) => (only ? only.includes(n) : acts(n)));
   let dir: string | null = null;
   const statsFile = () => {
     if (dir) return join(dir, 'stats.json');
@@ -86,14 +89,23 @@ export function registeredPresses(model: Model, ratio = 0.5, only?: readonly str
     writeQueryStats(join(dir, 'stats.json'), calibrate(model, [benchTokens(n, model.config.vocabSize, 3)]));
     return join(dir, 'stats.json');
   };
+  // KVzap's cost does not depend on its weights either: a zero MLP of the library's default type.
+  let sdir: string | null = null;
+  const surrogateFile = () => {
+    sdir ??= mkdtempSync(join(tmpdir(), 'kvpress-bench-'));
+    const c = model.config, W = 32, z = (n: number) => new Float32Array(n);
+    const layers = Array.from({ length: c.numLayers }, () => ({ w1: z(W * c.hiddenSize), b1: z(W), w2: z(c.numKvHeads * W), b2: z(c.numKvHeads) }));
+    writeSurrogate(join(sdir, 'kvzap.safetensors'), { type: 'mlp', hiddenSize: c.hiddenSize, numKvHeads: c.numKvHeads, width: W, layers, model: model.source, tokens: 0 });
+    return join(sdir, 'kvzap.safetensors');
+  };
   const list = names.map((name) => {
-    const needsStats = 'stats' in presses.get(name).options;
-    const press = presses.create(name, name.startsWith('decoding_') ? 0 : ratio, needsStats ? { stats: statsFile() } : {});
+    const needsStats = 'stats' in presses.get(name).options, needsSurrogate = 'surrogate' in presses.get(name).options;
+    const press = presses.create(name, acts(name) ? ratio : 0, needsStats ? { stats: statsFile() } : needsSurrogate ? { surrogate: surrogateFile() } : {});
     return { name, press };
   });
   // The flagship's faster numerics, beside its float64 default.
   if (names.includes('expected_attention')) list.push({ name: 'expected_attention precision=mixed', press: presses.create('expected_attention', ratio, { precision: 'mixed' }) });
-  return { list, cleanup: () => { if (dir) rmSync(dir, { recursive: true, force: true }); } };
+  return { list, cleanup: () => { for (const d of [dir, sdir]) if (d) rmSync(d, { recursive: true, force: true }); } };
 }
 
 /** The two standard measurements (stories260K at 512 tokens, SmolLM2-135M shape at 4096). */

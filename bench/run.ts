@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: kernel GFLOP/s against an FMA peak probe, prefill and decode speed of
- * stories260K and two random-weight shapes against llama.cpp's figures (and decode from bf16
- * weights against llama.cpp's f16 figures), decode speed against
+ * stories260K and two random-weight shapes against llama.cpp measured in the same run on the
+ * same shapes (bench/llama-cpp.ts; bf16 weights against llama.cpp's f16), decode speed against
  * compression ratio, each press's scoring time, KV-cache bytes and peak RSS. Writes
  * bench/results/latest.md and latest.json. Model runs go through `kvpress bench --json` in a
  * child process each, so that every figure has its own peak RSS and a clean heap.
@@ -12,22 +12,14 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { backendInfo } from '../src/backend/index.js';
 import { packageRoot } from '../src/model/load.js';
+import { SHAPES as SHAPE_DIMS } from '../src/model/random.js';
 import { runKernelBench } from './kernels.js';
+import { kvSection } from './kv-memory.js';
+import { runLlamaCpp, type LlamaFigures } from './llama-cpp.js';
+import type { WeightMemory } from './weight-memory.js';
 import { runPressBench } from './presses.js';
 import { runServeBench } from './serve.js';
 
-/** llama.cpp 3f545be, fp32 weights, llama-bench, 1 thread, on this machine kind (issue #3). */
-const LLAMA_CPP: Record<string, { p512: number; p2048: number; decode: number; decode2048: number }> = {
-  stories260K: { p512: 2071, p2048: 529, decode: 5808, decode2048: 259 },
-  small: { p512: 390, p2048: 320, decode: 35.8, decode2048: 28.5 },
-  medium: { p512: 110, p2048: 102, decode: 7.9, decode2048: 7.0 },
-};
-/** llama.cpp with f16 weights (same build and machine kind): what bf16 decode weights compete with. */
-/** llama.cpp with f16 weights; small prefill 512 from issue #10 (620 tok/s, same machine kind). */
-const LLAMA_CPP_F16: Record<string, { p512: number | null; decode: number; decode2048: number }> = {
-  small: { p512: 620, decode: 93, decode2048: 35.5 },
-  medium: { p512: null, decode: 19.5, decode2048: 12.6 },
-};
 const SHAPES = ['stories260K', 'small', 'medium'] as const;
 const root = packageRoot();
 const quick = process.argv.includes('--quick');
@@ -48,7 +40,15 @@ function kvpressBench(args: string[]): BenchJson {
 
 const fmt = (x: number, digits = 1) => (x >= 100 ? x.toFixed(0) : x.toFixed(digits));
 const ratio = (x: number, ref: number) => `${(x / ref).toFixed(2)}×`;
+/** "ours vs theirs: **ratio**", or ours alone when llama.cpp has no figure. */
+const versus = (x: number, ref: number | null | undefined) => (ref ? `${fmt(x)} vs ${fmt(ref)}: **${ratio(x, ref)}**` : `${fmt(x)} vs —`);
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+/** Bytes of the matrices of a random shape (tied embeddings) at `width` bytes a number. */
+function matrixBytes(shape: 'small' | 'medium', width: number): number {
+  const s = SHAPE_DIMS[shape], q = s.numHeads * s.headDim, kv = s.numKvHeads * s.headDim;
+  return width * (s.vocabSize * s.hiddenSize + s.numLayers * (2 * s.hiddenSize * q + 2 * s.hiddenSize * kv + 3 * s.hiddenSize * s.intermediateSize));
+}
 
 async function main(): Promise<void> {
   const started = Date.now();
@@ -63,10 +63,15 @@ async function main(): Promise<void> {
   md.push(kernels.markdown.replace(/^### /m, '## '), '');
   json.kernels = kernels.json;
 
+  process.stderr.write('llama.cpp…\n');
+  const llama = runLlamaCpp(root, { quick, log: (m) => process.stderr.write(m) });
+  json.llamaCpp = llama;
+  const ref = (shape: string, type: string): LlamaFigures | undefined => llama.figures[`${shape} ${type}` as keyof typeof llama.figures];
+
   const threadCounts = cpus().length > 1 ? [1, 2] : [1];
   const models: Record<string, unknown> = {};
   md.push('## Prefill and decode (tokens/s)', '');
-  md.push('Prefill of N tokens from an empty cache; decode of greedy tokens from a cache of the given depth. llama.cpp: 3f545be, fp32, `llama-bench`, 1 thread, same machine kind. Goals: prefill ≥ 1.5×, decode ≥ 1.0×.', '');
+  md.push('Prefill of N tokens from an empty cache; decode of greedy tokens from a cache of the given depth; f32 weights.', '');
   md.push('| model | threads | prefill 512 | prefill 2048 | prefill 8192 | decode @0 | decode @2048 | decode @8192 | KV @8192 | peak RSS |');
   md.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const shape of SHAPES) {
@@ -86,17 +91,24 @@ async function main(): Promise<void> {
     }
   }
   json.models = models;
-  md.push('', '### Against llama.cpp (1 thread)', '');
-  md.push('| model | prefill 512 | prefill 2048 | decode | decode @2048 |', '|---|---|---|---|---|');
-  for (const shape of SHAPES) {
+  md.push('', '### Against llama.cpp (1 thread)', '', `${llama.note}. Goals (f32): prefill 512 ≥ 1.25×, decode ≥ 1.0×; decode reads every matrix once a token, so its GB/s is set against the kernels' DRAM-bound decode product above.`, '');
+  md.push('| model | weights | prefill 512 | prefill 2048 | decode | decode GB/s (ours, llama.cpp) | decode @2048 |', '|---|---|---|---|---|---|---|');
+  for (const shape of ['small', 'medium'] as const) {
     const r = models[`${shape}@1`] as Record<string, BenchJson>;
-    const ref = LLAMA_CPP[shape];
-    md.push(`| ${shape} | ${fmt(r.p512.prefillTokensPerSecond)} vs ${ref.p512}: **${ratio(r.p512.prefillTokensPerSecond, ref.p512)}** | ${fmt(r.p2048.prefillTokensPerSecond)} vs ${ref.p2048}: **${ratio(r.p2048.prefillTokensPerSecond, ref.p2048)}** | ${fmt(r.d0.decodeTokensPerSecond)} vs ${ref.decode}: **${ratio(r.d0.decodeTokensPerSecond, ref.decode)}** | ${fmt(r.d2048.decodeTokensPerSecond)} vs ${ref.decode2048}: **${ratio(r.d2048.decodeTokensPerSecond, ref.decode2048)}** |`);
+    const l = ref(shape, 'f32');
+    const gb = (tps: number | null | undefined) => (tps ? fmt((tps * matrixBytes(shape, 4)) / 1e9) : '—');
+    md.push(`| ${shape} | f32 vs f32 | ${versus(r.p512.prefillTokensPerSecond, l?.p512)} | ${versus(r.p2048.prefillTokensPerSecond, l?.p2048)} | ${versus(r.d0.decodeTokensPerSecond, l?.decode)} | ${gb(r.d0.decodeTokensPerSecond)}, ${gb(l?.decode)} | ${versus(r.d2048.decodeTokensPerSecond, l?.decode2048)} |`);
+  }
+  const quantRows = (['q8_0', 'q4_k_m'] as const).flatMap((t) => (['small', 'medium'] as const).map((shape) => [shape, t, ref(shape, t)] as const)).filter(([, , l]) => l);
+  if (quantRows.length) {
+    md.push('', 'llama.cpp on quantized weights (llama-quantize from the f32 GGUF), tokens/s:', '', '| model | weights | prefill 512 | prefill 2048 | decode | decode @2048 |', '|---|---|---|---|---|---|');
+    const f = (v: number | null | undefined) => (v ? fmt(v) : '—');
+    for (const [shape, t, l] of quantRows) md.push(`| ${shape} | ${t.toUpperCase()} | ${f(l!.p512)} | ${f(l!.p2048)} | ${f(l!.decode)} | ${f(l!.decode2048)} |`);
   }
 
   process.stderr.write('bf16 weights…\n');
   md.push('', '### bf16 weights (1 thread)', '');
-  md.push('`--weights bf16`: every matrix held once as bf16, prefill (bf16 GEMM) and decode alike (f32 activations between products and f32 sums), against f32 above and llama.cpp with f16 weights.', '');
+  md.push('`--weights bf16`: every matrix held once as bf16, prefill (bf16 GEMM) and decode alike (f32 activations between products and f32 sums), against f32 above and llama.cpp with f16 weights (same run). Goals: prefill 512 ≥ 1.5×, decode ≥ 1.1× at depth 0 and ≥ 1.5× at 2048.', '');
   md.push('| model | prefill 512 bf16 | vs llama.cpp f16 | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | vs llama.cpp f16 | peak RSS |', '|---|---|---|---|---|---|---|---|---|---|');
   const bf16: Record<string, { p512: BenchJson; d0: BenchJson; d2048: BenchJson }> = {};
   for (const shape of ['small', 'medium'] as const) {
@@ -108,12 +120,24 @@ async function main(): Promise<void> {
     };
     bf16[shape] = r;
     const f32 = models[`${shape}@1`] as Record<string, BenchJson>;
-    const ref = LLAMA_CPP_F16[shape];
+    const l = ref(shape, 'f16');
     const d0 = r.d0.decodeTokensPerSecond, d2048 = r.d2048.decodeTokensPerSecond;
     const p = r.p512.prefillTokensPerSecond;
-    md.push(`| ${shape} | ${fmt(p)} | ${ref.p512 === null ? '—' : `${fmt(p)} vs ${ref.p512}: **${ratio(p, ref.p512)}**`} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${fmt(d0)} vs ${ref.decode}: **${ratio(d0, ref.decode)}** | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${fmt(d2048)} vs ${ref.decode2048}: **${ratio(d2048, ref.decode2048)}** | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
+    md.push(`| ${shape} | ${fmt(p)} | ${versus(p, l?.p512)} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${versus(d0, l?.decode)} | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${versus(d2048, l?.decode2048)} | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
   }
   json.bf16Weights = bf16;
+
+  process.stderr.write('weight memory…\n');
+  md.push('', '### Weight memory after load (small shape as a llama2.c f32 checkpoint)', '');
+  md.push('RSS growth over the load (garbage collected), before any pass, against the bytes of the matrices in the format held. Goal: within ±5 %.', '');
+  md.push('| weights | matrices | allocated | RSS growth | RSS / matrices |', '|---|---|---|---|---|');
+  const memory: Record<string, WeightMemory> = {};
+  for (const w of ['f32', 'bf16'] as const) {
+    const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/weight-memory.js'), '--shape', 'small', '--weights', w], { encoding: 'utf8' })) as WeightMemory;
+    memory[w] = r;
+    md.push(`| ${w} | ${mib(r.expectedBytes)} | ${mib(r.allocatedBytes)} | ${mib(r.rssGrowthBytes)} | ${(r.rssGrowthBytes / r.expectedBytes).toFixed(3)} |`);
+  }
+  json.weightMemory = memory;
 
   process.stderr.write('decode vs compression ratio…\n');
   md.push('', '## Decode speed vs compression ratio (small, depth 8192, 1 thread)', '');
@@ -128,7 +152,7 @@ async function main(): Promise<void> {
   json.decodeVsRatio = byRatio;
 
   process.stderr.write('KV cache types…\n');
-  json.kvTypes = kvTypes(md);
+  json.kvTypes = await kvSection(md, kvpressBench, quick);
 
   process.stderr.write('press scoring…\n');
   const presses = await runPressBench();
@@ -146,38 +170,6 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'latest.md'), md.join('\n'));
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(json, null, 1) + '\n');
   process.stdout.write(md.join('\n') + '\n');
-}
-
-/**
- * KV cache element types on the small shape, 1 thread: MiB at 8192 entries, prefill 2048 and
- * decode at depths 2048 and 8192 per type; then the memory check (compress a 4096-token prefill
- * at 0.75, decode 512: allocatedBytes against its bound, RSS against the uncompressed run).
- */
-function kvTypes(md: string[]): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  md.push('', '## KV cache types (small, 1 thread)', '');
-  md.push('llama.cpp keeps 180 MiB of f16 cache for 8192 tokens of this shape. Decode reads the cache in place on the TypeScript backend; the native and wasm backends decode each head to f32 first.', '');
-  md.push('| type | KV @8192 | prefill 2048 | vs f32 | decode @2048 | vs f32 | decode @8192 | vs f32 |', '|---|---|---|---|---|---|---|---|');
-  const types = quick ? ['f32', 'f16', 'q8_0'] : ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
-  const base: Record<string, BenchJson> = {};
-  for (const t of types) {
-    const a = ['--shape', 'small', '--threads', '1', '--kv-dtype', t];
-    const p = kvpressBench([...a, '--prompt-tokens', '2048', '--gen-tokens', '1']);
-    const d2 = kvpressBench([...a, '--prompt-tokens', '1', '--depth', '2048', '--gen-tokens', '16']);
-    const d8 = kvpressBench([...a, '--prompt-tokens', '1', '--depth', '8192', '--gen-tokens', '16']);
-    if (t === 'f32') Object.assign(base, { p, d2, d8 });
-    out[t] = { prefill2048: p, decode2048: d2, decode8192: d8 };
-    md.push(`| ${t} | ${mib(d8.kvCacheBytes)} | ${fmt(p.prefillTokensPerSecond)} | ${ratio(p.prefillTokensPerSecond, base.p.prefillTokensPerSecond)} | ${fmt(d2.decodeTokensPerSecond)} | ${ratio(d2.decodeTokensPerSecond, base.d2.decodeTokensPerSecond)} | ${fmt(d8.decodeTokensPerSecond)} | ${ratio(d8.decodeTokensPerSecond, base.d8.decodeTokensPerSecond)} |`);
-  }
-  const mem = (r: number) => JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/kv-memory.js'), '--ratio', String(r)], { encoding: 'utf8' })) as { bytes: number; allocatedBytes: number; bound: number; rssBytes: number };
-  const full = mem(0), comp = mem(0.75);
-  const evicted = full.bytes - comp.bytes, fell = full.rssBytes - comp.rssBytes;
-  md.push('', 'Compress a 4096-token prefill at 0.75 (StreamingLLM), then decode 512 tokens (f32 cache):', '');
-  md.push('| run | bytes | allocatedBytes | bound (bytes + positions + a page per head) | RSS |', '|---|---|---|---|---|');
-  for (const [name, r] of [['uncompressed', full], ['ratio 0.75', comp]] as const) md.push(`| ${name} | ${mib(r.bytes)} | ${mib(r.allocatedBytes)} | ${mib(r.bound)} | ${mib(r.rssBytes)} |`);
-  md.push('', `RSS fell by ${mib(fell)} for ${mib(evicted)} of evicted entries (${((100 * fell) / evicted).toFixed(0)} %; goal ≥ 70 %).`);
-  out.memory = { full, compressed: comp };
-  return out;
 }
 
 await main();

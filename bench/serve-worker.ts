@@ -1,19 +1,29 @@
 /**
  * The server of the serve benchmark, in a worker thread of its own, so that the benchmark's
- * HTTP clients do not share its event loop: stories260K (context widened as in the model bench),
- * 1 kernel thread.
+ * HTTP clients do not share its event loop: the shape named in workerData (see serveBenchModel).
+ * It also runs the library's `generate` on demand, on the server's own model in the server's
+ * thread, so that the reference shares everything with the server but HTTP.
  */
-import { parentPort } from 'node:worker_threads';
-import { createBackend } from '../src/backend/index.js';
-import { benchModelOfShape } from '../src/bench/shapes.js';
+import { parentPort, workerData } from 'node:worker_threads';
+import { generate } from '../src/pipeline/generate.js';
 import { createServer } from '../src/serve/server.js';
+import { serveBenchModel } from './serve-model.js';
 
-const model = await benchModelOfShape('stories260K', createBackend({ threads: 1 }));
-const server = createServer({ model, modelId: 'stories260K', maxQueue: 256, maxContextMemory: 1024 * 2 ** 20 });
+const shape = (workerData as { shape: Parameters<typeof serveBenchModel>[0] }).shape;
+const model = await serveBenchModel(shape);
+const server = createServer({ model, modelId: shape, maxQueue: 256, maxContextMemory: 4096 * 2 ** 20 });
 const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
 parentPort!.postMessage({ url });
 parentPort!.on('message', async (m) => {
-  if (m === 'stop') {
+  if (m?.generate) {
+    const { prompt, maxTokens } = m.generate as { prompt: string; maxTokens: number };
+    const c0 = process.cpuUsage();
+    // Streams text as `kvpress generate` does (onToken decodes each piece).
+    const r = generate(model, model.tokenizer!.encode(prompt, { bos: true }), { maxNewTokens: maxTokens, temperature: 0, onToken: () => {} });
+    const cpu = process.cpuUsage(c0);
+    r.cache.dispose();
+    parentPort!.postMessage({ tokens: r.tokens.length, ms: r.prefillMs + r.decodeMs, cpuMs: (cpu.user + cpu.system) / 1000 });
+  } else if (m === 'stop') {
     await server.shutdown(1000);
     parentPort!.close();
   }

@@ -14,6 +14,13 @@
 
 #include "kernels.hpp"
 #include "kv_attn.h"
+#include "quant.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define KVP_SLABS 1
+#endif
 
 namespace {
 
@@ -75,8 +82,9 @@ long cache_bytes(int level, long fallback) {
   return fallback;
 }
 
-// GEMM cache blocks (gemm.h): a KC×GN weight panel fills half of L1, an MC×KC block of inputs
-// half of L2, a KC×NC block of weights a quarter of L3 (shared by the cores).
+// GEMM cache blocks (gemm.h): a GM×KC input sliver fills three quarters of L1, a KC×NC block of
+// weight panels half of L2, an MC×KC block of inputs an eighth of L3 (shared by the cores), at
+// most 1024 rows (gemm.h evens the blocks out).
 struct Blocking {
   int kc, mc, nc;
 };
@@ -85,9 +93,9 @@ const long kL1 = cache_bytes(1, 32 << 10), kL2 = cache_bytes(2, 512 << 10), kL3 
 Blocking blocking(int panel_bytes, int x_bytes) {
   auto clamp = [](long v, long lo, long hi) { return (int)std::max(lo, std::min(hi, v)); };
   Blocking b;
-  b.kc = clamp(kL1 / 2 / ((long)K.gemm_cols * panel_bytes) / 16 * 16, 64, 2048);
-  b.mc = clamp(kL2 / 2 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 4096 / K.gemm_rows * K.gemm_rows);
-  b.nc = clamp(kL3 / 4 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
+  b.kc = clamp(kL1 * 3 / 4 / ((long)K.gemm_rows * x_bytes) / 16 * 16, 64, 2048);
+  b.nc = clamp(kL2 / 2 / ((long)b.kc * panel_bytes) / K.gemm_cols * K.gemm_cols, K.gemm_cols, 16384);
+  b.mc = clamp(kL3 / 8 / ((long)b.kc * x_bytes) / K.gemm_rows * K.gemm_rows, K.gemm_rows, 1024 / K.gemm_rows * K.gemm_rows);
   return b;
 }
 // vdpbf16ps panels hold bf16 pairs (2 bytes an entry, inputs too); by conversion they are f32.
@@ -233,6 +241,80 @@ void MatmulBf16(const Napi::CallbackInfo &info) {
   });
 }
 
+// ---- products on weights kept in ggml's block formats (native/quant.c) ----
+struct QuantSet {
+  decltype(&quant_act_base) act;
+  decltype(&quant_matvec_base) matvec;
+  decltype(&quant_dequant_base) dequant;
+};
+// The integer products of the widest build, with vpdpbusd where the AVX-512 CPU has VNNI.
+QuantSet quant_kernels(const char **isa) {
+#if defined(__x86_64__)
+  if (!std::strcmp(K.isa, "avx512") && __builtin_cpu_supports("avx512vnni")) {
+    *isa = "avx512vnni";
+    return {quant_act_avx512vnni, quant_matvec_avx512vnni, quant_dequant_avx512vnni};
+  }
+  *isa = K.isa;
+  if (!std::strcmp(K.isa, "avx512")) return {quant_act_avx512, quant_matvec_avx512, quant_dequant_avx512};
+  if (!std::strcmp(K.isa, "avx2")) return {quant_act_avx2, quant_matvec_avx2, quant_dequant_avx2};
+#endif
+  *isa = "base";
+  return {quant_act_base, quant_matvec_base, quant_dequant_base};
+}
+const char *kQuantIsa = "base";
+const QuantSet kQuant = quant_kernels(&kQuantIsa);
+// Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
+// below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
+constexpr int kQuantGemmRows = 4;
+// f32 bytes of one dequantized panel (per thread): a few hundred rows, reused across the rows of x.
+constexpr long kQuantPanelBytes = 1 << 20;
+
+// matmulQuant(out, x, w, type, rowBytes, m, n, k, bias): x·wᵀ with w[n] rows of ggml blocks.
+void MatmulQuant(const Napi::CallbackInfo &info) {
+  float *out = F32(info[0]);
+  const float *x = F32(info[1]);
+  const uint8_t *w = info[2].As<Napi::Uint8Array>().Data();
+  const int type = I32(info[3]);
+  const size_t rb = (size_t)info[4].As<Napi::Number>().Int64Value();
+  const int m = I32(info[5]), n = I32(info[6]), k = I32(info[7]);
+  const float *bias = info[8].IsTypedArray() ? F32(info[8]) : nullptr;
+  const int blocks = (n + 63) / 64;
+  if (m < kQuantGemmRows) {
+    static thread_local std::vector<uint8_t> act;
+    const size_t ab = quant_act_bytes(type, k);
+    if (act.size() < ab * m) act.resize(ab * m);
+    // The team's threads have thread_locals of their own: they read this thread's buffer.
+    const uint8_t *a = act.data();
+    for (int i = 0; i < m; i++) kQuant.act(type, x + (size_t)i * k, k, act.data() + ab * i);
+    const int nt = split_parts(n, (double)m * k, 1.3e5);
+    team(nt, [&](int t, int parts) {
+      kQuant.matvec(type, out, n, a, ab, m, w, rb, std::min(n, blocks * t / parts * 64), std::min(n, blocks * (t + 1) / parts * 64), k, bias);
+    });
+    return;
+  }
+  const Blocking &b = kBlockF32;
+  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  const int panel = (int)std::max(64L, kQuantPanelBytes / (4L * k) / 64 * 64);
+  bool ok = true;
+  const int nt = split_parts(n, (double)m * k, 1e6);
+  team(nt, [&](int t, int parts) {
+    static thread_local Scratch gs, ps;
+    float *sc = gs.get(need), *pw = ps.get((size_t)panel * k);
+    if (!sc || !pw) {
+#pragma omp atomic write
+      ok = false;
+      return;
+    }
+    const int j1 = std::min(n, blocks * (t + 1) / parts * 64);
+    for (int j = std::min(n, blocks * t / parts * 64); j < j1; j += panel) {
+      const int nb = std::min(panel, j1 - j);
+      kQuant.dequant(type, w, rb, j, j + nb, k, pw);
+      K.gemm_f32(out + j, x, pw, n, k, bias ? bias + j : nullptr, 0, m, 0, nb, b.kc, b.mc, b.nc, sc);
+    }
+  });
+  if (!ok) Napi::Error::New(info.Env(), "matmulQuant: out of memory for scratch space").ThrowAsJavaScriptException();
+}
+
 void Rmsnorm(const Napi::CallbackInfo &info) {
   float *out = F32(info[0]);
   const float *x = F32(info[1]), *w = F32(info[2]);
@@ -302,6 +384,55 @@ void EaLogits64(const Napi::CallbackInfo &info) {
     if (kb.size() < (size_t)d * eb) kb.resize((size_t)d * eb);
     const int b0 = (int)((long)blocks * t / parts), b1 = (int)((long)blocks * (t + 1) / parts);
     K.ea_logits64(z, keys, s0, m, d, G, mus, quad, stride, b0 * eb, std::min(m, b1 * eb), kb.data());
+  });
+}
+
+// eaQueryMoments64(mean, cov | null, q, qStride, start, n, H, d, cos, sin): Expected Attention's
+// pre-RoPE query moments (expected-attention-kernels.ts queryMoments, same operations in the same
+// order): per query head h, rows start … start + n − 1 of the post-RoPE queries q rotated back by
+// the angle tables cos/sin [n][d/2], their mean into mean[h·d …] and, with cov, their population
+// covariance (centered rows, gram64's tiles, / n) into cov[h·d·d …]. Heads are dealt to the team.
+void EaQueryMoments64(const Napi::CallbackInfo &info) {
+  double *mean = F64(info[0]);
+  double *cov = info[1].IsTypedArray() ? F64(info[1]) : nullptr;
+  const float *q = F32(info[2]);
+  const size_t qStride = (size_t)I32(info[3]);
+  const int start = I32(info[4]), n = I32(info[5]), H = I32(info[6]), d = I32(info[7]), half = d / 2;
+  const double *cs = F64(info[8]), *sn = F64(info[9]);
+  const double work = (double)H * n * d * (cov ? d / 2 + 2 : 1);
+  const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, H)) : 1;
+  team(nt, [&](int t, int parts) {
+    // Per OpenMP thread, grown once: one head's rotated rows [n][d].
+    static thread_local std::vector<double> xs;
+    if (xs.size() < (size_t)n * d) xs.resize((size_t)n * d);
+    double *X = xs.data();
+    for (int h = t; h < H; h += parts) {
+      double *mu = mean + (size_t)h * d;
+      std::fill(mu, mu + d, 0.0);
+      for (int r = 0; r < n; r++) {
+        const float *qr = q + (size_t)(start + r) * qStride + (size_t)h * d;
+        const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
+        double *x = X + (size_t)r * d;
+        for (int i = 0; i < half; i++) {
+          const double a = qr[i], b = qr[i + half];
+          const double u = c[i] * a + s[i] * b, v = c[i] * b - s[i] * a;
+          x[i] = u;
+          x[i + half] = v;
+          mu[i] += u;
+          mu[i + half] += v;
+        }
+      }
+      for (int i = 0; i < d; i++) mu[i] /= n;
+      if (!cov) continue;
+      for (int r = 0; r < n; r++)
+        for (int i = 0; i < d; i++) X[(size_t)r * d + i] -= mu[i];
+      double *S = cov + (size_t)h * d * d;
+      std::fill(S, S + (size_t)d * d, 0.0);
+      K.gram64(S, X, n, d, 0, 1);
+      for (int i = 0; i < d; i++)
+        for (int j = i + 1; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j];
+      for (size_t i = 0; i < (size_t)d * d; i++) S[i] /= n;
+    }
   });
 }
 
@@ -417,6 +548,7 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   const std::string tile = std::to_string(K.gemm_rows) + "x" + std::to_string(K.gemm_cols);
   o.Set("gemmF32", std::string(K.isa) + " " + tile);
   o.Set("gemmBf16", std::string(K.bf16_isa) + " " + tile);
+  o.Set("quantDot", kQuantIsa);
   Napi::Object cache = Napi::Object::New(env);
   cache.Set("l1", (double)kL1);
   cache.Set("l2", (double)kL2);
@@ -434,9 +566,14 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
   return o;
 }
 
+// Slabs by id (src/cache/slab-memory.ts): base and length, so that attentionPaged can take page
+// addresses (slab · 2³² + offset) as numbers instead of reading each page's view through N-API.
+static std::vector<std::pair<uint8_t *, size_t>> g_slabs;
+
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
-//                pageEntries, valuesOffset, pages (KvPage[][]), lengths, queryPositions, window, scale
+//                pageEntries, valuesOffset, pages (KvPage[][]), lengths,
+//                queryPositions, window, scale, addresses (Float64Array | null)
 //                [, keyLayouts: per KV head null or Int32Array [dim, block, blockBytes, rowBytes, ...channels]])
 void AttentionPaged(const Napi::CallbackInfo &info) {
   kv_attn_args a;
@@ -452,18 +589,19 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   a.row_bytes = I32(info[9]);
   a.page_entries = I32(info[10]);
   a.values_offset = (size_t)I32(info[11]);
+  a.positions_offset = 2 * a.values_offset;
   Napi::Array heads = info[12].As<Napi::Array>();
   a.lengths = info[13].As<Napi::Int32Array>().Data();
   a.query_positions = info[14].As<Napi::Int32Array>().Data();
   a.window = I32(info[15]);
   a.scale = info[16].As<Napi::Number>().FloatValue();
   const int nkv = a.num_kv_heads;
-  // Channel-pruned heads (ThinK): their key layout, and their pages' positions after narrower keys.
+  // Channel-pruned heads (ThinK): their key layout; their pages hold narrower key rows.
   static thread_local std::vector<kv_key_layout> layouts;
   static thread_local std::vector<const kv_key_layout *> layout_heads;
   a.key_layouts = nullptr;
-  if (info.Length() > 17 && info[17].IsArray()) {
-    Napi::Array kl = info[17].As<Napi::Array>();
+  if (info.Length() > 18 && info[18].IsArray()) {
+    Napi::Array kl = info[18].As<Napi::Array>();
     layouts.assign(nkv, kv_key_layout{});
     layout_heads.assign(nkv, nullptr);
     for (int g = 0; g < nkv && g < (int)kl.Length(); g++) {
@@ -475,64 +613,120 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
     }
     a.key_layouts = layout_heads.data();
   }
-  // Page pointers, read from the pages' own views (no copy of any entry).
+  // Page addresses, read from the pages' own views (no copy of any entry).
   static thread_local std::vector<std::vector<const uint8_t *>> bytes;
-  static thread_local std::vector<std::vector<const int32_t *>> pos;
   static thread_local std::vector<const uint8_t *const *> bytes_heads;
-  static thread_local std::vector<const int32_t *const *> pos_heads;
   bytes.resize(nkv);
-  pos.resize(nkv);
   bytes_heads.resize(nkv);
-  pos_heads.resize(nkv);
   int maxlen = 0;
-  // One property read per page: the positions follow the keys and values in the page's buffer.
   const Napi::String u8 = Napi::String::New(info.Env(), "u8");
-  const size_t pos_offset = 2 * a.values_offset;
+  // Pages in slabs come as one Float64Array of addresses (per head, its pages in order);
+  // others as KvPage objects whose views are read here.
+  const bool addressed = info[17].IsTypedArray();
+  const double *addr = addressed ? info[17].As<Napi::Float64Array>().Data() : nullptr;
+  const size_t page_bytes = 2 * a.values_offset + 4 * (size_t)a.page_entries;
+  size_t k = 0;
   for (int g = 0; g < nkv; g++) {
-    Napi::Array pages = heads.Get(g).As<Napi::Array>();
-    const uint32_t np = pages.Length();
+    maxlen = std::max(maxlen, (int)a.lengths[g]);
+    const uint32_t np = (uint32_t)((a.lengths[g] + a.page_entries - 1) / a.page_entries);
     bytes[g].resize(np);
-    pos[g].resize(np);
-    const size_t head_pos = a.key_layouts && a.key_layouts[g] ? (size_t)a.page_entries * (a.key_layouts[g]->row_bytes + a.row_bytes) : pos_offset;
-    for (uint32_t p = 0; p < np; p++) {
-      const uint8_t *b = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
-      bytes[g][p] = b;
-      pos[g][p] = reinterpret_cast<const int32_t *>(b + head_pos);
+    const size_t head_bytes = a.key_layouts && a.key_layouts[g] ? page_bytes - (size_t)a.page_entries * (a.row_bytes - a.key_layouts[g]->row_bytes) : page_bytes;
+    if (addressed) {
+      for (uint32_t p = 0; p < np; p++, k++) {
+        const uint64_t x = (uint64_t)addr[k], id = x >> 32, off = x & 0xffffffffu;
+        if (id >= g_slabs.size() || !g_slabs[id].first || off + head_bytes > g_slabs[id].second) {
+          Napi::Error::New(info.Env(), "attentionPaged: a page address outside every slab").ThrowAsJavaScriptException();
+          return;
+        }
+        bytes[g][p] = g_slabs[id].first + off;
+      }
+    } else {
+      Napi::Array pages = heads.Get(g).As<Napi::Array>();
+      for (uint32_t p = 0; p < np; p++) bytes[g][p] = pages.Get(p).As<Napi::Object>().Get(u8).As<Napi::Uint8Array>().Data();
     }
     bytes_heads[g] = bytes[g].data();
-    pos_heads[g] = pos[g].data();
-    maxlen = std::max(maxlen, (int)a.lengths[g]);
   }
   a.pages = bytes_heads.data();
-  a.positions = pos_heads.data();
 #if defined(__x86_64__)
-  auto row = !std::strcmp(K.isa, "avx512") ? kv_attn_row_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_row_avx2 : kv_attn_row_base;
+  auto tile = !std::strcmp(K.isa, "avx512") ? kv_attn_tile_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_tile_avx2 : kv_attn_tile_base;
 #else
-  auto row = kv_attn_row_base;
+  auto tile = kv_attn_tile_base;
 #endif
-  const int items = a.num_heads * a.rows;
+  const int group = a.num_heads / nkv, nq = a.rows * group, tiles = (nq + KV_TQ - 1) / KV_TQ, items = nkv * tiles;
+  const size_t sld = (size_t)maxlen;
   // Below ~10⁵ multiply-adds (short decode steps) a team costs more than it saves.
-  const int nt = (double)items * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
+  const int nt = (double)nq * nkv * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
 #pragma omp parallel num_threads(nt)
   {
-    static thread_local std::vector<float> s;
-    if (s.size() < (size_t)maxlen) s.resize(maxlen);
-#pragma omp for schedule(dynamic, 4)
-    for (int it = 0; it < items; it++) row(&a, it % a.num_heads, it / a.num_heads, s.data());
+    static thread_local std::vector<float> s, buf;
+    if (s.size() < KV_TQ * sld) s.resize(KV_TQ * sld);
+    if (buf.size() < (size_t)KV_CH * a.head_dim) buf.resize((size_t)KV_CH * a.head_dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
+      tile(&a, g, p0, std::min(KV_TQ, nq - p0), s.data(), sld, buf.data());
+    }
   }
 }
+
+#ifdef KVP_SLABS
+// ---- KV cache page memory (src/cache/slab-memory.ts) ----
+// kvSlab(bytes, id) → an ArrayBuffer over fresh anonymous memory (resident only once written),
+// unmapped when collected. kvRelease(slab, offset, bytes) hands whole OS pages of it back
+// (madvise MADV_DONTNEED: the process RSS falls now; the range reads as zeros if used again).
+Napi::Value KvSlab(const Napi::CallbackInfo &info) {
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 1 && n <= (double)(1ull << 40))) {
+    Napi::RangeError::New(info.Env(), "kvSlab: size out of range").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  size_t *len = new size_t((size_t)n);
+  const uint32_t id = info[1].As<Napi::Number>().Uint32Value();
+  void *p = mmap(nullptr, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    delete len;
+    Napi::Error::New(info.Env(), "kvSlab: out of memory").ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+  if (g_slabs.size() <= id) g_slabs.resize(id + 1, {nullptr, 0});
+  g_slabs[id] = {(uint8_t *)p, *len};
+  return Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
+    for (auto &sl : g_slabs)
+      if (sl.first == data) sl = {nullptr, 0};
+    munmap(data, *hint);
+    delete hint;
+  }, len);
+}
+
+void KvRelease(const Napi::CallbackInfo &info) {
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  const double off = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (!(off >= 0 && n > 0 && off + n <= (double)ab.ByteLength()) || (size_t)off % page || (size_t)n % page) return;
+  madvise((char *)ab.Data() + (size_t)off, (size_t)n, MADV_DONTNEED);
+}
+
+Napi::Value KvOsPage(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), (double)sysconf(_SC_PAGESIZE)); }
+#endif
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
+  exports.Set("matmulQuant", Napi::Function::New(env, MatmulQuant));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionPaged", Napi::Function::New(env, AttentionPaged));
+#ifdef KVP_SLABS
+  exports.Set("kvSlab", Napi::Function::New(env, KvSlab));
+  exports.Set("kvRelease", Napi::Function::New(env, KvRelease));
+  exports.Set("kvOsPage", Napi::Function::New(env, KvOsPage));
+#endif
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
+  exports.Set("eaQueryMoments64", Napi::Function::New(env, EaQueryMoments64));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));

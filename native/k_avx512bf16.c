@@ -1,6 +1,6 @@
 /*
  * The bf16 product on AVX512-BF16 (compiled with -mavx512bf16 besides the AVX-512 flags): the
- * driver and blocking of gemm.h, with panels of bf16 pairs and a tile on vdpbf16ps, which takes
+ * driver and blocking of gemm.h (loop order, K blocks, sliver in L1), with panels of bf16 pairs and a tile on vdpbf16ps, which takes
  * two bf16 products per 32-bit lane and adds them in f32 — twice the multiply-adds of an f32 FMA
  * per instruction. Same tile geometry as the AVX-512 f32 build (8 rows × 32 columns).
  */
@@ -106,24 +106,40 @@ void gemm_bf16_avx512bf16(float *out, const float *x, const uint16_t *w, int n, 
   float *t = (float *)(xp + kmax * ((mc + BM - 1) / BM * BM));
   int blocks = (k + kc / 2) / kc;
   if (blocks < 1) blocks = 1;
-  kc = (k + blocks - 1) / blocks;
-  kc += kc & 1;
-  for (int jc = j0; jc < j1; jc += nc) {
-    const int nb = j1 - jc < nc ? j1 - jc : nc;
-    for (int pc = 0; pc < k; pc += kc) {
-      const int kb = k - pc < kc ? k - pc : kc, kp = (kb + 1) / 2, load = pc > 0;
-      pack_w(wp, w, (size_t)k, jc, nb, pc, kb);
-      for (int ic = i0; ic < i1; ic += mc) {
-        const int mb = i1 - ic < mc ? i1 - ic : mc;
-        pack_x(xp, x, (size_t)k, ic, mb, pc, kb);
-        for (int jr = 0; jr < nb; jr += BN) {
-          const uint32_t *b = wp + (size_t)(jr / BN) * kp * BN;
-          const float *init = !load && bias ? bias + jc + jr : 0;
-          const int cols = nb - jr < BN ? nb - jr : BN;
-          for (int ir = 0; ir < mb; ir += BM) {
-            const uint32_t *a = xp + (size_t)(ir / BM) * kp * BM;
+  int kb0 = (k + blocks - 1) / blocks;
+  kb0 += kb0 & 1;
+  if (kb0 > kc) { /* a longer K block gets fewer rows, so that a packed block keeps its bytes */
+    mc = (int)((long)mc * kc / kb0 / BM * BM);
+    nc = (int)((long)nc * kc / kb0 / BN * BN);
+    if (mc < BM) mc = BM;
+    if (nc < BN) nc = BN;
+  }
+  /* Input blocks of even size, as gemm_even_rows of gemm.h. */
+  for (int blocks = (i1 - i0 + mc - 1) / mc; blocks < i1 - i0; blocks++) {
+    const int b = ((i1 - i0 + blocks - 1) / blocks + BM - 1) / BM * BM;
+    if (b <= mc) {
+      mc = b;
+      break;
+    }
+  }
+  for (int pc = 0; pc < k; pc += kb0) {
+    const int kb = k - pc < kb0 ? k - pc : kb0, kp = (kb + 1) / 2, load = pc > 0;
+    for (int ic = i0; ic < i1; ic += mc) {
+      const int mb = i1 - ic < mc ? i1 - ic : mc;
+      pack_x(xp, x, (size_t)k, ic, mb, pc, kb);
+      for (int jc = j0; jc < j1; jc += nc) {
+        const int nb = j1 - jc < nc ? j1 - jc : nc;
+        pack_w(wp, w, (size_t)k, jc, nb, pc, kb);
+        for (int ir = 0; ir < mb; ir += BM) {
+          const uint32_t *a = xp + (size_t)(ir / BM) * kp * BM;
+          const int rows = mb - ir < BM ? mb - ir : BM;
+          for (int jr = 0; jr < nb; jr += BN) {
+            const uint32_t *b = wp + (size_t)(jr / BN) * kp * BN;
+            const float *init = !load && bias ? bias + jc + jr : 0;
+            const int cols = nb - jr < BN ? nb - jr : BN;
             float *c = out + (size_t)(ic + ir) * n + jc + jr;
-            const int rows = mb - ir < BM ? mb - ir : BM;
+            if (load)
+              for (int r = 0; r < rows; r++) __builtin_prefetch(c + BN + (size_t)r * n, 1, 3);
             if (rows == BM && cols == BN) tile(c, (size_t)n, a, b, kp, init, load);
             else edge(c, (size_t)n, rows, cols, a, b, kp, init, load, t);
           }

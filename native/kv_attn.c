@@ -1,267 +1,476 @@
 /* Attention read in place from the paged KV cache (src/cache/kv-cache.ts), in every element
- * type: f32, f16, bf16, q8_0, q4_0. Compiled once per ISA (KV_ISA = base, avx2, avx512: the
- * avx builds have F16C, so f16 rows widen in registers with vcvtph2ps); the loops are written
- * for the compiler to vectorize along head_dim. Each key is dotted with the query in its stored
- * form — the quantized types accumulate codes × query per block and apply the block's scale once
- * — and each value is accumulated the same way; nothing is gathered or converted per step. */
-#include <math.h>
+ * type: f32, f16, bf16, q8_0, q4_0. Compiled once per ISA (KV_ISA = base, avx2, avx512 for the
+ * addon; wasm, included by native/wasm.c). No libc, so the same file builds for wasm32.
+ *
+ * Work is split as the contiguous kernel's (native/kernels.h attn_tile): a tile is up to KV_TQ
+ * query vectors of one KV head (the GQA group's heads × consecutive rows), so every key and
+ * value is read once per tile, not once per query head. Keys and values are taken a run of at
+ * most KV_CH entries at a time, never crossing a page: f32 runs are read where they lie; the
+ * other types are widened into an L1 buffer of KV_CH rows (F16C's vcvtph2ps on AVX2/AVX-512,
+ * shifts elsewhere; q8_0/q4_0 codes × their block's scale), which every query of the tile then
+ * reads. Nothing is gathered per step and no f32 copy of a head ever exists. */
+#include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "kv_attn.h"
 
+#undef FN
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, KV_ISA)
 
-static inline float f16_value(uint16_t h) {
-  _Float16 x;
-  memcpy(&x, &h, 2);
-  return (float)x;
-}
-
-static inline float bf16_value(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-/* Eight lanes per step, independent accumulators (the compiler maps them to one vector register,
- * or two in the base build), widened from the stored form in registers; scalar tails. */
 typedef float v8 __attribute__((vector_size(32)));
-typedef _Float16 v8h __attribute__((vector_size(16)));
 typedef uint16_t v8u16 __attribute__((vector_size(16)));
 typedef uint32_t v8u32 __attribute__((vector_size(32)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
 typedef int8_t v8i8 __attribute__((vector_size(8)));
 typedef uint8_t v8u8 __attribute__((vector_size(8)));
-typedef int32_t v8i32 __attribute__((vector_size(32)));
 
-static inline v8 ld_f32(const void *p) { v8 x; memcpy(&x, p, 32); return x; }
 #if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
-#ifdef __F16C__
-/* vcvtph2ps: eight halves to eight floats in one instruction (GCC 12 scalarises convertvector). */
-static inline v8 ld_f16(const void *p) {
+#ifdef __wasm_simd128__
+#include <wasm_simd128.h>
+/* Two 4-lane halves as one v8 (the generic 8-lane conversions lower poorly to SIMD128). */
+static inline v8 join4(v128_t lo, v128_t hi) {
+  v8 x;
+  __builtin_memcpy(&x, &lo, 16);
+  __builtin_memcpy((char *)&x + 16, &hi, 16);
+  return x;
+}
+static inline v128_t f16x4(v128_t u) {
+  const v128_t em = wasm_v128_and(u, wasm_i32x4_splat(0x7fff));
+  v128_t r = wasm_f32x4_mul(wasm_i32x4_shl(em, 13), wasm_f32x4_splat(0x1p112f));
+  r = wasm_v128_or(r, wasm_v128_and(wasm_i32x4_ge(em, wasm_i32x4_splat(0x7c00)), wasm_i32x4_splat(0x7f800000)));
+  return wasm_v128_or(r, wasm_i32x4_shl(wasm_v128_and(u, wasm_i32x4_splat(0x8000)), 16));
+}
+#endif
+
+static inline v8 ld(const float *p) { v8 x; __builtin_memcpy(&x, p, 32); return x; }
+static inline void st(float *p, v8 x) { __builtin_memcpy(p, &x, 32); }
+static inline v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+static inline v8 as_v8(v8u32 u) { v8 f; __builtin_memcpy(&f, &u, 32); return f; }
+static inline v8u32 as_u32(v8 f) { v8u32 u; __builtin_memcpy(&u, &f, 32); return u; }
+
+/* f16 → f32 by shifts: the 15 magnitude bits moved to f32's place and scaled by 2^112 give every
+ * normal and subnormal exactly; exponent 31 (inf, NaN) is forced to 255. */
+static inline v8 f16_shift(v8u16 h) {
+  v8u32 u = __builtin_convertvector(h, v8u32), em = u & 0x7fff;
+  v8u32 r = as_u32(as_v8(em << 13) * splat(0x1p112f));
+  r |= (v8u32)(em >= 0x7c00) & 0x7f800000u;
+  return as_v8(r | ((u & 0x8000) << 16));
+}
+
+static inline v8 ld_f16(const uint8_t *p) {
+#if defined(__wasm_simd128__)
+  const v128_t h = wasm_v128_load(p);
+  return join4(f16x4(wasm_u32x4_extend_low_u16x8(h)), f16x4(wasm_u32x4_extend_high_u16x8(h)));
+#elif defined(__F16C__)
   __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
   v8 x;
-  memcpy(&x, &f, 32);
+  __builtin_memcpy(&x, &f, 32);
   return x;
-}
 #else
-static inline v8 ld_f16(const void *p) { v8h x; memcpy(&x, p, 16); return __builtin_convertvector(x, v8); }
+  v8u16 h;
+  __builtin_memcpy(&h, p, 16);
+  return f16_shift(h);
 #endif
-static inline v8 ld_bf16(const void *p) {
-  v8u16 x;
-  memcpy(&x, p, 16);
-  v8u32 u = __builtin_convertvector(x, v8u32) << 16;
-  v8 f;
-  memcpy(&f, &u, 32);
+}
+
+static inline float f16_value(uint16_t h) {
+  const uint32_t em = h & 0x7fffu, in = em << 13;
+  float f;
+  __builtin_memcpy(&f, &in, 4);
+  f *= 0x1p112f;
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  u |= (em >= 0x7c00 ? 0x7f800000u : 0) | (uint32_t)(h & 0x8000) << 16;
+  __builtin_memcpy(&f, &u, 4);
   return f;
 }
-#ifdef __AVX2__
-static inline v8 ld_i8(const void *p) {
+
+static inline v8 ld_bf16(const uint8_t *p) {
+#if defined(__wasm_simd128__)
+  const v128_t h = wasm_v128_load(p);
+  return join4(wasm_i32x4_shl(wasm_u32x4_extend_low_u16x8(h), 16), wasm_i32x4_shl(wasm_u32x4_extend_high_u16x8(h), 16));
+#elif defined(__AVX2__)
+  __m256 f = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+  v8 x;
+  __builtin_memcpy(&x, &f, 32);
+  return x;
+#else
+  v8u16 h;
+  __builtin_memcpy(&h, p, 16);
+  return as_v8(__builtin_convertvector(h, v8u32) << 16);
+#endif
+}
+
+static inline float bf16_value(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline v8 ld_i8(const uint8_t *p) {
+#if defined(__wasm_simd128__)
+  const v128_t c = wasm_i16x8_load8x8(p);
+  return join4(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(c)), wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(c)));
+#elif defined(__AVX2__)
   __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
   v8 x;
-  memcpy(&x, &f, 32);
+  __builtin_memcpy(&x, &f, 32);
   return x;
-}
 #else
-static inline v8 ld_i8(const void *p) { v8i8 x; memcpy(&x, p, 8); return __builtin_convertvector(x, v8); }
+  v8i8 c;
+  __builtin_memcpy(&c, p, 8);
+  return __builtin_convertvector(c, v8);
 #endif
-/* Codes of bytes j…j+7: low nibbles (numbers j…) or high nibbles (numbers half + j…), minus 8. */
-static inline v8 ld_q4(const void *p, int high) {
-#ifdef __AVX2__
+}
+
+/* Nibbles of bytes p[0..8): low (high = 0) or high, minus 8, as floats. */
+static inline v8 ld_q4(const uint8_t *p, int high) {
+#if defined(__wasm_simd128__)
+  v128_t c = wasm_u16x8_load8x8(p);
+  c = wasm_i16x8_sub(high ? wasm_u16x8_shr(c, 4) : wasm_v128_and(c, wasm_i16x8_splat(15)), wasm_i16x8_splat(8));
+  return join4(wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(c)), wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(c)));
+#elif defined(__AVX2__)
   __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
   c = high ? _mm256_srli_epi32(c, 4) : _mm256_and_si256(c, _mm256_set1_epi32(15));
   __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, _mm256_set1_epi32(8)));
   v8 x;
-  memcpy(&x, &f, 32);
+  __builtin_memcpy(&x, &f, 32);
   return x;
 #else
-  v8u8 x;
-  memcpy(&x, p, 8);
-  v8u8 c = high ? x >> 4 : x & 15;
-  return __builtin_convertvector(__builtin_convertvector(c, v8i32) - 8, v8);
+  v8u8 c;
+  __builtin_memcpy(&c, p, 8);
+  v8i32 n = __builtin_convertvector(high ? c >> 4 : c & 15, v8i32) - 8;
+  return __builtin_convertvector(n, v8);
 #endif
 }
+
+/* e^x for x ≤ 0 (softmax arguments): 2^n·2^f with n = round(x·log₂e), 2^f by its degree-6
+ * Taylor polynomial on |f| ≤ ½ (relative error ≈ 1e-7); below −87 it returns ≈ 0. */
+static inline v8 v8_exp(v8 x) {
+  const v8 magic = splat(12582912.0f);
+  v8 y = x * splat(1.44269504088896341f);
+  y = as_v8((as_u32(y) & (v8u32)(y > splat(-126.0f))) | (as_u32(splat(-126.0f)) & ~(v8u32)(y > splat(-126.0f))));
+  v8 t = y + magic;
+  v8i32 n = (v8i32)as_u32(t) - (v8i32)as_u32(magic);
+  v8 f = (y - (t - magic)) * splat(0.693147180559945f);
+  v8 p = splat(1.0f / 720);
+  p = p * f + splat(1.0f / 120);
+  p = p * f + splat(1.0f / 24);
+  p = p * f + splat(1.0f / 6);
+  p = p * f + splat(0.5f);
+  p = p * f + splat(1.0f);
+  p = p * f + splat(1.0f);
+  return as_v8(as_u32(p) + (v8u32)(n << 23));
+}
+
 static inline float hsum(v8 x) { return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7])); }
 
-/* Σ q[d]·x[d] for n numbers stored as `dtype` at p (float types; q8 codes). */
-static inline float dot_run(int dtype, const float *q, const uint8_t *p, int n) {
-  v8 acc = {0};
-  int d = 0;
-  switch (dtype) {
-    case KV_F32: for (; d + 8 <= n; d += 8) acc += ld_f32(q + d) * ld_f32(p + 4 * d); break;
-    case KV_F16: for (; d + 8 <= n; d += 8) acc += ld_f32(q + d) * ld_f16(p + 2 * d); break;
-    case KV_BF16: for (; d + 8 <= n; d += 8) acc += ld_f32(q + d) * ld_bf16(p + 2 * d); break;
-    default: for (; d + 8 <= n; d += 8) acc += ld_f32(q + d) * ld_i8(p + d); break;
-  }
-  float s = hsum(acc);
-  for (; d < n; d++) {
-    float x;
-    switch (dtype) {
-      case KV_F32: memcpy(&x, p + 4 * d, 4); break;
-      case KV_F16: { uint16_t h; memcpy(&h, p + 2 * d, 2); x = f16_value(h); break; }
-      case KV_BF16: { uint16_t h; memcpy(&h, p + 2 * d, 2); x = bf16_value(h); break; }
-      default: x = (float)((const int8_t *)p)[d]; break;
-    }
-    s += q[d] * x;
-  }
-  return s;
-}
-
-/* o[d] += w·x[d] for n numbers stored as `dtype` at p. */
-static inline void axpy_run(int dtype, float w, const uint8_t *p, int n, float *o) {
-  const v8 wv = {w, w, w, w, w, w, w, w};
-  int d = 0;
-  for (; d + 8 <= n; d += 8) {
-    v8 x = dtype == KV_F32 ? ld_f32(p + 4 * d) : dtype == KV_F16 ? ld_f16(p + 2 * d) : dtype == KV_BF16 ? ld_bf16(p + 2 * d) : ld_i8(p + d);
-    v8 y = ld_f32(o + d) + wv * x;
-    memcpy(o + d, &y, 32);
-  }
-  for (; d < n; d++) {
-    float x;
-    switch (dtype) {
-      case KV_F32: memcpy(&x, p + 4 * d, 4); break;
-      case KV_F16: { uint16_t h; memcpy(&h, p + 2 * d, 2); x = f16_value(h); break; }
-      case KV_BF16: { uint16_t h; memcpy(&h, p + 2 * d, 2); x = bf16_value(h); break; }
-      default: x = (float)((const int8_t *)p)[d]; break;
-    }
-    o[d] += w * x;
-  }
-}
-
-/* One q4_0 block: Σ q[d]·(code_d − 8) over its `block` numbers (codes at c). */
-static inline float dot_q4(const float *q, const uint8_t *c, int block) {
-  const int half = block / 2;
-  v8 acc = {0};
-  int j = 0;
-  for (; j + 8 <= half; j += 8) acc += ld_f32(q + j) * ld_q4(c + j, 0) + ld_f32(q + half + j) * ld_q4(c + j, 1);
-  float s = hsum(acc);
-  for (; j < half; j++) s += q[j] * (float)((c[j] & 15) - 8) + q[half + j] * (float)((c[j] >> 4) - 8);
-  return s;
-}
-
-static inline void axpy_q4(float w, const uint8_t *c, int block, float *o) {
-  const int half = block / 2;
-  const v8 wv = {w, w, w, w, w, w, w, w};
-  int j = 0;
-  for (; j + 8 <= half; j += 8) {
-    v8 lo = ld_f32(o + j) + wv * ld_q4(c + j, 0), hi = ld_f32(o + half + j) + wv * ld_q4(c + j, 1);
-    memcpy(o + j, &lo, 32);
-    memcpy(o + half + j, &hi, 32);
-  }
-  for (; j < half; j++) {
-    o[j] += w * (float)((c[j] & 15) - 8);
-    o[half + j] += w * (float)((c[j] >> 4) - 8);
-  }
-}
-
-/* q · row for the row at byte offset `at` of a page: the quantized types sum codes × query per
- * block and apply the block's f16 scale once. */
-static inline float row_dot(const kv_attn_args *a, const uint8_t *page, size_t at, const float *q) {
+/* The n rows at `src` (row_bytes apart, keys or values of one page) as f32 rows of hd floats.
+ * f32 rows are returned in place; the others are widened into buf. */
+static const float *rows_f32(const kv_attn_args *a, const uint8_t *src, int n, float *buf) {
   const int hd = a->head_dim;
-  if (a->dtype <= KV_BF16) return dot_run(a->dtype, q, page + at, hd);
-  float s = 0;
-  for (int b0 = 0; b0 < hd; b0 += a->block, at += a->block_bytes) {
-    uint16_t h;
-    memcpy(&h, page + at, 2);
-    const float t = a->dtype == KV_Q8_0 ? dot_run(KV_Q8_0, q + b0, page + at + 2, a->block) : dot_q4(q + b0, page + at + 2, a->block);
-    s += t * f16_value(h);
+  if (a->dtype == KV_F32) return (const float *)(const void *)src;
+  if (a->dtype == KV_F16 || a->dtype == KV_BF16) {
+    /* Rows of 16-bit numbers are contiguous: one run of n·hd. */
+    const int m = n * hd;
+    int d = 0;
+    if (a->dtype == KV_F16) {
+      for (; d + 8 <= m; d += 8) st(buf + d, ld_f16(src + 2 * d));
+      for (; d < m; d++) buf[d] = f16_value((uint16_t)(src[2 * d] | src[2 * d + 1] << 8));
+    } else {
+      for (; d + 8 <= m; d += 8) st(buf + d, ld_bf16(src + 2 * d));
+      for (; d < m; d++) buf[d] = bf16_value((uint16_t)(src[2 * d] | src[2 * d + 1] << 8));
+    }
+    return buf;
   }
-  return s;
+  const int B = a->block, half = B / 2;
+  for (int t = 0; t < n; t++) {
+    const uint8_t *row = src + (size_t)t * a->row_bytes;
+    float *o = buf + (size_t)t * hd;
+    for (int b0 = 0; b0 < hd; b0 += B, row += a->block_bytes) {
+      const float scale = f16_value((uint16_t)(row[0] | row[1] << 8));
+      const v8 sv = splat(scale);
+      const uint8_t *c = row + 2;
+      int j = 0;
+      if (a->dtype == KV_Q8_0) {
+        for (; j + 8 <= B; j += 8) st(o + b0 + j, ld_i8(c + j) * sv);
+        for (; j < B; j++) o[b0 + j] = (float)(int8_t)c[j] * scale;
+      } else {
+        for (; j + 8 <= half; j += 8) {
+          st(o + b0 + j, ld_q4(c + j, 0) * sv);
+          st(o + b0 + half + j, ld_q4(c + j, 1) * sv);
+        }
+        for (; j < half; j++) {
+          o[b0 + j] = (float)((c[j] & 15) - 8) * scale;
+          o[b0 + half + j] = (float)((c[j] >> 4) - 8) * scale;
+        }
+      }
+    }
+  }
+  return buf;
 }
 
-/* o += w · row for the row at byte offset `at` of a page. */
-static inline void row_axpy(const kv_attn_args *a, const uint8_t *page, size_t at, float w, float *o) {
+static inline int32_t position(const kv_attn_args *a, const uint8_t *const *pages, int t) {
+  int32_t p;
+  __builtin_memcpy(&p, pages[t / a->page_entries] + a->positions_offset + 4 * (size_t)(t % a->page_entries), 4);
+  return p;
+}
+
+/* The first entry of a head (positions ascending) at a position > from, among [0, n). */
+static int first_after(const kv_attn_args *a, const uint8_t *const *pages, int n, int32_t from) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (position(a, pages, mid) <= from) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+static inline float f16_scalar(const uint8_t *p) {
+  const uint16_t h = (uint16_t)(p[0] | p[1] << 8);
+#ifdef __F16C__
+  return _cvtsh_ss(h);
+#else
+  return f16_value(h);
+#endif
+}
+
+/* Numbers [c, c + 8) of a row stored as dt, widened in registers; for the quantized types, c is
+ * inside the block at `row` (a block's codes, before its scale). */
+static inline __attribute__((always_inline)) v8 ld_col8(int dt, const uint8_t *row, int c) {
+  switch (dt) {
+    case KV_F32: return ld((const float *)(const void *)row + c);
+    case KV_F16: return ld_f16(row + 2 * c);
+    case KV_BF16: return ld_bf16(row + 2 * c);
+    case KV_Q8_0: return ld_i8(row + 2 + c);
+    default: return c < 16 ? ld_q4(row + 2 + c, 0) : ld_q4(row + 2 + c - 16, 1);
+  }
+}
+
+/* Numbers per column step: a quantized block (32, one scale) or 8. */
+#define KV_STEP(dt) ((dt) >= KV_Q8_0 ? 32 : 8)
+#define KV_BLOCK_BYTES(dt) ((dt) == KV_Q8_0 ? 34 : 18)
+
+/* Scores s[r·sld + t0 + t] = scale·q_r·k_t for the n rows at K (row_bytes apart, stored as dt):
+ * two keys × R ≤ 4 queries per register tile, each key widened once for every query. */
+static inline __attribute__((always_inline)) void score_tile(int dt, int R, const float *const *q, const uint8_t *K, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld) {
+  int t = 0;
+  for (; t + 2 <= n; t += 2) {
+    const uint8_t *k0 = K + (size_t)t * rb, *k1 = k0 + rb;
+    v8 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = splat(0);
+    for (int c = 0; c < hd; c += KV_STEP(dt)) {
+      /* One scale per block, applied to the widened codes in registers. */
+      const uint8_t *b0 = dt >= KV_Q8_0 ? k0 + (c >> 5) * KV_BLOCK_BYTES(dt) : k0, *b1 = dt >= KV_Q8_0 ? k1 + (c >> 5) * KV_BLOCK_BYTES(dt) : k1;
+      const v8 s0 = splat(dt >= KV_Q8_0 ? f16_scalar(b0) : 1), s1 = splat(dt >= KV_Q8_0 ? f16_scalar(b1) : 1);
+      for (int j = 0; j < KV_STEP(dt); j += 8) {
+        v8 x0 = ld_col8(dt, b0, dt >= KV_Q8_0 ? j : c + j), x1 = ld_col8(dt, b1, dt >= KV_Q8_0 ? j : c + j);
+        if (dt >= KV_Q8_0) {
+          x0 *= s0;
+          x1 *= s1;
+        }
+        for (int r = 0; r < R; r++) {
+          const v8 qv = ld(q[r] + c + j);
+          acc[r][0] += qv * x0;
+          acc[r][1] += qv * x1;
+        }
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      s[r * sld + t0 + t] = hsum(acc[r][0]) * sc;
+      s[r * sld + t0 + t + 1] = hsum(acc[r][1]) * sc;
+    }
+  }
+  if (t < n) {
+    const uint8_t *k0 = K + (size_t)t * rb;
+    v8 acc[4];
+    for (int r = 0; r < R; r++) acc[r] = splat(0);
+    for (int c = 0; c < hd; c += KV_STEP(dt)) {
+      const uint8_t *b0 = dt >= KV_Q8_0 ? k0 + (c >> 5) * KV_BLOCK_BYTES(dt) : k0;
+      const v8 s0 = splat(dt >= KV_Q8_0 ? f16_scalar(b0) : 1);
+      for (int j = 0; j < KV_STEP(dt); j += 8) {
+        v8 x0 = ld_col8(dt, b0, dt >= KV_Q8_0 ? j : c + j);
+        if (dt >= KV_Q8_0) x0 *= s0;
+        for (int r = 0; r < R; r++) acc[r] += ld(q[r] + c + j) * x0;
+      }
+    }
+    for (int r = 0; r < R; r++) s[r * sld + t0 + t] = hsum(acc[r]) * sc;
+  }
+}
+
+/* o_r += Σ_t p_r[t]·v_t for the n rows at V (row_bytes apart, stored as dt): R ≤ 4 queries × 16
+ * columns per register tile, each value widened once for every query. */
+static inline __attribute__((always_inline)) void value_tile(int dt, int R, float *const *o, const uint8_t *V, size_t rb, int hd, int t0, int n, const float *s, size_t sld) {
+  for (int c = 0; c < hd; c += 16) {
+    v8 acc[4][2];
+    for (int r = 0; r < R; r++) {
+      acc[r][0] = ld(o[r] + c);
+      acc[r][1] = ld(o[r] + c + 8);
+    }
+    for (int t = 0; t < n; t++) {
+      const uint8_t *vr = V + (size_t)t * rb;
+      v8 v0, v1;
+      if (dt >= KV_Q8_0) {
+        const uint8_t *b = vr + (c >> 5) * KV_BLOCK_BYTES(dt);
+        const v8 sv = splat(f16_scalar(b));
+        v0 = ld_col8(dt, b, c & 31) * sv;
+        v1 = ld_col8(dt, b, (c & 31) + 8) * sv;
+      } else {
+        v0 = ld_col8(dt, vr, c);
+        v1 = ld_col8(dt, vr, c + 8);
+      }
+      for (int r = 0; r < R; r++) {
+        const v8 pv = splat(s[r * sld + t0 + t]);
+        acc[r][0] += pv * v0;
+        acc[r][1] += pv * v1;
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      st(o[r] + c, acc[r][0]);
+      st(o[r] + c + 8, acc[r][1]);
+    }
+  }
+}
+
+/* One run of n entries from page bytes `src` (keys or values) for the nr queries of a tile, in
+ * groups of four queries; dt, R constant in each instance. */
+#define KV_BY_R(call)                          \
+  switch (R) {                                 \
+    case 1: call(1); break;                    \
+    case 2: call(2); break;                    \
+    case 3: call(3); break;                    \
+    default: call(4); break;                   \
+  }
+
+static inline __attribute__((always_inline)) void run_dt(int dt, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld) {
+  for (int r0 = 0; r0 < nr; r0 += 4) {
+    const int R = nr - r0 < 4 ? nr - r0 : 4;
+#define KV_SCORE(k) score_tile(dt, k, q + r0, src, rb, hd, sc, t0, n, s + r0 * sld, sld)
+#define KV_VALUE(k) value_tile(dt, k, o + r0, src, rb, hd, t0, n, s + r0 * sld, sld)
+    if (values) { KV_BY_R(KV_VALUE) } else { KV_BY_R(KV_SCORE) }
+#undef KV_SCORE
+#undef KV_VALUE
+  }
+}
+
+/* Scores (values = 0) or value sums (values = 1) over one run of n entries of a page. */
+static void run(const kv_attn_args *a, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, int t0, int n, float *s, size_t sld, float *buf) {
   const int hd = a->head_dim;
-  if (a->dtype <= KV_BF16) {
-    axpy_run(a->dtype, w, page + at, hd, o);
+  const size_t rb = (size_t)a->row_bytes;
+  const float sc = a->scale;
+  /* In registers where the layout allows (head_dim a multiple of 16; quantized blocks of 32) and
+   * at most one group of four queries reads the run (decode); a bigger tile widens each row once
+   * into buf for all its groups. */
+  const int direct = hd % 16 == 0 && (a->dtype == KV_F32 || (nr <= 4 && (a->dtype <= KV_BF16 || a->block == 32)));
+  if (!direct) {
+    const float *rows = rows_f32(a, src, n, buf);
+    if (hd % 16 == 0) {
+      run_dt(KV_F32, values, q, o, nr, (const uint8_t *)rows, 4 * (size_t)hd, hd, sc, t0, n, s, sld);
+      return;
+    }
+    /* Narrow heads (stories260K's 8): plain loops. */
+    for (int r = 0; r < nr; r++)
+      for (int t = 0; t < n; t++) {
+        const float *x = rows + (size_t)t * hd;
+        if (values) {
+          const float p = s[r * sld + t0 + t];
+          for (int d = 0; d < hd; d++) o[r][d] += p * x[d];
+        } else {
+          float z = 0;
+          for (int d = 0; d < hd; d++) z += q[r][d] * x[d];
+          s[r * sld + t0 + t] = z * sc;
+        }
+      }
     return;
   }
-  for (int b0 = 0; b0 < hd; b0 += a->block, at += a->block_bytes) {
-    uint16_t h;
-    memcpy(&h, page + at, 2);
-    const float ws = w * f16_value(h);
-    if (a->dtype == KV_Q8_0) axpy_run(KV_Q8_0, ws, page + at + 2, a->block, o + b0);
-    else axpy_q4(ws, page + at + 2, a->block, o + b0);
+  switch (a->dtype) {
+    case KV_F32: run_dt(KV_F32, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
+    case KV_F16: run_dt(KV_F16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
+    case KV_BF16: run_dt(KV_BF16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
+    case KV_Q8_0: run_dt(KV_Q8_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
+    default: run_dt(KV_Q4_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
   }
 }
 
-/* Query row i of query head h; s: scratch of at least lengths[g] floats. */
-void FN(kv_attn_row)(const kv_attn_args *a, int h, int i, float *s) {
-  const int group = a->num_heads / a->num_kv_heads, g = h / group, hd = a->head_dim, E = a->page_entries;
-  const uint8_t *const *pages = a->pages[g];
-  const int32_t *const *pos = a->positions[g];
-  const int len = a->lengths[g], visible = len - a->rows + i + 1;
-  const size_t qo = (size_t)i * a->num_heads * hd + (size_t)h * hd;
-  const float *q = a->q + qo;
-  float *o = a->out + qo;
-  /* Channel-pruned keys: the query's kept channels, gathered once, dotted over the stored width. */
+/* Softmax of s_r over [lo, hi) in place; entries of [from, to) outside it become 0. */
+static void softmax_range(float *s, int from, int lo, int hi, int to) {
+  float mx = -3.0e38f;
+  for (int t = lo; t < hi; t++) mx = s[t] > mx ? s[t] : mx;
+  v8 sum = {0};
+  int t = lo;
+  for (; t + 8 <= hi; t += 8) {
+    const v8 e = v8_exp(ld(s + t) - splat(mx));
+    st(s + t, e);
+    sum += e;
+  }
+  float tot = hsum(sum);
+  for (; t < hi; t++) tot += s[t] = v8_exp(splat(s[t] - mx))[0];
+  const float inv = 1.0f / tot;
+  for (t = lo; t < hi; t++) s[t] *= inv;
+  for (t = from; t < lo; t++) s[t] = 0;
+  for (t = hi; t < to; t++) s[t] = 0;
+}
+
+void FN(kv_attn_tile)(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf) {
+  /* A channel-pruned head (ThinK): its pages hold narrower key rows, so its values and positions
+   * sit earlier, and its scores dot the queries' kept channels (gathered once) with those rows. */
   const kv_key_layout *kl = a->key_layouts ? a->key_layouts[g] : NULL;
-  kv_attn_args ka;
+  kv_attn_args pa, ka;
   const kv_attn_args *k = a;
-  float qc[kl ? kl->dim : 1];
   if (kl) {
-    ka = *a;
+    pa = *a;
+    pa.values_offset = (size_t)a->page_entries * (size_t)kl->row_bytes;
+    pa.positions_offset = pa.values_offset + (size_t)a->page_entries * (size_t)a->row_bytes;
+    a = &pa;
+    ka = pa;
     ka.head_dim = kl->dim;
     ka.block = kl->block;
     ka.block_bytes = kl->block_bytes;
     ka.row_bytes = kl->row_bytes;
-    for (int j = 0; j < kl->dim; j++) qc[j] = j < kl->n_kept ? q[kl->channels[j]] : 0.0f;
     k = &ka;
   }
-  const float *kq = kl ? qc : q;
-  const int khd = k->head_dim;
-  int lo = 0;
-  if (a->window > 0) {
-    const int from = a->query_positions[i] - a->window;
-    while (lo < visible && pos[lo / E][lo % E] <= from) lo++;
+  const int group = a->num_heads / a->num_kv_heads, hd = a->head_dim, E = a->page_entries;
+  const uint8_t *const *pages = a->pages[g];
+  const int len = a->lengths[g];
+  const float *q[KV_TQ];
+  float *o[KV_TQ];
+  int lo[KV_TQ] = {0}, vis[KV_TQ] = {0};
+  for (int r = 0; r < nr; r++) {
+    const int p = p0 + r, i = p / group, h = g * group + p % group;
+    const size_t off = (size_t)i * a->num_heads * hd + (size_t)h * hd;
+    q[r] = a->q + off;
+    o[r] = a->out + off;
+    vis[r] = len - a->rows + i + 1;
+    lo[r] = a->window > 0 ? first_after(a, pages, vis[r], a->query_positions[i] - a->window) : 0;
+    for (int d = 0; d < hd; d++) o[r][d] = 0;
   }
-  /* Page by page, so that finding an entry costs no division. */
-  const size_t rb = (size_t)a->row_bytes, krb = (size_t)k->row_bytes, vo = kl ? (size_t)E * krb : a->values_offset;
-  float mx = -INFINITY;
-  for (int t = lo; t < visible;) {
-    const uint8_t *page = pages[t / E];
-    const int end = (t / E + 1) * E < visible ? (t / E + 1) * E : visible;
-    size_t at = (size_t)(t % E) * krb;
-    if (a->dtype <= KV_BF16 && khd % 8 == 0) {
-      /* Four keys at a time: four independent accumulator chains, one horizontal sum each. */
-      for (; t + 4 <= end; t += 4, at += 4 * krb) {
-        v8 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-        const uint8_t *k0 = page + at, *k1 = k0 + krb, *k2 = k1 + krb, *k3 = k2 + krb;
-        for (int d = 0; d < khd; d += 8) {
-          const v8 x = ld_f32(kq + d);
-          if (a->dtype == KV_F32) {
-            c0 += x * ld_f32(k0 + 4 * d); c1 += x * ld_f32(k1 + 4 * d); c2 += x * ld_f32(k2 + 4 * d); c3 += x * ld_f32(k3 + 4 * d);
-          } else if (a->dtype == KV_F16) {
-            c0 += x * ld_f16(k0 + 2 * d); c1 += x * ld_f16(k1 + 2 * d); c2 += x * ld_f16(k2 + 2 * d); c3 += x * ld_f16(k3 + 2 * d);
-          } else {
-            c0 += x * ld_bf16(k0 + 2 * d); c1 += x * ld_bf16(k1 + 2 * d); c2 += x * ld_bf16(k2 + 2 * d); c3 += x * ld_bf16(k3 + 2 * d);
-          }
-        }
-        const float z[4] = {hsum(c0) * a->scale, hsum(c1) * a->scale, hsum(c2) * a->scale, hsum(c3) * a->scale};
-        for (int j = 0; j < 4; j++) {
-          s[t + j] = z[j];
-          if (z[j] > mx) mx = z[j];
-        }
-      }
-    }
-    for (; t < end; t++, at += krb) {
-      const float z = row_dot(k, page, at, kq) * a->scale;
-      s[t] = z;
-      if (z > mx) mx = z;
-    }
+  /* Rows ascend through the tile, so the first query starts earliest and the last ends last. */
+  const int from = lo[0], to = vis[nr - 1];
+  const size_t rb = (size_t)a->row_bytes, krb = (size_t)k->row_bytes;
+  float qc[kl ? nr * kl->dim : 1];
+  const float *kq[KV_TQ];
+  for (int r = 0; r < nr; r++) {
+    kq[r] = q[r];
+    if (!kl) continue;
+    float *c = qc + (size_t)r * kl->dim;
+    for (int j = 0; j < kl->dim; j++) c[j] = j < kl->n_kept ? q[r][kl->channels[j]] : 0.0f;
+    kq[r] = c;
   }
-  float sum = 0;
-  for (int t = lo; t < visible; t++) sum += s[t] = expf(s[t] - mx);
-  const float inv = 1.0f / sum;
-  for (int d = 0; d < hd; d++) o[d] = 0;
-  for (int t = lo; t < visible;) {
-    const uint8_t *page = pages[t / E];
-    const int end = (t / E + 1) * E < visible ? (t / E + 1) * E : visible;
-    for (size_t at = vo + (size_t)(t % E) * rb; t < end; t++, at += rb) row_axpy(a, page, at, s[t] * inv, o);
+  for (int t = from; t < to;) {
+    const int n0 = (t / E + 1) * E < to ? (t / E + 1) * E - t : to - t, n = n0 < KV_CH ? n0 : KV_CH;
+    run(k, 0, kq, o, nr, pages[t / E] + (size_t)(t % E) * krb, t, n, s, sld, buf);
+    t += n;
+  }
+  for (int r = 0; r < nr; r++) softmax_range(s + r * sld, from, lo[r], vis[r], to);
+  for (int t = from; t < to;) {
+    const int n0 = (t / E + 1) * E < to ? (t / E + 1) * E - t : to - t, n = n0 < KV_CH ? n0 : KV_CH;
+    run(a, 1, q, o, nr, pages[t / E] + a->values_offset + (size_t)(t % E) * rb, t, n, s, sld, buf);
+    t += n;
   }
 }

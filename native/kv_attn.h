@@ -1,4 +1,5 @@
-/* Arguments of the paged-cache attention kernels (native/kv_attn.c), shared with the addon. */
+/* Arguments of the paged-cache attention kernels (native/kv_attn.c), shared with the addon and
+ * the WebAssembly module. */
 #ifndef KVP_KV_ATTN_H
 #define KVP_KV_ATTN_H
 #include <stddef.h>
@@ -17,14 +18,19 @@ typedef struct {
   int n_kept, dim, block, block_bytes, row_bytes;
 } kv_key_layout;
 
+/* Query vectors per tile (GQA group heads × consecutive rows) and entries per run (the rows
+ * widened at once into the L1 buffer: KV_CH·head_dim floats). */
+#define KV_TQ 32
+#define KV_CH 32
+
 typedef struct {
   float *out;
   const float *q;
   int rows, num_heads, num_kv_heads, head_dim;
   int dtype, block, block_bytes, row_bytes, page_entries;
   size_t values_offset;                 /* byte offset of the values in a page */
-  const uint8_t *const *const *pages;   /* [kv head][page] → page bytes (keys then values) */
-  const int32_t *const *const *positions; /* [kv head][page] → the page's entry positions */
+  size_t positions_offset;              /* byte offset of the entries' Int32 positions in a page */
+  const uint8_t *const *const *pages;   /* [kv head][page] → page bytes (keys, values, positions) */
   const int32_t *lengths;               /* per KV head: valid entries, the `rows` new ones last */
   const int32_t *query_positions;       /* [rows] */
   int window;                           /* 0: none; else a query at p sees positions > p − window */
@@ -32,9 +38,12 @@ typedef struct {
   const kv_key_layout *const *key_layouts; /* per KV head: NULL (all head_dim channels) or its pruned keys; NULL: none pruned */
 } kv_attn_args;
 
-void kv_attn_row_base(const kv_attn_args *a, int h, int i, float *s);
-void kv_attn_row_avx2(const kv_attn_args *a, int h, int i, float *s);
-void kv_attn_row_avx512(const kv_attn_args *a, int h, int i, float *s);
+/* Query vectors [p0, p0 + nr) (nr ≤ KV_TQ) of KV head g, numbered row-major over (row, head of
+ * the group). s: KV_TQ·sld floats, sld ≥ lengths[g]; buf: KV_CH·head_dim floats. */
+void kv_attn_tile_base(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
+void kv_attn_tile_avx2(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
+void kv_attn_tile_avx512(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
+void kv_attn_tile_wasm(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,8 @@
  * TypeScript side (src/backend/wasm/) copies arguments into the shared linear memory, passes
  * addresses, and splits the big kernels into ranges that worker threads run on their own
  * instances of this module.
- * Build: scripts/build-wasm.sh (clang + lld), output embedded in src/backend/wasm/kernels-wasm.ts.
+ * Build: scripts/build-wasm.sh (clang + lld), output embedded in src/backend/wasm/kernels-wasm.ts;
+ * it includes native/kv_attn.c (paged attention) below.
  */
 #define VW 4
 #define FN(name) name##_wasm
@@ -83,3 +84,25 @@ EXPORT(attention_tiles) void attention_tiles(float *out, const float *q, int row
     attn_tile_wasm(&a, g, p0, nq - p0 < TR ? nq - p0 : TR, kt_off ? kt + kt_off[g] : 0, s, sld);
   }
 }
+
+/* ---- attention over the paged KV cache (native/kv_attn.c), pages in this memory ---- */
+#define KV_ISA wasm
+#include "kv_attn.c"
+
+/* Tiles [it0, it1) of the (KV head, KV_TQ query vectors) grid. pages: per KV head, the address
+ * of its array of page addresses; s: KV_TQ·sld floats, buf: KV_CH·hd floats of scratch. */
+EXPORT(kv_attention) void kv_attention(float *out, const float *q, int rows, int nh, int nkv, int hd, int dtype, int block,
+                                       int block_bytes, int row_bytes, int page_entries, int values_offset,
+                                       const uint8_t *const *const *pages, const int32_t *lengths, const int32_t *qpos,
+                                       int window, float scale, float *s, int sld, float *buf, int it0, int it1) {
+  kv_attn_args a = {out, q, rows, nh, nkv, hd, dtype, block, block_bytes, row_bytes, page_entries,
+                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale};
+  const int nq = rows * (nh / nkv), tiles = (nq + KV_TQ - 1) / KV_TQ;
+  for (int it = it0; it < it1; it++) {
+    const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
+    kv_attn_tile_wasm(&a, g, p0, nq - p0 < KV_TQ ? nq - p0 : KV_TQ, s, (size_t)sld, buf);
+  }
+}
+
+EXPORT(kv_tile_queries) int kv_tile_queries(void) { return KV_TQ; }
+EXPORT(kv_run_entries) int kv_run_entries(void) { return KV_CH; }

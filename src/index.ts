@@ -28,8 +28,9 @@ export { runEval, EvalError, type EvalOptions, type EvalSummary, type RunMetrics
 export { writeReport } from './eval/report.js';
 export { continuationReference, recallReference, scoreContinuation, scoreRecall } from './eval/fidelity.js';
 export { toBf16 } from './backend/js/kernels.js';
-export type { Weight, WeightMatrix, WeightType } from './model/weights.js';
-export { linear, toWeightType } from './model/weights.js';
+export type { QuantType, Weight, WeightMatrix, WeightType } from './model/weights.js';
+export { linear, toWeightType, weightBytes, weightType } from './model/weights.js';
+export { quantizeMatrix } from './model/quant/quantize.js';
 export { GgufFile, type GgufTensorInfo, type GgufValue } from './model/loaders/gguf.js';
 export { loadGguf } from './model/loaders/gguf-model.js';
 export { SpmTokenizer } from './tokenizer/gguf.js';

@@ -262,8 +262,8 @@ test('bf16 decode equals f32 decode over weights rounded to bf16 beforehand', as
 
 test('weights: a bad value is a one-line error', async () => {
   const m = await loadModel();
-  assert.throws(() => new Model(m.config, m.weights, { weights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32' or 'bf16', got "f16"$/);
-  assert.throws(() => new Model(m.config, m.weights, { decodeWeights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32' or 'bf16', got "f16"$/);
+  assert.throws(() => new Model(m.config, m.weights, { weights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32', 'bf16', 'q8_0' or 'q4_k', got "f16"$/);
+  assert.throws(() => new Model(m.config, m.weights, { decodeWeights: 'f16' as 'bf16' }), /^Error: model: weights must be 'f32', 'bf16', 'q8_0' or 'q4_k', got "f16"$/);
 });
 
 test('bf16 weights are held once: every matrix bf16, tied embeddings one array, no f32 copy', async () => {
@@ -309,7 +309,7 @@ test('kvpress bench --weights: "weights" and "gemm" in --json; --decode-weights 
   assert.ok(j.weightBytes < 0.55 * f32.weightBytes, `${j.weightBytes} vs ${f32.weightBytes}`);
   const bad = await runCli(['bench', '--shape', 'stories260K', '--weights', 'f16']);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--weights must be f32 or bf16, got "f16"/);
+  assert.match(bad.stderr, /--weights must be f32, bf16, q8_0 or q4_k, got "f16"/);
   const both = await runCli(['bench', '--shape', 'stories260K', '--weights', 'bf16', '--decode-weights', 'bf16']);
   assert.equal(both.code, 2);
 });
@@ -324,5 +324,5 @@ test('kvpress generate --weights bf16 generates greedily as f32 does', async () 
   assert.equal((JSON.parse(ctx.stdout) as { answers: string[] }).answers.length, 1);
   const bad = await runCli([...args, '--weights', 'fp8']);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /--weights must be f32 or bf16, got "fp8"/);
+  assert.match(bad.stderr, /--weights must be f32, bf16, q8_0 or q4_k, got "fp8"/);
 });

@@ -1,5 +1,5 @@
 /**
- * The native backend's float64 kernels of Expected Attention (gram64, eaLogits64) against the
+ * The native backend's float64 kernels of Expected Attention (gram64, eaLogits64, eaQueryMoments64) against the
  * TypeScript float64 loops they replace, and EA's scores on stories260K through either.
  */
 import assert from 'node:assert/strict';
@@ -89,6 +89,52 @@ test('eaLogits64 equals the float64 logits loop on odd shapes, with and without 
       }
     }
   }
+});
+
+test('eaQueryMoments64 equals the pre-RoPE query moments derived directly in float64, for 1 and 2 threads', { skip }, () => {
+  const be = native as Backend;
+  const r = mulberry32(11);
+  for (const [d, H, n, start] of [[8, 3, 1, 0], [64, 9, 37, 4], [6, 2, 203, 2]]) {
+    const half = d / 2, qStride = H * d + 5, rows = start + n;
+    const q = Float32Array.from({ length: rows * qStride }, () => 4 * r() - 2);
+    const cos = new Float64Array(n * half), sin = new Float64Array(n * half);
+    for (let t = 0; t < n; t++) for (let i = 0; i < half; i++) {
+      const a = (start + t) * Math.pow(10000, (-2 * i) / d);
+      cos[t * half + i] = Math.cos(a);
+      sin[t * half + i] = Math.sin(a);
+    }
+    const runs = [1, 2].map((threads) => {
+      be.setThreads(threads);
+      const mean = new Float64Array(H * d).fill(NaN), cov = new Float64Array(H * d * d).fill(NaN), meanOnly = new Float64Array(H * d);
+      be.eaQueryMoments64!(mean, cov, q, qStride, start, n, H, d, cos, sin);
+      be.eaQueryMoments64!(meanOnly, null, q, qStride, start, n, H, d, cos, sin);
+      assert.deepEqual(meanOnly, mean, 'the mean does not depend on cov');
+      return { mean, cov };
+    });
+    assert.deepEqual(runs[1], runs[0], `thread count changed the bits, d=${d} H=${H} n=${n}`);
+    for (let h = 0; h < H; h++) {
+      // x_t = R(−p_t)·q_t pair by pair (i, i + d/2); μ and the population covariance in plain float64.
+      const X = new Float64Array(n * d), mu = new Float64Array(d);
+      for (let t = 0; t < n; t++) for (let i = 0; i < half; i++) {
+        const a = q[(start + t) * qStride + h * d + i], b = q[(start + t) * qStride + h * d + i + half], c = cos[t * half + i], s = sin[t * half + i];
+        X[t * d + i] = a * c + b * s;
+        X[t * d + i + half] = b * c - a * s;
+      }
+      for (let t = 0; t < n; t++) for (let i = 0; i < d; i++) mu[i] += X[t * d + i] / n;
+      const cov = new Float64Array(d * d);
+      for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) {
+        let acc = 0;
+        for (let t = 0; t < n; t++) acc += (X[t * d + i] - mu[i]) * (X[t * d + j] - mu[j]);
+        cov[i * d + j] = acc / n;
+      }
+      assertClose(runs[0].mean.subarray(h * d, (h + 1) * d), mu, d, 1e-12, `mean d=${d} head ${h}`);
+      assertClose(runs[0].cov.subarray(h * d * d, (h + 1) * d * d), cov, d * d, 1e-10, `cov d=${d} head ${h}`);
+    }
+  }
+  const q = new Float32Array(4 * 16), cs = new Float64Array(8);
+  assert.throws(() => be.eaQueryMoments64!(new Float64Array(16), null, q, 16, 1, 4, 2, 8, cs, cs), /eaQueryMoments64: q has 64 floats, needs 80/);
+  assert.throws(() => be.eaQueryMoments64!(new Float64Array(16), new Float64Array(127), q, 16, 0, 2, 2, 8, cs, cs), /eaQueryMoments64: cov has 127 doubles, needs 128/);
+  assert.throws(() => be.eaQueryMoments64!(new Float64Array(16), null, q, 16, 0, 4, 2, 8, cs.subarray(1), cs), /eaQueryMoments64: cos has 7 doubles, needs 16/);
 });
 
 test('gram64 and eaLogits64 reject bad arguments with one-line errors', { skip }, () => {

@@ -15,6 +15,7 @@ import {
   parsePressOption,
   parseRatios,
   parseShard,
+  parseTargetSizes,
   planRuns,
   runDirName,
   runEval,
@@ -191,6 +192,35 @@ test('smoke grid: 2 presses × 2 ratios + baseline on continuation writes every 
   assert.equal(statSync(join(dir, 'continuation__stories260K__knorm__0.50', 'metrics.json')).mtimeMs, before);
   // Same folder, other settings: reusing the runs would mix incomparable numbers.
   await assert.rejects(runEval(grid(dir, { limit: 3 })), /run with other settings \(limit 2 ≠ 3\)/);
+});
+
+test('decoding presses run over --target-sizes, and a configuration that cannot compress the task is refused', async () => {
+  // Plan: a decoding-only press takes target sizes at ratio 0, a prefill+decoding press ratio × size, the others ratios.
+  const plan = planRuns('niah', 'm', ['decoding_expected_attention', 'prefill_decoding_expected_attention', 'knorm'], [0.5], false, ['f32'], [64, 128]);
+  assert.deepEqual(plan.map((r) => r.dir), [
+    'niah__m__no_press__0.00',
+    'niah__m__decoding_expected_attention__0.00__target64', 'niah__m__decoding_expected_attention__0.00__target128',
+    'niah__m__prefill_decoding_expected_attention__0.50__target64', 'niah__m__prefill_decoding_expected_attention__0.50__target128',
+    'niah__m__knorm__0.50',
+  ]);
+  assert.deepEqual(parseTargetSizes('64, 256'), [64, 256]);
+  assert.throws(() => parseTargetSizes('64,0.5'), /--target-sizes must be comma-separated integers ≥ 1, got "0.5"/);
+  assert.throws(() => parseTargetSizes('64,64'), /repeated value/);
+
+  const dir = tmp();
+  const opts = (o: Partial<EvalOptions>): EvalOptions => ({ dataset: 'niah', presses: ['decoding_expected_attention'], limit: 2, output: dir, backend, ...o });
+  await assert.rejects(runEval(opts({})), /decoding_expected_attention compresses to a target size while generating, not by a ratio: give --target-sizes/);
+  await assert.rejects(runEval(opts({ presses: ['knorm'], targetSizes: [64] })), /--target-sizes applies to presses with a targetSize option/);
+  // NIAH answers are short: the default interval of 512 decoding steps is never reached.
+  await assert.rejects(runEval(opts({ targetSizes: [64] })), /at target size 64 cannot compress niah: it compresses every compressionInterval = 512 decoding steps and the longest answer takes \d+/);
+  const interval = [{ key: 'compressionInterval', value: '8' }];
+  await assert.rejects(runEval(opts({ targetSizes: [64, 100000], pressOptions: interval })), /at target size 100000 cannot compress niah: targetSize 100000 keeps every entry/);
+  assert.equal(readdirSync(dir).filter((f) => f.includes('__')).length, 0, 'a refused grid runs nothing');
+
+  const done = await runEval(opts({ targetSizes: [64], pressOptions: interval }));
+  assert.deepEqual(done.ran.map((r) => r.dir), ['niah__stories260K__no_press__0.00', 'niah__stories260K__decoding_expected_attention__0.00__target64']);
+  const m = readMetrics(dir, 'niah__stories260K__decoding_expected_attention__0.00__target64');
+  assert.deepEqual([m.compressionRatio, m.targetSize, m.items], [0, 64, 2]);
 });
 
 test('shards run disjoint parts of the grid into one folder; the report merges them', async () => {

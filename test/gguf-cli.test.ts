@@ -3,6 +3,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { loadModel, packageRoot } from '../src/model/load.js';
+import { writeSafetensors } from '../src/model/loaders/safetensors.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { createPress, prefill, presses } from '../src/presses/index.js';
 import { runCli } from './helpers/cli.js';
@@ -43,7 +44,9 @@ test('kvpress info --model describes a GGUF from its header', async () => {
   assert.deepEqual(d.tensorTypes, ref.files['mini-llama-q4_k_m.gguf'].type_counts);
   // 256·512 embedding + output, 2 layers of 4·256² attention + 3·256·512 FFN + 2·256 norms, final norm.
   assert.equal(d.parameters, 2 * 512 * 256 + 2 * (2 * 256 * 256 + 2 * 128 * 256 + 3 * 256 * 512 + 2 * 256) + 256);
-  assert.equal(d.loadedBytes, 4 * d.parameters);
+  // Matrices stay quantized once loaded; the norms are F32 in the file too.
+  assert.equal(d.loadedBytes, d.storedBytes);
+  assert.ok(d.storedBytes < d.parameters, `${d.storedBytes} bytes for ${d.parameters} parameters`);
   const text = await runCli(['info', '--model', join(dir, 'tiny-gemma3-f32.gguf')]);
   assert.match(text.stdout, /architecture: gemma3, 6 layers/);
 });
@@ -68,11 +71,22 @@ for (const file of ['tiny-phi3-f32.gguf', 'tiny-gemma3-f32.gguf']) {
     const duo = join(tmp, `${file}.duo`);
     const duoCal = await runCli(['calibrate', '--model', join(dir, file), '--input', text, '--duo-patterns', duo, '--duo-sink', '2', '--duo-recent', '4', '--seq-len', '32']);
     assert.equal(duoCal.code, 0, duoCal.stderr);
+    // KVzap's surrogate and Fast KVzip's gates trained on the model's own KVzip scores; RestoreKV's adapter: 2 restore embeddings.
+    const surrogate = join(tmp, `${file}.kvzap.safetensors`), gates = join(tmp, `${file}.gates.safetensors`), adapter = join(tmp, `${file}.restore.safetensors`);
+    for (const args of [['kvzap', '--type', 'linear', '--output', surrogate], ['fast-kvzip', '--epochs', '2', '--output', gates]]) {
+      const r = await runCli(['calibrate', ...args, '--model', join(dir, file), '--input', text, '--seq-len', '32', '--max-samples', '2']);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    writeSafetensors(adapter, { restore_embeddings: { dtype: 'F32', shape: [2, m.config.hiddenSize], data: Float32Array.from({ length: 2 * m.config.hiddenSize }, (_, i) => Math.sin(i)) } });
     for (const name of presses.names()) {
       const options: Record<string, string> = name.includes('snapkv') || name === 'pyramidkv' ? { windowSize: '8' } : {};
       if (name === 'qfilter' || name === 'expected_attention_stats') options.stats = stats;
       if (name === 'lagkv') options.lagSize = '4';
       if (name === 'duo_attention') options.patterns = duo;
+      if (name === 'kvzap') Object.assign(options, { surrogate, modelType: 'linear' });
+      if (name === 'fast_kvzip') options.gates = gates;
+      if (name === 'restore_kv') options.adapter = adapter;
+      if (name === 'finch') options.windowSize = '4';
       if (name.includes('decoding')) Object.assign(options, { compressionInterval: '4', hiddenStatesBufferSize: '8', nSink: '2' });
       const targetSize = name === 'decoding_expected_attention' || name === 'decoding_adakv_expected_attention_e2' || name === 'prefill_decoding_expected_attention';
       if (targetSize) options.targetSize = '12';

@@ -10,6 +10,7 @@ import { backendInfo, createBackend } from '../src/backend/index.js';
 import { GgufFile } from '../src/model/loaders/gguf.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import type { Model } from '../src/model/model.js';
+import { weightBytes, weightType } from '../src/model/weights.js';
 import { f32Bytes, ggufBytes, type GgufSpec, type MetaValue } from '../src/model/loaders/gguf-writer.js';
 import { mulberry32, tempDir } from './fixtures/tiny-models.js';
 
@@ -110,6 +111,24 @@ describe('GGUF models against llama.cpp: tokens, logits, greedy', () => {
         }
       }
     });
+  }
+});
+
+test('matrices stay in the file\'s format: quantized blocks as stored, no f32 copy', async () => {
+  for (const file of ['mini-llama-q4_k_m.gguf', 'stories260K-q8_0.gguf', 'mini-llama-q2_k.gguf']) {
+    const types = ref.files[file].tensor_types;
+    const m = await loadModel(join(dir, file));
+    const l = m.weights.layers[0];
+    const stored = (name: string) => types[name].toLowerCase();
+    assert.equal(weightType(l.wq), stored('blk.0.attn_q.weight'), file);
+    assert.equal(weightType(l.wDown), stored('blk.0.ffn_down.weight'), file);
+    assert.equal(weightType(m.weights.embedding), stored('token_embd.weight'), file);
+    // Every matrix together takes the file's tensor bytes (norms are the only f32 arrays).
+    const f = GgufFile.open(join(dir, file));
+    const fileBytes = [...f.tensors.values()].filter((t) => t.dims.length === 2).reduce((a, t) => a + t.bytes, 0);
+    f.close();
+    const held = new Set([m.weights.embedding, m.weights.lmHead, ...m.weights.layers.flatMap((x) => [x.wq, x.wk, x.wv, x.wo, x.wGate, x.wUp, x.wDown])]);
+    assert.equal([...held].reduce((a, w) => a + weightBytes(w), 0), fileBytes, file);
   }
 });
 

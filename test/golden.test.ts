@@ -18,6 +18,9 @@ import { LeverageScorePress, type Sketch } from '../src/presses/leverage-score.j
 import { NonCausalAttnPress } from '../src/presses/non-causal-attn.js';
 import { ComposedPress } from '../src/presses/composed.js';
 import { ThinKPress } from '../src/presses/think.js';
+import { KVzipPress } from '../src/presses/kvzip.js';
+import { FinchPress } from '../src/presses/finch.js';
+import { KVComposePress } from '../src/presses/kv-compose.js';
 import { golden, scoreError, sameSet, topKViolation, type GoldenEntry, type GoldenPrompt, type GoldenTie, type Tolerance } from './helpers/golden.js';
 
 // Every configuration of NVIDIA kvpress's golden outputs (see test/helpers/golden.ts) that this
@@ -43,6 +46,8 @@ interface Case {
   /** Tolerance of the observed scores; the log-space presses compare in log space. */
   tol?: Tolerance;
   log?: boolean;
+  /** The token ids the layers see, when the press adds its own (Finch's question): from the golden entry. */
+  input?: (e: GoldenEntry) => number[];
 }
 
 /** z-scores sit around 0, so their tolerance is absolute as well as relative. */
@@ -97,7 +102,15 @@ const cases: Record<string, Case> = {
   'ChunkPress(ExpectedAttentionPress(),chunk_length=128)@0.5': { make: () => new ChunkPress(new ExpectedAttentionPress(0.5), 0.5, 128), check: 'chunk', log: true, tol: EA },
   'BlockPress(KeyDiffPress(),block_size=128)@0.5': { make: () => new BlockPress(new KeyDiffPress(0.5), 0.5, 128), check: 'exact' },
   'BlockPress(KeyDiffPress(),block_size=32)@0.5': { make: () => new BlockPress(new KeyDiffPress(0.5), 0.5, 32), check: 'exact' },
+  // The layers see context + question without kvpress's delimiter token (id 512, dropped by its embedding hook).
+  'FinchPress@0.5': { make: () => new FinchPress(0.5, { windowSize: 19 }), input: finchInput, byValues: true, checksum: 'keys' },
+  'FinchPress@0.75': { make: () => new FinchPress(0.75, { windowSize: 19 }), input: finchInput, byValues: true, checksum: 'keys' },
 };
+
+function finchInput(e: GoldenEntry): number[] {
+  assert.equal(e.question_ids.length, e.window_size);
+  return (e.input_ids as number[]).filter((t) => t !== e.delimiter_token_id);
+}
 
 let modelP: Promise<Model> | null = null;
 const model = () => (modelP ??= loadModel());
@@ -136,18 +149,22 @@ async function run(press: Press, prompt: GoldenPrompt, byValues = false, prefer?
  * Original positions of cached value rows, found in an uncompressed cache of the same prompt. A
  * repeated token has identical keys (pre-RoPE) and values in layer 0, so such entries are
  * indistinguishable in the cache; among them the one in `prefer` (the reference's set) is taken.
+ * The kept entries stay in ascending position order (re-rotation keeps it), so entry i matches a
+ * position after entry i − 1's and no later than the latest that leaves the rest a match.
  */
 function positionsByValue(V: Float32Array, all: Float32Array, d: number, prefer: readonly number[] = []): Int32Array {
-  const n = V.length / d, T = all.length / d, out = new Int32Array(n), used = new Set<number>(), want = new Set(prefer);
-  for (let i = 0; i < n; i++) {
-    const same: number[] = [];
-    for (let t = 0; t < T; t++) {
-      let eq = !used.has(t);
-      for (let c = 0; c < d && eq; c++) eq = V[i * d + c] === all[t * d + c];
-      if (eq) same.push(t);
-    }
-    out[i] = same.find((t) => want.has(t)) ?? same[0] ?? -1;
-    used.add(out[i]);
+  const n = V.length / d, T = all.length / d, out = new Int32Array(n), want = new Set(prefer);
+  const same = (i: number, t: number) => { for (let c = 0; c < d; c++) if (V[i * d + c] !== all[t * d + c]) return false; return true; };
+  const latest = new Int32Array(n);
+  for (let i = n - 1, t = T - 1; i >= 0; i--, t--) {
+    while (t >= 0 && !same(i, t)) t--;
+    latest[i] = t;
+  }
+  for (let i = 0, from = 0; i < n; i++) {
+    const cands: number[] = [];
+    for (let t = from; t <= latest[i]; t++) if (same(i, t)) cands.push(t);
+    out[i] = cands.find((t) => want.has(t)) ?? cands[0] ?? -1;
+    from = out[i] + 1;
   }
   return out;
 }
@@ -255,7 +272,7 @@ for (const [config, c] of Object.entries(cases)) {
       const e = prompt.presses[config];
       assert.ok(e, `${config} is not in the golden files`);
       const want = e.skipped ? [] : goldenKept(e, prompt.n_tokens, H);
-      const r = await run(c.make(prompt), prompt, c.byValues, want);
+      const r = await run(c.make(prompt), c.input ? { ...prompt, token_ids: c.input(e) } : prompt, c.byValues, want);
       if (e.skipped) {
         assert.ok(r.error, `${pid}: kvpress refused (${e.error}); the port ran`);
         continue;
@@ -371,6 +388,77 @@ for (const [config, ratio, snap] of [
     }
   });
 }
+// KVzip evicts the lowest scores over every layer and head together (per layer with layerwise):
+// the kept entries must be a top-k of the reference scores flattened over that scope.
+const kvzipCases: Record<string, () => Press> = {
+  'KVzipPress@0.5': () => new KVzipPress(0.5),
+  'KVzipPress@0.75': () => new KVzipPress(0.75),
+  'KVzipPress(layerwise=True)@0.5': () => new KVzipPress(0.5, { layerwise: true }),
+  'KVzipPress(kvzip_plus_normalization=True)@0.5': () => new KVzipPress(0.5, { kvzipPlusNormalization: true }),
+};
+
+for (const [config, make] of Object.entries(kvzipCases)) {
+  test(`golden: ${config}`, async () => {
+    const H = (await model()).config.numKvHeads;
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], T = prompt.n_tokens;
+      const want = goldenKept(e, T, H), r = await run(make(), prompt);
+      assert.equal(r.error, null, `${pid}: ${r.error?.message}`);
+      const layers = e.layers!;
+      layers.forEach((l, li) => (l.scores as number[][]).forEach((s, h) => {
+        const { worst, at } = scoreError(r.scores[li]![h], s, F32);
+        assert.ok(worst <= 1, `${pid} L${li} h${h} score[${at}]: ${r.scores[li]![h][at]} vs ${s[at]}`);
+      }));
+      const scopes = e.layerwise ? layers.map((_, li) => [li]) : [layers.map((_, li) => li)];
+      for (const scope of scopes) {
+        if (scope.every((li) => r.kept[li].every((k, h) => sameSet(k, want[li][h])))) { tally.exact += scope.length * H; continue; }
+        const flat: number[] = [], keptFlat: number[] = [];
+        let wanted = 0;
+        for (const li of scope) {
+          for (let h = 0; h < H; h++) {
+            r.kept[li][h].forEach((t) => keptFlat.push(flat.length + t));
+            wanted += want[li][h].length;
+            flat.push(...(layers[li].scores as number[][])[h]);
+          }
+        }
+        assert.equal(keptFlat.length, wanted, `${pid} layers ${scope}: kept ${keptFlat.length}, kvpress ${wanted}`);
+        assert.equal(topKViolation(keptFlat, flat, F32), null, `${pid} layers ${scope}`);
+        tally.nearTie += scope.length * H;
+      }
+    }
+  });
+}
+// KVCompose: scores of the second pass over the context; per-layer (structured) or per-head counts
+// from the global top-k of the composite curves, then each head's own top-count entries.
+test('golden: KVComposePress@0.5, @0.75, (structured=False)@0.5', async () => {
+  const H = (await model()).config.numKvHeads;
+  for (const [config, ratio, structured] of [['KVComposePress@0.5', 0.5, true], ['KVComposePress@0.75', 0.75, true], ['KVComposePress(structured=False)@0.5', 0.5, false]] as const) {
+    for (const [pid, prompt] of Object.entries(golden())) {
+      const e = prompt.presses[config], T = prompt.n_tokens, want = goldenKept(e, T, H);
+      const r = await run(new KVComposePress(ratio, { structured }), prompt);
+      assert.equal(r.error, null, `${config} ${pid}: ${r.error?.message}`);
+      // The composite curves, flattened over (layer[, head], rank): the kept ranks must be their top-k.
+      const curves = (structured ? e.composite_scores_per_layer : (e.composite_scores_per_head as number[][][]).flat()) as number[][];
+      const counts = r.kept.flatMap((l) => (structured ? [l[0].length] : l.map((k) => k.length)));
+      const flatKept = counts.flatMap((n, i) => Array.from({ length: n }, (_, rank) => i * T + rank));
+      assert.equal(flatKept.length, curves.length * T - Math.ceil(curves.length * T * ratio - 1e-9), `${config} ${pid}: total kept`);
+      assert.equal(topKViolation(flatKept, curves.flat(), F32), null, `${config} ${pid}: budgets ${counts} vs ${structured ? e.important_per_layer : e.important_per_head}`);
+      e.layers!.forEach((l, li) => {
+        (l.scores as number[][]).forEach((s, h) => {
+          const { worst, at } = scoreError(r.scores[li]![h], s, F32);
+          assert.ok(worst <= 1, `${config} ${pid} L${li} h${h} score[${at}]: ${r.scores[li]![h][at]} vs ${s[at]}`);
+          if (structured) assert.equal(r.kept[li][h].length, r.kept[li][0].length, `${config} ${pid} L${li}: one count per layer`);
+          if (sameSet(r.kept[li][h], want[li][h])) tally.exact++;
+          else {
+            const v = topKViolation(r.kept[li][h], s, F32);
+            assert.equal(v, null, `${config} ${pid} L${li} h${h}: ${v}`);
+            tally.nearTie++;
+          }
+        });
+      });
+    }
+  }
+});
 
 test('golden: tally', () => {
   console.log(`golden kept sets: ${tally.exact} equal, ${tally.nearTie} equal up to ties`);

@@ -366,5 +366,5 @@ test('wrappers compose with any registered scorer by name: chunkkv_, dms_, mergi
   assert.throws(() => createPress('dms_knorm', 0.5, { threshold: 1 }), (e: Error) => e instanceof PressError && /takes no compression ratio/.test(e.message));
   assert.throws(() => createPress('chunkkv_decoding_expected_attention', 0), (e: Error) => e instanceof PressError && /scorer press/.test(e.message));
   assert.throws(() => createPress('chunkkv_snapkvv', 0.5), (e: Error) => e instanceof PressError && /unknown press "chunkkv_snapkvv"/.test(e.message));
-  assert.deepEqual(registry.wrappers().map((w) => w.prefix), ['chunkkv', 'dms', 'merging']);
+  assert.deepEqual(registry.wrappers().map((w) => w.prefix), ['chunkkv', 'dms', 'merging', 'cam', 'lukv']);
 });

@@ -2,8 +2,8 @@
  * Test-only (scripts/check-avx512-emulated.sh): force-included into addon.cc of the emulation
  * build so that its CPU check reports AVX-512 (and AVX512-BF16) on a CPU without them, and the
  * emulated kernels are the ones selected. KVPRESS_EMU_ISA picks what is reported:
- *   avx512bf16 (default)  AVX-512F/BW/DQ/VL and AVX512-BF16
- *   avx512                AVX-512F/BW/DQ/VL only (bf16 products by conversion, as on Ice Lake)
+ *   avx512bf16 (default)  AVX-512F/BW/DQ/VL, VNNI and AVX512-BF16
+ *   avx512                AVX-512F/BW/DQ/VL and VNNI only (bf16 products by conversion, as on Ice Lake)
  *   off                   the CPU's own answers
  * Every other feature is the CPU's own answer; KVPRESS_NATIVE_ISA still caps the choice.
  */
@@ -24,7 +24,7 @@ static inline int kvp_emu_cpu_supports(const char *feature, int real) {
   }
   if (!strcmp(feature, "avx512bf16")) return bf16;
   if (!strcmp(feature, "avx512f") || !strcmp(feature, "avx512bw") || !strcmp(feature, "avx512dq") ||
-      !strcmp(feature, "avx512vl"))
+      !strcmp(feature, "avx512vl") || !strcmp(feature, "avx512vnni"))
     return 1;
   return real;
 }

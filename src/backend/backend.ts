@@ -1,4 +1,4 @@
-import type { KvPage, PagePool } from '../cache/kv-cache.js';
+import type { KvPage, PageMemory, PagePool } from '../cache/kv-cache.js';
 
 /**
  * The numeric kernels the engine needs, behind one interface so that a fast backend
@@ -27,6 +27,14 @@ export interface Backend {
    */
   matmulBf16?(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
 
+  /**
+   * out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias) with `w` rows of ggml blocks of type `ggmlType`
+   * (src/model/quant/formats.ts; each row k / blockElements blocks), multiplied on the blocks:
+   * decode steps quantize x to 8-bit blocks and sum in integers, prefill dequantizes panels of
+   * rows for the GEMM. Optional: without it `linear()` dequantizes a panel of rows at a time.
+   */
+  matmulQuant?(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): void;
+
   /** out[r] = weight ⊙ x[r] / sqrt(mean(x[r]²) + eps) for `rows` rows of `dim`; out may be x. */
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
 
@@ -51,6 +59,12 @@ export interface Backend {
   attentionPaged?(args: PagedAttentionArgs): void;
 
   /**
+   * Where the pages of this backend's caches should live for attentionPaged to read them in
+   * place (Model.newCache passes it on). Optional: absent, pages are ArrayBuffers of their own.
+   */
+  readonly pageMemory?: PageMemory;
+
+  /**
    * out[d×d] = xᵀx for x [n][d], float64 and fully symmetric. Optional: Expected Attention's
    * query covariance uses it where the backend has it, its own float64 loop where not.
    */
@@ -65,6 +79,17 @@ export interface Backend {
   eaLogits64?(
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
+  ): void;
+
+  /**
+   * Expected Attention's pre-RoPE query moments: for each of the H query heads, rows
+   * start … start + n − 1 of the post-RoPE queries q ([rows][qStride], head h at h·d) rotated back
+   * by cos/sin ([n][d/2], half-split pairs), their mean into mean[h·d …] and, unless cov is null,
+   * their population covariance (float64, full symmetric) into cov[h·d·d …]. Optional, as gram64.
+   */
+  eaQueryMoments64?(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
   ): void;
 }
 

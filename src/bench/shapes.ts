@@ -15,5 +15,7 @@ export async function benchModelOfShape(shape: ShapeName, backend: Backend): Pro
     return new Model({ ...m.config, maxPositionEmbeddings: 32768 }, m.weights, { backend, tokenizer: m.tokenizer, source: 'stories260K' });
   }
   const config = shapeConfig(shape);
-  return new Model(config, randomWeights(config), { backend, source: `random ${shape}` });
+  // stories260K's tokenizer (its 512 ids fit every shape's vocabulary) for presses that encode a prompt of their own (KVzip).
+  const { tokenizer } = await loadModel(undefined, { backend });
+  return new Model(config, randomWeights(config), { backend, tokenizer, source: `random ${shape}` });
 }

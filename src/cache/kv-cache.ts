@@ -11,6 +11,27 @@ export const DEFAULT_PAGE_ENTRIES = 64;
 export const DEFAULT_MAX_IDLE_PAGES = 16;
 
 /**
+ * Where a pool's pages live. By default each page is an ArrayBuffer of its own; a backend whose
+ * kernels read another memory (the WebAssembly backend: its linear memory) hands the pool its
+ * own regions, so that its kernels read the pages in place.
+ */
+export interface PageMemory {
+  /** A region of `bytes` bytes: the buffer it lies in, its byte offset there, and its address for the kernels. */
+  alloc(bytes: number): PageRegion;
+  /** Gives back a region that alloc returned (its views must no longer be used). */
+  free(address: number, bytes: number): void;
+}
+
+export interface PageRegion {
+  buffer: ArrayBufferLike;
+  byteOffset: number;
+  address: number;
+}
+
+/** Pages of a PageMemory that a cache dropped without dispose() go back when collected. */
+const unreachable = new FinalizationRegistry<{ memory: PageMemory; address: number; bytes: number }>((r) => r.memory.free(r.address, r.bytes));
+
+/**
  * One page: `entries` keys then `entries` values of one KV head, in the cache's element type,
  * then the entries' positions (Int32). Keys are `keyFmt` rows: headDim numbers, or only the kept
  * channels of a head whose key channels a press pruned (see LayerCache.pruneKeyChannels). Pages are shared between clones (copy-on-write): `refs`
@@ -26,17 +47,23 @@ export class KvPage implements RowViews {
   readonly pos: Int32Array;
   /** Byte offset of the values (the keys start at 0). */
   readonly vOff: number;
+  /** Address of the page in its PageMemory, −1 for a page that is an ArrayBuffer of its own. */
+  readonly address: number;
+  /** The PageMemory the page lies in (null: an ArrayBuffer of its own). */
+  readonly memory: PageMemory | null;
   refs = 1;
   used = 0;
 
-  constructor(readonly fmt: KvFormat, readonly entries: number, readonly keyFmt: KvFormat = fmt) {
+  constructor(readonly fmt: KvFormat, readonly entries: number, region?: PageRegion, memory: PageMemory | null = null, readonly keyFmt: KvFormat = fmt) {
     const kv = entries * (keyFmt.rowBytes + fmt.rowBytes);
-    const buf = new ArrayBuffer(kv + 4 * entries);
-    this.u8 = new Uint8Array(buf, 0, kv);
-    this.u16 = new Uint16Array(buf, 0, kv >>> 1);
-    this.i8 = new Int8Array(buf, 0, kv);
-    this.f32 = new Float32Array(buf, 0, kv >>> 2);
-    this.pos = new Int32Array(buf, kv, entries);
+    const buf = region?.buffer ?? new ArrayBuffer(kv + 4 * entries), at = region?.byteOffset ?? 0;
+    this.address = region?.address ?? -1;
+    this.memory = region ? memory : null;
+    this.u8 = new Uint8Array(buf, at, kv);
+    this.u16 = new Uint16Array(buf, at, kv >>> 1);
+    this.i8 = new Int8Array(buf, at, kv);
+    this.f32 = new Float32Array(buf, at, kv >>> 2);
+    this.pos = new Int32Array(buf, at + kv, entries);
     this.vOff = entries * keyFmt.rowBytes;
   }
 
@@ -52,6 +79,8 @@ export interface CacheOptions {
   pageEntries?: number;
   /** Idle pages the pool keeps (default DEFAULT_MAX_IDLE_PAGES). */
   maxIdlePages?: number;
+  /** Where pages live (default: an ArrayBuffer each); Model.newCache passes its backend's. */
+  memory?: PageMemory | null;
 }
 
 /**
@@ -69,7 +98,7 @@ export class PagePool {
   /** Pools of pages with narrower keys (heads with pruned key channels), by stored key width. */
   private readonly narrower = new Map<number, PagePool>();
 
-  constructor(headDim: number, readonly dtype: KvDtype, readonly pageEntries: number, readonly maxIdle: number, keyDim = headDim) {
+  constructor(headDim: number, readonly dtype: KvDtype, readonly pageEntries: number, readonly maxIdle: number, readonly memory: PageMemory | null = null, keyDim = headDim) {
     if (!Number.isInteger(pageEntries) || pageEntries < 1 || pageEntries > 1 << 16) throw new Error(`KV cache: pageEntries must be an integer in [1, 65536], got ${pageEntries}`);
     if (!Number.isInteger(maxIdle) || maxIdle < 0) throw new Error(`KV cache: maxIdlePages must be an integer ≥ 0, got ${maxIdle}`);
     this.fmt = kvFormat(dtype, headDim);
@@ -84,12 +113,12 @@ export class PagePool {
   keyPool(keyDim: number): PagePool {
     if (keyDim === this.keyFmt.headDim) return this;
     let p = this.narrower.get(keyDim);
-    if (!p) this.narrower.set(keyDim, (p = new PagePool(this.fmt.headDim, this.dtype, this.pageEntries, this.maxIdle, keyDim)));
+    if (!p) this.narrower.set(keyDim, (p = new PagePool(this.fmt.headDim, this.dtype, this.pageEntries, this.maxIdle, this.memory, keyDim)));
     return p;
   }
 
   take(): KvPage {
-    const p = this.idle.pop() ?? new KvPage(this.fmt, this.pageEntries, this.keyFmt);
+    const p = this.idle.pop() ?? this.newPage();
     p.refs = 1;
     p.used = 0;
     return p;
@@ -100,6 +129,21 @@ export class PagePool {
     if (p.keyFmt.headDim !== this.keyFmt.headDim) return this.keyPool(p.keyFmt.headDim).release(p);
     if (--p.refs > 0) return;
     if (this.idle.length < this.maxIdle) this.idle.push(p);
+    else this.drop(p);
+  }
+
+  private newPage(): KvPage {
+    if (!this.memory) return new KvPage(this.fmt, this.pageEntries, undefined, null, this.keyFmt);
+    const p = new KvPage(this.fmt, this.pageEntries, this.memory.alloc(this.pageBytes), this.memory, this.keyFmt);
+    unreachable.register(p, { memory: this.memory, address: p.address, bytes: this.pageBytes }, p);
+    return p;
+  }
+
+  /** Lets a page go for good (a PageMemory gets its region back now, not at collection). */
+  private drop(p: KvPage): void {
+    if (!this.memory) return;
+    unreachable.unregister(p);
+    this.memory.free(p.address, this.pageBytes);
   }
 
   get idleBytes(): number {
@@ -110,7 +154,7 @@ export class PagePool {
 
   /** Drops idle pages beyond `keep`. */
   trim(keep = 0): void {
-    if (this.idle.length > keep) this.idle.length = keep;
+    while (this.idle.length > keep) this.drop(this.idle.pop()!);
     for (const p of this.narrower.values()) p.trim(keep);
   }
 
@@ -370,7 +414,7 @@ export class LayerCache {
    * pool of its own (so its accessors' transients do not overwrite this layer's).
    */
   subset(rows: Int32Array): LayerCache {
-    const pool = new PagePool(this.headDim, this.dtype, this.pageEntries, 0);
+    const pool = new PagePool(this.headDim, this.dtype, this.pageEntries, 0, this.pool.memory);
     const c = new LayerCache(pool, this.numKvHeads), E = this.pageEntries;
     for (let g = 0; g < this.numKvHeads; g++) {
       c.keyChannels[g] = this.keyChannels[g];
@@ -531,7 +575,7 @@ export class KVCache {
   private mark = -1;
 
   constructor(numLayers: number, numKvHeads: number, headDim: number, opts: CacheOptions | PagePool = {}) {
-    this.pool = opts instanceof PagePool ? opts : new PagePool(headDim, opts.dtype ?? 'f32', opts.pageEntries ?? DEFAULT_PAGE_ENTRIES, opts.maxIdlePages ?? DEFAULT_MAX_IDLE_PAGES);
+    this.pool = opts instanceof PagePool ? opts : new PagePool(headDim, opts.dtype ?? 'f32', opts.pageEntries ?? DEFAULT_PAGE_ENTRIES, opts.maxIdlePages ?? DEFAULT_MAX_IDLE_PAGES, opts.memory ?? null);
     this.layers = Array.from({ length: numLayers }, () => new LayerCache(this.pool, numKvHeads));
   }
 

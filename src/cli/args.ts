@@ -47,16 +47,16 @@ export function str(v: unknown): string | undefined {
 }
 
 /**
- * `--weights f32|bf16`: the number format the model's matrices are held in (default: as the
- * checkpoint stores them). `--decode-weights` is its former name, still accepted; with `err`
+ * `--weights f32|bf16|q8_0|q4_k`: the number format the model's matrices are held in (default: as
+ * the checkpoint stores them; q8_0/q4_k quantize in memory). `--decode-weights` is its former name, still accepted; with `err`
  * given, a one-line notice says so.
  */
-export function weightsFlag(values: Record<string, unknown>, err?: (text: string) => void): 'f32' | 'bf16' | undefined {
+export function weightsFlag(values: Record<string, unknown>, err?: (text: string) => void): 'f32' | 'bf16' | 'q8_0' | 'q4_k' | undefined {
   const old = str(values['decode-weights']), now = str(values.weights);
   if (old !== undefined && now !== undefined) throw new UsageError('--decode-weights is the former name of --weights: give only --weights');
   const name = old !== undefined ? 'decode-weights' : 'weights', s = old ?? now;
   if (s === undefined) return undefined;
-  if (s !== 'f32' && s !== 'bf16') throw new UsageError(`--${name} must be f32 or bf16, got "${s}"`);
+  if (s !== 'f32' && s !== 'bf16' && s !== 'q8_0' && s !== 'q4_k') throw new UsageError(`--${name} must be f32, bf16, q8_0 or q4_k, got "${s}"`);
   if (old !== undefined && err) err(`kvpress: --decode-weights is now --weights: the weights are held once, as ${s}, for prefill and decode\n`);
   return s;
 }

@@ -84,9 +84,11 @@ export function groupRuns(runs: readonly RunMetrics[]): RunGroup[] {
       g.baseline = r;
       continue;
     }
-    const byRatio = g.presses.get(r.press) ?? new Map<number, RunMetrics>();
+    // A decoding press's target sizes are rows of their own.
+    const label = r.targetSize === undefined ? r.press : `${r.press} target=${r.targetSize}`;
+    const byRatio = g.presses.get(label) ?? new Map<number, RunMetrics>();
     byRatio.set(r.compressionRatio, r);
-    g.presses.set(r.press, byRatio);
+    g.presses.set(label, byRatio);
     if (!g.ratios.includes(r.compressionRatio)) g.ratios.push(r.compressionRatio);
   }
   for (const g of groups.values()) g.ratios.sort((a, b) => a - b);

@@ -15,41 +15,18 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { basename, extname, join } from 'node:path';
 import type { Backend } from '../backend/backend.js';
 import { defaultModelPath, loadModel } from '../model/load.js';
-import { Model } from '../model/model.js';
-import { isDecodingPress, Pipeline } from '../pipeline/pipeline.js';
+import type { Model } from '../model/model.js';
 import { presses as registry } from '../presses/index.js';
 import type { Press } from '../presses/press.js';
 import { closeMatches } from '../presses/registry.js';
-import { loadJsonl } from './datasets/jsonl.js';
-import { needleInHaystack } from './datasets/niah.js';
-import { generateRuler, RULER_TASKS } from './datasets/ruler.js';
-import { continuationStories, nameRecallStories } from './datasets/stories.js';
-import type { Sample } from './datasets/types.js';
-import {
-  continuationReference,
-  DEFAULT_CONTEXT_FRACTION,
-  recallReference,
-  scoreContinuation,
-  scoreRecall,
-  summarizeContinuation,
-  summarizeRecall,
-  type ContinuationReference,
-  type RecallReference,
-} from './fidelity.js';
-import { aime25Metrics, longbenchScore, math500Metrics, niahRouge, rulerScores, stringMatchPart } from './metrics.js';
+import { DEFAULT_CONTEXT_FRACTION } from './fidelity.js';
+import { cannotCompress, DEFAULT_LIMITS, makeTask, NIAH_DEPTHS } from './tasks.js';
 
 /** The baseline run's press name; it always runs, at ratio 0. */
 export const NO_PRESS = 'no_press';
 export const DEFAULT_RATIOS: readonly number[] = [0.25, 0.5, 0.75, 0.875];
 export const DEFAULT_SEED = 42;
-export const DATASETS = ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
-
-/** Items per run when --limit is not given (RULER: samples per task). */
-const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, ruler: 10 };
-/** NIAH needle depths, one sample each (--limit keeps the first N). */
-const NIAH_DEPTHS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
-/** RULER / NIAH default target length; the model's window caps it. */
-const DEFAULT_CONTEXT_LENGTH = 4096;
+export const DATASETS = ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl:PATH'] as const;
 
 /** How the report shows one score. */
 export interface ScoreInfo {
@@ -73,6 +50,8 @@ export interface RunMetrics {
   queryAware: boolean;
   /** KV cache type of the run; absent in runs written before the axis existed (f32). */
   kvDtype?: KvDtype;
+  /** A decoding press's target size (entries per KV head after each compression); absent for the others. */
+  targetSize?: number;
   items: number;
   scores: Record<string, number>;
   scoreInfo: Record<string, ScoreInfo>;
@@ -86,6 +65,8 @@ export interface RunSpec {
   ratio: number;
   /** Element type of the compressed run's KV cache (the references stay f32). */
   kvDtype: KvDtype;
+  /** Entries per KV head a decoding press compresses to (presses with a targetSize option only). */
+  targetSize?: number;
   dir: string;
 }
 
@@ -97,7 +78,7 @@ export interface PressOptionArg {
 }
 
 export interface EvalOptions {
-  /** continuation, name_recall, ruler, niah or jsonl:PATH. */
+  /** continuation, name_recall, sampled_recall, ruler, niah or jsonl:PATH. */
   dataset: string;
   presses: readonly string[];
   ratios?: readonly number[];
@@ -107,6 +88,13 @@ export interface EvalOptions {
    * type and press together.
    */
   kvDtypes?: readonly KvDtype[];
+  /**
+   * Target sizes (entries per KV head after each compression) of the presses that compress to a
+   * target while generating (those with a targetSize option, e.g. decoding_expected_attention):
+   * such a press runs once per target size instead of per ratio (per ratio × target size when it
+   * also compresses the prompt). Required when one of them is among `presses`.
+   */
+  targetSizes?: readonly number[];
   /** Model path (llama2.c .bin or Hugging Face directory); default the embedded stories260K. */
   model?: string;
   /** Items per run (RULER: samples per task). */
@@ -116,7 +104,7 @@ export interface EvalOptions {
   /** 1-based: shard `index` of `count` runs plan entries index, index+count, … (0-based: index−1, …). */
   shard?: { index: number; count: number };
   pressOptions?: readonly PressOptionArg[];
-  /** continuation / name_recall: share of the tokens compressed (default 0.6). */
+  /** continuation / name_recall / sampled_recall: share of the tokens compressed (default 0.6). */
   contextFraction?: number;
   /** ruler / niah: target context length in tokens (default min(4096, the model's window)). */
   contextLength?: number;
@@ -176,8 +164,8 @@ export function modelName(path: string | undefined): string {
   return slug(isDir ? basename(p.replace(/[/\\]+$/, '')) : basename(p, extname(p)));
 }
 
-interface DatasetRef {
-  kind: 'continuation' | 'name_recall' | 'ruler' | 'niah' | 'jsonl';
+export interface DatasetRef {
+  kind: 'continuation' | 'name_recall' | 'sampled_recall' | 'ruler' | 'niah' | 'jsonl';
   /** As it appears in folder names: jsonl:data/hotpotqa.jsonl → jsonl-hotpotqa. */
   label: string;
   path?: string;
@@ -190,20 +178,33 @@ export function parseDataset(name: string): DatasetRef {
     if (!existsSync(path)) throw new EvalError(`${path}: no such dataset file`);
     return { kind: 'jsonl', label: `jsonl-${slug(basename(path, extname(path)))}`, path };
   }
-  if (name === 'continuation' || name === 'name_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
-  const close = closeMatches(name, ['continuation', 'name_recall', 'ruler', 'niah', 'jsonl']);
+  if (name === 'continuation' || name === 'name_recall' || name === 'sampled_recall' || name === 'ruler' || name === 'niah') return { kind: name, label: name };
+  const close = closeMatches(name, ['continuation', 'name_recall', 'sampled_recall', 'ruler', 'niah', 'jsonl']);
   throw new EvalError(`unknown dataset "${name}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; datasets: ${DATASETS.join(', ')}`);
 }
 
-/** The run's folder; a cache type other than f32 adds `__kv_<type>` (f32 runs keep their old names). */
-export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false, kvDtype: KvDtype = 'f32'): string {
-  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
+/**
+ * The run's folder; a decoding press's target size adds `__target<N>`, a cache type other than
+ * f32 `__kv_<type>` (f32 runs keep their old names).
+ */
+export function runDirName(dataset: string, model: string, press: string, ratio: number, queryAware = false, kvDtype: KvDtype = 'f32', targetSize?: number): string {
+  return `${dataset}__${model}__${press}__${formatRatio(ratio)}${targetSize === undefined ? '' : `__target${targetSize}`}`
+    + `${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
 }
 
 /** Per KV cache type: the baseline first, then each press at each ratio, in the order given. */
-export function planRuns(dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32']): RunSpec[] {
-  const cells = kvDtypes.flatMap((kvDtype) => [{ press: NO_PRESS, ratio: 0, kvDtype }, ...pressNames.flatMap((press) => ratios.map((ratio) => ({ press, ratio, kvDtype })))]);
-  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware, c.kvDtype) }));
+export function planRuns(
+  dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32'],
+  targetSizes: readonly number[] = [],
+): RunSpec[] {
+  const cellsOf = (press: string, kvDtype: KvDtype): { press: string; ratio: number; kvDtype: KvDtype; targetSize?: number }[] => {
+    if (targetSizes.length === 0 || !takesTargetSize(press)) return ratios.map((ratio) => ({ press, ratio, kvDtype }));
+    // A press that compresses only while generating takes no ratio; one that also compresses the prompt takes both.
+    const own = registry.get(press).phase === 'both' ? ratios : [0];
+    return own.flatMap((ratio) => targetSizes.map((targetSize) => ({ press, ratio, kvDtype, targetSize })));
+  };
+  const cells = kvDtypes.flatMap((kvDtype) => [{ press: NO_PRESS, ratio: 0, kvDtype }, ...pressNames.flatMap((press) => cellsOf(press, kvDtype))]);
+  return cells.map((c, index) => ({ index, ...c, dir: runDirName(dataset, model, c.press, c.ratio, queryAware, c.kvDtype, 'targetSize' in c ? c.targetSize : undefined) }));
 }
 
 /** Shard i of n (1-based) takes the runs whose plan index ≡ i − 1 (mod n). */
@@ -218,6 +219,16 @@ export function parseShard(s: string): { index: number; count: number } {
   const index = m ? Number(m[1]) : NaN, count = m ? Number(m[2]) : NaN;
   if (!m || !(count >= 1) || !(index >= 1 && index <= count)) throw new EvalError(`--shard must be i/n with 1 ≤ i ≤ n (e.g. 1/4), got "${s}"`);
   return { index, count };
+}
+
+/** Parses "256,1024": distinct integers ≥ 1. */
+export function parseTargetSizes(s: string): number[] {
+  const parts = s.split(',').map((p) => p.trim());
+  const sizes = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  const bad = parts.find((_, i) => !(sizes[i] >= 1));
+  if (bad !== undefined) throw new EvalError(`--target-sizes must be comma-separated integers ≥ 1, got "${bad}" in "${s}"`);
+  if (new Set(sizes).size !== sizes.length) throw new EvalError(`--target-sizes has a repeated value: "${s}"`);
+  return sizes;
 }
 
 /** Parses "0.25,0.5": distinct numbers in [0, 1). */
@@ -277,258 +288,6 @@ function checkSameSettings(output: string, run: RunSpec, want: Settings): void {
   }
 }
 
-// ───────────────────────────── tasks ─────────────────────────────
-
-/** A dataset bound to a model: evaluates every item under one press. */
-interface Task {
-  readonly size: number;
-  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype): { predictions: unknown[]; scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
-}
-
-const pct = (label: string, plot: boolean): ScoreInfo => ({ label, better: 'higher', plot, range: [0, 100] });
-
-/** Continuation fidelity; the uncompressed passes are computed once and shared by all runs. */
-class ContinuationTask implements Task {
-  private refs: ContinuationReference[] | null = null;
-
-  constructor(private readonly model: Model, private readonly stories: { id: string; text: string }[], private readonly fraction: number) {}
-
-  get size(): number {
-    return this.stories.length;
-  }
-
-  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
-    this.refs ??= this.stories.map((s) => continuationReference(this.model, s.id, s.text, this.fraction));
-    const predictions = this.refs.map((ref, i) => {
-      press?.reset?.();
-      const s = scoreContinuation(this.model, ref, press, kvDtype);
-      onItem(i + 1);
-      return s;
-    });
-    const m = summarizeContinuation(predictions);
-    return {
-      predictions,
-      scores: { kl: m.kl, nll_increase: m.nllIncrease, nll: m.nll, nll_baseline: m.nllBaseline, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken, scored_tokens: m.scoredTokens },
-      scoreInfo: {
-        kl: { label: 'KL(uncompressed ‖ compressed), nats per token', better: 'lower', plot: true, axis: 'KL divergence (nats/token)' },
-        nll_increase: { label: 'NLL increase over the uncompressed model, nats per token', better: 'lower', plot: true, axis: 'NLL increase (nats/token)' },
-        nll: { label: 'NLL of the continuation, nats per token', better: 'lower', plot: false },
-        nll_baseline: { label: 'NLL without compression, nats per token', better: 'lower', plot: false },
-        achieved_ratio: { label: 'achieved compression ratio (share of context entries removed)', plot: false },
-        kv_bytes_per_token: { label: 'KV bytes of the compressed context per context token (all layers, in the run\'s cache type)', better: 'lower', plot: false },
-        scored_tokens: { label: 'scored tokens', plot: false },
-      } satisfies Record<string, ScoreInfo>,
-    };
-  }
-}
-
-/** Name recall; items whose answer token cannot be isolated by the tokenizer are left out. */
-class NameRecallTask implements Task {
-  private refs: RecallReference[] | null = null;
-
-  constructor(private readonly model: Model, private readonly items: { id: string; prefix: string; answer: string }[], private readonly fraction: number) {}
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
-    this.refs ??= this.items.map((it) => recallReference(this.model, it, this.fraction)).filter((r): r is RecallReference => r !== null);
-    const tok = this.model.tokenizer!;
-    const predictions = this.refs.map((ref, i) => {
-      press?.reset?.();
-      const s = scoreRecall(this.model, ref, press, kvDtype);
-      onItem(i + 1);
-      return { ...s, predictedText: tok.decode(s.predicted) };
-    });
-    const m = summarizeRecall(predictions);
-    return {
-      predictions,
-      scores: {
-        accuracy: m.accuracy, first_token_accuracy: m.firstTokenAccuracy, baseline_accuracy: m.baselineAccuracy, retained: m.retained,
-        answer_nll: m.answerNll, answer_nll_increase: m.answerNllIncrease, achieved_ratio: m.achievedRatio, kv_bytes_per_token: m.kvBytesPerToken,
-      },
-      scoreInfo: {
-        accuracy: { ...pct('name recall accuracy (greedy decoding writes the name), %', true), axis: 'accuracy (%)' },
-        first_token_accuracy: pct("top-1 accuracy of the name's first token, %", false),
-        baseline_accuracy: pct('name recall accuracy without compression, %', false),
-        retained: pct('items the uncompressed model gets right that stay right, %', false),
-        answer_nll: { label: "NLL of the name's tokens, nats per name", better: 'lower', plot: false },
-        answer_nll_increase: { label: "NLL increase of the name's tokens over the uncompressed model, nats per name", better: 'lower', plot: true, axis: 'NLL increase (nats/name)' },
-        achieved_ratio: { label: 'achieved compression ratio (share of context entries removed)', plot: false },
-        kv_bytes_per_token: { label: 'KV bytes of the compressed context per context token (all layers, in the run\'s cache type)', better: 'lower', plot: false },
-      } satisfies Record<string, ScoreInfo>,
-    };
-  }
-}
-
-/** How the QA-style datasets turn predictions into scores. */
-type QaScorer = (samples: readonly Sample[], predictions: readonly string[]) => { scores: Record<string, number>; scoreInfo: Record<string, ScoreInfo> };
-
-/** Context + question → generated answer through the pipeline (ruler, niah, jsonl). */
-class QaTask implements Task {
-  constructor(
-    private readonly model: Model,
-    private readonly samples: Sample[],
-    private readonly scorer: QaScorer,
-    private readonly queryAware: boolean,
-  ) {}
-
-  get size(): number {
-    return this.samples.length;
-  }
-
-  evaluate(press: Press | null, onItem: (done: number) => void, kvDtype: KvDtype) {
-    const m = this.model;
-    const model = kvDtype === m.kvDtype ? m : new Model(m.config, m.weights, { backend: m.backend, tokenizer: m.tokenizer, source: m.source, kvDtype });
-    const pipeline = new Pipeline(model);
-    // One compression serves every question on the same context (kvpress's grouping); a
-    // decoding press compresses while it answers, so it runs row by row.
-    const groups = new Map<string, number[]>();
-    this.samples.forEach((s, i) => {
-      const key = isDecodingPress(press) ? String(i) : `${s.context}\u0000${s.answerPrefix}\u0000${s.maxNewTokens}`;
-      const g = groups.get(key) ?? [];
-      g.push(i);
-      groups.set(key, g);
-    });
-    const answers: string[] = new Array(this.samples.length);
-    const achieved: number[] = new Array(this.samples.length);
-    const kvBytes: number[] = new Array(this.samples.length);
-    let done = 0;
-    for (const idx of groups.values()) {
-      const first = this.samples[idx[0]];
-      const r = pipeline.run({
-        context: first.context,
-        questions: idx.map((i) => this.samples[i].question),
-        press,
-        answerPrefix: first.answerPrefix,
-        maxNewTokens: first.maxNewTokens,
-        queryAware: this.queryAware,
-      });
-      idx.forEach((i, j) => {
-        answers[i] = r.answers[j];
-        achieved[i] = r.stats.achievedRatio;
-        kvBytes[i] = r.stats.cacheBytesAfter / r.stats.contextTokens;
-      });
-      done += idx.length;
-      onItem(done);
-    }
-    const predictions = this.samples.map((s, i) => ({
-      id: s.id, task: s.task, question: s.question, answers: s.answers, prediction: answers[i], achievedRatio: achieved[i],
-    }));
-    const { scores, scoreInfo } = this.scorer(this.samples, answers);
-    scores.achieved_ratio = achieved.reduce((a, b) => a + b, 0) / achieved.length;
-    scoreInfo.achieved_ratio = { label: 'achieved compression ratio (share of context entries removed)', plot: false };
-    scores.kv_bytes_per_token = kvBytes.reduce((a, b) => a + b, 0) / kvBytes.length;
-    scoreInfo.kv_bytes_per_token = { label: "KV bytes of the compressed context per context token (all layers, in the run's cache type)", better: 'lower', plot: false };
-    return { predictions, scores, scoreInfo };
-  }
-}
-
-const rulerScorer: QaScorer = (samples, predictions) => {
-  const { perTask, average } = rulerScores(samples.map((s, i) => ({ task: s.task, prediction: predictions[i], answers: s.answers })));
-  const scores: Record<string, number> = { score: average };
-  const scoreInfo: Record<string, ScoreInfo> = { score: { ...pct('RULER score (mean over tasks)', true), axis: 'RULER score (%)' } };
-  for (const [task, v] of Object.entries(perTask)) {
-    scores[task] = v;
-    scoreInfo[task] = pct(`RULER ${task} (string match)`, false);
-  }
-  return { scores, scoreInfo };
-};
-
-const niahScorer: QaScorer = (samples, predictions) => {
-  let r1 = 0, rl = 0;
-  samples.forEach((s, i) => {
-    const needle = typeof s.extra?.needle === 'string' ? s.extra.needle : s.answers[0];
-    const r = niahRouge(needle, predictions[i]);
-    r1 += r.rouge1.f;
-    rl += r.rougeL.f;
-  });
-  const n = samples.length;
-  return {
-    scores: { rougeL_f: (100 * rl) / n, rouge1_f: (100 * r1) / n },
-    scoreInfo: { rougeL_f: { ...pct('NIAH ROUGE-L F, %', true), axis: 'ROUGE-L F (%)' }, rouge1_f: pct('NIAH ROUGE-1 F, %', false) },
-  };
-};
-
-/**
- * Local JSONL: each task with its own metric — RULER tasks by string match, LongBench tasks by
- * their official metric, aime25/math500 by boxed answer; other tasks (InfiniteBench, LooGLE…)
- * by "any reference contained" (RULER's string_match_part). `score` is the mean over tasks.
- */
-const jsonlScorer: QaScorer = (samples, predictions) => {
-  const byTask = new Map<string, number[]>();
-  samples.forEach((s, i) => byTask.set(s.task, [...(byTask.get(s.task) ?? []), i]));
-  const scores: Record<string, number> = {};
-  const scoreInfo: Record<string, ScoreInfo> = {};
-  for (const [task, idx] of byTask) {
-    const preds = idx.map((i) => predictions[i]), refs = idx.map((i) => samples[i].answers);
-    let metric: string, value: number;
-    if ((RULER_TASKS as readonly string[]).includes(task)) {
-      value = rulerScores(idx.map((i) => ({ task, prediction: predictions[i], answers: samples[i].answers }))).average;
-      metric = 'string match';
-    } else if (task === 'aime25' || task === 'math500') {
-      value = 100 * (task === 'aime25' ? aime25Metrics : math500Metrics)(preds, refs.map((r) => r[0])).accuracy;
-      metric = 'boxed-answer accuracy';
-    } else {
-      const classes = samples[idx[0]].extra?.all_classes;
-      const lb = longbench(task, preds, refs, Array.isArray(classes) ? classes.map(String) : []);
-      if (lb !== null) {
-        value = lb;
-        metric = 'LongBench metric';
-      } else {
-        value = stringMatchPart(preds, refs);
-        metric = 'any reference contained';
-      }
-    }
-    scores[task] = value;
-    scoreInfo[task] = pct(`${task} (${metric})`, false);
-  }
-  const values = Object.values(scores);
-  scores.score = values.reduce((a, b) => a + b, 0) / values.length;
-  scoreInfo.score = { ...pct('mean score over tasks', true), axis: 'score (%)' };
-  return { scores, scoreInfo };
-};
-
-/** LongBench's official score of a task, or null when the task is not a LongBench one. */
-function longbench(task: string, preds: string[], refs: string[][], classes: string[]): number | null {
-  try {
-    return longbenchScore(task, preds, refs, classes);
-  } catch (e) {
-    if ((e as Error).message.startsWith('unknown LongBench task')) return null;
-    throw e;
-  }
-}
-
-function makeTask(ds: DatasetRef, model: Model, opts: EvalOptions): Task {
-  const seed = opts.seed ?? DEFAULT_SEED;
-  const fraction = opts.contextFraction ?? DEFAULT_CONTEXT_FRACTION;
-  const tok = model.tokenizer;
-  if (!tok) throw new EvalError(`${model.source}: the model has no tokenizer`);
-  const window = model.config.maxPositionEmbeddings;
-  const contextLength = opts.contextLength ?? Math.min(DEFAULT_CONTEXT_LENGTH, window);
-  if (contextLength > window) throw new EvalError(`--context-length ${contextLength} exceeds the model's window of ${window} tokens`);
-  switch (ds.kind) {
-    case 'continuation':
-      return new ContinuationTask(model, continuationStories({ count: opts.limit ?? DEFAULT_LIMITS.continuation, seed }), fraction);
-    case 'name_recall':
-      return new NameRecallTask(model, nameRecallStories({ count: opts.limit ?? DEFAULT_LIMITS.name_recall, seed }), fraction);
-    case 'ruler':
-      return new QaTask(model, generateRuler({
-        tokenizer: tok, contextLength, numSamples: opts.limit ?? DEFAULT_LIMITS.ruler, seed,
-        onSkip: (task, why) => opts.onNotice?.(`note: RULER ${task} skipped: ${why.replace(/^RULER \S+: /, '')}`),
-      }), rulerScorer, opts.queryAware ?? false);
-    case 'niah': {
-      const depths = NIAH_DEPTHS.slice(0, opts.limit ?? NIAH_DEPTHS.length);
-      return new QaTask(model, needleInHaystack({ tokenizer: tok, maxContextLength: contextLength, depths, seed }), niahScorer, opts.queryAware ?? false);
-    }
-    case 'jsonl': {
-      const rows = loadJsonl(ds.path!);
-      return new QaTask(model, opts.limit !== undefined ? rows.slice(0, opts.limit) : rows, jsonlScorer, opts.queryAware ?? false);
-    }
-  }
-}
-
 // ───────────────────────────── presses ─────────────────────────────
 
 /** Each press's options: unscoped ones go to every press that declares them. */
@@ -548,11 +307,16 @@ function resolvePressOptions(pressNames: readonly string[], args: readonly Press
   return out;
 }
 
-function createPress(name: string, ratio: number, options: Record<string, string>, seed: number): Press {
+function createPress(name: string, ratio: number, options: Record<string, string>, seed: number, targetSize?: number): Press {
   const entry = registry.get(name);
   // Random presses draw from the run's seed unless told otherwise, so reruns match.
   const withSeed = 'seed' in entry.options && !('seed' in options) ? { ...options, seed: String(seed) } : options;
-  return registry.create(name, ratio, withSeed);
+  return registry.create(name, ratio, targetSize === undefined ? withSeed : { ...withSeed, targetSize: String(targetSize) });
+}
+
+/** Presses that compress to a target size while generating (their registry entry has a targetSize option). */
+export function takesTargetSize(name: string): boolean {
+  return 'targetSize' in registry.get(name).options;
 }
 
 /** Presses that act while generating, as their registry entry declares (see PressPhase). */
@@ -591,9 +355,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   if (ratios.length === 0) throw new EvalError('--ratios needs at least one ratio');
   for (const r of ratios) if (!(r >= 0 && r < 1)) throw new EvalError(`compression ratio must be in [0, 1), got ${r}`);
   checkPressNames(opts.presses);
-  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall';
-  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and name_recall use whole stories');
-  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation and name_recall');
+  const fidelity = ds.kind === 'continuation' || ds.kind === 'name_recall' || ds.kind === 'sampled_recall';
+  if (fidelity && opts.contextLength !== undefined) throw new EvalError('--context-length applies to ruler and niah; continuation and the recall sets use whole stories');
+  if (!fidelity && opts.contextFraction !== undefined) throw new EvalError('--context-fraction applies to continuation, name_recall and sampled_recall');
   if (fidelity && opts.queryAware) throw new EvalError('--query-aware applies to ruler, niah and jsonl datasets (the fidelity tasks have no question)');
   if (opts.contextFraction !== undefined && !(opts.contextFraction > 0 && opts.contextFraction < 1)) {
     throw new EvalError(`--context-fraction must be in (0, 1), got ${opts.contextFraction}`);
@@ -613,13 +377,23 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   const excluded = fidelity ? opts.presses.filter(isDecodingName) : [];
   if (excluded.length) note(`skipping decoding presses on the prefill-only ${ds.label} task: ${excluded.join(', ')}`);
   const pressNames = opts.presses.filter((p) => !excluded.includes(p));
+  const targetSizes = opts.targetSizes ?? [];
+  for (const t of targetSizes) if (!(Number.isInteger(t) && t >= 1)) throw new EvalError(`target sizes must be integers ≥ 1, got ${t}`);
+  const targeted = pressNames.filter(takesTargetSize);
+  if (targeted.length && targetSizes.length === 0) {
+    throw new EvalError(`${targeted.join(', ')} ${targeted.length > 1 ? 'compress' : 'compresses'} to a target size while generating, not by a ratio: give --target-sizes N1,N2,… (entries per KV head after each compression)`);
+  }
+  if (targetSizes.length && targeted.length === 0) throw new EvalError(`--target-sizes applies to presses with a targetSize option (e.g. decoding_expected_attention); none of ${pressNames.join(', ') || 'the presses'} has one`);
+  for (const p of targeted) {
+    if ('targetSize' in optionsByPress.get(p)!) throw new EvalError(`${p}: give its target sizes with --target-sizes, not --press-option targetSize`);
+  }
 
   const model = modelName(opts.model);
   const queryAware = opts.queryAware ?? false;
   const kvDtypes = opts.kvDtypes ?? ['f32'];
   if (kvDtypes.length === 0 || new Set(kvDtypes).size !== kvDtypes.length) throw new EvalError(`--kv-dtypes must list distinct types, got "${kvDtypes.join(',')}"`);
   for (const d of kvDtypes) if (!(KV_DTYPES as readonly string[]).includes(d)) throw new EvalError(`unknown KV cache type "${d}"; expected ${KV_DTYPES.join(', ')}`);
-  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes);
+  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes, targetSizes);
   const mine = shardRuns(planned, opts.shard);
   const settingsFor = (run: RunSpec): Settings => ({
     // The resolved count, so that "--limit 100" and the default 100 are the same run.
@@ -643,10 +417,16 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     throw new EvalError((e as Error).message);
   }
   // Every press must accept the model before hours of work start.
-  for (const p of new Set(todo.map((r) => r.press))) {
-    if (p !== NO_PRESS) createPress(p, ratios[0], optionsByPress.get(p)!, seed).validate?.(loaded);
-  }
+  const firstRun = new Map<string, RunSpec>();
+  for (const r of todo) if (r.press !== NO_PRESS && !firstRun.has(r.press)) firstRun.set(r.press, r);
+  for (const [p, r] of firstRun) createPress(p, r.ratio, optionsByPress.get(p)!, seed, r.targetSize).validate?.(loaded);
   const task = makeTask(ds, loaded, { ...opts, onNotice: note });
+  // A decoding press that can never act on this task's answers would silently equal the baseline.
+  for (const r of todo) {
+    if (r.press === NO_PRESS || registry.get(r.press).phase === undefined || registry.get(r.press).phase === 'prefill') continue;
+    const why = task.decodingReach && cannotCompress(createPress(r.press, r.ratio, optionsByPress.get(r.press)!, seed, r.targetSize), task.decodingReach());
+    if (why) throw new EvalError(`${r.press}${r.targetSize === undefined ? '' : ` at target size ${r.targetSize}`} cannot compress ${ds.label}: ${why}`);
+  }
   mkdirSync(output, { recursive: true });
 
   const start = performance.now();
@@ -654,7 +434,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   let unitsDone = 0;
   for (const [k, run] of todo.entries()) {
     const t0 = performance.now();
-    const press = run.press === NO_PRESS ? null : createPress(run.press, run.ratio, optionsByPress.get(run.press)!, seed);
+    const press = run.press === NO_PRESS ? null : createPress(run.press, run.ratio, optionsByPress.get(run.press)!, seed, run.targetSize);
     const progress = (item: number) => {
       const elapsedMs = performance.now() - start;
       const done = unitsDone + item;
@@ -672,11 +452,11 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     mkdirSync(dir, { recursive: true });
     writeAtomic(join(dir, 'predictions.jsonl'), r.predictions.map((p) => JSON.stringify(p)).join('\n') + '\n');
     writeAtomic(join(dir, 'config.json'), json({
-      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
+      dataset: opts.dataset, model, modelPath: opts.model ?? null, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
       settings: settingsFor(run), backend: loaded.backend.name, planIndex: run.index, shard: opts.shard ?? null,
     }));
     const metrics: RunMetrics = {
-      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, queryAware, kvDtype: run.kvDtype,
+      dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
       items: r.predictions.length, scores: r.scores, scoreInfo: r.scoreInfo, seconds,
     };
     writeAtomic(join(dir, 'metrics.json'), json(metrics));

@@ -17,7 +17,7 @@ export interface ModelDescription {
   parameters: number;
   /** Bytes of tensor data as the GGUF file stores it (other formats: as loaded). */
   storedBytes: number;
-  /** Bytes the weights take once loaded (GGUF: f32, quantized tensors are dequantized at load for now). */
+  /** Bytes the weights take once loaded (GGUF: matrices as stored, vectors as f32). */
   loadedBytes: number;
 }
 
@@ -31,13 +31,14 @@ export async function describeModel(path: string): Promise<ModelDescription> {
     try {
       const c = ggufConfig(f);
       const tensorTypes: Record<string, number> = {};
-      let parameters = 0, storedBytes = 0;
+      let parameters = 0, storedBytes = 0, loadedBytes = 0;
       for (const t of f.tensors.values()) {
         tensorTypes[t.typeName] = (tensorTypes[t.typeName] ?? 0) + 1;
         parameters += t.elements;
         storedBytes += t.bytes;
+        loadedBytes += t.dims.length >= 2 ? t.bytes : 4 * t.elements;
       }
-      return { path, format: 'gguf', architecture: c.architecture, layers: c.numLayers, hiddenSize: c.hiddenSize, vocabSize: c.vocabSize, tensorTypes, parameters, storedBytes, loadedBytes: 4 * parameters };
+      return { path, format: 'gguf', architecture: c.architecture, layers: c.numLayers, hiddenSize: c.hiddenSize, vocabSize: c.vocabSize, tensorTypes, parameters, storedBytes, loadedBytes };
     } finally {
       f.close();
     }

@@ -10,6 +10,8 @@ export interface ForwardOptions {
   logits?: 'last' | 'all' | 'none';
   /** Called after each layer's attention to evict cache entries. */
   press?: Compressor | null;
+  /** Run even past maxPositionEmbeddings (see PrefillDone.forward). */
+  pastWindow?: boolean;
 }
 
 /** Activation buffers, allocated once and grown only when a longer pass or cache needs it. */
@@ -76,7 +78,7 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
   if (R === 0) throw new Error('forward: no tokens to process');
   if (cache.layers.length !== c.numLayers) throw new Error(`forward: cache has ${cache.layers.length} layers, the model ${c.numLayers}`);
   if (cache.layers.some((l) => l.numKvHeads !== c.numKvHeads || l.headDim !== c.headDim)) throw new Error(`forward: cache heads do not match the model's ${c.numKvHeads} KV heads of ${c.headDim}`);
-  if (cache.nextPosition + R > c.maxPositionEmbeddings) {
+  if (cache.nextPosition + R > c.maxPositionEmbeddings && !opts.pastWindow) {
     throw new Error(`${model.source}: ${cache.nextPosition + R} tokens exceed the model's context of ${c.maxPositionEmbeddings} positions`);
   }
   for (let r = 0; r < R; r++) {
@@ -84,6 +86,7 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
     if (!Number.isInteger(t) || t < 0 || t >= c.vocabSize) throw new Error(`forward: token id ${t} outside the vocabulary [0, ${c.vocabSize})`);
   }
   const keeps: (Int32Array[] | null)[] = new Array(c.numLayers).fill(null);
+  const isPrefill = cache.nextPosition === 0;
   cache.begin();
   let logits: Float32Array;
   try {
@@ -96,6 +99,14 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
   keeps.forEach((k, l) => k && cache.layers[l].keep(k));
   // After a compression no idle page stays: allocatedBytes ≤ bytes + one page per (layer, KV head).
   if (keeps.some((k) => k)) cache.pool.trim();
+  if (isPrefill && opts.press?.afterPrefill) {
+    try {
+      opts.press.afterPrefill({ model, cache, tokens, forward: (t, o) => void forward(model, ws, t, cache, { logits: 'none', ...o }) });
+    } catch (e) {
+      cache.truncate(0);
+      throw e;
+    }
+  }
   return logits;
 }
 
@@ -142,7 +153,7 @@ function pass(model: ModelParts & { weights: ModelWeights }, ws: Workspace, toke
     });
     // The press sees exactly this pass's rows and edits only what the cache keeps.
     if (opts.press) {
-      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim));
+      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens);
       const keep = opts.press.compress(ctx);
       if (keep) keeps[l] = lc.checkKeep(keep);
     }

@@ -15,6 +15,26 @@ export interface Compressor {
    * current entries), or nothing to leave the layer as it is.
    */
   compress(ctx: LayerContext): readonly ArrayLike<number>[] | null | undefined | void;
+  /**
+   * Called once after a prefill pass (one that started from an empty cache) has finished and its
+   * keeps are applied: for presses whose method needs whole extra passes of the model (KVCompose
+   * runs the context a second time). If it throws, the cache is emptied (as before the prefill).
+   */
+  afterPrefill?(done: PrefillDone): void;
+}
+
+/** What a compressor's afterPrefill receives. */
+export interface PrefillDone {
+  readonly model: ModelParts;
+  readonly cache: KVCache;
+  /** The prefill's tokens. */
+  readonly tokens: ArrayLike<number>;
+  /**
+   * Another forward pass over `cache` (no logits): `press` sees its layers as during any pass.
+   * `pastWindow` lets it run past the model's maxPositionEmbeddings (RoPE extends there), for
+   * scoring passes whose entries are dropped afterwards.
+   */
+  forward(tokens: ArrayLike<number>, opts: { press: Compressor; pastWindow?: boolean }): void;
 }
 
 /** The parts of a model a layer context reads. */
@@ -27,8 +47,13 @@ export interface ModelParts {
   readonly localRope?: Rope | null;
 }
 
+/** An activation of the pass, or how to compute it when a press first reads it (sub-contexts gather lazily). */
+export type Activation = Float32Array | (() => Float32Array);
+
 export class LayerContext {
   private preRope: Float32Array | null = null;
+  private hiddenStates: Activation;
+  private queryStates: Activation;
 
   constructor(
     readonly model: ModelParts,
@@ -38,13 +63,28 @@ export class LayerContext {
     readonly isPrefill: boolean,
     /** Tokens in this forward pass. */
     readonly rows: number,
-    /** [rows][hidden] attention-input hidden states (after the pre-attention RMSNorm). */
-    readonly hidden: Float32Array,
+    hidden: Activation,
     /** [rows] absolute positions of this pass's tokens. */
     readonly positions: Int32Array,
-    /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
-    readonly queries: Float32Array,
-  ) {}
+    queries: Activation,
+    /** [rows] token ids of this pass, where the caller knows them (presses that re-run the prompt, such as KVzip, need them). */
+    readonly tokens: ArrayLike<number> | null = null,
+  ) {
+    this.hiddenStates = hidden;
+    this.queryStates = queries;
+  }
+
+  /** [rows][hidden] attention-input hidden states (after the pre-attention RMSNorm). */
+  get hidden(): Float32Array {
+    if (typeof this.hiddenStates === 'function') this.hiddenStates = this.hiddenStates();
+    return this.hiddenStates;
+  }
+
+  /** [rows][numHeads·headDim] post-RoPE queries of this pass. */
+  get queries(): Float32Array {
+    if (typeof this.queryStates === 'function') this.queryStates = this.queryStates();
+    return this.queryStates;
+  }
 
   get config(): ModelConfig {
     return this.model.config;

@@ -7,7 +7,7 @@ import { loadLlama2cTokenizer } from '../tokenizer/llama2c.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { loadLlama2c } from './loaders/llama2c.js';
 import { Model } from './model.js';
-import type { WeightType } from './weights.js';
+import { WEIGHT_TYPES, WEIGHT_TYPES_TEXT, type WeightType } from './weights.js';
 
 export interface LoadOptions {
   /** Tokenizer file for a llama2.c checkpoint; default: a `tok*.bin`/`tokenizer.bin` beside it. */
@@ -47,20 +47,20 @@ export async function loadModel(path: string = defaultModelPath(), opts: LoadOpt
   if (typeof path !== 'string') throw new TypeError(`loadModel: path must be a string (a llama2.c .bin checkpoint or a Hugging Face directory), got ${path === null ? 'null' : typeof path}`);
   const p = resolve(path);
   const type = opts.weights ?? opts.decodeWeights;
-  if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
+  if (type !== undefined && !WEIGHT_TYPES.includes(type)) throw new Error(`weights must be ${WEIGHT_TYPES_TEXT}, got ${JSON.stringify(type)}`);
   if (!existsSync(p)) throw new Error(`${path}: no such file or directory`);
   if (statSync(p).isDirectory()) {
     if (opts.tokenizer !== undefined) throw new Error(`${path}: --tokenizer is for llama2.c checkpoints; a Hugging Face directory's tokenizer is its own tokenizer.json`);
     const { loadHfDirectory } = await import('./loaders/hf-dir.js');
-    const { config, weights, tokenizer } = await loadHfDirectory(p, type);
-    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype });
+    const { config, weights, tokenizer, precision } = await loadHfDirectory(p, type);
+    return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
   if (p.toLowerCase().endsWith('.gguf')) {
     const { loadGguf } = await import('./loaders/gguf-model.js');
-    const { config, weights, tokenizer, precision } = loadGguf(p);
+    const { config, weights, tokenizer, precision } = loadGguf(p, type);
     return new Model(config, weights, { backend: opts.backend, tokenizer, source: path, weights: type, kvDtype: opts.kvDtype, precision });
   }
-  const { config, weights } = loadLlama2c(p);
+  const { config, weights } = loadLlama2c(p, type);
   const tokPath = opts.tokenizer ?? findTokenizerBeside(p, config.vocabSize);
   let tokenizer: Tokenizer | null = null;
   if (tokPath) tokenizer = loadLlama2cTokenizer(tokPath, config.vocabSize);

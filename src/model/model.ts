@@ -7,7 +7,7 @@ import { validateConfig, type ModelConfig } from './config.js';
 import { forward, Workspace, type ForwardOptions } from './forward.js';
 import type { ModelParts } from './layer-context.js';
 import { Rope } from './rope.js';
-import { convertWeights, validateWeights, weightsType, type LayerWeights, type ModelWeights, type WeightType } from './weights.js';
+import { convertWeights, validateWeights, WEIGHT_TYPES, WEIGHT_TYPES_TEXT, weightsType, type LayerWeights, type ModelWeights, type WeightType } from './weights.js';
 
 export interface ModelOptions {
   /** Kernels to run on; the TypeScript reference when omitted. */
@@ -52,7 +52,7 @@ export class Model implements ModelParts {
     validateConfig(config, this.source);
     validateWeights(config, weights, this.source);
     const type = opts.weights ?? opts.decodeWeights;
-    if (type !== undefined && type !== 'f32' && type !== 'bf16') throw new Error(`${this.source}: weights must be 'f32' or 'bf16', got ${JSON.stringify(type)}`);
+    if (type !== undefined && !WEIGHT_TYPES.includes(type)) throw new Error(`${this.source}: weights must be ${WEIGHT_TYPES_TEXT}, got ${JSON.stringify(type)}`);
     this.weights = type ? convertWeights(config, weights, type) : weights;
     this.weightsType = weightsType(this.weights);
     this.backend = opts.backend ?? new JsBackend();
@@ -71,7 +71,7 @@ export class Model implements ModelParts {
   /** An empty paged cache in the model's kvDtype (or opts.dtype). */
   newCache(opts: CacheOptions = {}): KVCache {
     if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw new TypeError(`newCache: options must be an object like { dtype: 'f16', pageEntries: 64 }, got ${String(opts)}`);
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, ...opts });
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, { dtype: this.kvDtype, memory: this.backend.pageMemory, ...opts });
   }
 
   /**

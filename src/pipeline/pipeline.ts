@@ -90,6 +90,7 @@ export class Pipeline {
    */
   compress(context: string, opts: ContextOptions & { reserve?: number } = {}): CompressedContext {
     checkContext(context);
+    if (opts.press?.setQuestionLength) throw new PipelineError(`${opts.press.name} compresses the context with its question: pass the question with the context (run), not afterwards`);
     const parts = promptParts(this.tokenizer, context, { enableThinking: opts.enableThinking });
     const { ids, truncatedFrom } = this.contextIds(parts.context, parts.bos, opts.maxContextLength, opts.reserve ?? 0);
     return this.prefill(ids, truncatedFrom, parts.questionSuffix, opts);
@@ -134,28 +135,38 @@ export class Pipeline {
     const maxNew = opts.maxNewTokens ?? 50;
     if (!Number.isInteger(maxNew) || maxNew < 0) throw new PipelineError(`maxNewTokens must be an integer ≥ 0, got ${opts.maxNewTokens}`);
 
+    // A press that reads the question (Finch) gets each question's tokens after the context, tokenized
+    // apart (as kvpress's delimiter token splits them), and is told how many there are.
+    const reader = press?.setQuestionLength ? press : null;
+    if (reader && questions.some((q) => q.trim() === '')) throw new PipelineError(`${press!.name} compresses the context with its question: give a non-empty question`);
+    const queryAware = opts.queryAware || reader !== null;
     // Each query-aware question is compressed with its own context; otherwise one compression.
-    const contexts = opts.queryAware ? questions.map((q) => opts.context + q) : [opts.context];
-    const asked = opts.queryAware ? questions.map(() => '') : questions;
+    const contexts = queryAware ? questions.map((q) => (reader ? opts.context : opts.context + q)) : [opts.context];
+    const asked = queryAware ? questions.map(() => '') : questions;
     const measures: CompressionMeasure[] = [];
     const records: AnswerRecord[] = [];
     let compressed: CompressedContext | null = null;
     let qIds: number[][] = [];
     for (let i = 0; i < questions.length; i++) {
-      if (i === 0 || opts.queryAware) {
+      if (i === 0 || queryAware) {
         const parts = promptParts(this.tokenizer, contexts[i], { enableThinking: opts.enableThinking });
-        qIds = (opts.queryAware ? [asked[i]] : asked).map((q) => questionIds(this.tokenizer, q, parts.questionSuffix, opts.answerPrefix));
+        qIds = (queryAware ? [asked[i]] : asked).map((q) => questionIds(this.tokenizer, q, parts.questionSuffix, opts.answerPrefix));
+        const read = reader ? this.tokenizer.encode(questions[i], { bos: false }) : [];
         const longest = Math.max(...qIds.map((q) => q.length));
         // A context too long for the window is truncated so that the question fits, and the
         // answer gets its tokens up to a quarter of the window.
-        const reserve = longest + Math.min(maxNew, Math.floor(this.model.config.maxPositionEmbeddings / 4));
+        const reserve = longest + read.length + Math.min(maxNew, Math.floor(this.model.config.maxPositionEmbeddings / 4));
         const { ids, truncatedFrom } = this.contextIds(parts.context, parts.bos, opts.maxContextLength, reserve);
+        if (reader) {
+          reader.setQuestionLength!(read.length);
+          ids.push(...read);
+        }
         // Fail before the prefill: the questions continue at the uncompressed context length.
         qIds.forEach((q) => checkQuestionFits(q.length, ids.length, this.model.config.maxPositionEmbeddings));
         compressed = this.prefill(ids, truncatedFrom, parts.questionSuffix, opts);
         measures.push(compressed.measure);
       }
-      records.push(yield* compressed!.answerIdsSteps(i, qIds[opts.queryAware ? 0 : i], opts));
+      records.push(yield* compressed!.answerIdsSteps(i, qIds[queryAware ? 0 : i], opts));
     }
     const stats = pipelineStats(press, measures, records.map((r) => r.stats));
     press?.reset?.();
@@ -197,6 +208,12 @@ export class Pipeline {
         }
         opts.onLayer?.(ctx.layer + 1, layers);
         return keep;
+      },
+      afterPrefill(done) {
+        if (!prefillPress?.afterPrefill) return;
+        const t = now();
+        prefillPress.afterPrefill(done);
+        pressMs += now() - t;
       },
     };
     const cache = model.newCache();

@@ -177,23 +177,7 @@ export function subContext(ctx: LayerContext, rows: Int32Array): LayerContext {
   const sub = ctx.cache.subset(rows);
   const kv = new KVCache(ctx.kvCache.layers.length, c.numKvHeads, hd, sub.pool);
   kv.layers[ctx.layer] = sub;
-  const none = new Float32Array(0);
-  const out = new LayerContext(ctx.model, ctx.layer, kv, true, n, none, pick(ctx.positions, 1), none);
-  defer(out, 'hidden', () => pick(ctx.hidden, D));
-  defer(out, 'queries', () => pick(ctx.queries, qd));
-  return out;
-}
-
-/** Replaces a field of `obj` by a getter that computes it on first read and then stores it. */
-function defer<T extends object>(obj: T, key: keyof T, compute: () => unknown): void {
-  Object.defineProperty(obj, key, {
-    configurable: true,
-    get() {
-      const value = compute();
-      Object.defineProperty(obj, key, { value, configurable: true });
-      return value;
-    },
-  });
+  return new LayerContext(ctx.model, ctx.layer, kv, true, n, () => pick(ctx.hidden, D), pick(ctx.positions, 1), () => pick(ctx.queries, qd));
 }
 
 /** Throws unless the layer's cache holds exactly this pass's tokens (every head: rows entries). */

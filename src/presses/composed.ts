@@ -1,5 +1,4 @@
 import type { LayerContext, ModelParts } from '../model/layer-context.js';
-import { ObservedAttentionPress } from './observed-attention.js';
 import { PressError, requirePress, type KeepIndices, type Press } from './press.js';
 
 /**
@@ -8,8 +7,8 @@ import { PressError, requirePress, type KeepIndices, type Press } from './press.
  * press that scores from them after a pruning press scores the survivors with the full pass's
  * queries (the window attention is masked by position, so it stays causal). The overall ratio is
  * 1 − Π(1 − r_i). kvpress forbids AdaKV inside (it only masks); with real eviction it composes like
- * any other press. ObservedAttention stays forbidden: it needs the full pass's attention over an
- * unpruned cache.
+ * any other press. A press that declares `needsWholePass` (ObservedAttention: the full pass's
+ * attention over an unpruned cache) stays forbidden.
  */
 export class ComposedPress implements Press {
   readonly name: string;
@@ -18,7 +17,8 @@ export class ComposedPress implements Press {
   constructor(presses: readonly Press[]) {
     if (!Array.isArray(presses) || presses.length === 0) throw new PressError('ComposedPress needs a non-empty array of presses');
     presses.forEach((p, i) => requirePress(p, `ComposedPress (entry ${i})`));
-    if (presses.some((p) => p instanceof ObservedAttentionPress)) throw new Error('ComposedPress cannot contain ObservedAttentionPress');
+    const whole = presses.find((p) => p.needsWholePass);
+    if (whole) throw new Error(`ComposedPress cannot contain ${whole.constructor.name} (${whole.name}): it needs the whole pass over an unpruned cache`);
     this.presses = [...presses];
     this.name = `composed(${presses.map((p) => p.name).join(',')})`;
   }

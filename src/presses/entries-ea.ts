@@ -2,21 +2,14 @@ import { AdaKVPress } from './adakv.js';
 import { CriticalAdaKVPress, CriticalKVPress } from './critical.js';
 import { CompressionRatioDecodingPress, DecodingPress, PrefillDecodingPress, type DecodingOptions } from './decoding.js';
 import { ExpectedAttentionStatsPress } from './expected-attention-stats.js';
-import { ExpectedAttentionPress, type EaPositions, type EaPrecision, type ExpectedAttentionOptions } from './expected-attention.js';
+import { eaOptions, ExpectedAttentionPress, type ExpectedAttentionOptions } from './expected-attention.js';
+import { withDefaults } from './options.js';
 import type { Press } from './press.js';
 import type { OptionSpec, OptionValues, PressEntry } from './registry.js';
 
-/** Expected Attention's options (spec §2.1), with per-entry defaults. */
-function eaOptions(defaults: { epsilon?: number; useVnorm?: boolean } = {}): Record<string, OptionSpec> {
-  return {
-    nFuturePositions: { type: 'integer', default: 512, min: 1, description: 'future positions the RoPE rotation is averaged over' },
-    nSink: { type: 'integer', default: 4, min: 0, description: 'leading tokens left out of the statistics and always kept' },
-    useCovariance: { type: 'boolean', default: true, description: 'include the covariance term kᵀΣ̄k/(2d)' },
-    useVnorm: { type: 'boolean', default: defaults.useVnorm ?? true, description: 'weight probabilities by the value norm, (p + epsilon)·‖v‖' },
-    epsilon: { type: 'number', default: defaults.epsilon ?? 0, min: 0, description: 'added to the probabilities before the value-norm weighting' },
-    positions: { type: 'string', default: 'compat', values: ['compat', 'absolute'], description: 'future positions in decoding: compat = as the Python library, absolute = the true next positions' },
-    precision: { type: 'string', default: 'float64', values: ['float64', 'mixed'], description: 'covariance and kᵀΣ̄k: float64 loops, or float32 GEMM blocks reduced in float64 (faster)' },
-  };
+/** Expected Attention's options with other defaults for a registered configuration. */
+function eaOptionsWith(defaults: { epsilon?: number; useVnorm?: boolean } = {}): Record<string, OptionSpec> {
+  return withDefaults(eaOptions, defaults);
 }
 
 const alphaOption: Record<string, OptionSpec> = {
@@ -40,12 +33,11 @@ function ea(ratio: number, o: OptionValues): ExpectedAttentionPress {
   return new ExpectedAttentionPress(ratio, eaOpts(o));
 }
 
+/** The EA options among a composed entry's values (the others belong to the wrappers). */
 function eaOpts(o: OptionValues): ExpectedAttentionOptions {
-  return {
-    nFuturePositions: o.nFuturePositions as number, nSink: o.nSink as number, useCovariance: o.useCovariance as boolean,
-    useVnorm: o.useVnorm as boolean, epsilon: o.epsilon as number, positions: o.positions as EaPositions,
-    precision: o.precision as EaPrecision,
-  };
+  const out: OptionValues = {};
+  for (const k of Object.keys(eaOptions)) out[k] = o[k];
+  return out as ExpectedAttentionOptions;
 }
 
 function decOpts(o: OptionValues): DecodingOptions {
@@ -62,19 +54,19 @@ export const eaEntries: PressEntry[] = [
   {
     name: 'expected_attention',
     description: 'Expected Attention (arXiv 2510.00636): expected softmax attention of future queries modelled as a Gaussian, × value norm',
-    options: eaOptions(),
+    options: eaOptions,
     create: (r, o) => ea(r, o),
   },
   {
     name: 'adakv_expected_attention',
     description: 'AdaKV over Expected Attention: head-adaptive budgets (real per-head eviction)',
-    options: { ...eaOptions(), ...alphaOption },
+    options: { ...eaOptions, ...alphaOption },
     create: (r, o) => new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number),
   },
   {
     name: 'adakv_expected_attention_e2',
     description: 'AdaKV over Expected Attention with epsilon 1e-2: the leaderboard configuration',
-    options: { ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
+    options: { ...eaOptionsWith({ epsilon: 1e-2 }), ...alphaOption },
     create: (r, o) => new AdaKVPress(ea(r, o), r, o.alphaSafeguard as number),
   },
   {
@@ -82,7 +74,7 @@ export const eaEntries: PressEntry[] = [
     description: 'Expected Attention with query statistics from `kvpress calibrate` (option stats)',
     options: {
       stats: { type: 'string', default: '', description: 'query statistics file (.json or .safetensors) written by `kvpress calibrate`' },
-      ...eaOptions(),
+      ...eaOptions,
     },
     create: (r, o) => {
       const file = o.stats as string;
@@ -93,13 +85,13 @@ export const eaEntries: PressEntry[] = [
   {
     name: 'critical_expected_attention',
     description: 'CriticalKV over Expected Attention (useVnorm off): two stages, the second weighted by ‖W_O v‖₁',
-    options: { ...eaOptions({ useVnorm: false }), ...criticalOptions },
+    options: { ...eaOptionsWith({ useVnorm: false }), ...criticalOptions },
     create: (r, o) => new CriticalKVPress(ea(r, o), r, { epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number }),
   },
   {
     name: 'critical_adakv_expected_attention',
     description: 'CriticalAdaKV over Expected Attention (useVnorm off): head-adaptive budgets and ‖W_O v‖₁ weighting',
-    options: { ...eaOptions({ useVnorm: false }), ...criticalOptions, ...alphaOption },
+    options: { ...eaOptionsWith({ useVnorm: false }), ...criticalOptions, ...alphaOption },
     create: (r, o) => new CriticalAdaKVPress(ea(r, o), r, {
       epsilon: o.criticalEpsilon as number, firstStageRatio: o.firstStageRatio as number, alphaSafeguard: o.alphaSafeguard as number,
     }),
@@ -108,7 +100,7 @@ export const eaEntries: PressEntry[] = [
     name: 'decoding_expected_attention',
     phase: 'decoding',
     description: 'Expected Attention during generation: every compressionInterval steps, back to targetSize entries per head',
-    options: { ...decodingOptions(true), ...eaOptions() },
+    options: { ...decodingOptions(true), ...eaOptions },
     create: (r, o) => {
       noRatio(r);
       return new DecodingPress(ea(0, o), decOpts(o));
@@ -118,7 +110,7 @@ export const eaEntries: PressEntry[] = [
     name: 'decoding_adakv_expected_attention_e2',
     phase: 'decoding',
     description: 'AdaKV over Expected Attention (epsilon 1e-2) during generation',
-    options: { ...decodingOptions(true), ...eaOptions({ epsilon: 1e-2 }), ...alphaOption },
+    options: { ...decodingOptions(true), ...eaOptionsWith({ epsilon: 1e-2 }), ...alphaOption },
     create: (r, o) => {
       noRatio(r);
       return new DecodingPress(new AdaKVPress(ea(0, o), 0, o.alphaSafeguard as number), decOpts(o));
@@ -128,14 +120,14 @@ export const eaEntries: PressEntry[] = [
     name: 'prefill_decoding_expected_attention',
     phase: 'both',
     description: 'Expected Attention at the ratio on the prompt, then during generation as decoding_expected_attention',
-    options: { ...decodingOptions(true), ...eaOptions() },
+    options: { ...decodingOptions(true), ...eaOptions },
     create: (r, o) => new PrefillDecodingPress(ea(r, o), new DecodingPress(ea(0, o), decOpts(o))),
   },
   {
     name: 'compression_ratio_decoding_expected_attention',
     phase: 'decoding',
     description: 'Expected Attention during generation keeping (1 − ratio) of every token seen so far',
-    options: { ...decodingOptions(false), ...eaOptions() },
+    options: { ...decodingOptions(false), ...eaOptions },
     create: (r, o) => new CompressionRatioDecodingPress(ea(0, o), r, decOpts(o)),
   },
 ];

@@ -13,6 +13,14 @@ import { nonCausalAttnEntry } from './non-causal-attn.js';
 import { simLayerKVEntry } from './sim-layer-kv.js';
 import { thinkEntry } from './think.js';
 import { duoAttentionEntry } from './duo-attention.js';
+import { kvzipEntry } from './kvzip.js';
+import { kvzapEntry } from './kvzap.js';
+import { fastKVzipEntry } from './fast-kvzip.js';
+import { restoreKVEntry } from './restore-kv.js';
+import { finchEntry } from './finch.js';
+import { kvComposeEntry } from './kv-compose.js';
+import { camWrapper } from './cam.js';
+import { lukvWrapper } from './lukv.js';
 import type { Press } from './press.js';
 import { PressRegistry } from './registry.js';
 
@@ -47,6 +55,16 @@ export { NonCausalAttnPress } from './non-causal-attn.js';
 export { SimLayerKVPress } from './sim-layer-kv.js';
 export { ThinKPress } from './think.js';
 export { DuoAttentionPress, calibrateDuoPatterns, readDuoPatterns, writeDuoPatterns, type DuoPatterns } from './duo-attention.js';
+export { KVzipPress, lowestOut, type KVzipOptions } from './kvzip.js';
+export { kvzipScores, repeatChunks, REPEAT_PROMPT, REPEAT_PART_PROMPT, type KVzipScoreOptions, type RepeatChunk } from './kvzip-scores.js';
+export { KVzapPress } from './kvzap.js';
+export { RestoreKVPress, readRestoreAssets, type RestoreAssets } from './restore-kv.js';
+export { FastKVzipPress, gateLoss, gateScores, readGates, trainGates, writeGates, type Gates, type GateLayer, type GateTrainOptions } from './fast-kvzip.js';
+export { collectSurrogateData, predictSurrogate, readSurrogate, surrogateLoss, trainSurrogate, writeSurrogate, type KVzipSurrogate, type SurrogateData, type TrainOptions } from './kvzip-surrogate.js';
+export { FinchPress } from './finch.js';
+export { KVComposePress } from './kv-compose.js';
+export { CAMPress } from './cam.js';
+export { LUKVPress, calibrateLukvBudgets, readLukvBudgets, writeLukvBudgets, type LukvBudgets } from './lukv.js';
 export { defineOptions, resolveOptions, type OptionsOf, type OptionSpecs } from './options.js';
 export { ScorerPress, topK } from './scorer.js';
 export { PressError, checkRatio, phaseOf, type KeepIndices, type Press, type PressPhase, type ScoreObserver } from './press.js';
@@ -57,7 +75,11 @@ export { readQueryStats, writeQueryStats, kvHeadFilters, type LayerQueryStats, t
 export const presses = new PressRegistry().register(
   ...eaEntries, ...baselineEntries, nonCausalAttnEntry, leverageScoreEntry, compactorEntry, curEntry, capEntry, simLayerKVEntry,
   thinkEntry, duoAttentionEntry,
-).registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper);
+)
+  .register(kvzipEntry, kvzapEntry, fastKVzipEntry, restoreKVEntry)
+  .register(finchEntry, kvComposeEntry)
+  .registerWrapper(chunkKVWrapper, dmsWrapper, mergingWrapper)
+  .registerWrapper(camWrapper, lukvWrapper);
 
 /**
  * A press by registry name: `createPress('expected_attention', 0.5, { epsilon: 0.01 })`. Options

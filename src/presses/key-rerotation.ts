@@ -30,7 +30,7 @@ export class KeyRerotationPress extends ScorerWrapper {
  * Moves entry idx[i] of KV head g from its stored position p to position i: RoPE is a rotation by
  * p·θ_j in each (j, j + d/2) plane, so rotating by (i − p)·θ_j lands on i·θ_j. Angles in float64.
  */
-function rerotate(ctx: LayerContext, g: number, idx: Int32Array): void {
+export function rerotate(ctx: LayerContext, g: number, idx: Int32Array): void {
   const hd = ctx.config.headDim, half = hd / 2, inv = ctx.rope.invFreq, cache = ctx.cache;
   const K = cache.headKeys(g), P = cache.headPositions(g).slice(), key = new Float32Array(hd);
   for (let i = 0; i < idx.length; i++) {

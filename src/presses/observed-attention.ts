@@ -13,6 +13,7 @@ import { ScorerPress } from './scorer.js';
  */
 export class ObservedAttentionPress extends ScorerPress {
   readonly name = 'observed_attention';
+  readonly needsWholePass = true;
 
   score(ctx: LayerContext): Float64Array[] {
     const G = ctx.config.numHeads / ctx.config.numKvHeads;

@@ -78,7 +78,7 @@ export function coerceOption(who: string, key: string, spec: OptionSpec, raw: un
       const integer = spec.type === 'integer';
       const min = spec.min ?? -Infinity, max = spec.max ?? Infinity, open = spec.type === 'number' && spec.exclusiveMin === true;
       if (!Number.isFinite(x) || (integer && !Number.isInteger(x)) || (open ? x <= min : x < min) || x > max) {
-        throw bad(`${integer ? 'an integer' : 'a number'}${min > -Infinity ? ` ${open ? '>' : '≥'} ${min}` : ''}${max < Infinity ? ` and ≤ ${max}` : ''}`);
+        throw bad(`${integer ? 'an integer' : 'a finite number'}${min > -Infinity ? ` ${open ? '>' : '≥'} ${min}` : ''}${max < Infinity ? ` and ≤ ${max}` : ''}`);
       }
       return x;
     }

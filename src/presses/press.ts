@@ -35,6 +35,8 @@ export interface Press extends Compressor {
   name: string;
   /** When it acts (see PressPhase); 'prefill' when absent. */
   readonly phase?: PressPhase;
+  /** True when the press must see the whole pass over an unpruned cache (ComposedPress refuses it). */
+  readonly needsWholePass?: boolean;
   /** Fraction of entries to remove, in [0, 1). Derived for some wrappers. */
   compressionRatio: number;
   /** Optional observer of the scores (scorer presses and wrappers forward it). */
@@ -48,6 +50,11 @@ export interface Press extends Compressor {
   validate?(model: ModelParts): void;
   /** Forgets the state kept between forward passes (decoding presses); a no-op for the others. */
   reset?(): void;
+  /**
+   * Presses that read the question (Finch): the pipeline appends the question's n tokens to the
+   * context it prefills and calls this first. Absent on query-agnostic presses.
+   */
+  setQuestionLength?(n: number): void;
 }
 
 /** Throws a one-line error unless 0 ≤ ratio < 1. */

@@ -26,6 +26,8 @@ export interface WrapperEntry {
   prefix: string;
   description: string;
   options: Record<string, OptionSpec>;
+  /** When the composed press acts, if not when its scorer does (CaM: decoding). */
+  phase?: PressPhase;
   wrap(inner: ScorerPress, compressionRatio: number, options: OptionValues): Press;
 }
 
@@ -56,7 +58,7 @@ export class PressRegistry {
         name,
         description: `${w.description}, over ${innerName}`,
         options: { ...inner.options, ...w.options },
-        phase: inner.phase,
+        phase: w.phase ?? inner.phase,
         create: (r, o) => {
           const innerValues: OptionValues = {}, own: OptionValues = {};
           for (const [k, v] of Object.entries(o)) (k in w.options ? own : innerValues)[k] = v;

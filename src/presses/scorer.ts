@@ -56,16 +56,32 @@ export const recentFirst = (T: number): TieRank => (i) => T - 1 - i;
 
 /**
  * Indices of the k largest scores, ascending. Ties go to the lower `rank` (default: the lower
- * index); NaN ranks lowest. O(T log T); T is at most the context length.
+ * index); NaN ranks lowest. The k-th largest value comes from a native sort of a copy; only the
+ * entries tied with it are ordered by rank.
  */
 export function topK(scores: ArrayLike<number>, k: number, rank: TieRank | null = null): Int32Array {
   const n = scores.length;
   if (k >= n) return Int32Array.from({ length: n }, (_, i) => i);
-  const order = Int32Array.from({ length: n }, (_, i) => i);
-  const key = (i: number) => (Number.isNaN(scores[i]) ? -Infinity : scores[i]);
-  order.sort((a, b) => {
-    const d = key(b) - key(a);
-    return d > 0 ? 1 : d < 0 ? -1 : rank ? rank(a) - rank(b) || a - b : a - b;
-  });
-  return order.subarray(0, Math.max(0, k)).sort();
+  if (k <= 0) return new Int32Array(0);
+  const key = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = scores[i];
+    key[i] = v !== v ? -Infinity : v;
+  }
+  // The k-th largest; −0 and +0 compare equal, so both count as ties of a zero threshold.
+  const v = key.slice().sort()[n - k];
+  let need = k;
+  for (let i = 0; i < n; i++) if (key[i] > v) need--;
+  const take = new Uint8Array(n);
+  if (rank) {
+    const tied: number[] = [];
+    for (let i = 0; i < n; i++) if (key[i] === v) tied.push(i);
+    tied.sort((a, b) => rank(a) - rank(b) || a - b);
+    for (let j = 0; j < need; j++) take[tied[j]] = 1;
+  } else {
+    for (let i = 0; i < n && need > 0; i++) if (key[i] === v) { take[i] = 1; need--; }
+  }
+  const out = new Int32Array(k);
+  for (let i = 0, o = 0; i < n; i++) if (key[i] > v || take[i]) out[o++] = i;
+  return out;
 }

@@ -1,3 +1,4 @@
+import type { KVCache } from '../cache/kv-cache.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { Sampler, type SamplingOptions } from '../pipeline/sampler.js';
@@ -26,6 +27,8 @@ export interface PrefillMeasure {
 export interface StepOptions extends SamplingOptions {
   maxNewTokens?: number;
   press?: Press | null;
+  /** The set of caches in use: the generation's cache is in it while it runs. */
+  caches?: Set<KVCache>;
 }
 
 /**
@@ -74,6 +77,11 @@ export class Generation {
         this.pressMs += performance.now() - t;
         return keep;
       },
+      afterPrefill: (done) => {
+        const t = performance.now();
+        press.afterPrefill?.(done);
+        this.pressMs += performance.now() - t;
+      },
     };
     press?.validate?.(model);
     press?.reset?.();
@@ -95,6 +103,7 @@ export class Generation {
 
     const stream = tok ? new TokenStream(tok) : null;
     this.finishReason = 'length';
+    opts.caches?.add(cache);
     try {
       for (let i = 0; i < steps; i++) {
         // Sampled before yielding: the logits view is reused by other requests' forward passes.
@@ -110,6 +119,7 @@ export class Generation {
     } finally {
       // Finished or cancelled: the pages go back to the pool at once instead of waiting for the GC.
       cache.dispose();
+      opts.caches?.delete(cache);
     }
   }
 }

@@ -10,7 +10,7 @@ export class Metrics {
   readonly ttft: Histogram;
   readonly tokensPerSecond: Histogram;
 
-  constructor(gauges: { queueDepth(): number; contexts(): number; contextBytes(): number; contextBytesSaved(): number }) {
+  constructor(gauges: { kvAllocatedBytes(): number; queueDepth(): number; contexts(): number; contextBytes(): number; contextBytesSaved(): number }) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'kvpress_' });
     this.requests = new Counter({ name: 'kvpress_requests_total', help: 'HTTP requests answered, by route and status', labelNames: ['route', 'status'], registers });
@@ -22,6 +22,7 @@ export class Metrics {
     new Gauge({ name: 'kvpress_queue_depth', help: 'Requests admitted and not finished', registers, collect() { this.set(gauges.queueDepth()); } });
     new Gauge({ name: 'kvpress_contexts', help: 'Compressed contexts held', registers, collect() { this.set(gauges.contexts()); } });
     new Gauge({ name: 'kvpress_kv_bytes_held', help: 'KV bytes allocated by the compressed contexts held', registers, collect() { this.set(gauges.contextBytes()); } });
+    new Gauge({ name: 'kvpress_kv_allocated_bytes', help: 'KV bytes allocated by the contexts and the answers in flight, a page shared by a context and its answers counted once', registers, collect() { this.set(gauges.kvAllocatedBytes()); } });
     new Gauge({ name: 'kvpress_kv_bytes_saved', help: 'KV bytes the presses removed from the contexts held', registers, collect() { this.set(gauges.contextBytesSaved()); } });
   }
 }

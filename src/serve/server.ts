@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { KVCache } from '../cache/kv-cache.js';
 import { pressScores } from '../cli/commands/scores.js';
 import { packageRoot } from '../model/load.js';
 import type { Model } from '../model/model.js';
@@ -10,6 +11,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ContextStore, type StoredContext } from './contexts.js';
 import { Generation, type StepToken } from './decode.js';
 import { ApiError } from './errors.js';
+import { heldBytes, WatchedCache } from './kv-held.js';
 import { Metrics } from './metrics.js';
 import { chatPromptIds, messageText, type ChatMessage } from './prompt.js';
 import { Scheduler, type Task } from './scheduler.js';
@@ -35,6 +37,8 @@ export interface KvpressServer {
   scheduler: Scheduler;
   contexts: ContextStore;
   metrics: Metrics;
+  /** KV bytes allocated by the contexts and the answers in flight, each shared page once (see heldBytes). */
+  kvAllocatedBytes(): number;
   /** Stops admitting requests, lets those in flight finish (cancelled after `graceMs`), closes the server. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -72,6 +76,8 @@ interface KvUsage {
   kv_bytes_after: number;
   prefill_ms: number;
   press_ms: number;
+  /** A context answer's question prefill: its forward pass over the compressed context, in this request. */
+  question_ms?: number;
 }
 
 /** One request's answer, one step at a time. */
@@ -87,6 +93,8 @@ interface Answer {
 }
 
 const MiB = 2 ** 20;
+/** How long a stream gathers chunks before writing them out (after its first chunk, sent at once). */
+const FLUSH_MS = 10;
 /** Where the page's static files live in the package (shipped as they are, no build step). */
 export const PUBLIC_DIR = join(packageRoot(), 'src', 'serve', 'public');
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
@@ -100,7 +108,11 @@ export function createServer(opts: ServerOptions): KvpressServer {
   const window = model.config.maxPositionEmbeddings;
   const scheduler = new Scheduler(opts.maxQueue ?? 64);
   const contexts = new ContextStore(opts.maxContextMemory ?? 256 * MiB);
+  /** The caches the answers in flight write to (context answers' clones, plain requests' own). */
+  const answerCaches = new Set<KVCache>();
+  const kvAllocatedBytes = () => heldBytes([...contexts.list().map((c) => c.context.cache), ...answerCaches]);
   const metrics = new Metrics({
+    kvAllocatedBytes,
     queueDepth: () => scheduler.depth,
     contexts: () => contexts.size,
     contextBytes: () => contexts.allocatedBytes,
@@ -282,7 +294,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
     const press = pressFromBody(kv);
     const ids = chat ? chatPromptIds(tok!, body.messages!) : tok!.encode(text, { bos: true });
     if (ids.length > window) throw new ApiError(400, `the prompt has ${ids.length} tokens, more than the model's window of ${window}`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
-    const gen = new Generation(model, ids, { maxNewTokens: maxTokens ?? window, press, ...sampling });
+    const gen = new Generation(model, ids, { maxNewTokens: maxTokens ?? window, press, caches: answerCaches, ...sampling });
     return {
       step: () => gen.step(),
       stop: () => gen.stop(),
@@ -314,19 +326,26 @@ export function createServer(opts: ServerOptions): KvpressServer {
     if (ids.length > room) throw new ApiError(400, `the question takes ${ids.length} tokens but only ${room} positions remain after the ${base.contextEnd}-position context (model window ${window})`, 'messages', 'context_length_exceeded');
     const limit = Math.min(maxTokens ?? window, room - ids.length + 1);
     let steps: Generator<TokenEvent, AnswerRecord> | null = null;
-    let count = 0, full = '';
+    let count = 0, full = '', questionMs = 0;
+    const caches: KVCache[] = [];
+    const release = () => caches.forEach((c) => answerCaches.delete(c));
     return {
       step() {
-        steps ??= new CompressedContext(model, tk, base.cache.clone(), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
+        steps ??= new CompressedContext(model, tk, new WatchedCache(base.cache, (c) => (caches.push(c), answerCaches.add(c))), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
         const r = steps.next();
         if (r.done) {
+          release();
           full = r.value.text;
+          questionMs = r.value.stats.questionMs;
           return null;
         }
         count++;
         return { id: r.value.id, text: r.value.text };
       },
-      stop: () => void steps?.return(undefined as never),
+      stop() {
+        steps?.return(undefined as never);
+        release();
+      },
       promptTokens: ids.length,
       completionTokens: () => count,
       finishReason: () => (count >= limit ? 'length' : 'stop'),
@@ -334,7 +353,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       usage: () => ({
         press: stored.press, compression_ratio: stored.compressionRatio, context_id: stored.id,
         entries_kept: stored.kept, entries: stored.entries, kv_bytes_before: stored.bytesBefore, kv_bytes_after: stored.bytes,
-        prefill_ms: stored.prefillMs, press_ms: stored.pressMs,
+        prefill_ms: stored.prefillMs, press_ms: stored.pressMs, question_ms: questionMs,
       }),
     };
   }
@@ -439,28 +458,40 @@ export function createServer(opts: ServerOptions): KvpressServer {
       });
       const res = reply.raw;
       let ended = false;
-      // Chunks written within one turn of the event loop go out in one syscall.
-      let corked = false;
-      const write = (obj: unknown) => {
-        if (ended) return;
-        if (!corked) {
-          corked = true;
-          res.cork();
-          setImmediate(() => {
-            corked = false;
-            res.uncork();
-          });
-        }
-        res.write(`data: ${JSON.stringify(obj)}\n\n`);
+      // Events are gathered in a string and written out together: the first token at the next
+      // turn of the event loop, later ones every FLUSH_MS (one write to the socket costs about
+      // as much as a stories260K decode step).
+      let pending = '', scheduled = false, tokensSent = 0;
+      const flush = () => {
+        scheduled = false;
+        if (ended || pending === '') return;
+        res.write(pending);
+        pending = '';
       };
+      const send = (event: string) => {
+        if (ended) return;
+        pending += `data: ${event}\n\n`;
+        if (scheduled) return;
+        scheduled = true;
+        if (tokensSent === 0) setImmediate(flush);
+        else setTimeout(flush, FLUSH_MS);
+      };
+      const write = (obj: unknown) => send(JSON.stringify(obj));
+      // A token's event is its text's JSON between a fixed head and tail: no chunk object is
+      // built and stringified per token.
+      const [tokenHead, tokenTail] = JSON.stringify(chunk('\u0000', null)).split('"\\u0000"');
       // The status line went out with the first chunk; a later failure is an error event.
       const end = () => {
         if (ended) return;
-        res.end('data: [DONE]\n\n');
+        res.end(`${pending}data: [DONE]\n\n`);
+        pending = '';
         ended = true;
       };
       const sink = {
-        token: (text: string) => write(chunk(text, null)),
+        token(text: string) {
+          send(tokenHead + JSON.stringify(text) + tokenTail);
+          tokensSent++;
+        },
         done(reason: 'stop' | 'length') {
           write(chunk(null, reason));
           if (body.stream_options?.include_usage) write({ id, object: chunkObject, created: stamp, model: modelId, choices: [], usage: usage() });
@@ -493,7 +524,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
   app.post('/v1/completions', { schema: { body: completionSchema } }, completionRoute(false));
 
   return {
-    app, scheduler, contexts, metrics,
+    app, scheduler, contexts, metrics, kvAllocatedBytes,
     async shutdown(graceMs = 30_000) {
       await scheduler.drain(graceMs);
       await app.close();

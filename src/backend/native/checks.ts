@@ -31,6 +31,27 @@ export function checkMatmulBf16(out: Float32Array, x: Float32Array, w: Uint16Arr
   if (w.length < n * k) fail('matmulBf16', `w has ${w.length} values, needs ${n * k}`);
 }
 
+/**
+ * [values, bytes] of a block of each ggml type native/quant.c multiplies on (F16, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0, Q2_K … Q6_K; src/model/quant/formats.ts has the layouts). The backends stand
+ * alone, so the geometry is restated here rather than imported.
+ */
+const QUANT_BLOCKS: Record<number, [number, number]> = {
+  1: [1, 2], 2: [32, 18], 3: [32, 20], 6: [32, 22], 7: [32, 24], 8: [32, 34], 10: [256, 84], 11: [256, 110], 12: [256, 144], 13: [256, 176], 14: [256, 210],
+};
+
+/** checkMatmul's checks, with the weights as n rows of ggml blocks; returns the bytes of a row. */
+export function checkMatmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): number {
+  checkProduct('matmulQuant', out, x, m, n, k, bias);
+  const f = QUANT_BLOCKS[ggmlType];
+  if (!f) fail('matmulQuant', `no quantized product for ggml type ${ggmlType}`);
+  if (k % f[0] !== 0) fail('matmulQuant', `k = ${k} is not a multiple of the block of ${f[0]} values of ggml type ${ggmlType}`);
+  if (!(w instanceof Uint8Array)) fail('matmulQuant', 'w must be a Uint8Array of ggml blocks');
+  const rowBytes = (k / f[0]) * f[1];
+  if (w.length < n * rowBytes) fail('matmulQuant', `w has ${w.length} bytes, needs ${n * rowBytes}`);
+  return rowBytes;
+}
+
 function checkProduct(op: string, out: Float32Array, x: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
   checkCount(op, 'm', m);
   checkCount(op, 'n', n);
@@ -141,4 +162,19 @@ export function checkEaLogits64(
   checkArray(op, 'keys', keys, (s0 + m) * d);
   checkF64(op, 'mus', mus, G * d);
   if (quad !== null) checkF64(op, 'quad', quad, G * d * d);
+}
+
+export function checkEaQueryMoments64(
+  mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+  cos: Float64Array, sin: Float64Array,
+): void {
+  const op = 'eaQueryMoments64';
+  for (const [name, v] of [['qStride', qStride], ['start', start], ['n', n], ['H', H], ['d', d]] as const) checkCount(op, name, v);
+  if (d % 2 !== 0) fail(op, `d must be even, got ${d}`);
+  if (qStride < H * d) fail(op, `qStride (${qStride}) must be at least H·d (${H * d})`);
+  checkF64(op, 'mean', mean, H * d);
+  if (cov !== null) checkF64(op, 'cov', cov, H * d * d);
+  checkArray(op, 'q', q, n === 0 ? 0 : (start + n) * qStride);
+  checkF64(op, 'cos', cos, n * (d / 2));
+  checkF64(op, 'sin', sin, n * (d / 2));
 }

@@ -5,13 +5,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
-import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkGram64, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import type { PageMemory } from '../../cache/kv-cache.js';
+import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
+import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
   setThreads(n: number): void;
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias: Float32Array | null): void;
+  matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, type: number, rowBytes: number, m: number, n: number, k: number, bias: Float32Array | null): void;
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
   rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
@@ -23,6 +26,7 @@ interface Addon {
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     dtype: number, block: number, blockBytes: number, rowBytes: number, pageEntries: number, valuesOffset: number,
     pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
+    addresses: Float64Array | null,
     keyLayouts?: (Int32Array | null)[],
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
@@ -30,11 +34,21 @@ interface Addon {
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
   ): void;
+  eaQueryMoments64(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
+  ): void;
   fmaProbe(iterations: number, threads: number): number;
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
   bf16Probe(iterations: number, threads: number): number | null;
   info(): AddonInfo;
+  /** Page memory for the KV cache (absent on platforms without mmap). */
+  kvSlab?: SlabSource['kvSlab'];
+  kvRelease?: SlabSource['kvRelease'];
+  kvOsPage?: SlabSource['kvOsPage'];
 }
+
+let slabs: SlabMemory | undefined;
 
 export interface AddonInfo {
   /** Instruction set of the kernels picked for this CPU: "avx512", "avx2" or "base". */
@@ -47,6 +61,8 @@ export interface AddonInfo {
   /** The GEMM micro-kernels that run, e.g. "avx512 8x32" and "avx512bf16 8x32". */
   gemmF32: string;
   gemmBf16: string;
+  /** The build whose integer dot products run decode steps on quantized weights: "avx512vnni" (vpdpbusd), "avx512", "avx2" or "base". */
+  quantDot: string;
   /** Data cache sizes read at load time, which size the GEMM's blocks. */
   cacheBytes: { l1: number; l2: number; l3: number };
   blockingF32: { kc: number; mc: number; nc: number };
@@ -188,6 +204,14 @@ export class NativeBackend implements Backend {
     this.addon.matmulBf16(out, x, w, m, n, k, bias ?? null);
   }
 
+  /** Products on ggml blocks (native/quant.c): integer dot products for decode, dequantized panels into the GEMM for prefill. */
+  matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, ggmlType: number, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    const rowBytes = checkMatmulQuant(out, x, w, ggmlType, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    this.#apply();
+    this.addon.matmulQuant(out, x, w, ggmlType, rowBytes, m, n, k, bias ?? null);
+  }
+
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
     checkRmsnorm(out, x, weight, rows, dim, eps);
     this.#apply();
@@ -213,6 +237,35 @@ export class NativeBackend implements Backend {
     this.addon.attention(a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, a.keys, a.values, a.lengths, a.scale);
   }
 
+  /** KV cache pages in slabs that give their memory back to the OS when evicted (src/cache/slab-memory.ts). */
+  get pageMemory(): PageMemory | undefined {
+    const a = this.addon;
+    if (!a.kvSlab || !a.kvRelease || !a.kvOsPage) return undefined;
+    return (slabs ??= new SlabMemory(a as SlabSource));
+  }
+
+  #addr = new Float64Array(256);
+
+  /**
+   * The slab addresses of the pages attention reads (per head, in order), when every page lies
+   * in this addon's slabs: one typed array instead of a property read per page in the addon.
+   */
+  #addresses(a: PagedAttentionArgs): Float64Array | null {
+    const E = a.cache.pool.pageEntries, slabs = this.pageMemory;
+    let n = 0;
+    for (let g = 0; g < a.numKvHeads; g++) n += Math.ceil(a.cache.lengths[g] / E);
+    if (this.#addr.length < n) this.#addr = new Float64Array(2 * n);
+    for (let g = 0, k = 0; g < a.numKvHeads; g++) {
+      const pages = a.cache.pages[g];
+      for (let p = 0, np = Math.ceil(a.cache.lengths[g] / E); p < np; p++, k++) {
+        const page = pages[p];
+        if (page.address < 0 || !slabs || page.memory !== slabs) return null;
+        this.#addr[k] = page.address;
+      }
+    }
+    return this.#addr;
+  }
+
   /** Attention read in place from the cache's pages in their element type (native/kv_attn.c). */
   attentionPaged(a: PagedAttentionArgs): void {
     const f = checkPagedAttention(a);
@@ -220,7 +273,7 @@ export class NativeBackend implements Backend {
     const E = a.cache.pool.pageEntries;
     this.addon.attentionPaged(
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
-      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, keyLayouts(a),
+      E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, this.#addresses(a), keyLayouts(a),
     );
   }
 
@@ -238,6 +291,16 @@ export class NativeBackend implements Backend {
     if (m === 0 || G === 0) return;
     this.#apply();
     this.addon.eaLogits64(z, keys, s0, m, d, G, mus, quad, stride);
+  }
+
+  eaQueryMoments64(
+    mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
+    cos: Float64Array, sin: Float64Array,
+  ): void {
+    checkEaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
+    if (n === 0 || H === 0) return;
+    this.#apply();
+    this.addon.eaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
   }
 
   /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */

@@ -1,23 +1,97 @@
-import type { AttentionArgs, Backend } from '../backend.js';
-import { checkAttention, checkMatmul, checkMatmulBf16, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
+import { KV_DTYPES } from '../../cache/format.js';
+import type { PageMemory, PageRegion } from '../../cache/kv-cache.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
+import { checkAttention, checkMatmul, checkMatmulBf16, checkPagedAttention, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
+import { pagedAttention } from '../js/paged-attention.js';
 import { clampThreads, maxThreads } from '../native/index.js';
 import { kernelsWasmBase64 } from './kernels-wasm.js';
-import { TASK_ATTENTION, TASK_MATMUL, TASK_MATMUL_BF16, WORKER_STACK, type Exports } from './module.js';
+import { TASK_ATTENTION, TASK_KV_ATTENTION, TASK_MATMUL, TASK_MATMUL_BF16, WORKER_STACK, type Exports } from './module.js';
 import { Pool } from './pool.js';
 
 interface Loaded {
   exports: Exports;
   memory: WebAssembly.Memory;
   pool: Pool;
-  /** First byte the backend may lay calls out from (past the module's data and the worker stacks). */
-  arena: number;
+  regions: LinearMemory;
+}
+
+/** Bytes the linear memory grows by at least when KV cache pages need room. */
+const PAGE_SLAB = 1 << 20;
+
+/**
+ * The linear memory past the module's data and the worker stacks, shared by every WasmBackend of
+ * the process: one call arena (the operands of the current kernel call) and the KV cache pages
+ * (the PageMemory of Model.newCache), so that paged attention reads the pages where they lie.
+ * WebAssembly memory only grows: a page given back is reused by the next page of its size, and
+ * an arena that must grow moves to the end and leaves its old room to pages.
+ */
+class LinearMemory implements PageMemory {
+  #arena: number;
+  #arenaBytes: number;
+  /** Free page regions by size. */
+  readonly #free = new Map<number, number[]>();
+  /** The memory's buffers that pages were handed out on (a grown memory has a new one). */
+  readonly #buffers = new WeakSet<ArrayBufferLike>();
+  /** Room not yet handed out: [start, end) byte ranges. */
+  readonly #spare: [number, number][] = [];
+
+  constructor(readonly memory: WebAssembly.Memory, start: number) {
+    this.#arena = start;
+    this.#arenaBytes = memory.buffer.byteLength - start;
+  }
+
+  /** Byte address of an arena of at least `bytes` bytes (valid until the next arena call). */
+  arena(bytes: number): number {
+    if (bytes > this.#arenaBytes) {
+      if (this.#arenaBytes > 0) this.#spare.push([this.#arena, this.#arena + this.#arenaBytes]);
+      const size = Math.max(bytes, 2 * this.#arenaBytes);
+      this.#arena = this.#extend(size);
+      this.#arenaBytes = size;
+    }
+    return this.#arena;
+  }
+
+  alloc(bytes: number): PageRegion {
+    let address = this.#free.get(bytes)?.pop();
+    if (address === undefined) {
+      let r = this.#spare.find(([a, b]) => b - a >= bytes);
+      if (!r) {
+        const size = Math.max(bytes, PAGE_SLAB), start = this.#extend(size);
+        this.#spare.push((r = [start, start + size]));
+      }
+      address = r[0];
+      r[0] = align(r[0] + bytes);
+      if (r[0] >= r[1]) this.#spare.splice(this.#spare.indexOf(r), 1);
+    }
+    this.#buffers.add(this.memory.buffer);
+    return { buffer: this.memory.buffer, byteOffset: address, address };
+  }
+
+  /** Whether `buffer` is (a view of) this memory. */
+  owns(buffer: ArrayBufferLike): boolean {
+    return this.#buffers.has(buffer);
+  }
+
+  free(address: number, bytes: number): void {
+    const list = this.#free.get(bytes);
+    if (list) list.push(address);
+    else this.#free.set(bytes, [address]);
+  }
+
+  /** Grows the memory by at least `bytes` at its end; returns the (aligned) start of the new room. */
+  #extend(bytes: number): number {
+    const start = align(this.memory.buffer.byteLength), need = start + bytes;
+    if (need > 4 * 1024 ** 3) throw new RangeError(`wasm backend: ${need} bytes of linear memory are needed, over WebAssembly's 4 GiB`);
+    this.memory.grow(Math.ceil((need - this.memory.buffer.byteLength) / 65536));
+    return start;
+  }
 }
 
 export type WasmLoad = { ok: true; module: Loaded } | { ok: false; reason: string };
 
 let cached: WasmLoad | undefined;
 
-/** Compiles the embedded module (≈27 KB) and instantiates it on a shared memory, once per process. */
+/** Compiles the embedded module (≈96 KB) and instantiates it on a shared memory, once per process. */
 export function loadWasm(): WasmLoad {
   if (!cached) {
     try {
@@ -27,7 +101,7 @@ export function loadWasm(): WasmLoad {
       const stackBase = align(exports.__heap_base.value as number);
       const workers = maxThreads() - 1;
       const pool = new Pool(module, memory, exports, stackBase, workers);
-      cached = { ok: true, module: { exports, memory, pool, arena: stackBase + workers * WORKER_STACK } };
+      cached = { ok: true, module: { exports, memory, pool, regions: new LinearMemory(memory, align(stackBase + workers * WORKER_STACK)) } };
     } catch (e) {
       cached = { ok: false, reason: `WebAssembly SIMD with threads unavailable (${(e as Error).message.split('\n')[0]})` };
     }
@@ -49,7 +123,7 @@ export class WasmBackend implements Backend {
   readonly #w: Exports;
   readonly #mem: WebAssembly.Memory;
   readonly #pool: Pool;
-  readonly #base: number;
+  readonly #regions: LinearMemory;
   readonly #tileRows: number;
   readonly #keyBlock: number;
   #threads: number;
@@ -63,7 +137,7 @@ export class WasmBackend implements Backend {
     this.#w = m.exports;
     this.#mem = m.memory;
     this.#pool = m.pool;
-    this.#base = m.arena;
+    this.#regions = m.regions;
     this.#threads = clampThreads(threads);
     this.description = description;
     this.#tileRows = m.exports.tile_rows();
@@ -86,21 +160,25 @@ export class WasmBackend implements Backend {
     return work >= PARALLEL_MIN && this.#threads > 1 ? this.#pool.parts(this.#threads) : 1;
   }
 
-  /** Starts a call's layout of `bytes` in linear memory, growing the memory if needed. */
+  /** Where the KV cache pages of this backend's models live: its linear memory. */
+  get pageMemory(): PageMemory {
+    return this.#regions;
+  }
+
+  /** Starts a call's layout of `bytes` in the arena, growing the memory if needed. */
   #begin(bytes: number): void {
+    this.#top = this.#regions.arena(bytes);
+    this.#views();
+  }
+
+  /** A grown shared memory hands out a longer buffer; views of the old one stop short. */
+  #views(): void {
     const mem = this.#mem;
-    const need = this.#base + bytes;
-    if (need > mem.buffer.byteLength) {
-      if (need > 4 * 1024 ** 3) throw new RangeError(`wasm backend: a call needs ${need} bytes, over WebAssembly's 4 GiB`);
-      mem.grow(Math.ceil((need - mem.buffer.byteLength) / 65536));
-    }
-    // A grown shared memory hands out a longer buffer; views of the old one stop short.
     if (this.#f32.byteLength !== mem.buffer.byteLength) {
       this.#f32 = new Float32Array(mem.buffer);
       this.#i32 = new Int32Array(mem.buffer);
       this.#u16 = new Uint16Array(mem.buffer);
     }
-    this.#top = this.#base;
   }
 
   /** Reserves `floats` 4-byte slots and returns their byte address. */
@@ -223,6 +301,67 @@ export class WasmBackend implements Backend {
       this.#pool.run(TASK_ATTENTION, parts);
     }
     this.#get(a.out, oo, qLen);
+  }
+
+  /**
+   * Attention read in place from the cache's pages (native/kv_attn.c compiled to wasm). Pages of
+   * this backend's caches already lie in the linear memory; pages of a cache made without it
+   * (KVCache built directly) are copied in for the call.
+   */
+  attentionPaged(a: PagedAttentionArgs): void {
+    const f = checkPagedAttention(a);
+    const { rows, numHeads, numKvHeads: nkv, headDim: hd, cache } = a;
+    if (rows === 0 || numHeads === 0) return;
+    // Channel-pruned keys (ThinK) are read where they lie by the TypeScript kernel: the module's
+    // page tables carry one key layout for every head.
+    if (cache.keyChannels?.some((c) => c)) return pagedAttention(a);
+    const E = cache.pool.pageEntries, pageBytes = 2 * E * f.rowBytes + 4 * E;
+    const tq = this.#w.kv_tile_queries(), ch = this.#w.kv_run_entries();
+    let maxLen = 0, tables = 0, foreign = 0;
+    for (let g = 0; g < nkv; g++) {
+      const pages = cache.pages[g], n = Math.ceil(cache.lengths[g] / E);
+      maxLen = Math.max(maxLen, cache.lengths[g]);
+      tables += n;
+      if (n > 0 && !this.#mine(pages[0])) foreign += n;
+    }
+    const nq = rows * (numHeads / nkv), items = nkv * Math.ceil(nq / tq);
+    const parts = this.#parts(nq * nkv * maxLen * hd);
+    const scratch = align(4 * (tq * maxLen + ch * hd));
+    const qLen = rows * numHeads * hd;
+    this.#begin(4 * (2 * qLen + 2 * nkv + rows + tables) + foreign * align(pageBytes) + parts * scratch + (nkv + 8) * 64);
+    const qo = this.#put(a.q, qLen), oo = this.#take(qLen);
+    const lo = this.#take(nkv), po = this.#take(rows), heads = this.#take(nkv);
+    this.#i32.set(cache.lengths.subarray(0, nkv), lo >>> 2);
+    this.#i32.set(a.queryPositions.subarray(0, rows), po >>> 2);
+    const u8 = new Uint8Array(this.#mem.buffer);
+    for (let g = 0; g < nkv; g++) {
+      const pages = cache.pages[g], n = Math.ceil(cache.lengths[g] / E), table = this.#take(n);
+      this.#i32[(heads >>> 2) + g] = table;
+      const mine = n > 0 && this.#mine(pages[0]);
+      for (let p = 0; p < n; p++) {
+        let at = pages[p].address;
+        if (!mine) {
+          at = this.#take(align(pageBytes) / 4);
+          u8.set(pages[p].u8, at);
+          this.#i32.set(pages[p].pos, (at + pages[p].u8.length) >>> 2);
+        }
+        this.#i32[(table >>> 2) + p] = at;
+      }
+    }
+    const so = this.#take((parts * scratch) / 4), bufOff = align(4 * tq * maxLen);
+    const dtype = KV_DTYPES.indexOf(f.dtype), vOff = E * f.rowBytes, window = a.window ?? 0;
+    if (parts === 1) {
+      this.#w.kv_attention(oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, maxLen, so + bufOff, 0, items);
+    } else {
+      this.#pool.args.set([oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, scratch, maxLen, bufOff, items]);
+      this.#pool.run(TASK_KV_ATTENTION, parts);
+    }
+    this.#get(a.out, oo, qLen);
+  }
+
+  /** Whether a page lies in this backend's linear memory. */
+  #mine(p: { address: number; u8: Uint8Array }): boolean {
+    return p.address >= 0 && this.#regions.owns(p.u8.buffer);
   }
 }
 

@@ -20,6 +20,13 @@ export interface Exports {
     out: number, q: number, rows: number, nh: number, nkv: number, hd: number, keys: number, values: number,
     lengths: number, scale: number, kt: number, ktOff: number, s: number, sld: number, it0: number, it1: number,
   ): void;
+  kv_attention(
+    out: number, q: number, rows: number, nh: number, nkv: number, hd: number, dtype: number, block: number, blockBytes: number,
+    rowBytes: number, pageEntries: number, valuesOffset: number, pages: number, lengths: number, qpos: number, window: number,
+    scale: number, s: number, sld: number, buf: number, it0: number, it1: number,
+  ): void;
+  kv_tile_queries(): number;
+  kv_run_entries(): number;
 }
 
 /** Int32 slots of the control block (a SharedArrayBuffer). */
@@ -37,6 +44,7 @@ export const CONTROL_BYTES = ARGS_AT + 8 * ARGS_LEN;
 export const TASK_MATMUL = 1;
 export const TASK_ATTENTION = 2;
 export const TASK_MATMUL_BF16 = 3;
+export const TASK_KV_ATTENTION = 4;
 
 /** Bytes of stack each worker's instance gets (the kernels use a few hundred). */
 export const WORKER_STACK = 64 * 1024;
@@ -46,7 +54,9 @@ export const WORKER_STACK = 64 * 1024;
  * scratchStride, keyBlock: contiguous KB-aligned ranges of weight rows. Matmul with bf16
  * weights: args = out, x, w, m, n, k, bias: contiguous 16-row-aligned ranges. Attention: args = out,
  * q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, scratch, scratchStride, sld,
- * items: every parts-th tile, so that cheap early tiles and costly late ones mix.
+ * items: every parts-th tile, so that cheap early tiles and costly late ones mix. Paged attention:
+ * the arguments of kv_attention up to scale, then scratch, scratchStride (bytes per part: scores
+ * then the widening buffer), sld, bufOffset (bytes from a part's scratch to its buffer), items.
  */
 export function runPart(ex: Exports, task: number, a: Float64Array, part: number, parts: number): void {
   if (task === TASK_MATMUL) {
@@ -66,6 +76,12 @@ export function runPart(ex: Exports, task: number, a: Float64Array, part: number
     const [out, q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, scratch, stride, sld, items] = a;
     const s = scratch + part * stride;
     for (let it = part; it < items; it += parts) ex.attention_tiles(out, q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, s, sld, it, it + 1);
+  } else if (task === TASK_KV_ATTENTION) {
+    const [out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, scratch, stride, sld, bufOff, items] = a;
+    const s = scratch + part * stride;
+    for (let it = part; it < items; it += parts) {
+      ex.kv_attention(out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, s, sld, s + bufOff, it, it + 1);
+    }
   } else {
     throw new Error(`wasm backend: unknown task ${task}`);
   }

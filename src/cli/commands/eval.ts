@@ -1,5 +1,5 @@
 import { KV_DTYPES, type KvDtype } from '../../cache/format.js';
-import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, runEval, type EvalProgress } from '../../eval/runner.js';
+import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, parseTargetSizes, runEval, type EvalProgress } from '../../eval/runner.js';
 import { num, parse, str, UsageError, threadsFlag, checkOutputDir } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 
@@ -47,7 +47,9 @@ Complete runs (metrics.json present) are skipped, so an interrupted grid resumes
 
 Datasets:
   continuation     story continuation fidelity: KL and NLL increase vs the uncompressed model
-  name_recall      top-1 recall of a story character's name after compression
+  name_recall      top-1 recall of a story character's name after compression (template stories)
+  sampled_recall   the same protocol on stories the model samples itself (temperature 1, seeded),
+                   cut before a later mention of a name introduced early ("named X")
   ruler            RULER synthetic tasks generated for the model's tokenizer
   niah             needle in a haystack at depths 0, 10, …, 100 %
   jsonl:PATH       a local JSONL file in the Python kvpress dataset format
@@ -56,17 +58,21 @@ Options:
   --dataset NAME            one of the datasets above (required)
   --press P1,P2,...         presses to evaluate (required; \`kvpress presses\` lists them)
   --ratios R1,R2,...        compression ratios in [0, 1) (default ${DEFAULT_RATIOS.join(',')})
+  --target-sizes N1,N2,...  decoding presses (those with a targetSize option, e.g. decoding_expected_attention):
+                            entries per KV head after each compression, one run per size instead of
+                            per ratio; a size or compressionInterval that the task's answers never
+                            reach is refused
   --kv-dtypes T1,T2,...     KV cache types of the runs: f32, f16, bf16, q8_0, q4_0 (default f32); the grid
                             is repeated per type and the report plots quality against KV bytes per token
   --kv-dtype T              the same for one type
   --model PATH              llama2.c .bin, .gguf or Hugging Face directory (default: embedded stories260K)
-  --limit N                 items per run (continuation 100, name_recall 200; ruler: per task, 10)
+  --limit N                 items per run (continuation 100, name_recall and sampled_recall 200; ruler: per task, 10)
   --output DIR              results folder (default results/)
   --shard i/n               run only every n-th run of the grid, starting at the i-th (1 ≤ i ≤ n);
                             machines sharing DIR split the grid, \`kvpress report\` merges it
   --press-option K=V        press option for every press that has it, or PRESS.K=V for one;
                             repeatable
-  --context-fraction F      continuation/name_recall: share of the tokens compressed (default 0.6)
+  --context-fraction F      continuation and recall sets: share of the tokens compressed (default 0.6)
   --context-length N        ruler/niah: target context length in tokens (default min(4096, window))
   --query-aware             ruler/niah/jsonl: the question is appended to the compressed context
   --seed S                  dataset and random-press seed (default 42)
@@ -76,12 +82,14 @@ Examples:
   kvpress eval --dataset continuation --press knorm,expected_attention --limit 20
   kvpress eval --dataset name_recall --press snapkv --ratios 0.5 --press-option windowSize=16
   kvpress eval --dataset continuation --press expected_attention,knorm --kv-dtypes f32,f16,q8_0,q4_0 --limit 30
+  kvpress eval --dataset niah --press decoding_expected_attention --target-sizes 64,128 --press-option compressionInterval=8 --limit 3
   kvpress eval --dataset continuation --press knorm,random --shard 2/3 --output shared/results
   kvpress report results`,
   options: {
     dataset: { type: 'string' },
     press: { type: 'string' },
     ratios: { type: 'string' },
+    'target-sizes': { type: 'string' },
     'kv-dtypes': { type: 'string' },
     'kv-dtype': { type: 'string' },
     model: { type: 'string' },
@@ -99,7 +107,7 @@ Examples:
     const { values, positionals } = parse(argv, this.options);
     if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}" (options start with --)`);
     const dataset = str(values.dataset);
-    if (dataset === undefined) throw new UsageError('--dataset is required (continuation, name_recall, ruler, niah or jsonl:PATH)');
+    if (dataset === undefined) throw new UsageError('--dataset is required (continuation, name_recall, sampled_recall, ruler, niah or jsonl:PATH)');
     const press = str(values.press);
     if (press === undefined) throw new UsageError('--press is required: a comma-separated list of presses (`kvpress presses` lists them)');
     const ratiosArg = str(values.ratios);
@@ -113,6 +121,7 @@ Examples:
       dataset,
       presses: press.split(',').map((p) => p.trim()).filter((p) => p !== ''),
       ratios: ratiosArg === undefined ? undefined : parseRatios(ratiosArg),
+      targetSizes: str(values['target-sizes']) === undefined ? undefined : parseTargetSizes(str(values['target-sizes']) as string),
       kvDtypes: kvDtypesFlag(values['kv-dtypes'], values['kv-dtype']),
       model: str(values.model),
       limit: num(values.limit, 'limit', { min: 1, integer: true }),

@@ -1,7 +1,8 @@
 import type { CheckpointPrecision } from '../../cache/format.js';
 import type { Architecture, ModelConfig, RopeScaling } from '../config.js';
 import { validateConfig } from '../config.js';
-import { validateWeights, type LayerWeights, type ModelWeights } from '../weights.js';
+import { convertLayer, converter, quantTypeOf, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightMatrix, type WeightType } from '../weights.js';
+import { GGML_TYPE } from '../quant/formats.js';
 import { loadGgufTokenizer } from '../../tokenizer/gguf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { GgufFile } from './gguf.js';
@@ -93,77 +94,96 @@ export function ggufConfig(f: GgufFile): ModelConfig {
 }
 
 /**
- * Reads every weight by its GGUF name, each tensor read once and converted to f32
- * (`dequantizeAtLoad`: INTERIM — quantized tensors are widened to f32 here until the engine
- * keeps quantized blocks). llama GGUFs store q/k rows in interleaved RoPE pairs; they are
- * reordered to the engine's half-split layout. phi3's fused qkv and gate_up are split.
+ * Reads every weight by its GGUF name, each tensor read once: matrices stay in the file's format
+ * (quantized blocks, F16 and BF16 as stored; F32 as f32), norms and biases become f32. llama
+ * GGUFs store q/k rows in interleaved RoPE pairs; they are read into the engine's half-split
+ * order. phi3's fused qkv and gate_up are split into views of one buffer.
  */
-function readWeights(c: ModelConfig, f: GgufFile): ModelWeights {
+function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeights {
+  // `type` converts layer by layer as the tensors are read (never the whole model held twice).
+  const conv = type ? converter(type) : null;
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
-  const get = (name: string, dims: number[]): Float32Array => {
+  const check = (name: string, dims: number[]) => {
     const t = f.info(name);
     if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
       throw new Error(`${f.path}: tensor ${name} has dims [${t.dims.join(', ')}], expected [${dims.join(', ')}]`);
     }
-    return dequantizeAtLoad(f, name);
+    return t;
+  };
+  const vec = (name: string, n: number): Float32Array => {
+    check(name, [n]);
+    return f.readF32(name);
+  };
+  /** A [rows][cols] matrix in its stored format; `heads`: reorder interleaved RoPE rows. */
+  const matrix = (name: string, rows: number, cols: number, heads = 0): Weight => {
+    const t = check(name, [cols, rows]);
+    const order = heads ? halfSplitOrder(heads, hd) : null;
+    if (t.type === GGML_TYPE.F32) {
+      const w = f.readF32(name);
+      return order ? interleavedToHalves(w, heads, hd, cols) : w;
+    }
+    const raw = order ? f.readRawRows(name, rows, order) : f.readRaw(name);
+    if (t.type === GGML_TYPE.BF16) return { type: 'bf16', rows, cols, data: new Uint16Array(raw.buffer, raw.byteOffset, rows * cols) };
+    return { type: quantTypeOf(t.type)!, rows, cols, data: raw };
+  };
+  /** Rows [r0, r0 + rows) of a matrix, sharing its storage. */
+  const rowsOf = (w: Weight, cols: number, r0: number, rows: number): Weight => {
+    if (w instanceof Float32Array) return w.subarray(r0 * cols, (r0 + rows) * cols);
+    const per = w.data.length / w.rows;
+    return { ...w, rows, data: w.data.subarray(r0 * per, (r0 + rows) * per) } as WeightMatrix;
   };
   const interleaved = c.architecture === 'llama';
-  const embedding = get('token_embd.weight', [D, V]);
+  const embedding = conv ? conv(matrix('token_embd.weight', V, D), V, D) : matrix('token_embd.weight', V, D);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`;
-    let wq: Float32Array, wk: Float32Array, wv: Float32Array, wGate: Float32Array, wUp: Float32Array;
+    let wq: Weight, wk: Weight, wv: Weight, wGate: Weight, wUp: Weight;
     if (c.architecture === 'phi3') {
-      const qkv = get(p + 'attn_qkv.weight', [D, qDim + 2 * kvDim]);
-      wq = qkv.slice(0, qDim * D);
-      wk = qkv.slice(qDim * D, (qDim + kvDim) * D);
-      wv = qkv.slice((qDim + kvDim) * D);
-      const gateUp = get(p + 'ffn_up.weight', [D, 2 * F]);
-      wGate = gateUp.slice(0, F * D);
-      wUp = gateUp.slice(F * D);
+      const qkv = matrix(p + 'attn_qkv.weight', qDim + 2 * kvDim, D);
+      wq = rowsOf(qkv, D, 0, qDim);
+      wk = rowsOf(qkv, D, qDim, kvDim);
+      wv = rowsOf(qkv, D, qDim + kvDim, kvDim);
+      const gateUp = matrix(p + 'ffn_up.weight', 2 * F, D);
+      wGate = rowsOf(gateUp, D, 0, F);
+      wUp = rowsOf(gateUp, D, F, F);
     } else {
-      wq = get(p + 'attn_q.weight', [D, qDim]);
-      wk = get(p + 'attn_k.weight', [D, kvDim]);
-      wv = get(p + 'attn_v.weight', [D, kvDim]);
-      if (interleaved) {
-        wq = interleavedToHalves(wq, c.numHeads, hd, D);
-        wk = interleavedToHalves(wk, c.numKvHeads, hd, D);
-      }
-      wGate = get(p + 'ffn_gate.weight', [D, F]);
-      wUp = get(p + 'ffn_up.weight', [D, F]);
+      wq = matrix(p + 'attn_q.weight', qDim, D, interleaved ? c.numHeads : 0);
+      wk = matrix(p + 'attn_k.weight', kvDim, D, interleaved ? c.numKvHeads : 0);
+      wv = matrix(p + 'attn_v.weight', kvDim, D);
+      wGate = matrix(p + 'ffn_gate.weight', F, D);
+      wUp = matrix(p + 'ffn_up.weight', F, D);
     }
-    const bias = (name: string, n: number) => (c.attentionBias ? get(p + name, [n]) : null);
-    const norm = (name: string) => (c.qkNorm ? get(p + name, [hd]) : null);
-    const post = (name: string) => (c.postNorms ? get(p + name, [D]) : null);
-    layers.push({
-      attnNorm: get(p + 'attn_norm.weight', [D]),
+    const bias = (name: string, n: number) => (c.attentionBias ? vec(p + name, n) : null);
+    const norm = (name: string) => (c.qkNorm ? vec(p + name, hd) : null);
+    const post = (name: string) => (c.postNorms ? vec(p + name, D) : null);
+    const layer: LayerWeights = {
+      attnNorm: vec(p + 'attn_norm.weight', D),
       wq, wk, wv,
-      wo: get(p + 'attn_output.weight', [qDim, D]),
+      wo: matrix(p + 'attn_output.weight', D, qDim),
       bq: bias('attn_q.bias', qDim),
       bk: bias('attn_k.bias', kvDim),
       bv: bias('attn_v.bias', kvDim),
       qNorm: norm('attn_q_norm.weight'),
       kNorm: norm('attn_k_norm.weight'),
-      ffnNorm: get(p + 'ffn_norm.weight', [D]),
+      ffnNorm: vec(p + 'ffn_norm.weight', D),
       wGate, wUp,
-      wDown: get(p + 'ffn_down.weight', [F, D]),
+      wDown: matrix(p + 'ffn_down.weight', D, F),
       postAttnNorm: post('post_attention_norm.weight'),
       postFfnNorm: post('post_ffw_norm.weight'),
-    });
+    };
+    layers.push(conv && type ? convertLayer(c, layer, type, conv) : layer);
   }
-  const finalNorm = get('output_norm.weight', [D]);
-  const lmHead = c.tieWordEmbeddings ? embedding : get('output.weight', [D, V]);
+  const finalNorm = vec('output_norm.weight', D);
+  const lmHead = c.tieWordEmbeddings ? embedding : conv ? conv(matrix('output.weight', V, D), V, D) : matrix('output.weight', V, D);
   return { embedding, layers, finalNorm, lmHead };
 }
 
-/**
- * INTERIM: one tensor read from the file and widened to f32 (quantized blocks dequantized).
- * The engine's weights are f32 today; keeping quantized blocks in memory and multiplying on them
- * comes with the weight-type abstraction. Peak extra memory is one tensor's stored bytes.
- */
-export function dequantizeAtLoad(f: GgufFile, name: string): Float32Array {
-  return f.readF32(name);
+/** Row order that turns interleaved RoPE pairs (2j, 2j+1) into halves (j, j + hd/2), per head. */
+function halfSplitOrder(heads: number, hd: number): Int32Array {
+  const order = new Int32Array(heads * hd), half = hd / 2;
+  for (let h = 0; h < heads; h++) for (let j = 0; j < half; j++) for (let c = 0; c < 2; c++) order[h * hd + c * half + j] = h * hd + 2 * j + c;
+  return order;
 }
 
 /**
@@ -177,8 +197,11 @@ function ggufPrecision(f: GgufFile): CheckpointPrecision {
   return types.has('BF16') ? 'bf16' : 'f32';
 }
 
-/** Loads a GGUF model file: config from its metadata, weights as f32, its tokenizer and chat template. */
-export function loadGguf(path: string): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision } {
+/**
+ * Loads a GGUF model file: config from its metadata, matrices as stored (quantized blocks stay
+ * quantized) or as `type`, converted layer by layer; its tokenizer and chat template.
+ */
+export function loadGguf(path: string, type?: WeightType): { config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision } {
   const f = GgufFile.open(path);
   try {
     const config = ggufConfig(f);
@@ -186,7 +209,7 @@ export function loadGguf(path: string): { config: ModelConfig; weights: ModelWei
     if (tokenizer && tokenizer.vocabSize > config.vocabSize) {
       throw new Error(`${path}: the tokenizer has ${tokenizer.vocabSize} tokens, the model's vocabulary only ${config.vocabSize}`);
     }
-    const weights = readWeights(config, f);
+    const weights = readWeights(config, f, type);
     validateWeights(config, weights, path);
     return { config, weights, tokenizer, precision: ggufPrecision(f) };
   } finally {

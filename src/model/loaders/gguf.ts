@@ -269,6 +269,22 @@ export class GgufFile {
   }
 
   /**
+   * The raw bytes of a tensor of `rows` equal rows, row r of the result being row order[r] of
+   * the file: each row read straight into place (no second copy of the tensor).
+   */
+  readRawRows(name: string, rows: number, order: ArrayLike<number>): Uint8Array {
+    const t = this.info(name), rb = t.bytes / rows;
+    if (!Number.isInteger(rb) || order.length !== rows) throw new Error(`${this.path}: tensor ${name} does not hold ${order.length} rows`);
+    const out = new Uint8Array(t.bytes);
+    for (let r = 0; r < rows; r++) {
+      const from = order[r];
+      if (!(from >= 0 && from < rows)) throw new Error(`${this.path}: tensor ${name}: row ${from} out of range`);
+      this.readInto({ ...t, start: t.start + from * rb, bytes: rb }, out.subarray(r * rb, (r + 1) * rb));
+    }
+    return out;
+  }
+
+  /**
    * The tensor as f32, dequantized block by block. INTERIM (until quantized weights are kept
    * quantized): quantized tensors become f32 arrays at load.
    */

@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import type { CheckpointPrecision } from '../../cache/format.js';
 import type { ModelConfig } from '../config.js';
-import { toBf16 } from '../../backend/js/kernels.js';
 import { toWeightType, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightType } from '../weights.js';
 import { loadHfTokenizer } from '../../tokenizer/hf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
@@ -55,8 +55,14 @@ class TensorSource {
     const f = this.checked(name, [rows, cols]);
     const stored = f.tensors.get(name)!.dtype;
     if (stored === 'BF16' && type !== 'f32') return { type: 'bf16', rows, cols, data: this.verified(name, f.readBf16(name)) };
-    const data = this.verified(name, f.read(name));
-    return type === 'bf16' ? { type: 'bf16', rows, cols, data: toBf16(data) } : data;
+    if (type === 'bf16') return { type: 'bf16', rows, cols, data: this.verified(name, f.readAsBf16(name)) };
+    return this.verified(name, f.read(name));
+  }
+
+  /** The stored element type of tensor `name` (as safetensors spells it: F32, F16, BF16 …). */
+  storedDtype(name: string): string | undefined {
+    const path = this.fileOf(name);
+    return path === undefined ? undefined : this.file(path).tensors.get(name)?.dtype;
   }
 
   /** Rejects NaN/Inf anywhere, and all zeros where every logit depends on the tensor. */
@@ -164,7 +170,7 @@ function onePlus(w: Float32Array): Float32Array {
  * model.safetensors.index.json) and tokenizer.json when present. Matrices are held as `weights`
  * says, by default as stored (BF16 stays bf16; F32 and F16 become f32); norms and biases f32.
  */
-export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null }> {
+export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{ config: ModelConfig; weights: ModelWeights; tokenizer: Tokenizer | null; precision: CheckpointPrecision }> {
   let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
@@ -184,11 +190,21 @@ export async function loadHfDirectory(dir: string, type?: WeightType): Promise<{
   }
   const src = TensorSource.forDirectory(dir);
   let weights: ModelWeights;
+  let precision: CheckpointPrecision;
   try {
     weights = readWeights(config, src, type);
+    precision = checkpointPrecision(src.storedDtype('model.embed_tokens.weight'));
   } finally {
     src.close();
   }
   validateWeights(config, weights, dir);
-  return { config, weights, tokenizer };
+  return { config, weights, tokenizer, precision };
+}
+
+/**
+ * The checkpoint's own number format, for the KV cache's `auto` type: the stored type of the
+ * embedding matrix (a checkpoint is saved in one torch_dtype; norms may differ, matrices do not).
+ */
+function checkpointPrecision(stored: string | undefined): CheckpointPrecision {
+  return stored === 'BF16' ? 'bf16' : stored === 'F16' ? 'f16' : 'f32';
 }

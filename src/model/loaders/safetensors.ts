@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { endianness } from 'node:os';
+import { bf16Bits } from '../../backend/js/kernels.js';
 import { f16Table } from '../quant/formats.js';
 import { printable } from '../../tokenizer/tokenizer.js';
 
@@ -102,6 +103,30 @@ export class SafetensorsFile {
       }
       default:
         throw new Error(`${this.path}: tensor ${name} has dtype ${t.dtype}; supported: F32, F16, BF16`);
+    }
+    return out;
+  }
+
+  /**
+   * The tensor rounded to bf16 bits (to nearest even), read through a small buffer: no f32 copy
+   * of the tensor is made (a freed one would stay in the process's heap). BF16 reads as stored.
+   */
+  readAsBf16(name: string): Uint16Array {
+    if (this.fd === null) throw new Error(`${this.path}: file already closed`);
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: missing tensor ${name}`);
+    if (t.dtype === 'BF16') return this.readBf16(name);
+    if (t.dtype !== 'F32' && t.dtype !== 'F16') throw new Error(`${this.path}: tensor ${name} has dtype ${t.dtype}; supported: F32, F16, BF16`);
+    const n = t.shape.reduce((a, b) => a * b, 1), width = t.dtype === 'F32' ? 4 : 2;
+    const out = new Uint16Array(n), step = 1 << 16, raw = new Uint8Array(step * width);
+    const bits = new Uint32Array(raw.buffer), halves = new Uint16Array(raw.buffer);
+    // f16 → bf16 through the exact f32 of each f16.
+    const table = width === 2 ? Uint16Array.from(new Uint32Array(f16Table().buffer), bf16Bits) : null;
+    for (let i = 0; i < n; i += step) {
+      const len = Math.min(step, n - i);
+      readFully(this.path, this.fd, raw.subarray(0, len * width), t.start + i * width, len * width);
+      if (table) for (let j = 0; j < len; j++) out[i + j] = table[halves[j]];
+      else for (let j = 0; j < len; j++) out[i + j] = bf16Bits(bits[j]);
     }
     return out;
   }

@@ -1,0 +1,77 @@
+import type { PageMemory, PageRegion } from './kv-cache.js';
+
+/** What SlabMemory needs from the native addon (native/addon.cc). */
+export interface SlabSource {
+  /** An ArrayBuffer over `bytes` of fresh anonymous memory, unmapped when collected; `id` names it in page addresses. */
+  kvSlab(bytes: number, id: number): ArrayBuffer;
+  /** Hands the whole OS pages [offset, offset + bytes) of a slab back (its RSS falls now). */
+  kvRelease(slab: ArrayBuffer, offset: number, bytes: number): void;
+  /** The OS page size. */
+  kvOsPage(): number;
+}
+
+/** Bytes of one slab (a slab holds pages of one size). */
+const SLAB_BYTES = 2 << 20;
+/** Addresses are slab · 2³² + byte offset. */
+const SLAB_STRIDE = 2 ** 32;
+
+interface Slab {
+  readonly id: number;
+  readonly buffer: ArrayBuffer;
+  readonly bytes: number;
+  /** Per slot: whether a page holds it. */
+  readonly used: Uint8Array;
+  /** Free slots, lowest last (so pages pack at the front of the slab). */
+  readonly free: number[];
+}
+
+/**
+ * KV cache pages in slabs of memory that the OS takes back page by page. A page an ArrayBuffer
+ * of its own is ~33 KB on the small shape: below malloc's mmap threshold, so freed pages stay in
+ * the heap and the process RSS barely falls after a press evicts them. Here a page given back
+ * returns its whole OS pages at once (with those it shares with free neighbours); the slab's
+ * slot is reused by the next page of its size.
+ */
+export class SlabMemory implements PageMemory {
+  readonly #src: SlabSource;
+  readonly #os: number;
+  readonly #slabs: Slab[] = [];
+  /** Per page size: the slabs that have a free slot. */
+  readonly #open = new Map<number, Slab[]>();
+
+  constructor(src: SlabSource) {
+    this.#src = src;
+    this.#os = src.kvOsPage();
+  }
+
+  alloc(bytes: number): PageRegion {
+    let open = this.#open.get(bytes);
+    if (!open) this.#open.set(bytes, (open = []));
+    let slab = open[open.length - 1];
+    if (!slab) {
+      const slots = Math.max(1, Math.floor(SLAB_BYTES / bytes)), size = Math.ceil((slots * bytes) / this.#os) * this.#os;
+      slab = { id: this.#slabs.length, buffer: this.#src.kvSlab(size, this.#slabs.length), bytes, used: new Uint8Array(slots), free: Array.from({ length: slots }, (_, i) => slots - 1 - i) };
+      this.#slabs.push(slab);
+      open.push(slab);
+    }
+    const slot = slab.free.pop()!;
+    slab.used[slot] = 1;
+    if (slab.free.length === 0) open.pop();
+    return { buffer: slab.buffer, byteOffset: slot * bytes, address: slab.id * SLAB_STRIDE + slot * bytes };
+  }
+
+  free(address: number, bytes: number): void {
+    const slab = this.#slabs[Math.floor(address / SLAB_STRIDE)], start = address % SLAB_STRIDE, slot = start / bytes;
+    if (!slab || slab.bytes !== bytes || !slab.used[slot]) throw new Error(`SlabMemory: no page of ${bytes} bytes at ${address}`);
+    slab.used[slot] = 0;
+    if (slab.free.length === 0) this.#open.get(bytes)!.push(slab);
+    slab.free.push(slot);
+    slab.free.sort((a, b) => b - a);
+    // The OS pages wholly inside this page, and those it shares with a free neighbour.
+    if (bytes < this.#os) return;
+    const os = this.#os, end = start + bytes;
+    const lo = slot === 0 || !slab.used[slot - 1] ? Math.floor(start / os) * os : Math.ceil(start / os) * os;
+    const hi = slot === slab.used.length - 1 || !slab.used[slot + 1] ? Math.min(Math.ceil(end / os) * os, slab.buffer.byteLength) : Math.floor(end / os) * os;
+    if (hi > lo) this.#src.kvRelease(slab.buffer, lo, hi - lo);
+  }
+}
