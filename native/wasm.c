@@ -96,7 +96,8 @@ EXPORT(kv_attention) void kv_attention(float *out, const float *q, int rows, int
                                        const uint8_t *const *const *pages, const int32_t *lengths, const int32_t *qpos,
                                        int window, float scale, float *s, int sld, float *buf, int it0, int it1) {
   kv_attn_args a = {out, q, rows, nh, nkv, hd, dtype, block, block_bytes, row_bytes, page_entries,
-                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale};
+                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale,
+                    /* channel-pruned heads go to the TypeScript kernel (src/backend/wasm/index.ts) */ NULL};
   const int nq = rows * (nh / nkv), tiles = (nq + KV_TQ - 1) / KV_TQ;
   for (int it = it0; it < it1; it++) {
     const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
