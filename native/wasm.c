@@ -94,10 +94,16 @@ EXPORT(attention_tiles) void attention_tiles(float *out, const float *q, int row
 EXPORT(kv_attention) void kv_attention(float *out, const float *q, int rows, int nh, int nkv, int hd, int dtype, int block,
                                        int block_bytes, int row_bytes, int page_entries, int values_offset,
                                        const uint8_t *const *const *pages, const int32_t *lengths, const int32_t *qpos,
-                                       int window, float scale, float *s, int sld, float *buf, int it0, int it1) {
+                                       int window, float scale, float *s, int sld, float *buf, int it0, int it1,
+                                       const kv_key_layout *layouts) {
   kv_attn_args a = {out, q, rows, nh, nkv, hd, dtype, block, block_bytes, row_bytes, page_entries,
-                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale,
-                    /* channel-pruned heads go to the TypeScript kernel (src/backend/wasm/index.ts) */ NULL};
+                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale, NULL};
+  /* layouts: NULL, or per KV head its channel-pruned key layout (dim 0: all head_dim channels). */
+  const kv_key_layout *kl[nkv];
+  if (layouts) {
+    for (int g = 0; g < nkv; g++) kl[g] = layouts[g].dim > 0 ? &layouts[g] : NULL;
+    a.key_layouts = kl;
+  }
   const int nq = rows * (nh / nkv), tiles = (nq + KV_TQ - 1) / KV_TQ;
   for (int it = it0; it < it1; it++) {
     const int g = it / tiles, p0 = (it % tiles) * KV_TQ;

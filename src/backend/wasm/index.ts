@@ -2,7 +2,6 @@ import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory, PageRegion } from '../../cache/kv-cache.js';
 import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
 import { checkAttention, checkMatmul, checkMatmulBf16, checkPagedAttention, checkRmsnorm, checkRope, checkSiluMul } from '../native/checks.js';
-import { pagedAttention } from '../js/paged-attention.js';
 import { clampThreads, maxThreads } from '../native/index.js';
 import { kernelsWasmBase64 } from './kernels-wasm.js';
 import { TASK_ATTENTION, TASK_KV_ATTENTION, TASK_MATMUL, TASK_MATMUL_BF16, WORKER_STACK, type Exports } from './module.js';
@@ -312,9 +311,6 @@ export class WasmBackend implements Backend {
     const f = checkPagedAttention(a);
     const { rows, numHeads, numKvHeads: nkv, headDim: hd, cache } = a;
     if (rows === 0 || numHeads === 0) return;
-    // Channel-pruned keys (ThinK) are read where they lie by the TypeScript kernel: the module's
-    // page tables carry one key layout for every head.
-    if (cache.keyChannels?.some((c) => c)) return pagedAttention(a);
     const E = cache.pool.pageEntries, pageBytes = 2 * E * f.rowBytes + 4 * E;
     const tq = this.#w.kv_tile_queries(), ch = this.#w.kv_run_entries();
     let maxLen = 0, tables = 0, foreign = 0;
@@ -328,7 +324,11 @@ export class WasmBackend implements Backend {
     const parts = this.#parts(nq * nkv * maxLen * hd);
     const scratch = align(4 * (tq * maxLen + ch * hd));
     const qLen = rows * numHeads * hd;
-    this.#begin(4 * (2 * qLen + 2 * nkv + rows + tables) + foreign * align(pageBytes) + parts * scratch + (nkv + 8) * 64);
+    // Channel-pruned heads (ThinK): per KV head a kv_key_layout {channels, n_kept, dim, block,
+    // blockBytes, rowBytes} (dim 0: all channels), then the channel lists.
+    const kc = cache.keyChannels?.some((c) => c) ? cache.keyChannels : undefined;
+    const channels = kc ? kc.reduce((n, c) => n + (c?.length ?? 0), 0) : 0;
+    this.#begin(4 * (2 * qLen + 2 * nkv + rows + tables) + foreign * align(pageBytes) + parts * scratch + (nkv + 8) * 64 + (kc ? 4 * (6 * nkv + channels) + (nkv + 1) * 64 : 0));
     const qo = this.#put(a.q, qLen), oo = this.#take(qLen);
     const lo = this.#take(nkv), po = this.#take(rows), heads = this.#take(nkv);
     this.#i32.set(cache.lengths.subarray(0, nkv), lo >>> 2);
@@ -348,12 +348,26 @@ export class WasmBackend implements Backend {
         this.#i32[(table >>> 2) + p] = at;
       }
     }
+    let layouts = 0;
+    if (kc) {
+      layouts = this.#take(6 * nkv);
+      for (let g = 0; g < nkv; g++) {
+        const ch = kc[g], kf = ch && cache.pages[g].length ? cache.pages[g][0].keyFmt : null, at = (layouts >>> 2) + 6 * g;
+        if (!ch || !kf) {
+          this.#i32.fill(0, at, at + 6);
+          continue;
+        }
+        const list = this.#take(ch.length);
+        this.#i32.set(ch, list >>> 2);
+        this.#i32.set([list, ch.length, kf.headDim, kf.block, kf.blockBytes, kf.rowBytes], at);
+      }
+    }
     const so = this.#take((parts * scratch) / 4), bufOff = align(4 * tq * maxLen);
     const dtype = KV_DTYPES.indexOf(f.dtype), vOff = E * f.rowBytes, window = a.window ?? 0;
     if (parts === 1) {
-      this.#w.kv_attention(oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, maxLen, so + bufOff, 0, items);
+      this.#w.kv_attention(oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, maxLen, so + bufOff, 0, items, layouts);
     } else {
-      this.#pool.args.set([oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, scratch, maxLen, bufOff, items]);
+      this.#pool.args.set([oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, scratch, maxLen, bufOff, items, layouts]);
       this.#pool.run(TASK_KV_ATTENTION, parts);
     }
     this.#get(a.out, oo, qLen);
