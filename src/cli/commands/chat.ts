@@ -38,7 +38,8 @@ Options:
   --max-context-length N keep at most N context tokens (default: the window minus room for a
                          32-token question and the answer)
   --enable-thinking      let chat templates that support it (Qwen3) open a thinking block
-  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --weights W            f32, bf16, q8_0 or q4_k: hold every matrix in this format, for prefill and decode
+                         (default: as the checkpoint stores it; bf16 halves weight memory, q8_0 and q4_k quantize it)
   --decode-weights W     former name of --weights (still accepted)
 ${kvDtypeUsage}
   --temperature T        0 = greedy (default 0); --top-p, --top-k, --seed as for generate

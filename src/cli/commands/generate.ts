@@ -21,7 +21,8 @@ Options:
   --top-p P              nucleus sampling mass in (0, 1] (default 1)
   --top-k K              sample among the K most likely tokens, 0 = all (default 0)
   --seed S               sampler seed (default: from the clock)
-  --weights W            f32 or bf16: hold every matrix in this format, for prefill and decode (default: as the checkpoint stores it; bf16 halves weight memory)
+  --weights W            f32, bf16, q8_0 or q4_k: hold every matrix in this format, for prefill and decode
+                         (default: as the checkpoint stores it; bf16 halves weight memory, q8_0 and q4_k quantize it)
   --decode-weights W     former name of --weights (still accepted)
 ${kvDtypeUsage}
 ${pressFlagsUsage}

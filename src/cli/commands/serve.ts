@@ -29,7 +29,7 @@ Options:
                              evicted beyond it (default 256)
   --max-queue N              requests in progress at once; more get 429 (default 64)
   --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
-  --weights W                f32 or bf16: hold every matrix in this format (default: as the checkpoint stores it)
+  --weights W                f32, bf16, q8_0 or q4_k: hold every matrix in this format (default: as the checkpoint stores it)
   --decode-weights W         former name of --weights (still accepted)
   --kv-dtype T               KV cache element type of every request and context: f32, f16, bf16, q8_0,
                              q4_0 or auto (default auto: the checkpoint's precision for 16-bit
