@@ -20,7 +20,7 @@ import { LayerContext } from '../src/model/layer-context.js';
 import type { Model } from '../src/model/model.js';
 import { calibrate } from '../src/presses/expected-attention-calibration.js';
 import { presses } from '../src/presses/index.js';
-import type { Press } from '../src/presses/press.js';
+import { PressError, type Press } from '../src/presses/press.js';
 import { writeQueryStats } from '../src/presses/stats-format.js';
 import { writeSurrogate } from '../src/presses/kvzip-surrogate.js';
 
@@ -78,7 +78,7 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
  * tokens (the cost of scoring does not depend on the statistics' values); Expected Attention is
  * also timed with precision=mixed. Returns a cleanup.
  */
-export function registeredPresses(model: Model, ratio = 0.5, only?: readonly string[]): { list: { name: string; press: Press }[]; cleanup: () => void } {
+export function registeredPresses(model: Model, ratio = 0.5, only?: readonly string[]): { list: { name: string; press: Press }[]; skipped: { name: string; why: string }[]; cleanup: () => void } {
   const acts = (n: string) => (presses.get(n).phase ?? 'prefill') !== 'decoding';
   const names = presses.names().filter((n) => (only ? only.includes(n) : acts(n)));
   let dir: string | null = null;
@@ -98,23 +98,38 @@ export function registeredPresses(model: Model, ratio = 0.5, only?: readonly str
     writeSurrogate(join(sdir, 'kvzap.safetensors'), { type: 'mlp', hiddenSize: c.hiddenSize, numKvHeads: c.numKvHeads, width: W, layers, model: model.source, tokens: 0 });
     return join(sdir, 'kvzap.safetensors');
   };
-  const list = names.map((name) => {
+  const list: { name: string; press: Press }[] = [];
+  const skipped: { name: string; why: string }[] = [];
+  for (const name of names) {
     const needsStats = 'stats' in presses.get(name).options, needsSurrogate = 'surrogate' in presses.get(name).options;
-    const press = presses.create(name, acts(name) ? ratio : 0, needsStats ? { stats: statsFile() } : needsSurrogate ? { surrogate: surrogateFile() } : {});
-    return { name, press };
-  });
+    // Presses that need a file of their own (budgets, head patterns, gates, adapters), a question
+    // or no ratio at all cannot run in a bare prefill: they are listed as skipped with the reason.
+    // Finch reads a question at the end of the sequence: the last 32 tokens stand for it.
+    const extra = name === 'finch' ? { windowSize: 32 } : {};
+    try {
+      const press = presses.create(name, acts(name) ? ratio : 0, needsStats ? { stats: statsFile() } : needsSurrogate ? { surrogate: surrogateFile() } : extra);
+      if (name === 'think') skipped.push({ name, why: 'it prunes key channels in the cache itself, which the presses timed after it on the same cache would then read' });
+      else if (typeof (press as { afterPrefill?: unknown }).afterPrefill === 'function') skipped.push({ name, why: 'its work is a second pass after the prefill, which this per-layer timer does not run; its cost is a multiple of the prefill (README)' });
+      else list.push({ name, press });
+    } catch (e) {
+      if (!(e instanceof PressError)) throw e;
+      skipped.push({ name, why: e.message });
+    }
+  }
   // The flagship's faster numerics, beside its float64 default.
   if (names.includes('expected_attention')) list.push({ name: 'expected_attention precision=mixed', press: presses.create('expected_attention', ratio, { precision: 'mixed' }) });
-  return { list, cleanup: () => { for (const d of [dir, sdir]) if (d) rmSync(d, { recursive: true, force: true }); } };
+  return { list, skipped, cleanup: () => { for (const d of [dir, sdir]) if (d) rmSync(d, { recursive: true, force: true }); } };
 }
 
 /** The two standard measurements (stories260K at 512 tokens, SmolLM2-135M shape at 4096). */
 export async function runPressBench(opts: { only?: string[]; backend?: ReturnType<typeof createBackend> } = {}): Promise<{ markdown: string; json: PressOverheadResult[] }> {
   const backend = opts.backend ?? createBackend();
   const results: PressOverheadResult[] = [];
+  const skipped = new Map<string, string>();
   for (const [shape, T] of [['stories260K', 512], ['small', 4096]] as const) {
     const model = await benchModelOfShape(shape, backend);
-    const { list, cleanup } = registeredPresses(model, 0.5, opts.only);
+    const { list, skipped: notRun, cleanup } = registeredPresses(model, 0.5, opts.only);
+    for (const { name, why } of notRun) skipped.set(name, why);
     try {
       results.push(measurePressOverhead(model, T, list));
     } finally {
@@ -122,9 +137,13 @@ export async function runPressBench(opts: { only?: string[]; backend?: ReturnTyp
     }
   }
   const lines = ['| press | ' + results.map((r) => `${r.model}, T=${r.tokens} (prefill ${(r.prefillMs / 1000).toFixed(2)} s, ${r.backend})`).join(' | ') + ' |', '|---|' + results.map(() => '---|').join('')];
-  for (const [i, p] of results[0].presses.entries()) {
-    lines.push(`| ${p.press} | ` + results.map((r) => `${r.presses[i].ms.toFixed(1)} ms (${(100 * r.presses[i].fraction).toFixed(1)}%)`).join(' | ') + ' |');
+  for (const name of new Set(results.flatMap((r) => r.presses.map((p) => p.press)))) {
+    lines.push(`| ${name} | ` + results.map((r) => {
+      const p = r.presses.find((q) => q.press === name);
+      return p ? `${p.ms.toFixed(1)} ms (${(100 * p.fraction).toFixed(1)}%)` : '—';
+    }).join(' | ') + ' |');
   }
+  if (skipped.size) lines.push('', 'Not timed (they cannot run in a bare prefill): ' + [...skipped].map(([n, why]) => `\`${n}\` (${why.replace(/^press "[^"]+": /, '')})`).join('; ') + '.');
   return { markdown: `Press overhead: time choosing what to keep, as a share of the prefill\n\n${lines.join('\n')}`, json: results };
 }
 
