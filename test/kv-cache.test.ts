@@ -15,18 +15,10 @@ import { generate } from '../src/pipeline/generate.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { DecodingPress } from '../src/presses/decoding.js';
 import { KnormPress } from '../src/presses/knorm.js';
+import { fastBackends } from './helpers/backends.js';
 import { rng } from './helpers/random.js';
 
 const model = await loadModel();
-/** The native and wasm backends where this machine has them. */
-const fastBackends = (['native', 'wasm'] as const).flatMap((prefer) => {
-  try {
-    const be = createBackend({ prefer });
-    return be.name === prefer ? [be] : [];
-  } catch {
-    return [];
-  }
-});
 const c = model.config;
 const story = readFileSync(join(packageRoot(), 'examples/story.txt'), 'utf8');
 const prompt = model.tokenizer!.encode(story, { bos: true }).slice(0, 120);

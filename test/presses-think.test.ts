@@ -10,17 +10,10 @@ import { pressScores } from '../src/cli/commands/scores.js';
 import { loadModel } from '../src/model/load.js';
 import { Model } from '../src/model/model.js';
 import { createPress, prefill, ThinKPress } from '../src/presses/index.js';
+import { fastBackends } from './helpers/backends.js';
 import { rng } from './helpers/random.js';
 
 const model = await loadModel();
-const fastBackends = (['native', 'wasm'] as const).flatMap((prefer) => {
-  try {
-    const be = createBackend({ prefer });
-    return be.name === prefer ? [be] : [];
-  } catch {
-    return [];
-  }
-});
 
 /** Float64 causal GQA attention over full-width keys whose pruned channels are 0 (kvpress's ThinK). */
 function reference(q: Float32Array, keys: Float64Array[], values: Float64Array[], rows: number, H: number, hd: number): Float64Array {
