@@ -73,18 +73,38 @@ test(`load: ${ROUNDS} rounds of ${CONCURRENT} concurrent streamed requests (half
         assert.ok(o.done, 'every stream ends with [DONE]');
         assert.ok(o.finish === 'length' || o.finish === 'stop');
       }
-      // Round-robin decode steps: every full-length answer has started before any of them ends
-      // (served one after another, none would overlap), and while all run, each gets the same
-      // share of decode steps.
+      // Round-robin decode steps. Requests reach the server over some time, so the first answers can
+      // finish before the last ones start; the claim is about answers that run together. Served one
+      // after another, at most one would be running at any moment; here most run at once, and any
+      // two that overlap for ≥ 10 tokens get the same share of decode steps while both run.
       const full = outcomes.filter((o) => o.finish === 'length');
       assert.ok(full.length >= CONCURRENT / 2, `${full.length} full-length answers`);
-      const from = Math.max(...full.map((o) => o.times[0])), to = Math.min(...full.map((o) => o.finishedAt));
-      assert.ok(from < to, `the last full-length answer started at ${from.toFixed(0)} ms, the first ended at ${to.toFixed(0)} ms`);
-      const shares = full.map((o) => o.times.filter((x) => x >= from && x <= to).length);
-      const lo = Math.min(...shares), hi = Math.max(...shares);
-      assert.ok(lo >= 0.6 * hi, `tokens per answer while all ran (${from.toFixed(0)}–${to.toFixed(0)} ms): ${lo} to ${hi}`);
+      const peak = Math.max(...full.map((o) => full.filter((p) => p.times[0] <= o.times[0] && o.times[0] < p.finishedAt).length));
+      assert.ok(peak >= full.length / 2, `at most ${peak} of ${full.length} full-length answers ran at once`);
+      const ratios: number[] = [];
+      const perAnswer: number[][] = full.map(() => []);
+      for (let i = 0; i < full.length; i++) {
+        for (let j = i + 1; j < full.length; j++) {
+          const from = Math.max(full[i].times[0], full[j].times[0]), to = Math.min(full[i].finishedAt, full[j].finishedAt);
+          const a = full[i].times.filter((x) => x >= from && x <= to).length, b = full[j].times.filter((x) => x >= from && x <= to).length;
+          if (Math.max(a, b) < 10) continue;
+          ratios.push(Math.min(a, b) / Math.max(a, b));
+          perAnswer[i].push(a / b);
+          perAnswer[j].push(b / a);
+        }
+      }
+      // Times are when the client read a token: SSE writes are batched and a loaded client reads
+      // some sockets late, so single pairs can look uneven. A scheduler that favoured one kind of
+      // request (context answers or plain ones) would make half the pairs uneven; one that starved
+      // an answer would put it behind most of the others.
+      ratios.sort((x, y) => x - y);
+      const p10 = ratios[Math.floor(ratios.length / 10)];
+      assert.ok(p10 >= 0.75, `over ${ratios.length} pairs of answers running together, a tenth got shares more uneven than ${p10.toFixed(2)}`);
+      const medians = perAnswer.filter((r) => r.length > 0).map((r) => r.sort((x, y) => x - y)[r.length >> 1]);
+      const slowest = Math.min(...medians);
+      assert.ok(slowest >= 0.6, `an answer got a median ${slowest.toFixed(2)} of the tokens of those running with it`);
       rssAfter.push(await rss(server.url));
-      t.diagnostic(`round ${round}: all ${full.length} full-length answers ran together from ${from.toFixed(0)} to ${to.toFixed(0)} ms, each getting ${lo}–${hi} tokens meanwhile; RSS ${(rssAfter[round] / 2 ** 20).toFixed(1)} MiB`);
+      t.diagnostic(`round ${round}: up to ${peak} of ${full.length} full-length answers ran at once; over ${ratios.length} overlapping pairs 90 % got shares within ${p10.toFixed(2)}, the slowest answer got a median ${slowest.toFixed(2)} of the others' share; RSS ${(rssAfter[round] / 2 ** 20).toFixed(1)} MiB`);
     }
     // Flat: once two rounds have sized the buffers and the heap, later rounds hold no more memory.
     const growth = rssAfter[ROUNDS - 1] / rssAfter[1];
