@@ -188,7 +188,7 @@ function pass(model: ModelParts & { weights: ModelWeights }, ws: Workspace, toke
 }
 
 /** gate[i] ← gelu_tanh(gate[i]) · up[i]: 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))). */
-function geluTanhMul(gate: Float32Array, up: Float32Array, n: number): void {
+export function geluTanhMul(gate: Float32Array, up: Float32Array, n: number): void {
   const k = Math.sqrt(2 / Math.PI);
   for (let i = 0; i < n; i++) {
     const g = gate[i];
@@ -200,7 +200,7 @@ function geluTanhMul(gate: Float32Array, up: Float32Array, n: number): void {
  * Attention in place over the pages where the backend reads them; otherwise each head's entries
  * are decoded to f32 into the workspace (one copy per call) for the backend's contiguous kernel.
  */
-function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void {
+export function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void {
   if (be.attentionPaged) return be.attentionPaged(a);
   // The contiguous kernels know no window: the reference reads the pages instead.
   if (a.window !== undefined) return pagedAttention(a);
@@ -223,6 +223,6 @@ function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void {
   be.attention({ out: a.out, q: a.q, rows: a.rows, numHeads: a.numHeads, numKvHeads, headDim: hd, keys, values, lengths: lc.lengths, scale: a.scale, scratch: a.scratch });
 }
 
-function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+export function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) x[i] += y[i];
 }
