@@ -1,4 +1,5 @@
 import type { KVCache } from '../cache/kv-cache.js';
+import { BatchDecoder } from '../model/batch-decode.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { Sampler, type SamplingOptions } from '../pipeline/sampler.js';
@@ -31,6 +32,71 @@ export interface StepOptions extends SamplingOptions {
   caches?: Set<KVCache>;
 }
 
+/** The single-row forward an answer's next step will run: `token` appended to `cache`. */
+export interface DecodeInput {
+  token: number;
+  cache: KVCache;
+}
+
+/**
+ * The decode steps of concurrent answers taken together. Before each scheduler round, prepare()
+ * runs one BatchDecoder step over every answer whose next step is a plain single-row decode
+ * (DecodeInput); when that answer's own code then calls `model.forward([token], cache)` on
+ * `this.model`, it gets the prepared logits instead of a pass of its own. The answers' code
+ * (Generation, the pipeline's answer loop) stays as it is, and their numbers too: a batched row
+ * equals its single-row pass (BatchDecoder).
+ */
+export class DecodeBatch {
+  /** The model the answers run on: the base model whose forward takes prepared steps. */
+  readonly model: Model;
+  private readonly decoder: BatchDecoder;
+  /** Row of each prepared cache in the current step. */
+  private readonly ready = new Map<KVCache, number>();
+  private readonly tokens: number[] = [];
+  private readonly caches: KVCache[] = [];
+  private logits: readonly Float32Array[] = [];
+
+  constructor(readonly base: Model) {
+    this.decoder = new BatchDecoder(base);
+    const m: Model = Object.create(base);
+    m.forward = (tokens, cache, opts = {}) => {
+      const row = this.ready.get(cache);
+      if (row === undefined) return base.forward(tokens, cache, opts);
+      this.ready.delete(cache);
+      // The cache already holds the prepared token: any other pass on it would be wrong.
+      if (tokens.length !== 1 || tokens[0] !== this.tokens[row] || opts.press || (opts.logits ?? 'last') !== 'last') {
+        throw new Error(`internal error: a batched decode step of token ${this.tokens[row]} was prepared for this cache, but the answer ran a different pass (${tokens.length} tokens, logits ${opts.logits ?? 'last'})`);
+      }
+      return this.logits[row];
+    };
+    this.model = m;
+  }
+
+  /**
+   * Runs the next decode step of every given answer that has one, together (two or more; one
+   * goes through its own forward as before). Steps prepared earlier and not taken (their answer
+   * was cancelled or stopped) are dropped: their caches are going away.
+   */
+  prepare(inputs: Iterable<DecodeInput | null>): void {
+    this.ready.clear();
+    this.tokens.length = 0;
+    this.caches.length = 0;
+    for (const d of inputs) {
+      if (!d) continue;
+      this.tokens.push(d.token);
+      this.caches.push(d.cache);
+    }
+    if (this.caches.length < 2) return;
+    try {
+      this.logits = this.decoder.step(this.tokens, this.caches);
+    } catch {
+      // Every cache was put back: each answer runs its own pass and meets the error there, in its own request.
+      return;
+    }
+    for (let r = 0; r < this.caches.length; r++) this.ready.set(this.caches[r], r);
+  }
+}
+
 /**
  * `generate` one token at a time, so that a scheduler can interleave the decode steps of several
  * requests: the first `step()` runs the prefill and samples the first token, every later one a
@@ -46,6 +112,8 @@ export class Generation {
   /** Time inside the press's compress calls (prefill and decode steps). */
   pressMs = 0;
   private readonly steps: Generator<StepToken, void>;
+  /** Set while the last token's single-row decode step is next (no press: a pressed step goes alone). */
+  private decode: DecodeInput | null = null;
 
   constructor(readonly model: Model, readonly prompt: readonly number[], readonly opts: StepOptions = {}) {
     if (prompt.length === 0) throw new Error('the prompt is empty');
@@ -56,6 +124,11 @@ export class Generation {
   step(): StepToken | null {
     const r = this.steps.next();
     return r.done ? null : r.value;
+  }
+
+  /** The single-row forward the next step() starts with, or null (prefill, last token, press). */
+  nextDecode(): DecodeInput | null {
+    return this.decode;
   }
 
   /** Ends the generation early (its cache is released with it). */
@@ -104,6 +177,7 @@ export class Generation {
     const stream = tok ? new TokenStream(tok) : null;
     this.finishReason = 'length';
     opts.caches?.add(cache);
+    const input: DecodeInput = { token: 0, cache };
     try {
       for (let i = 0; i < steps; i++) {
         // Sampled before yielding: the logits view is reused by other requests' forward passes.
@@ -113,10 +187,14 @@ export class Generation {
           break;
         }
         this.tokens.push(next);
+        input.token = next;
+        this.decode = i + 1 < steps && !timed ? input : null;
         yield { id: next, text: stream ? stream.push(next) : '' };
+        this.decode = null;
         if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press: timed });
       }
     } finally {
+      this.decode = null;
       // Finished or cancelled: the pages go back to the pool at once instead of waiting for the GC.
       cache.dispose();
       opts.caches?.delete(cache);

@@ -1,3 +1,4 @@
+import type { DecodeInput } from './decode.js';
 import { ApiError } from './errors.js';
 
 /** A unit of work on the model: a request's prefill and decode steps, or a one-step compression. */
@@ -8,6 +9,8 @@ export interface Task {
   cancel(reason: string): void;
   /** A step threw. */
   fail(error: unknown): void;
+  /** The single-row decode step the next step() starts with, if that is what it does (see DecodeBatch). */
+  nextDecode?(): DecodeInput | null;
 }
 
 /** The event loop gets a turn at least this often, so that streams flush and requests arrive. */
@@ -16,7 +19,8 @@ const YIELD_MS = 1;
 /**
  * One model, many requests: every admitted task runs one step in turn (round-robin over
  * single-row decode steps), so concurrent answers progress at the same rate. At most `maxQueue`
- * tasks are admitted (429 beyond); after `drain()` nothing new is admitted (503).
+ * tasks are admitted (429 beyond); after `drain()` nothing new is admitted (503). Before each
+ * round `beforeRound` sees the tasks (the server runs their decode steps together there).
  */
 export class Scheduler {
   private tasks: Task[] = [];
@@ -26,10 +30,12 @@ export class Scheduler {
   private next = 0;
   private draining = false;
   private idle: (() => void)[] = [];
+  /** Whether beforeRound has run for the round in progress (a finished task at index 0 does not start a new one). */
+  private roundStarted = false;
   /** Steps run since start, for metrics. */
   steps = 0;
 
-  constructor(readonly maxQueue: number) {}
+  constructor(readonly maxQueue: number, private readonly beforeRound?: (tasks: readonly Task[]) => void) {}
 
   /** Tasks admitted and not finished. */
   get depth(): number {
@@ -75,9 +81,16 @@ export class Scheduler {
 
   /** Runs steps round-robin for YIELD_MS, then gives the event loop a turn and comes back. */
   private readonly run = (): void => {
-    const until = performance.now() + YIELD_MS;
+    const until = performance.now() + ((globalThis as any).SF_YIELD ?? YIELD_MS);
     while (this.tasks.length > 0) {
-      if (this.next >= this.tasks.length) this.next = 0;
+      if (this.next >= this.tasks.length) {
+        this.next = 0;
+        this.roundStarted = false;
+      }
+      if (!this.roundStarted) {
+        this.roundStarted = true;
+        if (this.beforeRound) guard(() => this.beforeRound!(this.tasks));
+      }
       const task = this.tasks[this.next];
       const reason = this.cancelled.get(task);
       let finished = true;
@@ -102,6 +115,7 @@ export class Scheduler {
       }
     }
     this.running = false;
+    this.roundStarted = false;
     for (const resolve of this.idle.splice(0)) resolve();
   };
 }

@@ -9,7 +9,7 @@ import { CompressedContext, isDecodingPress, Pipeline, PipelineError, type Answe
 import { presses, PressError, type Press } from '../presses/index.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { ContextStore, type StoredContext } from './contexts.js';
-import { Generation, type StepToken } from './decode.js';
+import { DecodeBatch, Generation, type DecodeInput, type StepToken } from './decode.js';
 import { ApiError } from './errors.js';
 import { heldBytes, WatchedCache } from './kv-held.js';
 import { Metrics } from './metrics.js';
@@ -83,6 +83,8 @@ interface KvUsage {
 /** One request's answer, one step at a time. */
 interface Answer {
   step(): StepToken | null;
+  /** The single-row decode step the next step() starts with, or null. */
+  nextDecode(): DecodeInput | null;
   stop(): void;
   promptTokens: number;
   completionTokens(): number;
@@ -106,7 +108,9 @@ export function createServer(opts: ServerOptions): KvpressServer {
   const tok = model.tokenizer;
   if (!tok) throw new Error(`${model.source}: the model has no tokenizer, so it cannot serve text`);
   const window = model.config.maxPositionEmbeddings;
-  const scheduler = new Scheduler(opts.maxQueue ?? 64);
+  // Concurrent answers decode together (one BatchDecoder step per round); each runs its own code on batch.model.
+  const batch = new DecodeBatch(model);
+  const scheduler = new Scheduler(opts.maxQueue ?? 64, (tasks) => batch.prepare(decodeInputs(tasks)));
   const contexts = new ContextStore(opts.maxContextMemory ?? 256 * MiB);
   /** The caches the answers in flight write to (context answers' clones, plain requests' own). */
   const answerCaches = new Set<KVCache>();
@@ -294,9 +298,10 @@ export function createServer(opts: ServerOptions): KvpressServer {
     const press = pressFromBody(kv);
     const ids = chat ? chatPromptIds(tok!, body.messages!) : tok!.encode(text, { bos: true });
     if (ids.length > window) throw new ApiError(400, `the prompt has ${ids.length} tokens, more than the model's window of ${window}`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
-    const gen = new Generation(model, ids, { maxNewTokens: maxTokens ?? window, press, caches: answerCaches, ...sampling });
+    const gen = new Generation(batch.model, ids, { maxNewTokens: maxTokens ?? window, press, caches: answerCaches, ...sampling });
     return {
       step: () => gen.step(),
+      nextDecode: () => gen.nextDecode(),
       stop: () => gen.stop(),
       promptTokens: ids.length,
       completionTokens: () => gen.tokens.length,
@@ -326,23 +331,33 @@ export function createServer(opts: ServerOptions): KvpressServer {
     if (ids.length > room) throw new ApiError(400, `the question takes ${ids.length} tokens but only ${room} positions remain after the ${base.contextEnd}-position context (model window ${window})`, 'messages', 'context_length_exceeded');
     const limit = Math.min(maxTokens ?? window, room - ids.length + 1);
     let steps: Generator<TokenEvent, AnswerRecord> | null = null;
-    let count = 0, full = '', questionMs = 0;
+    let count = 0, full = '', questionMs = 0, ended = false;
+    // The pipeline's loop feeds each token back (one single-row pass) unless it was the last.
+    const input: DecodeInput = { token: 0, cache: base.cache };
     const caches: KVCache[] = [];
     const release = () => caches.forEach((c) => answerCaches.delete(c));
     return {
       step() {
-        steps ??= new CompressedContext(model, tk, new WatchedCache(base.cache, (c) => (caches.push(c), answerCaches.add(c))), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
+        steps ??= new CompressedContext(batch.model, tk, new WatchedCache(base.cache, (c) => (caches.push(c), answerCaches.add(c))), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
         const r = steps.next();
         if (r.done) {
+          ended = true;
           release();
           full = r.value.text;
           questionMs = r.value.stats.questionMs;
           return null;
         }
         count++;
+        input.token = r.value.id;
         return { id: r.value.id, text: r.value.text };
       },
+      nextDecode() {
+        if (ended || count === 0 || count >= limit || caches.length !== 1) return null;
+        input.cache = caches[0];
+        return input;
+      },
       stop() {
+        ended = true;
         steps?.return(undefined as never);
         release();
       },
@@ -408,6 +423,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
           }
           return false;
         },
+        nextDecode: () => answer.nextDecode(),
         cancel(reason) {
           answer.stop();
           metrics.completionTokens.inc(answer.completionTokens());
@@ -474,7 +490,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
         if (scheduled) return;
         scheduled = true;
         if (tokensSent === 0) setImmediate(flush);
-        else setTimeout(flush, FLUSH_MS);
+        else setTimeout(flush, (globalThis as any).SF_FLUSH ?? FLUSH_MS);
       };
       const write = (obj: unknown) => send(JSON.stringify(obj));
       // A token's event is its text's JSON between a fixed head and tail: no chunk object is
@@ -489,7 +505,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       };
       const sink = {
         token(text: string) {
-          send(tokenHead + JSON.stringify(text) + tokenTail);
+          if (!(globalThis as any).SF_NOSEND) send(tokenHead + JSON.stringify(text) + tokenTail);
           tokensSent++;
         },
         done(reason: 'stop' | 'length') {
@@ -530,6 +546,11 @@ export function createServer(opts: ServerOptions): KvpressServer {
       await app.close();
     },
   };
+}
+
+/** Each task's next decode step (null for those whose next step is something else). */
+function* decodeInputs(tasks: readonly Task[]): Generator<DecodeInput | null> {
+  for (const t of tasks) yield t.nextDecode ? t.nextDecode() : null;
 }
 
 /** Any error as an OpenAI-shaped one: validation and parsing problems are 400s naming the field. */
