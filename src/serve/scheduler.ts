@@ -81,7 +81,7 @@ export class Scheduler {
 
   /** Runs steps round-robin for YIELD_MS, then gives the event loop a turn and comes back. */
   private readonly run = (): void => {
-    const until = performance.now() + ((globalThis as any).SF_YIELD ?? YIELD_MS);
+    const until = performance.now() + YIELD_MS;
     while (this.tasks.length > 0) {
       if (this.next >= this.tasks.length) {
         this.next = 0;

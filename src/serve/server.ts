@@ -490,7 +490,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
         if (scheduled) return;
         scheduled = true;
         if (tokensSent === 0) setImmediate(flush);
-        else setTimeout(flush, (globalThis as any).SF_FLUSH ?? FLUSH_MS);
+        else setTimeout(flush, FLUSH_MS);
       };
       const write = (obj: unknown) => send(JSON.stringify(obj));
       // A token's event is its text's JSON between a fixed head and tail: no chunk object is
@@ -505,7 +505,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       };
       const sink = {
         token(text: string) {
-          if (!(globalThis as any).SF_NOSEND) send(tokenHead + JSON.stringify(text) + tokenTail);
+          send(tokenHead + JSON.stringify(text) + tokenTail);
           tokensSent++;
         },
         done(reason: 'stop' | 'length') {
