@@ -1,3 +1,4 @@
+import type { Backend } from '../backend/backend.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import { attentionScale, layerWindow } from './config.js';
 import { addInPlace, attend, geluTanhMul, Workspace } from './forward.js';
@@ -5,14 +6,17 @@ import type { Model } from './model.js';
 import { linear, weightRow, type Weight } from './weights.js';
 
 /**
- * Rows a product takes per call without changing its numbers: an f32 matrix goes one row at a
- * time through the backend's GEMV (the native GEMM sums in another order, and below 8 rows it is
- * slower than GEMVs whose matrix stays in L3); bf16 and quantized matrices three rows at a time,
- * the most the native row-streaming kernels take before switching to the GEMM, which rounds
- * activations to bf16 or dequantizes panels instead.
+ * Rows a product takes per call without changing its numbers. An f32 matrix goes one row at a
+ * time through the GEMV (the native GEMM sums in another order, and below 8 rows it is slower than
+ * GEMVs whose matrix stays in L3). A bf16 or quantized matrix goes three rows at a time where the
+ * backend has its own product in that format: those stream up to three rows, each as alone, and
+ * switch to a GEMM that rounds activations to bf16 or dequantizes panels from four. Elsewhere
+ * the matrix is widened panel by panel for the f32 product, so again one row at a time.
  */
-function rowsPerCall(w: Weight): number {
-  return w instanceof Float32Array || w.type === 'f32' ? 1 : 3;
+function rowsPerCall(be: Backend, w: Weight): number {
+  if (w instanceof Float32Array || w.type === 'f32') return 1;
+  if (w.type === 'bf16') return be.matmulBf16 ? 3 : 1;
+  return be.matmulQuant ? 3 : 1;
 }
 
 /** Row views of a workspace buffer, built once per buffer so that a step allocates nothing. */
@@ -98,7 +102,7 @@ export class BatchDecoder {
 
   /** out = x · Wᵀ for R rows, in the row counts per call that keep single-row numbers. */
   private linear(out: RowViews, outBuf: Float32Array, x: RowViews, xBuf: Float32Array, w: Weight, R: number, n: number, k: number, bias?: Float32Array | null): void {
-    const per = rowsPerCall(w);
+    const per = rowsPerCall(this.model.backend, w);
     for (let r = 0; r < R; r += per) {
       const rows = Math.min(per, R - r);
       linear(this.model.backend, out.get(outBuf, n, r, rows), x.get(xBuf, k, r, rows), w, rows, n, k, bias);
@@ -154,7 +158,7 @@ export class BatchDecoder {
       addInPlace(ws.x, ws.xb, R * D);
     }
     be.rmsnorm(ws.xb, ws.x, w.finalNorm, R, D, eps);
-    const V = c.vocabSize, per = rowsPerCall(w.lmHead);
+    const V = c.vocabSize, per = rowsPerCall(be, w.lmHead);
     for (let r = 0; r < R; r += per) {
       const rows = Math.min(per, R - r);
       linear(be, vw.logits.get(this.logits, V, r, rows), vw.xb.get(ws.xb, D, r, rows), w.lmHead, rows, V, D);

@@ -55,6 +55,9 @@ export class DecodeBatch {
   private readonly tokens: number[] = [];
   private readonly caches: KVCache[] = [];
   private logits: readonly Float32Array[] = [];
+  /** Decode steps run in batches, and the batches. */
+  rows = 0;
+  batches = 0;
 
   constructor(readonly base: Model) {
     this.decoder = new BatchDecoder(base);
@@ -94,6 +97,8 @@ export class DecodeBatch {
       return;
     }
     for (let r = 0; r < this.caches.length; r++) this.ready.set(this.caches[r], r);
+    this.rows += this.caches.length;
+    this.batches++;
   }
 }
 

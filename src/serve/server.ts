@@ -35,6 +35,8 @@ export interface ServerOptions {
 export interface KvpressServer {
   app: FastifyInstance;
   scheduler: Scheduler;
+  /** Where concurrent answers' decode steps run together (counts of what it batched). */
+  batch: DecodeBatch;
   contexts: ContextStore;
   metrics: Metrics;
   /** KV bytes allocated by the contexts and the answers in flight, each shared page once (see heldBytes). */
@@ -110,7 +112,11 @@ export function createServer(opts: ServerOptions): KvpressServer {
   const window = model.config.maxPositionEmbeddings;
   // Concurrent answers decode together (one BatchDecoder step per round); each runs its own code on batch.model.
   const batch = new DecodeBatch(model);
-  const scheduler = new Scheduler(opts.maxQueue ?? 64, (tasks) => batch.prepare(decodeInputs(tasks)));
+  const scheduler = new Scheduler(opts.maxQueue ?? 64, (tasks) => {
+    const before = batch.rows;
+    batch.prepare(decodeInputs(tasks));
+    if (batch.rows > before) metrics.batchedSteps.inc(batch.rows - before);
+  });
   const contexts = new ContextStore(opts.maxContextMemory ?? 256 * MiB);
   /** The caches the answers in flight write to (context answers' clones, plain requests' own). */
   const answerCaches = new Set<KVCache>();
@@ -540,7 +546,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
   app.post('/v1/completions', { schema: { body: completionSchema } }, completionRoute(false));
 
   return {
-    app, scheduler, contexts, metrics, kvAllocatedBytes,
+    app, scheduler, batch, contexts, metrics, kvAllocatedBytes,
     async shutdown(graceMs = 30_000) {
       await scheduler.drain(graceMs);
       await app.close();
