@@ -490,18 +490,20 @@ export function createServer(opts: ServerOptions): KvpressServer {
         res.write(pending);
         pending = '';
       };
+      /** Queues one whole server-sent event ("data: …\n\n"). */
       const send = (event: string) => {
         if (ended) return;
-        pending += `data: ${event}\n\n`;
+        pending += event;
         if (scheduled) return;
         scheduled = true;
         if (tokensSent === 0) setImmediate(flush);
         else setTimeout(flush, FLUSH_MS);
       };
-      const write = (obj: unknown) => send(JSON.stringify(obj));
+      const write = (obj: unknown) => send(`data: ${JSON.stringify(obj)}\n\n`);
       // A token's event is its text's JSON between a fixed head and tail: no chunk object is
       // built and stringified per token.
-      const [tokenHead, tokenTail] = JSON.stringify(chunk('\u0000', null)).split('"\\u0000"');
+      const [head, tail] = JSON.stringify(chunk('\u0000', null)).split('"\\u0000"');
+      const tokenHead = `data: ${head}`, tokenTail = `${tail}\n\n`;
       // The status line went out with the first chunk; a later failure is an error event.
       const end = () => {
         if (ended) return;

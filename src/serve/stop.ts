@@ -13,6 +13,11 @@ export class StopMatcher {
   push(piece: string): string {
     if (this.stopped) return '';
     this.text += piece;
+    // No stop strings: nothing to hold back or search for, every piece goes out as it is.
+    if (this.stops.length === 0) {
+      this.emitted = this.text.length;
+      return piece;
+    }
     let cut = -1;
     for (const s of this.stops) {
       const at = this.text.indexOf(s, this.emitted);
