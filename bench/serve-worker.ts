@@ -2,7 +2,8 @@
  * The server of the serve benchmark, in a worker thread of its own, so that the benchmark's
  * HTTP clients do not share its event loop: the shape named in workerData (see serveBenchModel).
  * It also runs the library's `generate` on demand, on the server's own model in the server's
- * thread, so that the reference shares everything with the server but HTTP.
+ * thread, so that the reference shares everything with the server but HTTP, and turns batched
+ * decoding off and on ({ batch }) for the comparison with round-robin single-row steps.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { generate } from '../src/pipeline/generate.js';
@@ -23,6 +24,10 @@ parentPort!.on('message', async (m) => {
     const cpu = process.cpuUsage(c0);
     r.cache.dispose();
     parentPort!.postMessage({ tokens: r.tokens.length, ms: r.prefillMs + r.decodeMs, cpuMs: (cpu.user + cpu.system) / 1000 });
+  } else if (m?.batch !== undefined) {
+    // Concurrent answers' decode steps together (the server's default) or round-robin one by one.
+    server.batch.enabled = m.batch as boolean;
+    parentPort!.postMessage({ batch: server.batch.enabled });
   } else if (m === 'stop') {
     await server.shutdown(1000);
     parentPort!.close();

@@ -58,6 +58,8 @@ export class DecodeBatch {
   /** Decode steps run in batches, and the batches. */
   rows = 0;
   batches = 0;
+  /** Off: every answer runs its own passes, round-robin (what the benchmark compares against). */
+  enabled = true;
 
   constructor(readonly base: Model) {
     this.decoder = new BatchDecoder(base);
@@ -89,7 +91,7 @@ export class DecodeBatch {
       this.tokens.push(d.token);
       this.caches.push(d.cache);
     }
-    if (this.caches.length < 2) return;
+    if (this.caches.length < 2 || !this.enabled) return;
     try {
       this.logits = this.decoder.step(this.tokens, this.caches);
     } catch {
