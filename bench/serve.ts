@@ -34,7 +34,7 @@ interface Plan {
 
 const PLANS: Record<'stories260K' | 'small', (quick: boolean) => Plan> = {
   stories260K: (quick) => ({ oneTokens: 512, answerTokens: 256, repeats: quick ? 3 : 9 }),
-  small: (quick) => ({ oneTokens: quick ? 16 : 32, answerTokens: quick ? 8 : 16, repeats: quick ? 1 : 3 }),
+  small: (quick) => ({ oneTokens: quick ? 16 : 32, answerTokens: quick ? 16 : 32, repeats: quick ? 1 : 3 }),
 };
 
 interface StreamTiming {
