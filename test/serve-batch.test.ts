@@ -12,6 +12,7 @@ import { Pipeline } from '../src/pipeline/pipeline.js';
 import { presses } from '../src/presses/index.js';
 import { createServer } from '../src/serve/server.js';
 import { fastBackends } from './helpers/backends.js';
+import { postJson } from './helpers/serve.js';
 
 const story = readFileSync(join(packageRoot(), 'examples/story.txt'), 'utf8');
 
@@ -120,11 +121,7 @@ test('server: concurrent greedy answers decode in batches and each equals its an
   const server = createServer({ model, modelId: 'stories260K' });
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
   try {
-    const post = async (path: string, body: unknown) => {
-      const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      assert.ok(res.ok, await res.clone().text());
-      return res.json() as Promise<any>;
-    };
+    const post = (path: string, body: unknown) => postJson(url, path, body);
     const ctx = await post('/v1/contexts', { text: story, kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
     const bodies = [
       ...['What did Lily find?', 'Who was there?', 'What happened next?', 'Where was the ball?'].map((q) => ({ messages: [{ role: 'user', content: q }], kvpress: { context_id: ctx.id } })),

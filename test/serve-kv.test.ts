@@ -6,6 +6,7 @@ import { createBackend } from '../src/backend/index.js';
 import { benchModelOfShape } from '../src/bench/shapes.js';
 import { packageRoot } from '../src/model/load.js';
 import { createServer } from '../src/serve/server.js';
+import { postJson } from './helpers/serve.js';
 
 test('8 concurrent answers on one context hold its pages once: allocated KV ≤ context + 8 private tails', async () => {
   // stories260K with its window widened (as the benchmark has it), so that the context is much
@@ -26,11 +27,7 @@ test('8 concurrent answers on one context hold its pages once: allocated KV ≤ 
   };
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
   try {
-    const post = async (path: string, body: unknown) => {
-      const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      assert.ok(res.ok, await res.clone().text());
-      return res.json() as Promise<any>;
-    };
+    const post = (path: string, body: unknown) => postJson(url, path, body);
     const story = readFileSync(join(packageRoot(), 'examples/story.txt'), 'utf8').repeat(4);
     const ctx = await post('/v1/contexts', { text: story, kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
     assert.equal(server.kvAllocatedBytes(), ctx.allocatedBytes);

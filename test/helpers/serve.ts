@@ -50,3 +50,10 @@ export async function readSse(res: Response): Promise<{ events: any[]; done: boo
   }
   return { events, done };
 }
+
+/** POSTs a JSON body and returns the JSON answer; a status other than 2xx fails with the body. */
+export async function postJson(url: string, path: string, body: unknown): Promise<any> {
+  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}: ${await res.text()}`);
+  return res.json();
+}
