@@ -9,7 +9,7 @@
 
 #include "attn_args.h"
 
-#if defined(__AVX2__) || defined(__AVX512F__)
+#if VW >= 8 /* the AVX2 (VW 8) and AVX-512 (VW 16) builds, x86 only */
 #include <immintrin.h>
 #endif
 
@@ -331,12 +331,12 @@ static inline __attribute__((always_inline)) void gemv_bf16_rows(float *o, const
  * half (one vpmovzxwd and one shift on AVX2/AVX-512; GCC 12 splits the generic conversion into
  * five instructions there). */
 static inline vf WIDEN_BF16(const uint16_t *p) {
-#if VW == 16 && defined(__AVX512F__)
+#if VW == 16 && defined(__AVX512F__) /* (the AVX-512 emulation build has no SIMDe vpmovzxwd: generic path) */
   __m512i u = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
   vf f;
   __builtin_memcpy(&f, &u, sizeof f);
   return f;
-#elif VW == 8 && defined(__AVX2__)
+#elif VW == 8
   __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
   vf f;
   __builtin_memcpy(&f, &u, sizeof f);
