@@ -183,7 +183,7 @@ async function main(): Promise<void> {
  */
 function quantSection(md: string[], ref: (shape: string, type: string) => LlamaFigures | undefined, measured: boolean): Record<string, unknown> {
   md.push('', '### Quantized weights (small, 1 thread)', '');
-  md.push('`--weights q8_0` / `q4_k`: the random small shape quantized in memory (q4_k falls back to Q5_0 on rows that are not whole 256-value blocks, as llama-quantize does for this shape), prefill on int8 activation blocks, decode on the blocks; against llama.cpp Q8_0 and Q4_K_M of the same shape. Goals: prefill 512 ≥ 1.5×; decode ≥ 1.0× (Q8_0), ≥ 0.9× (Q4_K).', '');
+  md.push('`--weights q8_0` / `q4_k`: the random small shape quantized in memory (q4_k falls back to Q5_0 on rows that are not whole 256-value blocks, as llama-quantize does for this shape): prefill on dequantized panels in the f32 GEMM, decode on the blocks with int8 activation blocks; against llama.cpp Q8_0 and Q4_K_M of the same shape. Goals: prefill 512 ≥ 1.5×; decode ≥ 1.0× (Q8_0), ≥ 0.9× (Q4_K).', '');
   md.push('| weights | vs llama.cpp | prefill 512 | goal | decode @0 | goal | peak RSS |', '|---|---|---|---|---|---|---|');
   const out: Record<string, unknown> = {};
   for (const [w, lt, decodeGoal] of [['q8_0', 'q8_0', 1.0], ['q4_k', 'q4_k_m', 0.9]] as const) {
