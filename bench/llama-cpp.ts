@@ -208,15 +208,15 @@ function llamaBench(bin: string, model: string, gen: number, reps: number, long:
 }
 
 /**
- * Times llama.cpp on the benchmark's shapes. quick: the small shape only, f32 and f16, two
- * repetitions. Falls back to RECORDED (and says so) when llama-bench is missing or fails.
+ * Times llama.cpp on the benchmark's shapes. quick: the small shape only (f32, f16, Q8_0,
+ * Q4_K_M: the quantized-weights section compares against the last two), two repetitions. Falls back to RECORDED (and says so) when llama-bench is missing or fails.
  */
 export function runLlamaCpp(root: string, opts: { quick: boolean; log?: (s: string) => void }): LlamaCppResult {
   const bin = findLlamaCpp(root);
   const recorded = (why: string): LlamaCppResult => ({ source: 'recorded', kvType: 'f16', note: `llama.cpp not run (${why}): its figures recorded earlier on this machine kind (issues #3 and #10, llama.cpp 3f545be and later)`, build: null, figures: RECORDED });
   if (!bin) return recorded('no llama-bench in LLAMA_CPP_BIN, /work/llama.cpp/build/bin or ../llama.cpp/build/bin');
   const plan: [LlamaShape, LlamaType][] = opts.quick
-    ? [['small', 'f32'], ['small', 'f16']]
+    ? [['small', 'f32'], ['small', 'f16'], ['small', 'q8_0'], ['small', 'q4_k_m']]
     : [['small', 'f32'], ['small', 'f16'], ['small', 'q8_0'], ['small', 'q4_k_m'], ['medium', 'f32'], ['medium', 'f16'], ['medium', 'q8_0'], ['medium', 'q4_k_m']];
   const figures: LlamaCppResult['figures'] = {};
   let build: string | null = null;

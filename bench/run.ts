@@ -15,7 +15,7 @@ import { packageRoot } from '../src/model/load.js';
 import { SHAPES as SHAPE_DIMS } from '../src/model/random.js';
 import { runKernelBench } from './kernels.js';
 import { kvSection } from './kv-memory.js';
-import { runLlamaCpp, type LlamaFigures } from './llama-cpp.js';
+import { findLlamaCpp, runLlamaCpp, shapeGguf, type LlamaFigures } from './llama-cpp.js';
 import type { WeightMemory } from './weight-memory.js';
 import { runPressBench } from './presses.js';
 import { runServeBench } from './serve.js';
@@ -132,6 +132,9 @@ async function main(): Promise<void> {
   }
   json.bf16Weights = bf16;
 
+  process.stderr.write('quantized weights…\n');
+  json.quantWeights = quantSection(md, ref, llama.source === 'measured');
+
   process.stderr.write('weight memory…\n');
   md.push('', '### Weight memory after load (small shape as a llama2.c f32 checkpoint)', '');
   md.push('RSS growth over the load (garbage collected), before any pass, against the bytes of the matrices in the format held. Goal: within ±5 %.', '');
@@ -175,6 +178,44 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'latest.md'), md.join('\n'));
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(json, null, 1) + '\n');
   process.stdout.write(md.join('\n') + '\n');
+}
+
+/**
+ * `--weights q8_0|q4_k` on the small shape (quantized in memory; q4_k takes Q5_0 on the 576-wide
+ * rows, as llama-quantize does) against llama.cpp's Q8_0 and Q4_K_M of the same shape in this
+ * run, with the issue's goals beside them; then the RSS growth of loading those two GGUF files
+ * against their tensor bytes.
+ */
+function quantSection(md: string[], ref: (shape: string, type: string) => LlamaFigures | undefined, measured: boolean): Record<string, unknown> {
+  md.push('', '### Quantized weights (small, 1 thread)', '');
+  md.push('`--weights q8_0` / `q4_k`: the random small shape quantized in memory (q4_k falls back to Q5_0 on rows that are not whole 256-value blocks, as llama-quantize does for this shape): prefill on dequantized panels in the f32 GEMM, decode on the blocks with int8 activation blocks; against llama.cpp Q8_0 and Q4_K_M of the same shape. Goals: prefill 512 ≥ 1.5×; decode ≥ 1.0× (Q8_0), ≥ 0.9× (Q4_K).', '');
+  md.push('| weights | vs llama.cpp | prefill 512 | goal | decode @0 | goal | peak RSS |', '|---|---|---|---|---|---|---|');
+  const out: Record<string, unknown> = {};
+  for (const [w, lt, decodeGoal] of [['q8_0', 'q8_0', 1.0], ['q4_k', 'q4_k_m', 0.9]] as const) {
+    const t = ['--shape', 'small', '--threads', '1', '--weights', w];
+    const p512 = kvpressBench([...t, '--prompt-tokens', '512', '--gen-tokens', '0']);
+    const d0 = kvpressBench([...t, '--prompt-tokens', '1', '--gen-tokens', '64']);
+    const l = ref('small', lt);
+    const met = (x: number, r: number | null | undefined, goal: number) => (r ? `${goal.toFixed(1)}× (${x / r >= goal ? 'met' : 'not met'})` : `${goal.toFixed(1)}×`);
+    out[w] = { p512, d0, llamaCpp: l ?? null };
+    md.push(`| ${w} | ${lt.toUpperCase()} | ${versus(p512.prefillTokensPerSecond, l?.p512)} | ${met(p512.prefillTokensPerSecond, l?.p512, 1.5)} | ${versus(d0.decodeTokensPerSecond, l?.decode)} | ${met(d0.decodeTokensPerSecond, l?.decode, decodeGoal)} | ${mib(Math.max(p512.peakRssBytes, d0.peakRssBytes))} |`);
+  }
+  const bin = findLlamaCpp(root);
+  md.push('', 'Memory after load of the GGUF files above (RSS growth over the load, garbage collected, backend loaded first). Goal: ≤ tensor bytes + 10 %.', '');
+  if (!bin || !measured) {
+    md.push('Not measured: the files are made by llama-quantize, which this run did not find.');
+    return out;
+  }
+  md.push('| file | tensor bytes | held | RSS growth | growth / tensor bytes |', '|---|---|---|---|---|');
+  const memory: Record<string, WeightMemory> = {};
+  for (const lt of ['q8_0', 'q4_k_m'] as const) {
+    const path = shapeGguf(bin, 'small', lt);
+    const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/weight-memory.js'), '--gguf', path], { encoding: 'utf8' })) as WeightMemory;
+    memory[lt] = r;
+    md.push(`| small ${lt.toUpperCase()} | ${mib(r.expectedBytes)} | ${mib(r.allocatedBytes)} | ${mib(r.rssGrowthBytes)} | ${(r.rssGrowthBytes / r.expectedBytes).toFixed(3)} (${r.rssGrowthBytes <= 1.1 * r.expectedBytes ? 'met' : 'not met'}) |`);
+  }
+  out.memory = memory;
+  return out;
 }
 
 await main();
