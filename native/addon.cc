@@ -751,6 +751,8 @@ void PressAttention(const Napi::CallbackInfo &info) {
   pack(kt.data(), keys, n, a.head_dim);
   a.kt = kt.data();
   part.assign((size_t)items * n, a.mode == PA_SUM ? 0.0 : -1.0);
+  // thread_local names mean the calling thread's copy only here: the team gets the pointer.
+  double *parts = part.data();
   const size_t sld = (size_t)n + 2 * PA_KB;
   const int nt = std::max(1, std::min(W.threads, items));
   team(nt, [&](int, int) {
@@ -761,13 +763,13 @@ void PressAttention(const Napi::CallbackInfo &info) {
     for (int it = 0; it < items; it++) {
       const int h = it / stripes, st = it % stripes;
       b.q = q + heads[h];
-      rows(&b, st * kStripeRows, std::min(a.rows, (st + 1) * kStripeRows), part.data() + (size_t)it * n, s.data(), sld);
+      rows(&b, st * kStripeRows, std::min(a.rows, (st + 1) * kStripeRows), parts + (size_t)it * n, s.data(), sld);
     }
   });
   for (int h = 0; h < nh; h++) {
     double *o = out + (size_t)h * n;
     for (int st = 0; st < stripes; st++) {
-      const double *p = part.data() + (size_t)(h * stripes + st) * n;
+      const double *p = parts + (size_t)(h * stripes + st) * n;
       if (a.mode == PA_SUM)
         for (int t = 0; t < n; t++) o[t] += p[t];
       else

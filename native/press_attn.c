@@ -99,34 +99,41 @@ static inline void dots(const press_attn_args *a, const float *const *q, int nr,
   }
 }
 
-/* Row r of the tile (its logits from column c0 = lo − base to c1 = hi − base of s) into
- * probabilities × its weight, zero elsewhere in [0, width). */
-static inline void softmax_row(const press_attn_args *a, int r, float *sr, int c0, int c1, int width) {
+/* Row r of the tile, raw dot products in columns c0 = lo − base … c1 = hi − base of sr: leaves
+ * e^(scale·dot − max) there and zero elsewhere in [0, width), and returns the factor (row weight
+ * over the softmax's sum, padding keys included) that turns them into the row's weighted
+ * probabilities. The max is over the row's own keys only, so no key it sees can underflow. */
+static inline float softmax_row(const press_attn_args *a, int r, float *sr, int c0, int c1, int width) {
   const float sc = a->scale;
   v8 mx = bc8(-3.0e38f);
   int t = c0;
-  for (; t + 8 <= c1; t += 8) { const v8 v = ld8(sr + t) * sc; st8(sr + t, v); mx = max8(mx, v); }
+  for (; t + 8 <= c1; t += 8) mx = max8(mx, ld8(sr + t));
   float m = -3.0e38f;
   for (int i = 0; i < 8; i++) m = mx[i] > m ? mx[i] : m;
-  for (; t < c1; t++) { sr[t] *= sc; m = sr[t] > m ? sr[t] : m; }
+  for (; t < c1; t++) m = sr[t] > m ? sr[t] : m;
+  m *= sc; /* scale > 0: the max of the scaled logits */
   const int pad = a->pad ? a->pad[r] : 0;
   if (pad > 0 && a->pad_logit > m) m = a->pad_logit;
+  /* Sums in float32 over blocks of 16 vectors (128 keys), the blocks added in float64. */
   v4d acc = {0, 0, 0, 0};
-  for (t = c0; t + 8 <= c1; t += 8) {
-    const v8 e = exp8(ld8(sr + t) - m);
-    st8(sr + t, e);
+  t = c0;
+  while (t + 8 <= c1) {
+    v8 part = bc8(0);
+    for (int k = 0; k < 16 && t + 8 <= c1; k++, t += 8) {
+      const v8 e = exp8(ld8(sr + t) * sc - m);
+      st8(sr + t, e);
+      part += e;
+    }
     v4d lo, hi;
-    widen(e, &lo, &hi);
+    widen(part, &lo, &hi);
     acc += lo + hi;
   }
   double tot = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-  for (; t < c1; t++) tot += sr[t] = exp1(sr[t] - m);
+  for (; t < c1; t++) tot += sr[t] = exp1(sr[t] * sc - m);
   if (pad > 0) tot += pad * (double)exp1(a->pad_logit - m);
-  const float w = (float)((a->row_weight ? a->row_weight[r] : 1.0f) / tot);
-  for (t = c0; t + 8 <= c1; t += 8) st8(sr + t, ld8(sr + t) * w);
-  for (; t < c1; t++) sr[t] *= w;
   for (t = 0; t < c0; t++) sr[t] = 0;
   for (t = c1; t < width; t++) sr[t] = 0;
+  return (float)((a->row_weight ? a->row_weight[r] : 1.0f) / tot);
 }
 
 void PFN(press_attn_rows)(const press_attn_args *a, int r0, int r1, double *out, float *s, size_t sld) {
@@ -142,37 +149,38 @@ void PFN(press_attn_rows)(const press_attn_args *a, int r0, int r1, double *out,
     }
     const int p0 = lo / PA_KB, p1 = (hi + PA_KB - 1) / PA_KB, base = p0 * PA_KB, width = (p1 - p0) * PA_KB;
     dots(a, q, nr, p0, p1, s, sld);
-    for (int r = 0; r < nr; r++) softmax_row(a, i0 + r, s + (size_t)r * sld, a->lo[i0 + r] - base, a->hi[i0 + r] - base, width);
-    /* Fold the tile's rows into the output, columns [base, hi). */
+    float f[PA_TR];
+    for (int r = 0; r < nr; r++) f[r] = softmax_row(a, i0 + r, s + (size_t)r * sld, a->lo[i0 + r] - base, a->hi[i0 + r] - base, width);
+    /* Fold the tile's rows, each × its factor, into the output, columns [base, hi). */
     const int n = hi - base;
     double *o = out + base;
     int t = 0;
     if (a->mode == PA_SUM) {
       for (; t + 8 <= n; t += 8) {
-        v8 c = ld8(s + t);
-        for (int r = 1; r < nr; r++) c += ld8(s + (size_t)r * sld + t);
+        v8 c = ld8(s + t) * f[0];
+        for (int r = 1; r < nr; r++) c += ld8(s + (size_t)r * sld + t) * f[r];
         v4d lo4, hi4;
         widen(c, &lo4, &hi4);
         st4d(o + t, ld4d(o + t) + lo4);
         st4d(o + t + 4, ld4d(o + t + 4) + hi4);
       }
       for (; t < n; t++) {
-        float c = s[t];
-        for (int r = 1; r < nr; r++) c += s[(size_t)r * sld + t];
+        float c = s[t] * f[0];
+        for (int r = 1; r < nr; r++) c += s[(size_t)r * sld + t] * f[r];
         o[t] += c;
       }
     } else {
       for (; t + 8 <= n; t += 8) {
-        v8 c = ld8(s + t);
-        for (int r = 1; r < nr; r++) c = max8(c, ld8(s + (size_t)r * sld + t));
+        v8 c = ld8(s + t) * f[0];
+        for (int r = 1; r < nr; r++) c = max8(c, ld8(s + (size_t)r * sld + t) * f[r]);
         v4d lo4, hi4;
         widen(c, &lo4, &hi4);
         st4d(o + t, max4d(ld4d(o + t), lo4));
         st4d(o + t + 4, max4d(ld4d(o + t + 4), hi4));
       }
       for (; t < n; t++) {
-        float c = s[t];
-        for (int r = 1; r < nr; r++) c = s[(size_t)r * sld + t] > c ? s[(size_t)r * sld + t] : c;
+        float c = s[t] * f[0];
+        for (int r = 1; r < nr; r++) c = s[(size_t)r * sld + t] * f[r] > c ? s[(size_t)r * sld + t] * f[r] : c;
         if (c > o[t]) o[t] = c;
       }
     }
