@@ -71,9 +71,11 @@ export function leverageScores(ctx: LayerContext, from: number, to: number, k: n
   const keys = ctx.preRopeKeys(), K = new Float32Array(n * d), X = new Float64Array(n * d);
   return Array.from({ length: Hkv }, (_, g) => {
     const phi = sketch(ctx.layer, g, d, k);
-    for (let r = 0; r < n; r++) K.set(keys.subarray((from + r) * stride + g * d, (from + r) * stride + (g + 1) * d), r * d);
     const mean = new Float64Array(d);
-    for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) mean[j] += K[r * d + j] / n;
+    for (let r = 0; r < n; r++) {
+      for (let j = 0, src = (from + r) * stride + g * d; j < d; j++) mean[j] += K[r * d + j] = keys[src + j];
+    }
+    for (let j = 0; j < d; j++) mean[j] /= n;
     for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) X[r * d + j] = K[r * d + j] - mean[j];
     const C = gram(ctx.backend, X, n, d);
     // Φᵀ C Φ, k×k, made exactly symmetric.
