@@ -1,0 +1,136 @@
+/*
+ * The hot loops of the scoring presses that are not products of the model: Expected Attention's
+ * query un-rotation, SnapKV-style window softmax summed over its rows, and the L1 norms of
+ * CriticalKV's projected values. Compiled once per ISA (KV_ISA = base, avx2, avx512), each with
+ * its target flags; the addon picks the build of the CPU (addon.cc). Everything is float64 so
+ * that the presses' rankings stay those of their TypeScript references (src/presses/*.ts), which
+ * the backends without this file (wasm, js) run instead.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "press_kernels.h"
+
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define FN(name) CAT(name, KV_ISA)
+
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vl4 __attribute__((vector_size(32)));
+
+static inline vd4 ld4(const double *p) { vd4 x; memcpy(&x, p, 32); return x; }
+static inline void st4(double *p, vd4 x) { memcpy(p, &x, 32); }
+static inline vd4 splat4(double x) { return (vd4){x, x, x, x}; }
+static inline vd4 as_vd4(vl4 u) { vd4 f; memcpy(&f, &u, 32); return f; }
+static inline vl4 as_vl4(vd4 f) { vl4 u; memcpy(&u, &f, 32); return u; }
+
+/* e^x in float64 for x ≤ 709: n = round(x·log₂e), r = x − n·ln2 in two parts (|r| ≤ 0.347),
+ * e^r by its degree-13 Taylor polynomial (truncation < 5e-18 relative, so within about one ulp
+ * of a correctly rounded exp, as V8's Math.exp is), then two power-of-two factors 2^⌊n/2⌋ and
+ * 2^(n − ⌊n/2⌋), so results below 2^-1022 round to subnormals as Math.exp's do. Inputs below
+ * −1100 are clamped there (their exp is 0 either way). */
+static inline vd4 exp4(vd4 x) {
+  const vd4 lo = splat4(-1100.0);
+  x = (vd4)(((vl4)(x < lo) & as_vl4(lo)) | (~(vl4)(x < lo) & as_vl4(x)));
+  const vd4 magic = splat4(6755399441055744.0); /* 1.5·2^52: adding it rounds to an integer */
+  const vd4 t = x * splat4(1.4426950408889634) + magic;
+  const vd4 n = t - magic;
+  const vl4 ni = as_vl4(t) - as_vl4(magic);
+  const vd4 r = (x - n * splat4(6.93147180369123816490e-01)) - n * splat4(1.90821492927058770002e-10);
+  vd4 p = splat4(1.0 / 6227020800.0);
+  p = p * r + splat4(1.0 / 479001600.0);
+  p = p * r + splat4(1.0 / 39916800.0);
+  p = p * r + splat4(1.0 / 3628800.0);
+  p = p * r + splat4(1.0 / 362880.0);
+  p = p * r + splat4(1.0 / 40320.0);
+  p = p * r + splat4(1.0 / 5040.0);
+  p = p * r + splat4(1.0 / 720.0);
+  p = p * r + splat4(1.0 / 120.0);
+  p = p * r + splat4(1.0 / 24.0);
+  p = p * r + splat4(1.0 / 6.0);
+  p = p * r + splat4(0.5);
+  p = p * r + splat4(1.0);
+  p = p * r + splat4(1.0);
+  const vl4 n1 = ni >> 1, n2 = ni - n1;
+  return p * as_vd4((n1 + 1023) << 52) * as_vd4((n2 + 1023) << 52);
+}
+
+void FN(press_exp64)(double *out, const double *x, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) st4(out + i, exp4(ld4(x + i)));
+  if (i < n) {
+    double b[4] = {0, 0, 0, 0};
+    memcpy(b, x + i, (size_t)(n - i) * 8);
+    vd4 e = exp4(ld4(b));
+    memcpy(out + i, &e, (size_t)(n - i) * 8);
+  }
+}
+
+void FN(ea_unrotate)(double *restrict X, double *restrict mu, const float *restrict q, size_t q_stride, int n, int d,
+                     const double *restrict cs, const double *restrict sn) {
+  const int half = d / 2;
+  for (int i = 0; i < d; i++) mu[i] = 0;
+  for (int r = 0; r < n; r++) {
+    const float *restrict qr = q + (size_t)r * q_stride;
+    const double *restrict c = cs + (size_t)r * half, *restrict s = sn + (size_t)r * half;
+    double *restrict x = X + (size_t)r * d;
+    for (int i = 0; i < half; i++) {
+      const double a = qr[i], b = qr[i + half];
+      const double u = c[i] * a + s[i] * b, v = c[i] * b - s[i] * a;
+      x[i] = u;
+      x[i + half] = v;
+      mu[i] += u;
+      mu[i + half] += v;
+    }
+  }
+  for (int i = 0; i < d; i++) mu[i] /= n;
+  for (int r = 0; r < n; r++) {
+    double *restrict x = X + (size_t)r * d;
+    for (int i = 0; i < d; i++) x[i] -= mu[i];
+  }
+}
+
+void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits, int w, int T, int cols, const int *restrict visible,
+                             double scale, const double *restrict weights, double *restrict e) {
+  for (int r = 0; r < w; r++) {
+    const float *restrict z = logits + (size_t)r * T;
+    const int v = visible[r];
+    if (v == 0) continue;
+    double mx = -__builtin_inf();
+    for (int t = 0; t < v; t++) {
+      e[t] = z[t] * scale;
+      mx = e[t] > mx ? e[t] : mx;
+    }
+    for (int t = 0; t < v; t++) e[t] -= mx;
+    FN(press_exp64)(e, e, v);
+    vd4 s4 = splat4(0);
+    int t = 0;
+    for (; t + 4 <= v; t += 4) s4 += ld4(e + t);
+    double sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+    for (; t < v; t++) sum += e[t];
+    const int m = v < cols ? v : cols;
+    if (weights) {
+      const double wr = weights[r];
+      for (t = 0; t < m; t++) acc[t] += (e[t] / sum) * wr;
+    } else {
+      for (t = 0; t < m; t++) acc[t] += e[t] / sum;
+    }
+  }
+}
+
+void FN(abs_row_sums)(double *restrict out, const float *restrict y, int rows, int D, double divisor) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict x = y + (size_t)r * D;
+    vd4 a = splat4(0), b = splat4(0);
+    int i = 0;
+    for (; i + 8 <= D; i += 8) {
+      a += (vd4){__builtin_fabs(x[i]), __builtin_fabs(x[i + 1]), __builtin_fabs(x[i + 2]), __builtin_fabs(x[i + 3])};
+      b += (vd4){__builtin_fabs(x[i + 4]), __builtin_fabs(x[i + 5]), __builtin_fabs(x[i + 6]), __builtin_fabs(x[i + 7])};
+    }
+    a += b;
+    double l1 = (a[0] + a[1]) + (a[2] + a[3]);
+    for (; i < D; i++) l1 += __builtin_fabs(x[i]);
+    out[r] += l1 / divisor;
+  }
+}

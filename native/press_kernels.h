@@ -1,0 +1,31 @@
+/* Scoring kernels of the presses (press_kernels.c), one build per ISA. */
+#pragma once
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PRESS_DECLARE(S)                                                                                        \
+  /* out[i] = e^x[i] (float64, within about an ulp; x ≤ 709). */                                               \
+  void press_exp64_##S(double *out, const double *x, int n);                                                    \
+  /* Rows r < n of one head's post-RoPE queries q (q_stride apart) rotated back by the angle tables cs/sn      \
+   * [n][d/2] into X [n][d], their mean into mu [d], then X centered on it. */                                  \
+  void ea_unrotate_##S(double *X, double *mu, const float *q, size_t q_stride, int n, int d, const double *cs,  \
+                       const double *sn);                                                                       \
+  /* For each of the w rows of logits [w][T]: softmax (float64) of logit·scale over its first visible[r]        \
+   * entries, and acc[t] += p[t]·weights[r] (weights NULL: 1) for t < min(visible[r], cols). e: T doubles. */   \
+  void window_softmax_sums_##S(double *acc, const float *logits, int w, int T, int cols, const int *visible,    \
+                               double scale, const double *weights, double *e);                                 \
+  /* out[r] += Σ_i |y[r][i]| / divisor for the rows of y [rows][D]. */                                          \
+  void abs_row_sums_##S(double *out, const float *y, int rows, int D, double divisor);
+
+PRESS_DECLARE(base)
+#if defined(__x86_64__)
+PRESS_DECLARE(avx2)
+PRESS_DECLARE(avx512)
+#endif
+
+#ifdef __cplusplus
+}
+#endif
