@@ -59,10 +59,11 @@ const KernelSet &K = kSets.front();
 // The presses' scoring kernels (press_kernels.c) of the same ISA as K.
 struct PressSet {
   decltype(&ea_unrotate_base) ea_unrotate;
+  decltype(&ea_moments_base) ea_moments;
   decltype(&window_softmax_sums_base) window_softmax_sums;
   decltype(&abs_row_sums_base) abs_row_sums;
 };
-#define PRESS_SET(S) PressSet { ea_unrotate_##S, window_softmax_sums_##S, abs_row_sums_##S }
+#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, window_softmax_sums_##S, abs_row_sums_##S }
 PressSet press_kernels() {
 #if defined(__x86_64__)
   if (!std::strcmp(K.isa, "avx512")) return PRESS_SET(avx512);
@@ -420,15 +421,20 @@ void EaQueryMoments64(const Napi::CallbackInfo &info) {
   const double work = (double)H * n * d * (cov ? d / 2 + 2 : 1);
   const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, H)) : 1;
   team(nt, [&](int t, int parts) {
-    // Per OpenMP thread, grown once: one head's rotated rows [n][d].
+    // Per OpenMP thread, grown once: one head's rotated rows [n][d] (32 rows where d % 8 = 0).
     static thread_local std::vector<double> xs;
-    if (xs.size() < (size_t)n * d) xs.resize((size_t)n * d);
+    const size_t need = (size_t)(d % 8 == 0 ? 32 : n) * d;
+    if (xs.size() < need) xs.resize(need);
     double *X = xs.data();
+    if (d % 8 == 0) {
+      P.ea_moments(mean, cov, q + (size_t)start * qStride, qStride, n, d, t, parts, H, cs, sn, X);
+      return;
+    }
     for (int h = t; h < H; h += parts) {
-      double *mu = mean + (size_t)h * d;
-      P.ea_unrotate(X, mu, q + (size_t)start * qStride + (size_t)h * d, qStride, n, d, cs, sn);
-      if (!cov) continue;
-      double *S = cov + (size_t)h * d * d;
+      double *mu = mean + (size_t)h * d, *S = cov ? cov + (size_t)h * d * d : nullptr;
+      const float *qh = q + (size_t)start * qStride + (size_t)h * d;
+      P.ea_unrotate(X, mu, qh, qStride, n, d, cs, sn);
+      if (!S) continue;
       std::fill(S, S + (size_t)d * d, 0.0);
       K.gram64(S, X, n, d, 0, 1);
       for (int i = 0; i < d; i++)

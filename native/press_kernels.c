@@ -91,6 +91,94 @@ void FN(ea_unrotate)(double *restrict X, double *restrict mu, const float *restr
   }
 }
 
+/* Rows of X per pass of ea_gram: 32 rows of 64 doubles (16 KiB) stay in L1 while every tile of
+ * the triangle reads them. */
+#define GRAM_T 32
+
+/* Columns [j, j + 4·NV) of rows [i, i + 4) of XᵀX over X's rows [t0, t1), added to out. */
+static inline __attribute__((always_inline)) void gram_block(double *out, const double *X, int t0, int t1, int d, int i, int j, int NV) {
+  vd4 a[4][3];
+  for (int r = 0; r < 4; r++)
+    for (int v = 0; v < NV; v++) a[r][v] = ld4(out + (size_t)(i + r) * d + j + 4 * v);
+  for (int t = t0; t < t1; t++) {
+    const double *x = X + (size_t)t * d;
+    vd4 u[3];
+    for (int v = 0; v < NV; v++) u[v] = ld4(x + j + 4 * v);
+    for (int r = 0; r < 4; r++) {
+      const vd4 s = splat4(x[i + r]);
+      for (int v = 0; v < NV; v++) a[r][v] += s * u[v];
+    }
+  }
+  for (int r = 0; r < 4; r++)
+    for (int v = 0; v < NV; v++) st4(out + (size_t)(i + r) * d + j + 4 * v, a[r][v]);
+}
+
+typedef float vf4 __attribute__((vector_size(16)));
+static inline vd4 ldf4(const float *p) { vf4 x; memcpy(&x, p, 16); return __builtin_convertvector(x, vd4); }
+
+/* One head's query row qr rotated back into x [d] (half a multiple of 4): with FMA hardware
+ * c·a + s·b as one fused step, so that both passes of ea_moments get the same bits. */
+static inline __attribute__((always_inline)) void unrotate_row(double *x, const float *qr, const double *c, const double *s, int half) {
+  for (int i = 0; i < half; i += 4) {
+    const vd4 a = ldf4(qr + i), b = ldf4(qr + i + half), cc = ld4(c + i), ss = ld4(s + i);
+#ifdef __FMA__
+    const vd4 sb = ss * b, sa = ss * a;
+    vd4 u, v;
+    for (int l = 0; l < 4; l++) {
+      u[l] = __builtin_fma(cc[l], a[l], sb[l]);
+      v[l] = __builtin_fma(cc[l], b[l], -sa[l]);
+    }
+#else
+    const vd4 u = cc * a + ss * b, v = cc * b - ss * a;
+#endif
+    st4(x + i, u);
+    st4(x + i + half, v);
+  }
+}
+
+void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *restrict q, size_t q_stride, int n, int d, int h0,
+                    int step, int H, const double *restrict cs, const double *restrict sn, double *restrict xb) {
+  const int half = d / 2;
+  for (int h = h0; h < H; h += step)
+    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] = 0;
+  /* Row-major over the heads, so that each row's angles are read once for all of them. */
+  for (int r = 0; r < n; r++) {
+    const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
+    for (int h = h0; h < H; h += step) {
+      double *mu = mean + (size_t)h * d;
+      unrotate_row(xb, q + (size_t)r * q_stride + (size_t)h * d, c, s, half);
+      for (int i = 0; i < d; i += 4) st4(mu + i, ld4(mu + i) + ld4(xb + i));
+    }
+  }
+  for (int h = h0; h < H; h += step)
+    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] /= n;
+  if (!cov) return;
+  for (int h = h0; h < H; h += step)
+    for (size_t k = 0; k < (size_t)d * d; k++) cov[(size_t)h * d * d + k] = 0;
+  for (int t0 = 0; t0 < n; t0 += GRAM_T) {
+    const int nb = t0 + GRAM_T < n ? GRAM_T : n - t0;
+    for (int h = h0; h < H; h += step) {
+      const double *mu = mean + (size_t)h * d;
+      double *S = cov + (size_t)h * d * d;
+      for (int t = 0; t < nb; t++) {
+        double *x = xb + (size_t)t * d;
+        unrotate_row(x, q + (size_t)(t0 + t) * q_stride + (size_t)h * d, cs + (size_t)(t0 + t) * half, sn + (size_t)(t0 + t) * half, half);
+        for (int i = 0; i < d; i += 4) st4(x + i, ld4(x + i) - ld4(mu + i));
+      }
+      for (int i = 0; i < d; i += 4) {
+        int j = i;
+        for (; j + 8 <= d; j += 8) gram_block(S, xb, 0, nb, d, i, j, 2);
+        if (j + 4 <= d) gram_block(S, xb, 0, nb, d, i, j, 1);
+      }
+    }
+  }
+  for (int h = h0; h < H; h += step) {
+    double *S = cov + (size_t)h * d * d;
+    for (int i = 0; i < d; i++)
+      for (int j = i; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j] /= n;
+  }
+}
+
 void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits, int w, int T, int cols, const int *restrict visible,
                              double scale, const double *restrict weights, double *restrict e) {
   for (int r = 0; r < w; r++) {

@@ -13,6 +13,12 @@ extern "C" {
    * [n][d/2] into X [n][d], their mean into mu [d], then X centered on it. */                                  \
   void ea_unrotate_##S(double *X, double *mu, const float *q, size_t q_stride, int n, int d, const double *cs,  \
                        const double *sn);                                                                       \
+  /* For the query heads h = h0, h0 + step, … < H: mean (mean[h·d …]) and, unless cov is NULL, population   \
+   * covariance (cov[h·d·d …], full symmetric, each entry a sum over the rows in order, / n) of the n rows   \
+   * of post-RoPE queries q (head h at h·d) rotated back as in ea_unrotate, without storing them: the mean   \
+   * first, then the centered rows 32 at a time through xb (32·d doubles). d a multiple of 8. */               \
+  void ea_moments_##S(double *mean, double *cov, const float *q, size_t q_stride, int n, int d, int h0, int step, \
+                      int H, const double *cs, const double *sn, double *xb);                                   \
   /* For each of the w rows of logits [w][T]: softmax (float64) of logit·scale over its first visible[r]        \
    * entries, and acc[t] += p[t]·weights[r] (weights NULL: 1) for t < min(visible[r], cols). e: T doubles. */   \
   void window_softmax_sums_##S(double *acc, const float *logits, int w, int T, int cols, const int *visible,    \
