@@ -60,10 +60,11 @@ const KernelSet &K = kSets.front();
 struct PressSet {
   decltype(&ea_unrotate_base) ea_unrotate;
   decltype(&ea_moments_base) ea_moments;
+  decltype(&ea_log_scores_base) ea_log_scores;
   decltype(&window_softmax_sums_base) window_softmax_sums;
   decltype(&abs_row_sums_base) abs_row_sums;
 };
-#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, window_softmax_sums_##S, abs_row_sums_##S }
+#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, ea_log_scores_##S, window_softmax_sums_##S, abs_row_sums_##S }
 PressSet press_kernels() {
 #if defined(__x86_64__)
   if (!std::strcmp(K.isa, "avx512")) return PRESS_SET(avx512);
@@ -457,42 +458,9 @@ Napi::Value EaScores64(const Napi::CallbackInfo &info) {
   const float *V = F32(info[6]);
   const int d = I32(info[7]);
   const bool vnorm = info[8].As<Napi::Boolean>().Value();
-  const double eps = info[9].As<Napi::Number>().DoubleValue(), logEps = std::log(eps), logG = std::log((double)G);
-  std::vector<double> lse(G);
-  for (int k = 0; k < G; k++) {
-    const double *x = z + (size_t)k * stride;
-    double mx = -INFINITY;
-    for (int t = 0; t < m; t++) mx = std::max(mx, x[t]);
-    if (std::isinf(mx)) {
-      lse[k] = mx;
-      continue;
-    }
-    double sum = 0;
-    for (int t = 0; t < m; t++) sum += std::exp(x[t] - mx);
-    lse[k] = mx + std::log(sum);
-  }
-  double best = -INFINITY;
-  for (int t = 0; t < m; t++) {
-    double mx = -INFINITY;
-    for (int k = 0; k < G; k++) mx = std::max(mx, z[(size_t)k * stride + t] - lse[k]);
-    double sum = 0;
-    for (int k = 0; k < G; k++) sum += std::exp(z[(size_t)k * stride + t] - lse[k] - mx);
-    double s = mx + std::log(sum) - logG;
-    if (vnorm) {
-      if (eps > 0) {
-        // log(e^s + ε) as logAddExp (expected-attention-kernels.ts).
-        if (s == -INFINITY) s = logEps;
-        else s = std::max(s, logEps) + std::log1p(std::exp(-std::fabs(s - logEps)));
-      }
-      const float *v = V + (size_t)(s0 + t) * d;
-      double vv = 0;
-      for (int i = 0; i < d; i++) vv += (double)v[i] * v[i];
-      s += 0.5 * std::log(vv);
-    }
-    out[s0 + t] = s;
-    if (s > best) best = s;
-  }
-  return Napi::Number::New(info.Env(), best);
+  const double eps = info[9].As<Napi::Number>().DoubleValue();
+  std::vector<double> e(std::max(m, 1));
+  return Napi::Number::New(info.Env(), P.ea_log_scores(out, z, stride, s0, m, G, V, d, vnorm, eps, e.data()));
 }
 
 // windowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions,

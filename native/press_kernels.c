@@ -179,6 +179,59 @@ void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *re
   }
 }
 
+double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t stride, int s0, int m, int G, const float *restrict V,
+                         int d, int vnorm, double eps, double *restrict e) {
+  double lse[G];
+  for (int k = 0; k < G; k++) {
+    const double *x = z + (size_t)k * stride;
+    double mx = -__builtin_inf();
+    for (int t = 0; t < m; t++) mx = x[t] > mx ? x[t] : mx;
+    if (mx == __builtin_inf() || mx == -__builtin_inf()) {
+      lse[k] = mx;
+      continue;
+    }
+    for (int t = 0; t < m; t++) e[t] = x[t] - mx;
+    FN(press_exp64)(e, e, m);
+    double sum = 0;
+    for (int t = 0; t < m; t++) sum += e[t];
+    lse[k] = mx + __builtin_log(sum);
+  }
+  const double logG = __builtin_log((double)G), logEps = __builtin_log(eps);
+  double best = -__builtin_inf();
+  for (int t0 = 0; t0 < m; t0 += 4) {
+    const int nb = m - t0 < 4 ? m - t0 : 4;
+    /* Four keys at a time: per key the group's max of z − lse, then e^(z − lse − max) summed over the group. */
+    double zz[G][4], mx[4], sum[4] = {0, 0, 0, 0};
+    for (int b = 0; b < 4; b++) {
+      mx[b] = -__builtin_inf();
+      for (int k = 0; k < G; k++) {
+        zz[k][b] = b < nb ? z[(size_t)k * stride + t0 + b] - lse[k] : 0;
+        mx[b] = zz[k][b] > mx[b] ? zz[k][b] : mx[b];
+      }
+    }
+    for (int k = 0; k < G; k++) {
+      double a[4];
+      for (int b = 0; b < 4; b++) a[b] = zz[k][b] - mx[b];
+      FN(press_exp64)(a, a, 4);
+      for (int b = 0; b < 4; b++) sum[b] += a[b];
+    }
+    for (int b = 0; b < nb; b++) {
+      const int t = t0 + b;
+      double sc = mx[b] + __builtin_log(sum[b]) - logG;
+      if (vnorm) {
+        if (eps > 0) sc = sc == -__builtin_inf() ? logEps : (sc > logEps ? sc : logEps) + __builtin_log1p(__builtin_exp(-__builtin_fabs(sc - logEps)));
+        const float *v = V + (size_t)(s0 + t) * d;
+        double vv = 0;
+        for (int i = 0; i < d; i++) vv += (double)v[i] * v[i];
+        sc += 0.5 * __builtin_log(vv);
+      }
+      out[s0 + t] = sc;
+      if (sc > best) best = sc;
+    }
+  }
+  return best;
+}
+
 void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits, int w, int T, int cols, const int *restrict visible,
                              double scale, const double *restrict weights, double *restrict e) {
   for (int r = 0; r < w; r++) {
