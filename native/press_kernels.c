@@ -24,11 +24,13 @@ static inline void st4(double *p, vd4 x) { memcpy(p, &x, 32); }
 static inline vd4 splat4(double x) { return (vd4){x, x, x, x}; }
 static inline vd4 as_vd4(vl4 u) { vd4 f; memcpy(&f, &u, 32); return f; }
 static inline vl4 as_vl4(vd4 f) { vl4 u; memcpy(&u, &f, 32); return u; }
+typedef float vf4 __attribute__((vector_size(16)));
+static inline vd4 ldf4(const float *p) { vf4 x; memcpy(&x, p, 16); return __builtin_convertvector(x, vd4); }
 
 /* e^x in float64 for x ≤ 709: n = round(x·log₂e), r = x − n·ln2 in two parts (|r| ≤ 0.347),
  * e^r by its degree-13 Taylor polynomial (truncation < 5e-18 relative, so within about one ulp
- * of a correctly rounded exp, as V8's Math.exp is), then two power-of-two factors 2^⌊n/2⌋ and
- * 2^(n − ⌊n/2⌋), so results below 2^-1022 round to subnormals as Math.exp's do. Inputs below
+ * of a correctly rounded exp, as V8's Math.exp is), then two power-of-two factors 2^n₁ and 2^(n − n₁),
+ * n₁ ≈ n/2, so results below 2^-1022 round to subnormals as Math.exp's do. Inputs below
  * −1100 are clamped there (their exp is 0 either way). */
 static inline vd4 exp4(vd4 x) {
   const vd4 lo = splat4(-1100.0);
@@ -38,21 +40,16 @@ static inline vd4 exp4(vd4 x) {
   const vd4 n = t - magic;
   const vl4 ni = as_vl4(t) - as_vl4(magic);
   const vd4 r = (x - n * splat4(6.93147180369123816490e-01)) - n * splat4(1.90821492927058770002e-10);
-  vd4 p = splat4(1.0 / 6227020800.0);
-  p = p * r + splat4(1.0 / 479001600.0);
-  p = p * r + splat4(1.0 / 39916800.0);
-  p = p * r + splat4(1.0 / 3628800.0);
-  p = p * r + splat4(1.0 / 362880.0);
-  p = p * r + splat4(1.0 / 40320.0);
-  p = p * r + splat4(1.0 / 5040.0);
-  p = p * r + splat4(1.0 / 720.0);
-  p = p * r + splat4(1.0 / 120.0);
-  p = p * r + splat4(1.0 / 24.0);
-  p = p * r + splat4(1.0 / 6.0);
-  p = p * r + splat4(0.5);
-  p = p * r + splat4(1.0);
-  p = p * r + splat4(1.0);
-  const vl4 n1 = ni >> 1, n2 = ni - n1;
+  /* Estrin's scheme: the same polynomial as Horner's, in a dependency chain of 5 steps, not 13. */
+  const vd4 r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  const vd4 p01 = splat4(1.0) + r, p23 = splat4(0.5) + splat4(1.0 / 6.0) * r;
+  const vd4 p45 = splat4(1.0 / 24.0) + splat4(1.0 / 120.0) * r, p67 = splat4(1.0 / 720.0) + splat4(1.0 / 5040.0) * r;
+  const vd4 p89 = splat4(1.0 / 40320.0) + splat4(1.0 / 362880.0) * r, p1011 = splat4(1.0 / 3628800.0) + splat4(1.0 / 39916800.0) * r;
+  const vd4 p1213 = splat4(1.0 / 479001600.0) + splat4(1.0 / 6227020800.0) * r;
+  const vd4 q0 = p01 + p23 * r2, q1 = p45 + p67 * r2, q2 = p89 + p1011 * r2;
+  const vd4 p = (q0 + q1 * r4) + (q2 + p1213 * r4) * r8;
+  /* n split as round(n/2) + the rest by the same rounding trick (AVX2 has no 64-bit arithmetic shift). */
+  const vl4 n1 = as_vl4(n * splat4(0.5) + magic) - as_vl4(magic), n2 = ni - n1;
   return p * as_vd4((n1 + 1023) << 52) * as_vd4((n2 + 1023) << 52);
 }
 
@@ -112,9 +109,6 @@ static inline __attribute__((always_inline)) void gram_block(double *out, const 
   for (int r = 0; r < 4; r++)
     for (int v = 0; v < NV; v++) st4(out + (size_t)(i + r) * d + j + 4 * v, a[r][v]);
 }
-
-typedef float vf4 __attribute__((vector_size(16)));
-static inline vd4 ldf4(const float *p) { vf4 x; memcpy(&x, p, 16); return __builtin_convertvector(x, vd4); }
 
 /* One head's query row qr rotated back into x [d] (half a multiple of 4): with FMA hardware
  * c·a + s·b as one fused step, so that both passes of ea_moments get the same bits. */
@@ -238,16 +232,30 @@ void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits,
     const float *restrict z = logits + (size_t)r * T;
     const int v = visible[r];
     if (v == 0) continue;
-    double mx = -__builtin_inf();
-    for (int t = 0; t < v; t++) {
+    /* z·scale widened to float64, and its max (max is exact, so the lanes' order does not matter). */
+    const vd4 sc = splat4(scale);
+    vd4 m4 = splat4(-__builtin_inf());
+    int t = 0;
+    for (; t + 4 <= v; t += 4) {
+      const vd4 x = ldf4(z + t) * sc;
+      st4(e + t, x);
+      m4 = (vd4)(((vl4)(x > m4) & as_vl4(x)) | (~(vl4)(x > m4) & as_vl4(m4)));
+    }
+    double mx = m4[0] > m4[1] ? m4[0] : m4[1];
+    mx = m4[2] > mx ? m4[2] : mx;
+    mx = m4[3] > mx ? m4[3] : mx;
+    for (; t < v; t++) {
       e[t] = z[t] * scale;
       mx = e[t] > mx ? e[t] : mx;
     }
-    for (int t = 0; t < v; t++) e[t] -= mx;
-    FN(press_exp64)(e, e, v);
+    const vd4 mv = splat4(mx);
+    for (t = 0; t + 4 <= v; t += 4) st4(e + t, exp4(ld4(e + t) - mv));
+    if (t < v) {
+      for (int u = t; u < v; u++) e[u] -= mx;
+      FN(press_exp64)(e + t, e + t, v - t);
+    }
     vd4 s4 = splat4(0);
-    int t = 0;
-    for (; t + 4 <= v; t += 4) s4 += ld4(e + t);
+    for (t = 0; t + 4 <= v; t += 4) s4 += ld4(e + t);
     double sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
     for (; t < v; t++) sum += e[t];
     const int m = v < cols ? v : cols;
