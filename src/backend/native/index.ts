@@ -52,6 +52,7 @@ interface Addon {
   kvSlab?: SlabSource['kvSlab'];
   kvRelease?: SlabSource['kvRelease'];
   kvOsPage?: SlabSource['kvOsPage'];
+  kvEncodeRows?: SlabSource['kvEncodeRows'];
 }
 
 let slabs: SlabMemory | undefined;
