@@ -16,6 +16,7 @@
 #include "kernels.hpp"
 #include "kv_attn.h"
 #include "kv_encode.h"
+#include "press_attn.h"
 #include "press_kernels.h"
 #include "quant.h"
 
@@ -287,8 +288,12 @@ const QuantSet kQuant = quant_kernels(&kQuantIsa);
 // Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
 // below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
 constexpr int kQuantGemmRows = 4;
-// f32 bytes of one dequantized panel (per thread): a few hundred rows, reused across the rows of x.
-constexpr long kQuantPanelBytes = 1 << 20;
+// f32 bytes of one dequantized panel (per thread), reused across the rows of x. Each panel is one
+// GEMM call that packs all of x again: 4 MiB takes the small shape's 576- and 1536-wide matrices
+// in one or two calls (prefill 512 of small Q8_0 +3 % over 1 MiB, measured; an int8 GEMM tile of
+// 4 input × 2 weight rows ran at 71 GFLOP/s-equivalent against this GEMM's 89 on AVX2, so the
+// dequantized panel stays).
+constexpr long kQuantPanelBytes = 4 << 20;
 
 // matmulQuant(out, x, w, type, rowBytes, m, n, k, bias): x·wᵀ with w[n] rows of ggml blocks.
 void MatmulQuant(const Napi::CallbackInfo &info) {
@@ -821,6 +826,74 @@ void KvRelease(const Napi::CallbackInfo &info) {
 Napi::Value KvOsPage(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), (double)sysconf(_SC_PAGESIZE)); }
 #endif
 
+// ---- attention statistics for the presses (native/press_attn.c) ----
+// pressAttention(out, q, qStride, headOffsets, keys, n, d, rows, lo, hi, pad | null, padLogit,
+// scale, rowWeight | null, mode): for each query head i (its row r at q[r·qStride +
+// headOffsets[i]]), the column sums (mode 0) or maxima (mode 1) of its row-softmax over the n
+// keys [n][d] into out[i·n …] (added / maxed into what is there). Rows are cut into stripes of
+// kStripeRows whatever the thread count, each (head, stripe) folded into its own float64 row,
+// and the stripes combined in order: the bits do not depend on the team.
+constexpr int kStripeRows = 256;
+void PressAttention(const Napi::CallbackInfo &info) {
+  double *out = F64(info[0]);
+  press_attn_args a;
+  const float *q = F32(info[1]);
+  a.q_stride = (size_t)I32(info[2]);
+  Napi::Int32Array heads = info[3].As<Napi::Int32Array>();
+  const float *keys = F32(info[4]);
+  a.n_keys = I32(info[5]);
+  a.head_dim = I32(info[6]);
+  a.rows = I32(info[7]);
+  a.lo = info[8].As<Napi::Int32Array>().Data();
+  a.hi = info[9].As<Napi::Int32Array>().Data();
+  a.pad = info[10].IsTypedArray() ? info[10].As<Napi::Int32Array>().Data() : nullptr;
+  a.pad_logit = info[11].As<Napi::Number>().FloatValue();
+  a.scale = info[12].As<Napi::Number>().FloatValue();
+  a.row_weight = info[13].IsTypedArray() ? F32(info[13]) : nullptr;
+  a.mode = I32(info[14]);
+  const int nh = (int)heads.ElementLength(), n = a.n_keys, stripes = (a.rows + kStripeRows - 1) / kStripeRows, items = nh * stripes;
+  if (nh == 0 || n == 0 || a.rows == 0) return;
+#if defined(__x86_64__)
+  const bool x512 = !std::strcmp(K.isa, "avx512"), x2 = !std::strcmp(K.isa, "avx2");
+  auto rows = x512 ? press_attn_rows_avx512 : x2 ? press_attn_rows_avx2 : press_attn_rows_base;
+  auto pack = x512 ? press_attn_pack_avx512 : x2 ? press_attn_pack_avx2 : press_attn_pack_base;
+#else
+  auto rows = press_attn_rows_base;
+  auto pack = press_attn_pack_base;
+#endif
+  static thread_local std::vector<float> kt;
+  static thread_local std::vector<double> part;
+  kt.resize(press_attn_packed_floats(n, a.head_dim));
+  pack(kt.data(), keys, n, a.head_dim);
+  a.kt = kt.data();
+  part.assign((size_t)items * n, a.mode == PA_SUM ? 0.0 : -1.0);
+  // thread_local names mean the calling thread's copy only here: the team gets the pointer.
+  double *parts = part.data();
+  const size_t sld = (size_t)n + 2 * PA_KB;
+  const int nt = std::max(1, std::min(W.threads, items));
+  team(nt, [&](int, int) {
+    static thread_local std::vector<float> s;
+    if (s.size() < PA_TR * sld) s.resize(PA_TR * sld);
+    press_attn_args b = a;
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      const int h = it / stripes, st = it % stripes;
+      b.q = q + heads[h];
+      rows(&b, st * kStripeRows, std::min(a.rows, (st + 1) * kStripeRows), parts + (size_t)it * n, s.data(), sld);
+    }
+  });
+  for (int h = 0; h < nh; h++) {
+    double *o = out + (size_t)h * n;
+    for (int st = 0; st < stripes; st++) {
+      const double *p = parts + (size_t)(h * stripes + st) * n;
+      if (a.mode == PA_SUM)
+        for (int t = 0; t < n; t++) o[t] += p[t];
+      else
+        for (int t = 0; t < n; t++) o[t] = std::max(o[t], p[t]);
+    }
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
@@ -840,6 +913,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("eaQueryMoments64", Napi::Function::New(env, EaQueryMoments64));
+  exports.Set("pressAttention", Napi::Function::New(env, PressAttention));
   exports.Set("eaScores64", Napi::Function::New(env, EaScores64));
   exports.Set("windowSoftmaxSums", Napi::Function::New(env, WindowSoftmaxSums));
   exports.Set("valueNormsL1", Napi::Function::New(env, ValueNormsL1));

@@ -121,6 +121,38 @@ export interface Backend {
    * the float32 GEMM, the norms summed in float64. Optional: critical.ts uses matmul where absent.
    */
   valueNormsL1?(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+
+  /**
+   * The attention each key receives, for the presses that score entries by it (observed
+   * attention, NonCausalAttn, KVzip): per query head, the column sums or maxima of a row-softmax
+   * over one KV head's keys, rows × keys never held at once. Optional: src/presses/
+   * attention-columns.ts computes the same from `matmul` where a backend lacks it.
+   */
+  pressAttention?(a: PressAttentionArgs): void;
+}
+
+/**
+ * Row r of query head i is q[r·qStride + heads[i] …] (headDim floats); it sees the keys
+ * [lo[r], hi[r]) of `keys` ([n][headDim]) with logits scale·q·k, plus pad[r] keys outside the
+ * cache whose logit is padLogit, in one softmax; its probabilities × rowWeight[r] are summed
+ * (mode 'sum') or maxed ('max') per key into out[i·n + t], on top of what out holds.
+ */
+export interface PressAttentionArgs {
+  out: Float64Array;
+  q: Float32Array;
+  qStride: number;
+  heads: Int32Array;
+  keys: Float32Array;
+  n: number;
+  headDim: number;
+  rows: number;
+  lo: Int32Array;
+  hi: Int32Array;
+  pad: Int32Array | null;
+  padLogit: number;
+  scale: number;
+  rowWeight: Float32Array | null;
+  mode: 'sum' | 'max';
 }
 
 /**

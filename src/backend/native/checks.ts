@@ -1,5 +1,5 @@
 import type { KvFormat } from '../../cache/format.js';
-import type { AttentionArgs, PagedAttentionArgs } from '../backend.js';
+import type { AttentionArgs, PagedAttentionArgs, PressAttentionArgs } from '../backend.js';
 
 /**
  * Argument checks shared by the native and WebAssembly backends. Their kernels index raw
@@ -212,4 +212,26 @@ export function checkValueNormsL1(out: Float64Array, values: Float32Array, block
   checkF64(op, 'out', out, T);
   checkArray(op, 'values', values, T * hd);
   checkArray(op, 'block', block, D * hd);
+}
+
+/** PressAttentionArgs: every array long enough and every row's key range inside [0, n). */
+export function checkPressAttention(a: PressAttentionArgs): void {
+  const op = 'pressAttention', { n, headDim: d, rows } = a;
+  for (const [name, v] of [['n', n], ['headDim', d], ['rows', rows], ['qStride', a.qStride]] as const) checkCount(op, name, v);
+  if (!(a.out instanceof Float64Array) || a.out.length < a.heads.length * n) fail(op, `out must be a Float64Array of ${a.heads.length * n} numbers`);
+  checkArray(op, 'keys', a.keys, n * d);
+  if (!(a.heads instanceof Int32Array) || !(a.lo instanceof Int32Array) || !(a.hi instanceof Int32Array)) fail(op, 'heads, lo and hi must be Int32Arrays');
+  if (a.lo.length < rows || a.hi.length < rows) fail(op, `lo and hi need ${rows} rows`);
+  if (a.pad && (!(a.pad instanceof Int32Array) || a.pad.length < rows)) fail(op, `pad must be an Int32Array of ${rows} rows`);
+  if (a.rowWeight && (!(a.rowWeight instanceof Float32Array) || a.rowWeight.length < rows)) fail(op, `rowWeight must be a Float32Array of ${rows} rows`);
+  if (a.mode !== 'sum' && a.mode !== 'max') fail(op, `mode must be 'sum' or 'max', got ${String(a.mode)}`);
+  let last = 0;
+  for (const h of a.heads) {
+    if (!(h >= 0)) fail(op, `head offset ${h} is negative`);
+    last = Math.max(last, h);
+  }
+  if (rows > 0) checkArray(op, 'q', a.q, (rows - 1) * a.qStride + last + d);
+  for (let r = 0; r < rows; r++) {
+    if (!(a.lo[r] >= 0 && a.lo[r] <= a.hi[r] && a.hi[r] <= n)) fail(op, `row ${r} sees keys [${a.lo[r]}, ${a.hi[r]}) outside [0, ${n}]`);
+  }
 }

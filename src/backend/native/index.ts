@@ -3,11 +3,11 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs, PressAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
-import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
+import { checkAttention, checkPagedAttention, checkPressAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -30,6 +30,10 @@ interface Addon {
     keyLayouts?: (Int32Array | null)[],
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
+  pressAttention(
+    out: Float64Array, q: Float32Array, qStride: number, heads: Int32Array, keys: Float32Array, n: number, d: number, rows: number,
+    lo: Int32Array, hi: Int32Array, pad: Int32Array | null, padLogit: number, scale: number, rowWeight: Float32Array | null, mode: number,
+  ): void;
   eaLogits64(
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
@@ -282,6 +286,12 @@ export class NativeBackend implements Backend {
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
       E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, this.#addresses(a), keyLayouts(a),
     );
+  }
+
+  pressAttention(a: PressAttentionArgs): void {
+    checkPressAttention(a);
+    this.#apply();
+    this.addon.pressAttention(a.out, a.q, a.qStride, a.heads, a.keys, a.n, a.headDim, a.rows, a.lo, a.hi, a.pad, a.padLogit, a.scale, a.rowWeight, a.mode === 'sum' ? 0 : 1);
   }
 
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void {
