@@ -93,6 +93,36 @@ export interface Backend {
   ): void;
 
   /**
+   * Expected Attention's float64 log-scores of one KV head from the logits z [G][stride] of its m
+   * non-sink keys (entries s0 … s0 + m − 1; values [entries][d]): log-softmax per query head,
+   * log-mean-exp over the G heads, then, with useVnorm, log(p + epsilon) + log‖v‖₂, into
+   * out[s0 …]. Returns the largest score written. Optional, as gram64 (expected-attention.ts
+   * runs the same operations in TypeScript where it is absent).
+   */
+  eaScores64?(
+    out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number,
+    values: Float32Array, d: number, useVnorm: boolean, epsilon: number,
+  ): number;
+
+  /**
+   * For query heads h0 … h0 + G − 1 of one KV head: the causal softmax attention (float64) of
+   * pass rows first … first + w − 1 of q against the T keys [T][d], scaled by `scale`, a row seeing
+   * the keys whose position (keyPositions) is ≤ its own (rowPositions, [w]); summed over the rows,
+   * each times weights[r] (null: 1), into acc[k·(T − w) + t] for t < T − w. Logits from the same
+   * float32 GEMM as matmul. Optional: snapkv.ts computes it row by row where it is absent.
+   */
+  windowSoftmaxSums?(
+    acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
+    keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
+  ): void;
+
+  /**
+   * out[t] += ‖block·v_t‖₁ / divisor for the T values [T][hd] and block [D][hd], the products by
+   * the float32 GEMM, the norms summed in float64. Optional: critical.ts uses matmul where absent.
+   */
+  valueNormsL1?(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+
+  /**
    * The attention each key receives, for the presses that score entries by it (observed
    * attention, NonCausalAttn, KVzip): per query head, the column sums or maxima of a row-softmax
    * over one KV head's keys, rows × keys never held at once. Optional: src/presses/
