@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import { needleInHaystack } from '../src/eval/datasets/niah.js';
+import { formatValue, writeReport } from '../src/eval/report.js';
 import { runEval, type EvalOptions, type RunMetrics } from '../src/eval/runner.js';
 import { removedAtAnswerEnd } from '../src/eval/tasks.js';
 import { loadModel } from '../src/model/load.js';
@@ -72,6 +73,12 @@ test('a press that sets its own budget runs once at ratio 0 and reports what it 
   const want = items.reduce((a, it) => a + 1 - 19 / it.contextTokens, 0) / items.length;
   assert.ok(Math.abs(metrics(dir, run).scores.achieved_ratio - want) < 1e-12);
   assert.match(readFileSync(join(dir, 'notes.txt'), 'utf8'), /sim_layer_kv takes no compression ratio \(its own settings set the budget\): one run at ratio 0 on continuation/);
+  assert.equal(metrics(dir, run).ownBudget, true);
+  // The report keeps it out of the ratio columns (a 0.00 column would leave every other press without a mean).
+  const md = (await writeReport(dir, join(dir, 'report'))).markdown;
+  const text = readFileSync(md, 'utf8');
+  assert.match(text, /\| press \| 0\.25 \| 0\.50 \| mean \|\n\|---\|---:\|---:\|---:\|\n\| knorm \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|/);
+  assert.ok(text.includes(`### Presses that set their own budget (no ratio: one run each)\n\n| press | achieved ratio | KL divergence (nats/token) | NLL increase (nats/token) |\n|---|---:|---:|---:|\n| sim_layer_kv | ${formatValue(want)} |`), text);
 });
 
 test('a decoding press reports the share it removed by the end of the answer, not the prefill\'s 0', async () => {

@@ -52,6 +52,11 @@ export interface RunMetrics {
   kvDtype?: KvDtype;
   /** A decoding press's target size (entries per KV head after each compression); absent for the others. */
   targetSize?: number;
+  /**
+   * True when the press sets its own budget (a threshold: sim_layer_kv, dms_…) and took no ratio:
+   * compressionRatio is 0 and the achieved_ratio score says what it removed.
+   */
+  ownBudget?: boolean;
   items: number;
   scores: Record<string, number>;
   scoreInfo: Record<string, ScoreInfo>;
@@ -522,6 +527,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     }));
     const metrics: RunMetrics = {
       dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
+      ownBudget: ratioFree.has(run.press) || undefined,
       items: r.predictions.length, scores: r.scores, scoreInfo: r.scoreInfo, seconds,
     };
     writeAtomic(join(dir, 'metrics.json'), json(metrics));
