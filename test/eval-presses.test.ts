@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import { needleInHaystack } from '../src/eval/datasets/niah.js';
+import { SeededRandom } from '../src/eval/datasets/random.js';
+import { cutBeforeLateMention, MIN_PREFIX_TOKENS } from '../src/eval/datasets/sampled-recall.js';
 import { formatValue, writeReport } from '../src/eval/report.js';
 import { runEval, type EvalOptions, type RunMetrics } from '../src/eval/runner.js';
 import { removedAtAnswerEnd } from '../src/eval/tasks.js';
@@ -101,4 +103,22 @@ test('a decoding press reports the share it removed by the end of the answer, no
   // Every head ends with 64 … 64 + 8 entries of the ≥ 400 tokens seen: well above 0.8 removed.
   assert.ok(m.scores.achieved_ratio > 0.8 && m.scores.achieved_ratio < 0.9, String(m.scores.achieved_ratio));
   assert.equal(metrics(dir, 'niah__stories260K__no_press__0.00').scores.achieved_ratio, 0);
+});
+
+test('sampled_recall cuts only where the prefix holds MIN_PREFIX_TOKENS tokens, so every windowed press can run', () => {
+  // One "token" per word: the story introduces Tim early and mentions him at word 60 and word 200.
+  const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i}`).join(' ');
+  const text = `Once there was a boy named Tim. ${words(55)} Tim ran. ${words(135)} Then Tim slept. ${words(20)}`;
+  const count = (s: string) => 1 + s.split(/\s+/).filter(Boolean).length;
+  const items = Array.from({ length: 8 }, (_, seed) => cutBeforeLateMention(text, new SeededRandom(seed), count));
+  // The mention after ~60 words is in the story's first 40 % and too short anyway; only the one after ~200 is cut.
+  for (const it of items) {
+    assert.ok(it !== null);
+    assert.equal(it.answer, 'Tim');
+    assert.ok(count(it.prefix) >= MIN_PREFIX_TOKENS && it.prefix.endsWith('Then'), it.prefix.slice(-20));
+  }
+  // A story whose only late mention comes before MIN_PREFIX_TOKENS tokens gives no item.
+  assert.equal(cutBeforeLateMention(`A cat named Max. ${words(30)} Max ate. ${words(10)}`, new SeededRandom(1), count), null);
+  // SnapKV's default window of 64 fits inside 60 % of the shortest prefix.
+  assert.ok(Math.round(MIN_PREFIX_TOKENS * 0.6) > 64);
 });
