@@ -54,8 +54,8 @@ COMMON=(--press "$PRESSES" --ratios 0.25,0.5,0.75,0.875 --threads 1 --output "$O
   --press-option "surrogate=$OUT/kvzap.safetensors" --press-option kvzap.modelType=linear --press-option "gates=$OUT/fast-kvzip.safetensors"
   --press-option sim_layer_kv.lazyThreshold=0.9 --press-option sim_layer_kv.nRecent=32)
 # The recall sets first (the reading rests on them). Limits cut to fit the session: 100 items
-# on name_recall, 50 on sampled_recall (200 by default), 25 continuation stories (100 by default).
-$KV eval --dataset sampled_recall --limit 50 "${COMMON[@]}"
+# per recall set (200 by default), 25 continuation stories (100 by default).
+$KV eval --dataset sampled_recall --limit 100 "${COMMON[@]}"
 $KV eval --dataset name_recall --limit 100 "${COMMON[@]}"
 $KV eval --dataset continuation --limit 25 "${COMMON[@]}"
 $KV report "$OUT" --output docs/results
