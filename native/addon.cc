@@ -14,6 +14,7 @@
 
 #include "kernels.hpp"
 #include "kv_attn.h"
+#include "kv_encode.h"
 #include "quant.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -669,6 +670,30 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   }
 }
 
+// kvEncodeRows(dtype, src, srcOffset, srcStride, rows, headDim, block, blockBytes, dst, dstOffset,
+// rowBytes): `rows` rows of headDim floats, row r at src[srcOffset + r·srcStride], encoded into
+// dst bytes [dstOffset + r·rowBytes, …) as the cache's element type (src/cache/format.ts).
+void KvEncodeRows(const Napi::CallbackInfo &info) {
+  const Napi::Env env = info.Env();
+  const int dtype = info[0].As<Napi::Number>().Int32Value();
+  Napi::Float32Array src = info[1].As<Napi::Float32Array>();
+  const double so = info[2].As<Napi::Number>().DoubleValue(), ss = info[3].As<Napi::Number>().DoubleValue();
+  const int rows = info[4].As<Napi::Number>().Int32Value(), hd = info[5].As<Napi::Number>().Int32Value();
+  const int block = info[6].As<Napi::Number>().Int32Value(), block_bytes = info[7].As<Napi::Number>().Int32Value();
+  Napi::Uint8Array dst = info[8].As<Napi::Uint8Array>();
+  const double at = info[9].As<Napi::Number>().DoubleValue(), rb = info[10].As<Napi::Number>().DoubleValue();
+  const bool quant = dtype == KV_Q8_0 || dtype == KV_Q4_0;
+  const double need = dtype == KV_F32 ? 4.0 * hd : dtype == KV_F16 || dtype == KV_BF16 ? 2.0 * hd : quant && block > 0 && hd % block == 0 ? (double)(hd / block) * block_bytes : -1;
+  const bool ok = dtype >= KV_F32 && dtype <= KV_Q4_0 && rows >= 1 && hd >= 2 && need > 0 && rb >= need && so >= 0 && ss >= hd && at >= 0 &&
+                  so + (rows - 1) * ss + hd <= (double)src.ElementLength() && at + (rows - 1) * rb + need <= (double)dst.ByteLength() &&
+                  (!quant || block_bytes >= 2 + (dtype == KV_Q8_0 ? block : block / 2));
+  if (!ok) {
+    Napi::RangeError::New(env, "kvEncodeRows: rows out of range of the arrays").ThrowAsJavaScriptException();
+    return;
+  }
+  kv_encode_rows(dtype, src.Data() + (size_t)so, (size_t)ss, rows, hd, block, block_bytes, dst.Data() + (size_t)at, (size_t)rb);
+}
+
 #ifdef KVP_SLABS
 // ---- KV cache page memory (src/cache/slab-memory.ts) ----
 // kvSlab(bytes, id) → an ArrayBuffer over fresh anonymous memory (resident only once written),
@@ -719,6 +744,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionPaged", Napi::Function::New(env, AttentionPaged));
+  exports.Set("kvEncodeRows", Napi::Function::New(env, KvEncodeRows));
 #ifdef KVP_SLABS
   exports.Set("kvSlab", Napi::Function::New(env, KvSlab));
   exports.Set("kvRelease", Napi::Function::New(env, KvRelease));

@@ -20,6 +20,12 @@ export interface PageMemory {
   alloc(bytes: number): PageRegion;
   /** Gives back a region that alloc returned (its views must no longer be used). */
   free(address: number, bytes: number): void;
+  /**
+   * Optional: encodes `rows` rows (row r at src[so + r·srcStride]) into dst bytes
+   * [at + r·fmt.rowBytes, …), giving the bytes of encodeRow. The native addon does it about 10×
+   * faster than encodeRow, which matters in a prefill (every key and value is written once).
+   */
+  encodeRows?(fmt: KvFormat, src: Float32Array, so: number, srcStride: number, rows: number, dst: Uint8Array, at: number): void;
 }
 
 export interface PageRegion {
@@ -222,17 +228,32 @@ export class LayerCache {
    */
   append(k: Float32Array, v: Float32Array, positions: ArrayLike<number>, rows: number): void {
     const hd = this.headDim, stride = this.numKvHeads * hd, E = this.pageEntries, f = this.pool.fmt;
+    // A run of rows into one page goes to the page memory's encoder in one call; a decode step's
+    // single row is cheaper in TypeScript than a call into the addon.
+    const memory = this.pool.memory, runs = rows >= 4 && f.dtype !== 'f32' && memory?.encodeRows ? memory : null;
     for (let g = 0; g < this.numKvHeads; g++) {
       let n = this.lengths[g];
       const ch = this.keyChannels[g];
-      for (let r = 0; r < rows; r++, n++) {
+      for (let r = 0; r < rows; ) {
         const slot = n % E;
         const page = slot === 0 && n / E === this.pages[g].length ? this.newPage(g) : this.writable(g, Math.floor(n / E), slot);
+        if (runs && !ch) {
+          const run = Math.min(rows - r, E - slot), at = slot * f.rowBytes;
+          runs.encodeRows!(f, k, r * stride + g * hd, stride, run, page.u8, at);
+          runs.encodeRows!(f, v, r * stride + g * hd, stride, run, page.u8, page.vOff + at);
+          for (let i = 0; i < run; i++) page.pos[slot + i] = positions[r + i];
+          if (slot + run > page.used) page.used = slot + run;
+          r += run;
+          n += run;
+          continue;
+        }
         if (ch) encodeRow(page.keyFmt, this.gatherKey(ch, k, r * stride + g * hd), 0, page, slot * page.keyFmt.rowBytes);
         else encodeRow(f, k, r * stride + g * hd, page, slot * f.rowBytes);
         encodeRow(f, v, r * stride + g * hd, page, page.vOff + slot * f.rowBytes);
         page.pos[slot] = positions[r];
         if (slot >= page.used) page.used = slot + 1;
+        r++;
+        n++;
       }
       this.lengths[g] = n;
     }

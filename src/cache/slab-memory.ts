@@ -1,3 +1,4 @@
+import { KV_DTYPES, type KvFormat } from './format.js';
 import type { PageMemory, PageRegion } from './kv-cache.js';
 
 /** What SlabMemory needs from the native addon (native/addon.cc). */
@@ -8,6 +9,8 @@ export interface SlabSource {
   kvRelease(slab: ArrayBuffer, offset: number, bytes: number): void;
   /** The OS page size. */
   kvOsPage(): number;
+  /** Row encoder (native/kv_encode.c): dtype is the index in KV_DTYPES. Absent from older builds. */
+  kvEncodeRows?(dtype: number, src: Float32Array, srcOffset: number, srcStride: number, rows: number, headDim: number, block: number, blockBytes: number, dst: Uint8Array, dstOffset: number, rowBytes: number): void;
 }
 
 /** Bytes of one slab (a slab holds pages of one size). */
@@ -39,9 +42,16 @@ export class SlabMemory implements PageMemory {
   /** Per page size: the slabs that have a free slot. */
   readonly #open = new Map<number, Slab[]>();
 
+  readonly encodeRows?: PageMemory['encodeRows'];
+
   constructor(src: SlabSource) {
     this.#src = src;
     this.#os = src.kvOsPage();
+    const encode = src.kvEncodeRows?.bind(src);
+    if (encode) {
+      this.encodeRows = (f: KvFormat, x: Float32Array, so: number, stride: number, rows: number, dst: Uint8Array, at: number) =>
+        encode(KV_DTYPES.indexOf(f.dtype), x, so, stride, rows, f.headDim, f.block, f.blockBytes, dst, at, f.rowBytes);
+    }
   }
 
   alloc(bytes: number): PageRegion {

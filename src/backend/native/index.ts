@@ -46,6 +46,7 @@ interface Addon {
   kvSlab?: SlabSource['kvSlab'];
   kvRelease?: SlabSource['kvRelease'];
   kvOsPage?: SlabSource['kvOsPage'];
+  kvEncodeRows?: SlabSource['kvEncodeRows'];
 }
 
 let slabs: SlabMemory | undefined;
