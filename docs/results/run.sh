@@ -3,7 +3,7 @@
 # registry that can run on the embedded 260K-parameter stories model's tasks, at compression
 # ratios 0.25/0.5/0.75/0.875, on the three sets that model can do (continuation fidelity, name
 # recall on template stories, name recall on stories the model samples itself).
-# Run from anywhere after `npm install`; about 80 minutes on one core of a loaded 2-core machine.
+# Run from anywhere after `npm install`; about 60 minutes on one core of a loaded 2-core machine.
 # Runs land in $1 (default results/stories260K; resumable: rerunning skips complete runs), the
 # report in docs/results/. The README lists the presses that cannot run here and why.
 set -euo pipefail
