@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "kvpress_native",
-      "sources": ["native/addon.cc", "native/k_base.c", "native/kv_attn.c", "native/kv_encode.c", "native/quant.c"],
+      "sources": ["native/addon.cc", "native/k_base.c", "native/kv_attn.c", "native/kv_encode.c", "native/press_attn.c", "native/quant.c", "native/press_kernels.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "KV_ISA=base"],
       "cflags": ["<@(kvp_cflags)", "-fopenmp"],
@@ -22,14 +22,14 @@
         {
           "target_name": "kvp_avx2",
           "type": "static_library",
-          "sources": ["native/k_avx2.c", "native/kv_attn.c", "native/quant.c"],
+          "sources": ["native/k_avx2.c", "native/kv_attn.c", "native/press_attn.c", "native/quant.c", "native/press_kernels.c"],
           "defines": ["KV_ISA=avx2"],
           "cflags": ["<@(kvp_cflags)", "-mavx2", "-mfma", "-mf16c"]
         },
         {
           "target_name": "kvp_avx512",
           "type": "static_library",
-          "sources": ["native/k_avx512.c", "native/kv_attn.c", "native/quant.c"],
+          "sources": ["native/k_avx512.c", "native/kv_attn.c", "native/press_attn.c", "native/quant.c", "native/press_kernels.c"],
           "defines": ["KV_ISA=avx512"],
           "cflags": ["<@(kvp_cflags)", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"]
         },

@@ -32,6 +32,8 @@ export interface LlamaFigures {
 
 export interface LlamaCppResult {
   source: 'measured' | 'recorded';
+  /** Element type of llama.cpp's KV cache in these runs (llama-bench's default -ctk/-ctv). */
+  kvType: 'f16';
   /** Where the figures come from, for the tables. */
   note: string;
   build: string | null;
@@ -190,7 +192,8 @@ interface LlamaBenchRow {
 
 /** llama-bench on one model, 1 thread: pp512, pp2048, tg`gen` and (long) pg2048+`gen`. */
 function llamaBench(bin: string, model: string, gen: number, reps: number, long: boolean): { figures: LlamaFigures; build: string | null } {
-  const args = ['-m', model, '-t', '1', '-p', long ? '512,2048' : '512', '-n', String(gen), '-r', String(reps), '-o', 'json'];
+  // The KV cache stays f16 (llama-bench's default), named so that the comparison says what it is.
+  const args = ['-m', model, '-t', '1', '-ctk', 'f16', '-ctv', 'f16', '-p', long ? '512,2048' : '512', '-n', String(gen), '-r', String(reps), '-o', 'json'];
   if (long) args.push('-pg', `2048,${gen}`);
   const out = execFileSync(join(bin, 'llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'ignore'], env: libraryEnv(bin) });
   const rows = JSON.parse(out) as LlamaBenchRow[];
@@ -205,15 +208,15 @@ function llamaBench(bin: string, model: string, gen: number, reps: number, long:
 }
 
 /**
- * Times llama.cpp on the benchmark's shapes. quick: the small shape only, f32 and f16, two
- * repetitions. Falls back to RECORDED (and says so) when llama-bench is missing or fails.
+ * Times llama.cpp on the benchmark's shapes. quick: the small shape only (f32, f16, Q8_0,
+ * Q4_K_M: the quantized-weights section compares against the last two), two repetitions. Falls back to RECORDED (and says so) when llama-bench is missing or fails.
  */
 export function runLlamaCpp(root: string, opts: { quick: boolean; log?: (s: string) => void }): LlamaCppResult {
   const bin = findLlamaCpp(root);
-  const recorded = (why: string): LlamaCppResult => ({ source: 'recorded', note: `llama.cpp not run (${why}): its figures recorded earlier on this machine kind (issues #3 and #10, llama.cpp 3f545be and later)`, build: null, figures: RECORDED });
+  const recorded = (why: string): LlamaCppResult => ({ source: 'recorded', kvType: 'f16', note: `llama.cpp not run (${why}): its figures recorded earlier on this machine kind (issues #3 and #10, llama.cpp 3f545be and later)`, build: null, figures: RECORDED });
   if (!bin) return recorded('no llama-bench in LLAMA_CPP_BIN, /work/llama.cpp/build/bin or ../llama.cpp/build/bin');
   const plan: [LlamaShape, LlamaType][] = opts.quick
-    ? [['small', 'f32'], ['small', 'f16']]
+    ? [['small', 'f32'], ['small', 'f16'], ['small', 'q8_0'], ['small', 'q4_k_m']]
     : [['small', 'f32'], ['small', 'f16'], ['small', 'q8_0'], ['small', 'q4_k_m'], ['medium', 'f32'], ['medium', 'f16'], ['medium', 'q8_0'], ['medium', 'q4_k_m']];
   const figures: LlamaCppResult['figures'] = {};
   let build: string | null = null;
@@ -230,8 +233,8 @@ export function runLlamaCpp(root: string, opts: { quick: boolean; log?: (s: stri
     return recorded(`llama-bench failed: ${String((e as Error).message).split('\n')[0]}`);
   }
   return {
-    source: 'measured', build,
-    note: `llama.cpp ${build ?? '(unknown build)'} measured in this run: llama-bench -t 1 on the same random shapes written as GGUF (Q8_0 and Q4_K_M by llama-quantize); its decode @2048 is derived from -pg 2048,N less pp2048 (this build has no depth option)`,
+    source: 'measured', kvType: 'f16', build,
+    note: `llama.cpp ${build ?? '(unknown build)'} measured in this run: llama-bench -t 1 on the same random shapes written as GGUF (Q8_0 and Q4_K_M by llama-quantize); its decode @2048 is derived from -pg 2048,N less pp2048 (this build has no depth option); its KV cache is f16 (-ctk f16 -ctv f16, the default)`,
     figures,
   };
 }

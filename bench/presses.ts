@@ -42,7 +42,7 @@ export interface PressOverheadResult {
 }
 
 /** Times every press of `list` on the contexts of one prefill of `tokens` deterministic tokens. */
-export function measurePressOverhead(model: Model, tokens: number, list: readonly { name: string; press: Press }[]): PressOverheadResult {
+export function measurePressOverhead(model: Model, tokens: number, list: readonly { name: string; press: Press }[], clock: () => number = () => performance.now()): PressOverheadResult {
   const ids = benchTokens(tokens, model.config.vocabSize);
   const spent = new Float64Array(list.length);
   for (const { press } of list) press.validate?.(model);
@@ -50,9 +50,9 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
     compress(ctx: LayerContext): null {
       list.forEach(({ press }, i) => {
         const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries, ctx.tokens);
-        const t0 = performance.now();
+        const t0 = clock();
         press.compress(own);
-        spent[i] += performance.now() - t0;
+        spent[i] += clock() - t0;
       });
       return null;
     },
@@ -61,9 +61,9 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
   model.forward(ids.slice(0, Math.min(tokens, 128)), model.newCache(), { logits: 'none', press: timer });
   spent.fill(0);
   model.reserve(tokens, tokens);
-  const t0 = performance.now();
+  const t0 = clock();
   model.forward(ids, model.newCache(), { logits: 'none', press: timer });
-  const total = performance.now() - t0;
+  const total = clock() - t0;
   const prefillMs = total - spent.reduce((a, b) => a + b, 0);
   return {
     model: model.source, backend: model.backend.name, tokens, prefillMs,
@@ -122,7 +122,7 @@ export function registeredPresses(model: Model, ratio = 0.5, only?: readonly str
 }
 
 /** The two standard measurements (stories260K at 512 tokens, SmolLM2-135M shape at 4096). */
-export async function runPressBench(opts: { only?: string[]; backend?: ReturnType<typeof createBackend> } = {}): Promise<{ markdown: string; json: PressOverheadResult[] }> {
+export async function runPressBench(opts: { only?: string[]; backend?: ReturnType<typeof createBackend>; clock?: () => number } = {}): Promise<{ markdown: string; json: PressOverheadResult[] }> {
   const backend = opts.backend ?? createBackend();
   const results: PressOverheadResult[] = [];
   const skipped = new Map<string, string>();
@@ -131,7 +131,7 @@ export async function runPressBench(opts: { only?: string[]; backend?: ReturnTyp
     const { list, skipped: notRun, cleanup } = registeredPresses(model, 0.5, opts.only);
     for (const { name, why } of notRun) skipped.set(name, why);
     try {
-      results.push(measurePressOverhead(model, T, list));
+      results.push(measurePressOverhead(model, T, list, opts.clock));
     } finally {
       cleanup();
     }
@@ -150,6 +150,10 @@ export async function runPressBench(opts: { only?: string[]; backend?: ReturnTyp
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = process.argv.slice(2);
   const only = args.flatMap((a, i) => (args[i - 1] === '--press' ? [a] : []));
-  const r = await runPressBench({ only: only.length ? only : undefined });
+  // --threads N: kernel threads (default: every core); --cpu: time in CPU milliseconds of the
+  // process instead of wall time (with --threads 1, what other load on the machine does not change).
+  const threads = args.includes('--threads') ? Number(args[args.indexOf('--threads') + 1]) : undefined;
+  const clock = args.includes('--cpu') ? () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; } : undefined;
+  const r = await runPressBench({ only: only.length ? only : undefined, backend: threads ? createBackend({ threads }) : undefined, clock });
   console.log(args.includes('--json') ? JSON.stringify(r.json, null, 2) : r.markdown);
 }

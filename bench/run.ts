@@ -15,7 +15,7 @@ import { packageRoot } from '../src/model/load.js';
 import { SHAPES as SHAPE_DIMS } from '../src/model/random.js';
 import { runKernelBench } from './kernels.js';
 import { kvSection } from './kv-memory.js';
-import { runLlamaCpp, type LlamaFigures } from './llama-cpp.js';
+import { findLlamaCpp, runLlamaCpp, shapeGguf, type LlamaFigures } from './llama-cpp.js';
 import type { WeightMemory } from './weight-memory.js';
 import { runPressBench } from './presses.js';
 import { runServeBench } from './serve.js';
@@ -92,12 +92,15 @@ async function main(): Promise<void> {
   }
   json.models = models;
   md.push('', '### Against llama.cpp (1 thread)', '', `${llama.note}. Goals (f32): prefill 512 ≥ 1.25×, decode ≥ 1.0×; decode reads every matrix once a token, so its GB/s is set against the kernels' DRAM-bound decode product above.`, '');
-  md.push('| model | weights | prefill 512 | prefill 2048 | decode | decode GB/s (ours, llama.cpp) | decode @2048 |', '|---|---|---|---|---|---|---|');
+  md.push(`At depth 2048 the attention reads the KV cache, so that column compares like with like: ours with \`--kv-dtype f16\` beside llama.cpp's default ${llama.kvType} cache (our f32-cache figure is in the table above).`, '');
+  md.push('| model | weights | prefill 512 | prefill 2048 | decode | decode GB/s (ours, llama.cpp) | decode @2048, f16 KV both |', '|---|---|---|---|---|---|---|');
   for (const shape of ['small', 'medium'] as const) {
     const r = models[`${shape}@1`] as Record<string, BenchJson>;
+    // Decode at depth with an f16 cache, as llama.cpp keeps it.
+    r.d2048KvF16 = kvpressBench(['--shape', shape, '--threads', '1', '--kv-dtype', 'f16', '--prompt-tokens', '1', '--depth', '2048', '--gen-tokens', shape === 'small' ? '16' : '8']);
     const l = ref(shape, 'f32');
     const gb = (tps: number | null | undefined) => (tps ? fmt((tps * matrixBytes(shape, 4)) / 1e9) : '—');
-    md.push(`| ${shape} | f32 vs f32 | ${versus(r.p512.prefillTokensPerSecond, l?.p512)} | ${versus(r.p2048.prefillTokensPerSecond, l?.p2048)} | ${versus(r.d0.decodeTokensPerSecond, l?.decode)} | ${gb(r.d0.decodeTokensPerSecond)}, ${gb(l?.decode)} | ${versus(r.d2048.decodeTokensPerSecond, l?.decode2048)} |`);
+    md.push(`| ${shape} | f32 vs f32 | ${versus(r.p512.prefillTokensPerSecond, l?.p512)} | ${versus(r.p2048.prefillTokensPerSecond, l?.p2048)} | ${versus(r.d0.decodeTokensPerSecond, l?.decode)} | ${gb(r.d0.decodeTokensPerSecond)}, ${gb(l?.decode)} | ${versus(r.d2048KvF16.decodeTokensPerSecond, l?.decode2048)} |`);
   }
   const quantRows = (['q8_0', 'q4_k_m'] as const).flatMap((t) => (['small', 'medium'] as const).map((shape) => [shape, t, ref(shape, t)] as const)).filter(([, , l]) => l);
   if (quantRows.length) {
@@ -109,23 +112,28 @@ async function main(): Promise<void> {
   process.stderr.write('bf16 weights…\n');
   md.push('', '### bf16 weights (1 thread)', '');
   md.push('`--weights bf16`: every matrix held once as bf16, prefill (bf16 GEMM) and decode alike (f32 activations between products and f32 sums), against f32 above and llama.cpp with f16 weights (same run). Goals: prefill 512 ≥ 1.5×, decode ≥ 1.1× at depth 0 and ≥ 1.5× at 2048.', '');
-  md.push('| model | prefill 512 bf16 | vs llama.cpp f16 | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | vs llama.cpp f16 | peak RSS |', '|---|---|---|---|---|---|---|---|---|---|');
-  const bf16: Record<string, { p512: BenchJson; d0: BenchJson; d2048: BenchJson }> = {};
+  md.push(`Decode @2048: f32 cache (this checkpoint's \`--kv-dtype auto\`) against our f32-weight run, and with \`--kv-dtype f16\` against llama.cpp's ${llama.kvType} cache, like for like.`, '');
+  md.push('| model | prefill 512 bf16 | vs llama.cpp f16 | decode @0 bf16 | vs f32 | vs llama.cpp f16 | decode @2048 bf16 | vs f32 | decode @2048 bf16, f16 KV | vs llama.cpp f16, f16 KV | peak RSS |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  const bf16: Record<string, { p512: BenchJson; d0: BenchJson; d2048: BenchJson; d2048KvF16: BenchJson }> = {};
   for (const shape of ['small', 'medium'] as const) {
     const t = ['--shape', shape, '--threads', '1', '--weights', 'bf16', '--prompt-tokens', '1'];
     const gen = shape === 'small' ? '32' : '16';
     const r = {
       p512: kvpressBench(['--shape', shape, '--threads', '1', '--weights', 'bf16', '--prompt-tokens', '512', '--gen-tokens', '0']),
       d0: kvpressBench([...t, '--gen-tokens', gen]), d2048: kvpressBench([...t, '--depth', '2048', '--gen-tokens', gen]),
+      d2048KvF16: kvpressBench([...t, '--kv-dtype', 'f16', '--depth', '2048', '--gen-tokens', gen]),
     };
     bf16[shape] = r;
     const f32 = models[`${shape}@1`] as Record<string, BenchJson>;
     const l = ref(shape, 'f16');
-    const d0 = r.d0.decodeTokensPerSecond, d2048 = r.d2048.decodeTokensPerSecond;
+    const d0 = r.d0.decodeTokensPerSecond, d2048 = r.d2048.decodeTokensPerSecond, d2048h = r.d2048KvF16.decodeTokensPerSecond;
     const p = r.p512.prefillTokensPerSecond;
-    md.push(`| ${shape} | ${fmt(p)} | ${versus(p, l?.p512)} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${versus(d0, l?.decode)} | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${versus(d2048, l?.decode2048)} | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes))} |`);
+    md.push(`| ${shape} | ${fmt(p)} | ${versus(p, l?.p512)} | ${fmt(d0)} | ${ratio(d0, f32.d0.decodeTokensPerSecond)} | ${versus(d0, l?.decode)} | ${fmt(d2048)} | ${ratio(d2048, f32.d2048.decodeTokensPerSecond)} | ${fmt(d2048h)} | ${versus(d2048h, l?.decode2048)} | ${mib(Math.max(r.p512.peakRssBytes, r.d0.peakRssBytes, r.d2048.peakRssBytes, r.d2048KvF16.peakRssBytes))} |`);
   }
   json.bf16Weights = bf16;
+
+  process.stderr.write('quantized weights…\n');
+  json.quantWeights = quantSection(md, ref, llama.source === 'measured');
 
   process.stderr.write('weight memory…\n');
   md.push('', '### Weight memory after load (small shape as a llama2.c f32 checkpoint)', '');
@@ -170,6 +178,44 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'latest.md'), md.join('\n'));
   writeFileSync(join(dir, 'latest.json'), JSON.stringify(json, null, 1) + '\n');
   process.stdout.write(md.join('\n') + '\n');
+}
+
+/**
+ * `--weights q8_0|q4_k` on the small shape (quantized in memory; q4_k takes Q5_0 on the 576-wide
+ * rows, as llama-quantize does) against llama.cpp's Q8_0 and Q4_K_M of the same shape in this
+ * run, with the issue's goals beside them; then the RSS growth of loading those two GGUF files
+ * against their tensor bytes.
+ */
+function quantSection(md: string[], ref: (shape: string, type: string) => LlamaFigures | undefined, measured: boolean): Record<string, unknown> {
+  md.push('', '### Quantized weights (small, 1 thread)', '');
+  md.push('`--weights q8_0` / `q4_k`: the random small shape quantized in memory (q4_k falls back to Q5_0 on rows that are not whole 256-value blocks, as llama-quantize does for this shape): prefill on dequantized panels in the f32 GEMM, decode on the blocks with int8 activation blocks; against llama.cpp Q8_0 and Q4_K_M of the same shape. Goals: prefill 512 ≥ 1.5×; decode ≥ 1.0× (Q8_0), ≥ 0.9× (Q4_K).', '');
+  md.push('| weights | vs llama.cpp | prefill 512 | goal | decode @0 | goal | peak RSS |', '|---|---|---|---|---|---|---|');
+  const out: Record<string, unknown> = {};
+  for (const [w, lt, decodeGoal] of [['q8_0', 'q8_0', 1.0], ['q4_k', 'q4_k_m', 0.9]] as const) {
+    const t = ['--shape', 'small', '--threads', '1', '--weights', w];
+    const p512 = kvpressBench([...t, '--prompt-tokens', '512', '--gen-tokens', '0']);
+    const d0 = kvpressBench([...t, '--prompt-tokens', '1', '--gen-tokens', '64']);
+    const l = ref('small', lt);
+    const met = (x: number, r: number | null | undefined, goal: number) => (r ? `${goal.toFixed(1)}× (${x / r >= goal ? 'met' : 'not met'})` : `${goal.toFixed(1)}×`);
+    out[w] = { p512, d0, llamaCpp: l ?? null };
+    md.push(`| ${w} | ${lt.toUpperCase()} | ${versus(p512.prefillTokensPerSecond, l?.p512)} | ${met(p512.prefillTokensPerSecond, l?.p512, 1.5)} | ${versus(d0.decodeTokensPerSecond, l?.decode)} | ${met(d0.decodeTokensPerSecond, l?.decode, decodeGoal)} | ${mib(Math.max(p512.peakRssBytes, d0.peakRssBytes))} |`);
+  }
+  const bin = findLlamaCpp(root);
+  md.push('', 'Memory after load of the GGUF files above (RSS growth over the load, garbage collected, backend loaded first). Goal: ≤ tensor bytes + 10 %.', '');
+  if (!bin || !measured) {
+    md.push('Not measured: the files are made by llama-quantize, which this run did not find.');
+    return out;
+  }
+  md.push('| file | tensor bytes | held | RSS growth | growth / tensor bytes |', '|---|---|---|---|---|');
+  const memory: Record<string, WeightMemory> = {};
+  for (const lt of ['q8_0', 'q4_k_m'] as const) {
+    const path = shapeGguf(bin, 'small', lt);
+    const r = JSON.parse(execFileSync(process.execPath, ['--expose-gc', join(root, 'dist/bench/weight-memory.js'), '--gguf', path], { encoding: 'utf8' })) as WeightMemory;
+    memory[lt] = r;
+    md.push(`| small ${lt.toUpperCase()} | ${mib(r.expectedBytes)} | ${mib(r.allocatedBytes)} | ${mib(r.rssGrowthBytes)} | ${(r.rssGrowthBytes / r.expectedBytes).toFixed(3)} (${r.rssGrowthBytes <= 1.1 * r.expectedBytes ? 'met' : 'not met'}) |`);
+  }
+  out.memory = memory;
+  return out;
 }
 
 await main();

@@ -2,13 +2,16 @@
  * Weight memory after load: writes a random llama2.c checkpoint of a shape (f32, cached in the
  * temp directory), loads it in a fresh process as f32 or converted to bf16 (`--weights`), and
  * prints the RSS growth over the load against the bytes the matrices take in that format.
- * `node dist/bench/weight-memory.js --shape small --weights bf16` prints one JSON line.
+ * `node dist/bench/weight-memory.js --shape small --weights bf16` prints one JSON line. With
+ * `--gguf PATH` it loads that GGUF as stored (quantized blocks kept) and sets the growth against
+ * the file's tensor bytes.
  */
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ModelConfig } from '../src/model/config.js';
+import { GgufFile } from '../src/model/loaders/gguf.js';
 import { loadModel } from '../src/model/load.js';
 import { SHAPES, shapeConfig, type ShapeName } from '../src/model/random.js';
 import { weightBytes, type Weight } from '../src/model/weights.js';
@@ -66,8 +69,8 @@ export function matrixBytesOf(w: { embedding: Weight; lmHead: Weight; layers: { 
 
 export interface WeightMemory {
   shape: ShapeName;
-  weights: 'f32' | 'bf16';
-  /** Bytes of the checkpoint's matrices held in `weights` (f32 file bytes, halved for bf16). */
+  weights: 'f32' | 'bf16' | 'gguf';
+  /** Bytes of the checkpoint's matrices held in `weights` (f32 file bytes, halved for bf16; a GGUF's tensor bytes, norms included). */
   expectedBytes: number;
   /** Bytes the loaded matrices take. */
   allocatedBytes: number;
@@ -81,6 +84,25 @@ async function main(): Promise<void> {
     return i >= 0 ? process.argv[i + 1] : fallback;
   };
   const shape = arg('--shape', 'small') as ShapeName, weights = arg('--weights', 'f32') as 'f32' | 'bf16';
+  const gguf = process.argv.includes('--gguf') ? arg('--gguf', '') : null;
+  const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+  if (gguf) {
+    // The backend (addon, OpenMP) is loaded first: its pages are not the model's.
+    const { createBackend } = await import('../src/backend/index.js');
+    const backend = createBackend({ threads: 1 });
+    const f = GgufFile.open(gguf);
+    let tensorBytes = 0;
+    for (const t of f.tensors.values()) tensorBytes += t.bytes;
+    f.close();
+    gc();
+    const before = process.memoryUsage().rss;
+    const model = await loadModel(gguf, { backend });
+    gc();
+    const after = process.memoryUsage().rss;
+    const out: WeightMemory = { shape, weights: 'gguf', expectedBytes: tensorBytes, allocatedBytes: matrixBytesOf(model.weights), rssGrowthBytes: after - before };
+    process.stdout.write(JSON.stringify(out) + '\n');
+    return;
+  }
   const c = shapeConfig(shape, 256);
   const dir = join(tmpdir(), 'kvpress-weight-memory');
   const path = join(dir, `random-${shape}.bin`);
@@ -88,7 +110,6 @@ async function main(): Promise<void> {
     mkdirSync(dir, { recursive: true });
     writeLlama2c(path, c);
   }
-  const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
   gc();
   const before = process.memoryUsage().rss;
   const model = await loadModel(path, { weights });

@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,8 @@
 #include "kernels.hpp"
 #include "kv_attn.h"
 #include "kv_encode.h"
+#include "press_attn.h"
+#include "press_kernels.h"
 #include "quant.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -54,6 +57,24 @@ std::vector<KernelSet> usable_kernels() {
 
 const std::vector<KernelSet> kSets = usable_kernels();
 const KernelSet &K = kSets.front();
+
+// The presses' scoring kernels (press_kernels.c) of the same ISA as K.
+struct PressSet {
+  decltype(&ea_unrotate_base) ea_unrotate;
+  decltype(&ea_moments_base) ea_moments;
+  decltype(&ea_log_scores_base) ea_log_scores;
+  decltype(&window_softmax_sums_base) window_softmax_sums;
+  decltype(&abs_row_sums_base) abs_row_sums;
+};
+#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, ea_log_scores_##S, window_softmax_sums_##S, abs_row_sums_##S }
+PressSet press_kernels() {
+#if defined(__x86_64__)
+  if (!std::strcmp(K.isa, "avx512")) return PRESS_SET(avx512);
+  if (!std::strcmp(K.isa, "avx2")) return PRESS_SET(avx2);
+#endif
+  return PRESS_SET(base);
+}
+const PressSet P = press_kernels();
 
 // Size in bytes of the level-`level` data (or unified) cache of CPU 0, as Linux reports it;
 // `fallback` where it does not.
@@ -267,8 +288,12 @@ const QuantSet kQuant = quant_kernels(&kQuantIsa);
 // Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
 // below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
 constexpr int kQuantGemmRows = 4;
-// f32 bytes of one dequantized panel (per thread): a few hundred rows, reused across the rows of x.
-constexpr long kQuantPanelBytes = 1 << 20;
+// f32 bytes of one dequantized panel (per thread), reused across the rows of x. Each panel is one
+// GEMM call that packs all of x again: 4 MiB takes the small shape's 576- and 1536-wide matrices
+// in one or two calls (prefill 512 of small Q8_0 +3 % over 1 MiB, measured; an int8 GEMM tile of
+// 4 input × 2 weight rows ran at 71 GFLOP/s-equivalent against this GEMM's 89 on AVX2, so the
+// dequantized panel stays).
+constexpr long kQuantPanelBytes = 4 << 20;
 
 // matmulQuant(out, x, w, type, rowBytes, m, n, k, bias): x·wᵀ with w[n] rows of ggml blocks.
 void MatmulQuant(const Napi::CallbackInfo &info) {
@@ -398,36 +423,25 @@ void EaQueryMoments64(const Napi::CallbackInfo &info) {
   double *cov = info[1].IsTypedArray() ? F64(info[1]) : nullptr;
   const float *q = F32(info[2]);
   const size_t qStride = (size_t)I32(info[3]);
-  const int start = I32(info[4]), n = I32(info[5]), H = I32(info[6]), d = I32(info[7]), half = d / 2;
+  const int start = I32(info[4]), n = I32(info[5]), H = I32(info[6]), d = I32(info[7]);
   const double *cs = F64(info[8]), *sn = F64(info[9]);
   const double work = (double)H * n * d * (cov ? d / 2 + 2 : 1);
   const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, H)) : 1;
   team(nt, [&](int t, int parts) {
-    // Per OpenMP thread, grown once: one head's rotated rows [n][d].
+    // Per OpenMP thread, grown once: one head's rotated rows [n][d] (32 rows where d % 8 = 0).
     static thread_local std::vector<double> xs;
-    if (xs.size() < (size_t)n * d) xs.resize((size_t)n * d);
+    const size_t need = (size_t)(d % 8 == 0 ? 32 : n) * d;
+    if (xs.size() < need) xs.resize(need);
     double *X = xs.data();
+    if (d % 8 == 0) {
+      P.ea_moments(mean, cov, q + (size_t)start * qStride, qStride, n, d, t, parts, H, cs, sn, X);
+      return;
+    }
     for (int h = t; h < H; h += parts) {
-      double *mu = mean + (size_t)h * d;
-      std::fill(mu, mu + d, 0.0);
-      for (int r = 0; r < n; r++) {
-        const float *qr = q + (size_t)(start + r) * qStride + (size_t)h * d;
-        const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
-        double *x = X + (size_t)r * d;
-        for (int i = 0; i < half; i++) {
-          const double a = qr[i], b = qr[i + half];
-          const double u = c[i] * a + s[i] * b, v = c[i] * b - s[i] * a;
-          x[i] = u;
-          x[i + half] = v;
-          mu[i] += u;
-          mu[i + half] += v;
-        }
-      }
-      for (int i = 0; i < d; i++) mu[i] /= n;
-      if (!cov) continue;
-      for (int r = 0; r < n; r++)
-        for (int i = 0; i < d; i++) X[(size_t)r * d + i] -= mu[i];
-      double *S = cov + (size_t)h * d * d;
+      double *mu = mean + (size_t)h * d, *S = cov ? cov + (size_t)h * d * d : nullptr;
+      const float *qh = q + (size_t)start * qStride + (size_t)h * d;
+      P.ea_unrotate(X, mu, qh, qStride, n, d, cs, sn);
+      if (!S) continue;
       std::fill(S, S + (size_t)d * d, 0.0);
       K.gram64(S, X, n, d, 0, 1);
       for (int i = 0; i < d; i++)
@@ -435,6 +449,84 @@ void EaQueryMoments64(const Napi::CallbackInfo &info) {
       for (size_t i = 0; i < (size_t)d * d; i++) S[i] /= n;
     }
   });
+}
+
+// eaScores64(out, z, stride, s0, m, G, values, d, useVnorm, epsilon) → max score: Expected
+// Attention's log-scores of one KV head from the logits z [G][stride] of its m non-sink keys
+// (expected-attention.ts expectedAttentionScores, same operations in the same order): log-softmax
+// per query head, log-mean-exp over the group, log(p + ε) and + log‖v‖ with the value norms,
+// into out[s0 …]. Returns the largest score written (−∞ when m = 0).
+Napi::Value EaScores64(const Napi::CallbackInfo &info) {
+  double *out = F64(info[0]);
+  const double *z = F64(info[1]);
+  const size_t stride = (size_t)info[2].As<Napi::Number>().Int64Value();
+  const int s0 = I32(info[3]), m = I32(info[4]), G = I32(info[5]);
+  const float *V = F32(info[6]);
+  const int d = I32(info[7]);
+  const bool vnorm = info[8].As<Napi::Boolean>().Value();
+  const double eps = info[9].As<Napi::Number>().DoubleValue();
+  std::vector<double> e(std::max(m, 1));
+  return Napi::Number::New(info.Env(), P.ea_log_scores(out, z, stride, s0, m, G, V, d, vnorm, eps, e.data()));
+}
+
+// windowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions,
+// scale, weights | null): for query heads h0 … h0 + G − 1 of one KV head, the causal softmax
+// attention (float64) of pass rows first … first + w − 1 against its T keys, summed over the rows
+// with weights[r] (null: 1) into acc[k·cols + t] for the cols = T − w columns before the window
+// (common.ts windowAttention then meanRows, without the division by w). Logits come from the
+// same float32 GEMM as the backend's matmul, 64 rows at a time as common.ts forEachAttentionRow;
+// a row sees the keys whose positions are ≤ its own. Rows are added in order on one thread, so
+// the sums do not depend on the thread count.
+void WindowSoftmaxSums(const Napi::CallbackInfo &info) {
+  double *acc = F64(info[0]);
+  const float *q = F32(info[1]);
+  const size_t qStride = (size_t)I32(info[2]);
+  const int h0 = I32(info[3]), G = I32(info[4]), d = I32(info[5]), first = I32(info[6]), w = I32(info[7]);
+  const float *keys = F32(info[8]);
+  const int T = I32(info[9]);
+  const int32_t *kpos = info[10].As<Napi::Int32Array>().Data(), *rpos = info[11].As<Napi::Int32Array>().Data();
+  const double scale = info[12].As<Napi::Number>().DoubleValue();
+  const double *weights = info[13].IsTypedArray() ? F64(info[13]) : nullptr;
+  const int cols = T - w, R = 64;
+  std::vector<float> qb((size_t)R * d), logits((size_t)R * T);
+  std::vector<double> e(T);
+  std::vector<int> visible(R);
+  for (int k = 0; k < G; k++) {
+    for (int r0 = 0; r0 < w; r0 += R) {
+      const int nr = std::min(R, w - r0);
+      for (int i = 0; i < nr; i++) std::memcpy(&qb[(size_t)i * d], q + (size_t)(first + r0 + i) * qStride + (size_t)(h0 + k) * d, (size_t)d * 4);
+      if (!gemm(logits.data(), qb.data(), keys, nullptr, nr, T, d, nullptr)) {
+        Napi::Error::New(info.Env(), "windowSoftmaxSums: out of memory for scratch space").ThrowAsJavaScriptException();
+        return;
+      }
+      int v = 0;
+      for (int i = 0; i < nr; i++) {
+        while (v < T && kpos[v] <= rpos[r0 + i]) v++;
+        visible[i] = v;
+      }
+      P.window_softmax_sums(acc + (size_t)k * cols, logits.data(), nr, T, cols, visible.data(), scale, weights ? weights + r0 : nullptr, e.data());
+    }
+  }
+}
+
+// valueNormsL1(out, values, block, T, D, hd, divisor): out[t] += ‖block·v_t‖₁ / divisor for the T
+// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): the
+// products by the float32 GEMM, 256 values at a time, their L1 norms summed in float64.
+void ValueNormsL1(const Napi::CallbackInfo &info) {
+  double *out = F64(info[0]);
+  const float *V = F32(info[1]), *B = F32(info[2]);
+  const int T = I32(info[3]), D = I32(info[4]), hd = I32(info[5]);
+  const double divisor = info[6].As<Napi::Number>().DoubleValue();
+  const int R = 256;
+  std::vector<float> y((size_t)std::min(R, std::max(T, 1)) * D);
+  for (int t0 = 0; t0 < T; t0 += R) {
+    const int nr = std::min(R, T - t0);
+    if (!gemm(y.data(), V + (size_t)t0 * hd, B, nullptr, nr, D, hd, nullptr)) {
+      Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
+      return;
+    }
+    P.abs_row_sums(out + t0, y.data(), nr, D, divisor);
+  }
 }
 
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
@@ -734,6 +826,74 @@ void KvRelease(const Napi::CallbackInfo &info) {
 Napi::Value KvOsPage(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), (double)sysconf(_SC_PAGESIZE)); }
 #endif
 
+// ---- attention statistics for the presses (native/press_attn.c) ----
+// pressAttention(out, q, qStride, headOffsets, keys, n, d, rows, lo, hi, pad | null, padLogit,
+// scale, rowWeight | null, mode): for each query head i (its row r at q[r·qStride +
+// headOffsets[i]]), the column sums (mode 0) or maxima (mode 1) of its row-softmax over the n
+// keys [n][d] into out[i·n …] (added / maxed into what is there). Rows are cut into stripes of
+// kStripeRows whatever the thread count, each (head, stripe) folded into its own float64 row,
+// and the stripes combined in order: the bits do not depend on the team.
+constexpr int kStripeRows = 256;
+void PressAttention(const Napi::CallbackInfo &info) {
+  double *out = F64(info[0]);
+  press_attn_args a;
+  const float *q = F32(info[1]);
+  a.q_stride = (size_t)I32(info[2]);
+  Napi::Int32Array heads = info[3].As<Napi::Int32Array>();
+  const float *keys = F32(info[4]);
+  a.n_keys = I32(info[5]);
+  a.head_dim = I32(info[6]);
+  a.rows = I32(info[7]);
+  a.lo = info[8].As<Napi::Int32Array>().Data();
+  a.hi = info[9].As<Napi::Int32Array>().Data();
+  a.pad = info[10].IsTypedArray() ? info[10].As<Napi::Int32Array>().Data() : nullptr;
+  a.pad_logit = info[11].As<Napi::Number>().FloatValue();
+  a.scale = info[12].As<Napi::Number>().FloatValue();
+  a.row_weight = info[13].IsTypedArray() ? F32(info[13]) : nullptr;
+  a.mode = I32(info[14]);
+  const int nh = (int)heads.ElementLength(), n = a.n_keys, stripes = (a.rows + kStripeRows - 1) / kStripeRows, items = nh * stripes;
+  if (nh == 0 || n == 0 || a.rows == 0) return;
+#if defined(__x86_64__)
+  const bool x512 = !std::strcmp(K.isa, "avx512"), x2 = !std::strcmp(K.isa, "avx2");
+  auto rows = x512 ? press_attn_rows_avx512 : x2 ? press_attn_rows_avx2 : press_attn_rows_base;
+  auto pack = x512 ? press_attn_pack_avx512 : x2 ? press_attn_pack_avx2 : press_attn_pack_base;
+#else
+  auto rows = press_attn_rows_base;
+  auto pack = press_attn_pack_base;
+#endif
+  static thread_local std::vector<float> kt;
+  static thread_local std::vector<double> part;
+  kt.resize(press_attn_packed_floats(n, a.head_dim));
+  pack(kt.data(), keys, n, a.head_dim);
+  a.kt = kt.data();
+  part.assign((size_t)items * n, a.mode == PA_SUM ? 0.0 : -1.0);
+  // thread_local names mean the calling thread's copy only here: the team gets the pointer.
+  double *parts = part.data();
+  const size_t sld = (size_t)n + 2 * PA_KB;
+  const int nt = std::max(1, std::min(W.threads, items));
+  team(nt, [&](int, int) {
+    static thread_local std::vector<float> s;
+    if (s.size() < PA_TR * sld) s.resize(PA_TR * sld);
+    press_attn_args b = a;
+#pragma omp for schedule(dynamic, 1)
+    for (int it = 0; it < items; it++) {
+      const int h = it / stripes, st = it % stripes;
+      b.q = q + heads[h];
+      rows(&b, st * kStripeRows, std::min(a.rows, (st + 1) * kStripeRows), parts + (size_t)it * n, s.data(), sld);
+    }
+  });
+  for (int h = 0; h < nh; h++) {
+    double *o = out + (size_t)h * n;
+    for (int st = 0; st < stripes; st++) {
+      const double *p = parts + (size_t)(h * stripes + st) * n;
+      if (a.mode == PA_SUM)
+        for (int t = 0; t < n; t++) o[t] += p[t];
+      else
+        for (int t = 0; t < n; t++) o[t] = std::max(o[t], p[t]);
+    }
+  }
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
@@ -753,6 +913,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gram64", Napi::Function::New(env, Gram64));
   exports.Set("eaLogits64", Napi::Function::New(env, EaLogits64));
   exports.Set("eaQueryMoments64", Napi::Function::New(env, EaQueryMoments64));
+  exports.Set("pressAttention", Napi::Function::New(env, PressAttention));
+  exports.Set("eaScores64", Napi::Function::New(env, EaScores64));
+  exports.Set("windowSoftmaxSums", Napi::Function::New(env, WindowSoftmaxSums));
+  exports.Set("valueNormsL1", Napi::Function::New(env, ValueNormsL1));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -170,6 +170,28 @@ static inline v8 v8_exp(v8 x) {
 
 static inline float hsum(v8 x) { return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7])); }
 
+/* The four sums of a[0..4) into z[0..4): a transpose-and-add tree. */
+static inline void hsum4(const v8 *a, float *z) {
+#if !defined(__clang__) && __GNUC__ < 12 /* no __builtin_shufflevector */
+  for (int i = 0; i < 4; i++) z[i] = hsum(a[i]);
+#else
+  const v8 b01 = __builtin_shufflevector(a[0], a[1], 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(a[0], a[1], 4, 5, 6, 7, 12, 13, 14, 15);
+  const v8 b23 = __builtin_shufflevector(a[2], a[3], 0, 1, 2, 3, 8, 9, 10, 11) + __builtin_shufflevector(a[2], a[3], 4, 5, 6, 7, 12, 13, 14, 15);
+  const v8 c = __builtin_shufflevector(b01, b23, 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(b01, b23, 2, 3, 6, 7, 10, 11, 14, 15);
+  for (int i = 0; i < 4; i++) z[i] = c[2 * i] + c[2 * i + 1];
+#endif
+}
+
+/* Row t of the next run (pn rows of rb bytes at pf; pf NULL: none) into cache, a row per row of
+ * the current run, so that the next run streams in while this one computes. A decode step reads
+ * every page once from DRAM (30 layers of a 2048-entry f32 cache are 94 MB); the hardware
+ * prefetcher stops at each 4 KB page, and a burst of a whole run's prefetches stalls the core
+ * (Zen 3: measured in the hot loop). */
+static inline void prefetch_row(const uint8_t *pf, int pn, int t, size_t rb) {
+  if (pf && t < pn)
+    for (size_t b = 0; b < rb; b += 64) __builtin_prefetch(pf + (size_t)t * rb + b, 0, 3);
+}
+
 /* The n rows at `src` (row_bytes apart, keys or values of one page) as f32 rows of hd floats.
  * f32 rows are returned in place; the others are widened into buf. */
 static const float *rows_f32(const kv_attn_args *a, const uint8_t *src, int n, float *buf) {
@@ -259,10 +281,37 @@ static inline __attribute__((always_inline)) v8 ld_col8(int dt, const uint8_t *r
 
 /* Scores s[r·sld + t0 + t] = scale·q_r·k_t for the n rows at K (row_bytes apart, stored as dt):
  * two keys × R ≤ 4 queries per register tile, each key widened once for every query. */
-static inline __attribute__((always_inline)) void score_tile(int dt, int R, const float *const *q, const uint8_t *K, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld) {
+static inline __attribute__((always_inline)) void score_tile(int dt, int R, const float *const *q, const uint8_t *K, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld,
+                                                             const uint8_t *pf, int pn) {
   int t = 0;
+  if (R <= 3 && dt != KV_F32 && dt <= KV_BF16) {
+    /* Four keys × up to three queries (12 accumulators): each key widened once for every
+     * query, the four sums of a query reduced together. */
+    for (; t < n; t += 4) {
+      const int m = n - t < 4 ? n - t : 4;
+      const uint8_t *k[4];
+      for (int i = 0; i < 4; i++) k[i] = K + (size_t)(t + (i < m ? i : 0)) * rb;
+      for (int i = 0; i < m; i++) prefetch_row(pf, pn, t + i, rb);
+      v8 acc[3][4];
+      for (int r = 0; r < R; r++)
+        for (int i = 0; i < 4; i++) acc[r][i] = splat(0);
+      for (int c = 0; c < hd; c += 8)
+        for (int i = 0; i < 4; i++) {
+          const v8 x = ld_col8(dt, k[i], c);
+          for (int r = 0; r < R; r++) acc[r][i] += ld(q[r] + c) * x;
+        }
+      for (int r = 0; r < R; r++) {
+        float z[4];
+        hsum4(acc[r], z);
+        for (int i = 0; i < m; i++) s[r * sld + t0 + t + i] = z[i] * sc;
+      }
+    }
+    return;
+  }
   for (; t + 2 <= n; t += 2) {
     const uint8_t *k0 = K + (size_t)t * rb, *k1 = k0 + rb;
+    prefetch_row(pf, pn, t, rb);
+    prefetch_row(pf, pn, t + 1, rb);
     v8 acc[4][2];
     for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = splat(0);
     for (int c = 0; c < hd; c += KV_STEP(dt)) {
@@ -306,7 +355,8 @@ static inline __attribute__((always_inline)) void score_tile(int dt, int R, cons
 
 /* o_r += Σ_t p_r[t]·v_t for the n rows at V (row_bytes apart, stored as dt): R ≤ 4 queries × 16
  * columns per register tile, each value widened once for every query. */
-static inline __attribute__((always_inline)) void value_tile(int dt, int R, float *const *o, const uint8_t *V, size_t rb, int hd, int t0, int n, const float *s, size_t sld) {
+static inline __attribute__((always_inline)) void value_tile(int dt, int R, float *const *o, const uint8_t *V, size_t rb, int hd, int t0, int n, const float *s, size_t sld,
+                                                             const uint8_t *pf, int pn) {
   for (int c = 0; c < hd; c += 16) {
     v8 acc[4][2];
     for (int r = 0; r < R; r++) {
@@ -315,6 +365,7 @@ static inline __attribute__((always_inline)) void value_tile(int dt, int R, floa
     }
     for (int t = 0; t < n; t++) {
       const uint8_t *vr = V + (size_t)t * rb;
+      if (c == 0) prefetch_row(pf, pn, t, rb);
       v8 v0, v1;
       if (dt >= KV_Q8_0) {
         const uint8_t *b = vr + (c >> 5) * KV_BLOCK_BYTES(dt);
@@ -348,30 +399,115 @@ static inline __attribute__((always_inline)) void value_tile(int dt, int R, floa
     default: call(4); break;                   \
   }
 
-static inline __attribute__((always_inline)) void run_dt(int dt, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld) {
+static inline __attribute__((always_inline)) void run_dt(int dt, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, size_t rb, int hd, float sc, int t0, int n, float *s, size_t sld,
+                                                         const uint8_t *pf, int pn) {
   for (int r0 = 0; r0 < nr; r0 += 4) {
     const int R = nr - r0 < 4 ? nr - r0 : 4;
-#define KV_SCORE(k) score_tile(dt, k, q + r0, src, rb, hd, sc, t0, n, s + r0 * sld, sld)
-#define KV_VALUE(k) value_tile(dt, k, o + r0, src, rb, hd, t0, n, s + r0 * sld, sld)
+#define KV_SCORE(k) score_tile(dt, k, q + r0, src, rb, hd, sc, t0, n, s + r0 * sld, sld, r0 ? 0 : pf, pn)
+#define KV_VALUE(k) value_tile(dt, k, o + r0, src, rb, hd, t0, n, s + r0 * sld, sld, r0 ? 0 : pf, pn)
     if (values) { KV_BY_R(KV_VALUE) } else { KV_BY_R(KV_SCORE) }
 #undef KV_SCORE
 #undef KV_VALUE
   }
 }
 
+/* The eight sums of a[0..8) as one vector: a transpose-and-add tree, a fifth of the work of
+ * eight hsums. */
+static inline v8 hsum8(const v8 *a) {
+#if !defined(__clang__) && __GNUC__ < 12 /* no __builtin_shufflevector */
+  v8 d;
+  for (int i = 0; i < 8; i++) d[i] = hsum(a[i]);
+  return d;
+#else
+  v8 b[4];
+  for (int i = 0; i < 4; i++)
+    b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           __builtin_shufflevector(a[2 * i], a[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+  const v8 c0 = __builtin_shufflevector(b[0], b[1], 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(b[0], b[1], 2, 3, 6, 7, 10, 11, 14, 15);
+  const v8 c1 = __builtin_shufflevector(b[2], b[3], 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(b[2], b[3], 2, 3, 6, 7, 10, 11, 14, 15);
+  return __builtin_shufflevector(c0, c1, 0, 2, 4, 6, 8, 10, 12, 14) + __builtin_shufflevector(c0, c1, 1, 3, 5, 7, 9, 11, 13, 15);
+#endif
+}
+
+/* Decode's scores (a tile of at most four queries): s[r·sld + t0 + t] = sc·q_r·k_t for the n f32
+ * rows at K (stride floats apart), eight keys per query at a time, summed into one vector of eight
+ * scores. The keys stay in L1 across the queries; the sums need no per-key reduction. */
+static void score_few(int nr, const float *const *q, const float *K, size_t stride, int hd, float sc, int t0, int n, float *s, size_t sld,
+                      const uint8_t *pf, int pn, size_t prb) {
+  for (int r = 0; r < nr; r++) {
+    for (int t = 0; t < n; t += 8) {
+      const int m = n - t < 8 ? n - t : 8;
+      if (r == 0)
+        for (int i = 0; i < m; i++) prefetch_row(pf, pn, t + i, prb);
+      const float *k[8];
+      for (int i = 0; i < 8; i++) k[i] = K + (size_t)(t + (i < m ? i : 0)) * stride;
+      v8 acc[8];
+      for (int i = 0; i < 8; i++) acc[i] = splat(0);
+      for (int c = 0; c < hd; c += 8) {
+        const v8 qv = ld(q[r] + c);
+        for (int i = 0; i < 8; i++) acc[i] += qv * ld(k[i] + c);
+      }
+      const v8 z = hsum8(acc) * splat(sc);
+      if (m == 8) st(s + r * sld + t0 + t, z);
+      else
+        for (int i = 0; i < m; i++) s[r * sld + t0 + t + i] = z[i];
+    }
+  }
+}
+
+/* Decode's value sums: o_r += Σ_t p_r[t]·v_t for the n f32 rows at V (stride floats apart), a
+ * query at a time over whole rows (64 columns in eight registers). The first query reads the
+ * run from memory row after row, in address order; the others find it in L1. */
+static void value_few(int nr, float *const *o, const float *V, size_t stride, int hd, int t0, int n, const float *s, size_t sld,
+                      const uint8_t *pf, int pn, size_t prb) {
+  for (int r = 0; r < nr; r++) {
+    const float *p = s + r * sld + t0;
+    int c0 = 0;
+    for (; c0 + 64 <= hd; c0 += 64) {
+      v8 acc[8];
+      for (int j = 0; j < 8; j++) acc[j] = ld(o[r] + c0 + 8 * j);
+      for (int t = 0; t < n; t++) {
+        if (r == 0 && c0 == 0) prefetch_row(pf, pn, t, prb);
+        const v8 pv = splat(p[t]);
+        const float *row = V + (size_t)t * stride + c0;
+        for (int j = 0; j < 8; j++) acc[j] += pv * ld(row + 8 * j);
+      }
+      for (int j = 0; j < 8; j++) st(o[r] + c0 + 8 * j, acc[j]);
+    }
+    for (int c = c0; c < hd; c += 8) {
+      v8 acc = ld(o[r] + c);
+      for (int t = 0; t < n; t++) {
+        if (r == 0 && c0 == 0 && c == 0) prefetch_row(pf, pn, t, prb);
+        acc += splat(p[t]) * ld(V + (size_t)t * stride + c);
+      }
+      st(o[r] + c, acc);
+    }
+  }
+}
+
 /* Scores (values = 0) or value sums (values = 1) over one run of n entries of a page. */
-static void run(const kv_attn_args *a, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, int t0, int n, float *s, size_t sld, float *buf) {
+static void run(const kv_attn_args *a, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, int t0, int n, float *s, size_t sld, float *buf,
+                const uint8_t *pf, int pn) {
   const int hd = a->head_dim;
   const size_t rb = (size_t)a->row_bytes;
   const float sc = a->scale;
   /* In registers where the layout allows (head_dim a multiple of 16; quantized blocks of 32) and
    * at most one group of four queries reads the run (decode); a bigger tile widens each row once
    * into buf for all its groups. */
+  if (nr <= 4 && hd % 8 == 0 && a->dtype == KV_F32) {
+    /* Decode on f32 rows: whole rows a query at a time, read where they lie. (16-bit rows stay
+     * on the register tiles below, which widen each number once for all the queries: widening
+     * into buf first measured 10 % slower at depth 2048.) */
+    const float *rows = (const float *)(const void *)src;
+    if (values) value_few(nr, o, rows, rb / 4, hd, t0, n, s, sld, pf, pn, rb);
+    else score_few(nr, q, rows, rb / 4, hd, sc, t0, n, s, sld, pf, pn, rb);
+    return;
+  }
   const int direct = hd % 16 == 0 && (a->dtype == KV_F32 || (nr <= 4 && (a->dtype <= KV_BF16 || a->block == 32)));
   if (!direct) {
     const float *rows = rows_f32(a, src, n, buf);
     if (hd % 16 == 0) {
-      run_dt(KV_F32, values, q, o, nr, (const uint8_t *)rows, 4 * (size_t)hd, hd, sc, t0, n, s, sld);
+      run_dt(KV_F32, values, q, o, nr, (const uint8_t *)rows, 4 * (size_t)hd, hd, sc, t0, n, s, sld, 0, 0);
       return;
     }
     /* Narrow heads (stories260K's 8): plain loops. */
@@ -390,21 +526,29 @@ static void run(const kv_attn_args *a, int values, const float *const *q, float 
     return;
   }
   switch (a->dtype) {
-    case KV_F32: run_dt(KV_F32, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
-    case KV_F16: run_dt(KV_F16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
-    case KV_BF16: run_dt(KV_BF16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
-    case KV_Q8_0: run_dt(KV_Q8_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
-    default: run_dt(KV_Q4_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld); break;
+    case KV_F32: run_dt(KV_F32, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld, pf, pn); break;
+    case KV_F16: run_dt(KV_F16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld, pf, pn); break;
+    case KV_BF16: run_dt(KV_BF16, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld, pf, pn); break;
+    case KV_Q8_0: run_dt(KV_Q8_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld, pf, pn); break;
+    default: run_dt(KV_Q4_0, values, q, o, nr, src, rb, hd, sc, t0, n, s, sld, pf, pn); break;
   }
 }
 
 /* Softmax of s_r over [lo, hi) in place; entries of [from, to) outside it become 0. */
 static void softmax_range(float *s, int from, int lo, int hi, int to) {
   float mx = -3.0e38f;
-  for (int t = lo; t < hi; t++) mx = s[t] > mx ? s[t] : mx;
-  v8 sum = {0};
   int t = lo;
-  for (; t + 8 <= hi; t += 8) {
+  if (hi - lo >= 8) {
+    v8 m8 = ld(s + lo);
+    for (t = lo + 8; t + 8 <= hi; t += 8) {
+      const v8 x = ld(s + t);
+      m8 = as_v8((as_u32(x) & (v8u32)(x > m8)) | (as_u32(m8) & ~(v8u32)(x > m8)));
+    }
+    for (int i = 0; i < 8; i++) mx = m8[i] > mx ? m8[i] : mx;
+  }
+  for (; t < hi; t++) mx = s[t] > mx ? s[t] : mx;
+  v8 sum = {0};
+  for (t = lo; t + 8 <= hi; t += 8) {
     const v8 e = v8_exp(ld(s + t) - splat(mx));
     st(s + t, e);
     sum += e;
@@ -415,6 +559,11 @@ static void softmax_range(float *s, int from, int lo, int hi, int to) {
   for (t = lo; t < hi; t++) s[t] *= inv;
   for (t = from; t < lo; t++) s[t] = 0;
   for (t = hi; t < to; t++) s[t] = 0;
+}
+
+static inline int run_entries(int t, int E, int to) {
+  const int n0 = (t / E + 1) * E < to ? (t / E + 1) * E - t : to - t;
+  return n0 < KV_CH ? n0 : KV_CH;
 }
 
 void FN(kv_attn_tile)(const kv_attn_args *a, int g, int p0, int nr, float *s, size_t sld, float *buf) {
@@ -464,13 +613,18 @@ void FN(kv_attn_tile)(const kv_attn_args *a, int g, int p0, int nr, float *s, si
   }
   for (int t = from; t < to;) {
     const int n0 = (t / E + 1) * E < to ? (t / E + 1) * E - t : to - t, n = n0 < KV_CH ? n0 : KV_CH;
-    run(k, 0, kq, o, nr, pages[t / E] + (size_t)(t % E) * krb, t, n, s, sld, buf);
+    /* The next run of keys, or after the last the first run of values (when their rows are as long). */
+    const int u = t + n, more = u < to;
+    const uint8_t *pf = more ? pages[u / E] + (size_t)(u % E) * krb : pages[from / E] + a->values_offset + (size_t)(from % E) * rb;
+    run(k, 0, kq, o, nr, pages[t / E] + (size_t)(t % E) * krb, t, n, s, sld, buf, pf, more ? run_entries(u, E, to) : krb == rb ? run_entries(from, E, to) : 0);
     t += n;
   }
   for (int r = 0; r < nr; r++) softmax_range(s + r * sld, from, lo[r], vis[r], to);
   for (int t = from; t < to;) {
     const int n0 = (t / E + 1) * E < to ? (t / E + 1) * E - t : to - t, n = n0 < KV_CH ? n0 : KV_CH;
-    run(a, 1, q, o, nr, pages[t / E] + a->values_offset + (size_t)(t % E) * rb, t, n, s, sld, buf);
+    const int u = t + n, more = u < to;
+    run(a, 1, q, o, nr, pages[t / E] + a->values_offset + (size_t)(t % E) * rb, t, n, s, sld, buf,
+        more ? pages[u / E] + a->values_offset + (size_t)(u % E) * rb : 0, more ? run_entries(u, E, to) : 0);
     t += n;
   }
 }

@@ -48,8 +48,41 @@ _Static_assert(sizeof(a32) == 40 && sizeof(aK) == 292, "activation block sizes a
 
 /* ---- activations ---- */
 
-/* x[n] → q[n] = round(x·127 / max|x|); returns the scale max|x| / 127 and *sum = Σq. */
+#if defined(__AVX2__)
+static inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+#endif
+
+
+/* x[n] → q[n] = round(x·127 / max|x|) (to nearest even); returns the scale max|x| / 127 and
+ * *sum = Σq. The AVX2 build does the same operations 8 lanes at a time (n is a multiple of 32). */
 static inline float quant_block(const float *x, int n, int8_t *q, int *sum) {
+#if defined(__AVX2__)
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 mx = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+  const __m256 id = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0.0f);
+  __m256i s = _mm256_setzero_si256();
+  for (int i = 0; i < n; i += 32) {
+    __m256i v[4];
+    for (int l = 0; l < 4; l++) {
+      v[l] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * l), id));
+      s = _mm256_add_epi32(s, v[l]);
+    }
+    // packs work within 128-bit halves: dwords end up in the order 0 2 4 6 1 3 5 7, undone by one permute.
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+  *sum = hsum_i32(s);
+  return amax / 127.0f;
+#else
   float amax = 0;
   for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
   const float id = amax > 0 ? 127.0f / amax : 0.0f;
@@ -57,6 +90,7 @@ static inline float quant_block(const float *x, int n, int8_t *q, int *sum) {
   for (int i = 0; i < n; i++) s += q[i] = (int8_t)lrintf(x[i] * id);
   *sum = s;
   return amax / 127.0f;
+#endif
 }
 
 void FN(quant_act)(int type, const float *x, int k, uint8_t *act) {
@@ -233,10 +267,11 @@ static inline __m256i dot_u8s8(__m256i u, __m256i y) {
 static inline __m256i dot_s8s8(__m256i x, __m256i y) {
   return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
 }
-/* 16 bytes of nibbles → 32 bytes: low nibbles first, then high nibbles (element order). */
+/* 16 bytes of nibbles → 32 bytes: low nibbles first, then high nibbles (element order). The
+ * bytes are loaded into both halves (a load, no shuffle), the high half shifted: 3 vector ops. */
 static inline __m256i nibbles(const uint8_t *qs) {
-  const __m128i q = _mm_loadu_si128((const __m128i *)qs), m = _mm_set1_epi8(15);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+  const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+  return _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
 }
 /* Bit i of x → 0x10 in byte i (the fifth bit of a Q5 value). */
 static inline __m256i fifth_bits(uint32_t x) {
@@ -248,71 +283,74 @@ static inline __m256i fifth_bits(uint32_t x) {
 #endif
 
 #if defined(__AVX2__)
-/* acc + (the block's integer sum)·d·d_a for a 4- or 5-bit block. The values are taken unsigned
- * (vpmaddubsw multiplies unsigned by signed bytes): Q4_0/Q5_0's offset of 8 or 16 and Q4_1/Q5_1's
- * min go to *mins through the activation block's sum s = d_a·Σq. */
-static inline __attribute__((always_inline)) __m256 legacy_block(int type, const uint8_t *w, const a32 *a, __m256 acc, float *mins) {
-  const __m256i y = _mm256_loadu_si256((const __m256i *)a->q);
-  const float d = h2f(w);
-  __m256i p;
-  switch (type) {
-  case T_Q4_0:
-    p = dot_u8s8(nibbles(w + 2), y);
-    *mins -= 8.0f * d * a->s;
-    break;
-  case T_Q5_0:
-    p = dot_u8s8(_mm256_or_si256(nibbles(w + 6), fifth_bits(u32at(w + 2))), y);
-    *mins -= 16.0f * d * a->s;
-    break;
-  case T_Q4_1:
-    p = dot_u8s8(nibbles(w + 4), y);
-    *mins += h2f(w + 2) * a->s;
-    break;
-  default:
-    p = dot_u8s8(_mm256_or_si256(nibbles(w + 8), fifth_bits(u32at(w + 4))), y);
-    *mins += h2f(w + 2) * a->s;
+/* R rows (R = 1 or 2, a constant after inlining) of a legacy format dotted with one activation
+ * row: each row sums its blocks in order into one accumulator, so a row's result does not depend
+ * on whether it ran in a pair (thread splits give the same bits). The rows of a pair share the
+ * activation loads. Values go unsigned into vpmaddubsw: Q4_0/Q5_0's offset of 8 or 16 and
+ * Q4_1/Q5_1's min are applied through the activation sums s = d_a·Σq (Σ_b d·s, times the offset,
+ * a power of two, once at the end). Q8_0 is signed: |w| goes unsigned (a weight byte of −128
+ * included), y takes w's signs. */
+static inline __attribute__((always_inline)) void legacy_rows(int type, int R, const uint8_t *const *w, const a32 *a, int nb, float *out) {
+  const size_t bb = type == T_Q8_0 ? 34 : type == T_Q4_0 ? 18 : type == T_Q5_0 ? 22 : type == T_Q4_1 ? 20 : 24;
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  float mins[2] = {0, 0};
+  for (int b = 0; b < nb; b++, a++) {
+    const __m256i y = _mm256_loadu_si256((const __m256i *)a->q);
+    for (int r = 0; r < R; r++) {
+      const uint8_t *wb = w[r] + (size_t)b * bb;
+      const float d = h2f(wb);
+      __m256i p;
+      switch (type) {
+      case T_Q8_0:
+        p = dot_s8s8(_mm256_loadu_si256((const __m256i *)(wb + 2)), y);
+        break;
+      case T_Q4_0:
+        p = dot_u8s8(nibbles(wb + 2), y);
+        mins[r] += d * a->s;
+        break;
+      case T_Q5_0:
+        p = dot_u8s8(_mm256_or_si256(nibbles(wb + 6), fifth_bits(u32at(wb + 2))), y);
+        mins[r] += d * a->s;
+        break;
+      case T_Q4_1:
+        p = dot_u8s8(nibbles(wb + 4), y);
+        mins[r] += h2f(wb + 2) * a->s;
+        break;
+      default:
+        p = dot_u8s8(_mm256_or_si256(nibbles(wb + 8), fifth_bits(u32at(wb + 4))), y);
+        mins[r] += h2f(wb + 2) * a->s;
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[r]);
+    }
   }
-  return _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc);
+  const float off = type == T_Q4_0 ? -8.0f : type == T_Q5_0 ? -16.0f : 1.0f;
+  for (int r = 0; r < R; r++) out[r] = hsum8(acc[r]) + off * mins[r];
+}
+
+/* Rows w0 and w1 (w1 null: w0 alone) against one activation row; the type is a constant in each call. */
+static void dot_legacy_rows(int type, const uint8_t *w0, const uint8_t *w1, const a32 *a, int nb, float *out) {
+  const uint8_t *w[2] = {w0, w1};
+#define LEGACY_ROWS(T)                                   \
+  case T:                                                \
+    if (w1) legacy_rows(T, 2, w, a, nb, out);            \
+    else legacy_rows(T, 1, w, a, nb, out);               \
+    return;
+  switch (type) {
+    LEGACY_ROWS(T_Q8_0)
+    LEGACY_ROWS(T_Q4_0)
+    LEGACY_ROWS(T_Q5_0)
+    LEGACY_ROWS(T_Q4_1)
+    LEGACY_ROWS(T_Q5_1)
+  }
+#undef LEGACY_ROWS
 }
 #endif
 
 static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
 #if defined(__AVX2__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float mins = 0, mins1 = 0; /* two chains, one per accumulator */
-  switch (type) {
-  case T_Q8_0: {
-    int b = 0;
-    for (; b + 1 < nb; b += 2, w += 68) {
-      const __m256i p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_loadu_si256((const __m256i *)a[b].q));
-      const __m256i p1 = dot_s8s8(_mm256_loadu_si256((const __m256i *)(w + 36)), _mm256_loadu_si256((const __m256i *)a[b + 1].q));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a[b].d), _mm256_cvtepi32_ps(p0), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w + 34) * a[b + 1].d), _mm256_cvtepi32_ps(p1), acc1);
-    }
-    if (b < nb) {
-      const __m256i p0 = dot_s8s8(_mm256_loadu_si256((const __m256i *)(w + 2)), _mm256_loadu_si256((const __m256i *)a[b].q));
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w) * a[b].d), _mm256_cvtepi32_ps(p0), acc0);
-    }
-    break;
-  }
-/* Two blocks per step into two accumulators; the type is a constant in each loop. */
-#define LEGACY_LOOP(T, BB)                                       \
-  {                                                              \
-    int b = 0;                                                   \
-    for (; b + 1 < nb; b += 2, w += 2 * (BB)) {                  \
-      acc0 = legacy_block(T, w, a + b, acc0, &mins);             \
-      acc1 = legacy_block(T, w + (BB), a + b + 1, acc1, &mins1); \
-    }                                                            \
-    if (b < nb) acc0 = legacy_block(T, w, a + b, acc0, &mins);   \
-    break;                                                       \
-  }
-  case T_Q4_0: LEGACY_LOOP(T_Q4_0, 18)
-  case T_Q5_0: LEGACY_LOOP(T_Q5_0, 22)
-  case T_Q4_1: LEGACY_LOOP(T_Q4_1, 20)
-  case T_Q5_1: LEGACY_LOOP(T_Q5_1, 24)
-#undef LEGACY_LOOP
-  }
-  return hsum8(_mm256_add_ps(acc0, acc1)) + (mins + mins1);
+  float out;
+  dot_legacy_rows(type, w, NULL, a, nb, &out);
+  return out;
 #else
   float sum = 0;
   for (int b = 0; b < nb; b++, a++) {
@@ -354,13 +392,6 @@ static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
 }
 
 #if defined(__AVX2__)
-static inline int hsum_i32(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
-}
-
 /* Q4_K: 8 sub-blocks of 32, 6-bit scales and mins; nibbles of byte l of pair p are elements
  * 64p + l (low) and 64p + 32 + l (high). The 12 scale bytes are unpacked with 32-bit masks
  * (scales and mins each 8 bytes), widened to 16 bits once, and each sub-block's scale is
@@ -470,7 +501,22 @@ static inline float row_dot(int type, const uint8_t *w, const uint8_t *act, int 
  * rows of a few hundred bytes end before the hardware prefetcher ramps up. */
 void FN(quant_matvec)(int type, float *out, size_t ldo, const uint8_t *act, size_t act_stride, int m, const uint8_t *w,
                       size_t row_bytes, int j0, int j1, int k, const float *bias) {
-  for (int j = j0; j < j1; j++) {
+  int j = j0;
+#if defined(__AVX2__)
+  if (!is_k(type) && type != T_F16)
+    for (; j + 1 < j1; j += 2) {
+      const uint8_t *wr = w + (size_t)j * row_bytes;
+      if (j + 5 < j1)
+        for (size_t o = 0; o < 2 * row_bytes; o += 64) __builtin_prefetch(wr + 4 * row_bytes + o);
+      for (int i = 0; i < m; i++) {
+        float r[2];
+        dot_legacy_rows(type, wr, wr + row_bytes, (const a32 *)(act + (size_t)i * act_stride), k / 32, r);
+        out[(size_t)i * ldo + j] = r[0] + (bias ? bias[j] : 0.0f);
+        out[(size_t)i * ldo + j + 1] = r[1] + (bias ? bias[j + 1] : 0.0f);
+      }
+    }
+#endif
+  for (; j < j1; j++) {
     const uint8_t *wr = w + (size_t)j * row_bytes;
     if (j + 4 < j1)
       for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(wr + 4 * row_bytes + o);

@@ -13,7 +13,7 @@ emu=$root/build/avx512-emu
 tests=("$@")
 if [ ${#tests[@]} = 0 ]; then
   # Every test that runs native kernels (kv-cache: the paged attention of native/kv_attn.c).
-  for t in backend backend-isa backend-choice bf16 bf16-accuracy ea-native kv-cache quant-native; do
+  for t in backend backend-isa backend-choice bf16 bf16-accuracy ea-native press-kernels kv-cache quant-native; do
     [ -f "$root/dist/test/$t.test.js" ] && tests+=("$t.test.js")
   done
 fi

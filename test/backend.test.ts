@@ -37,6 +37,8 @@ test('at least the wasm backend is available', () => {
 const MATMUL_SHAPES: [number, number, number][] = [
   [1, 1, 1], [3, 4, 0], [1, 5, 0], [1, 7, 5], [1, 33, 17], [1, 130, 577], [2, 3, 1], [3, 5, 7], [7, 13, 29], [6, 16, 8],
   [17, 37, 65], [64, 96, 128], [5, 1000, 3], [33, 47, 300], [130, 200, 100], [300, 20, 576],
+  // Decode rows from 3 KB (k ≥ 768 f32) go through the 4-row passes, shorter ones one at a time.
+  [1, 45, 767], [1, 70, 768], [1, 9, 1100],
 ];
 
 interface AttnCase { rows: number; numKvHeads: number; group: number; headDim: number; prefix: number[] }

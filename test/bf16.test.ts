@@ -73,6 +73,8 @@ test('bf16 rounding: hand-computed bit patterns', () => {
 const SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 5, 0], [1, 7, 5], [1, 33, 17], [1, 37, 65], [1, 130, 577], [1, 203, 100], [2, 3, 1], [3, 5, 7],
   [4, 67, 33], [7, 13, 29], [3, 130, 191], [1, 2000, 577],
+  // Decode rows from 3 KB (k ≥ 1536 bf16) go through the 4-row passes, shorter ones one at a time.
+  [1, 45, 1535], [1, 70, 1536], [2, 19, 1601], [3, 9, 2050],
 ];
 
 test('JS bf16 matmul equals a float64 product over the widened weights', () => {

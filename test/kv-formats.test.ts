@@ -123,6 +123,11 @@ const cases: Case[] = [
   { hd: 32, E: 8, lengths: [33, 19], rows: 2 },
   { hd: 24, E: 16, lengths: [40, 25], rows: 4, window: 9 },
   { hd: 8, E: 4, lengths: [21, 13], rows: 1 },
+  // Decode (three queries a KV head) on whole f32 rows: 64 columns and a rest, two blocks of 64,
+  // runs ending off a multiple of eight keys, and a window starting inside a page.
+  { hd: 96, E: 16, lengths: [45, 30], rows: 1 },
+  { hd: 128, E: 32, lengths: [77, 9], rows: 1 },
+  { hd: 64, E: 16, lengths: [70, 50], rows: 1, window: 23 },
 ];
 
 test('paged attention of every backend in every KV type stays within the bound of the type\'s rounding', () => {

@@ -91,6 +91,68 @@ export interface Backend {
     mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
     cos: Float64Array, sin: Float64Array,
   ): void;
+
+  /**
+   * Expected Attention's float64 log-scores of one KV head from the logits z [G][stride] of its m
+   * non-sink keys (entries s0 … s0 + m − 1; values [entries][d]): log-softmax per query head,
+   * log-mean-exp over the G heads, then, with useVnorm, log(p + epsilon) + log‖v‖₂, into
+   * out[s0 …]. Returns the largest score written. Optional, as gram64 (expected-attention.ts
+   * runs the same operations in TypeScript where it is absent).
+   */
+  eaScores64?(
+    out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number,
+    values: Float32Array, d: number, useVnorm: boolean, epsilon: number,
+  ): number;
+
+  /**
+   * For query heads h0 … h0 + G − 1 of one KV head: the causal softmax attention (float64) of
+   * pass rows first … first + w − 1 of q against the T keys [T][d], scaled by `scale`, a row seeing
+   * the keys whose position (keyPositions) is ≤ its own (rowPositions, [w]); summed over the rows,
+   * each times weights[r] (null: 1), into acc[k·(T − w) + t] for t < T − w. Logits from the same
+   * float32 GEMM as matmul. Optional: snapkv.ts computes it row by row where it is absent.
+   */
+  windowSoftmaxSums?(
+    acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
+    keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
+  ): void;
+
+  /**
+   * out[t] += ‖block·v_t‖₁ / divisor for the T values [T][hd] and block [D][hd], the products by
+   * the float32 GEMM, the norms summed in float64. Optional: critical.ts uses matmul where absent.
+   */
+  valueNormsL1?(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+
+  /**
+   * The attention each key receives, for the presses that score entries by it (observed
+   * attention, NonCausalAttn, KVzip): per query head, the column sums or maxima of a row-softmax
+   * over one KV head's keys, rows × keys never held at once. Optional: src/presses/
+   * attention-columns.ts computes the same from `matmul` where a backend lacks it.
+   */
+  pressAttention?(a: PressAttentionArgs): void;
+}
+
+/**
+ * Row r of query head i is q[r·qStride + heads[i] …] (headDim floats); it sees the keys
+ * [lo[r], hi[r]) of `keys` ([n][headDim]) with logits scale·q·k, plus pad[r] keys outside the
+ * cache whose logit is padLogit, in one softmax; its probabilities × rowWeight[r] are summed
+ * (mode 'sum') or maxed ('max') per key into out[i·n + t], on top of what out holds.
+ */
+export interface PressAttentionArgs {
+  out: Float64Array;
+  q: Float32Array;
+  qStride: number;
+  heads: Int32Array;
+  keys: Float32Array;
+  n: number;
+  headDim: number;
+  rows: number;
+  lo: Int32Array;
+  hi: Int32Array;
+  pad: Int32Array | null;
+  padLogit: number;
+  scale: number;
+  rowWeight: Float32Array | null;
+  mode: 'sum' | 'max';
 }
 
 /**

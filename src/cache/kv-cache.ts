@@ -518,6 +518,14 @@ export class LayerCache {
       }
       return;
     }
+    if (f.dtype === 'f32') {
+      // A page's keys (or values) are consecutive rows: one copy per page rather than per entry.
+      for (let t = 0, pi = 0; t < n; t += E, pi++) {
+        const p = this.pages[g][pi], at = (kind === 'values' ? p.vOff : 0) >>> 2, k = Math.min(E, n - t) * hd;
+        out.set(p.f32.subarray(at, at + k), t * hd);
+      }
+      return;
+    }
     for (let t = 0; t < n; t++) {
       const p = this.pages[g][Math.floor(t / E)], at = (t % E) * f.rowBytes + (kind === 'values' ? p.vOff : 0);
       decodeRow(f, p, at, out, t * hd);

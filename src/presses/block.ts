@@ -10,7 +10,9 @@ import { ScorerWrapper } from './wrapper.js';
  * max(1, floor(T(1 − ratio))). Start with the first n_kept tokens; for each following block, score
  * kept ∪ block with the inner press and keep the top n_kept. One real forward pass, as in kvpress.
  * Where kvpress reshapes the hidden states per head to fit the inner press, each KV head is scored
- * here on a context of exactly its own tokens (heads that hold the same tokens share one call).
+ * here on a context of exactly its own tokens (heads that hold the same tokens share one call);
+ * an inner press whose head scores depend on that head's keys alone (`HeadLocalScorer`, KeyDiff)
+ * scores each head's rows in place, without building a sub-cache per block.
  */
 export class BlockPress extends ScorerWrapper {
   readonly blockSize: number;
@@ -26,6 +28,18 @@ export class BlockPress extends ScorerWrapper {
     const T = requirePrefillCache(ctx, this.name), H = ctx.config.numKvHeads;
     const block = Math.min(this.blockSize, T), nKept = Math.max(1, Math.floor(T * (1 - ratio)));
     let kept: Int32Array[] = Array.from({ length: H }, () => range(0, nKept));
+    const inner = this.inner;
+    if (isHeadLocal(inner)) {
+      const hd = ctx.config.headDim;
+      return kept.map((k, g) => {
+        const K = ctx.cache.headKeys(g).slice();
+        for (let start = nKept; start < T; start += block) {
+          const rows = concat(k, range(start, Math.min(T, start + block)));
+          k = topK(inner.scoreEntries(K, hd, rows), nKept).map((i) => rows[i]);
+        }
+        return k;
+      });
+    }
     for (let start = nKept; start < T; start += block) {
       const fresh = range(start, Math.min(T, start + block));
       const next: Int32Array[] = new Array(H);
@@ -44,6 +58,16 @@ export class BlockPress extends ScorerWrapper {
     }
     return kept;
   }
+}
+
+/** A scorer whose scores of a KV head depend only on that head's own keys. */
+export interface HeadLocalScorer {
+  /** Scores of the entries `rows` of one head's keys K ([entries][headDim]) among themselves. */
+  scoreEntries(K: Float32Array, headDim: number, rows: Int32Array): Float64Array;
+}
+
+function isHeadLocal(p: ScorerPress): p is ScorerPress & HeadLocalScorer {
+  return typeof (p as Partial<HeadLocalScorer>).scoreEntries === 'function';
 }
 
 function concat(a: Int32Array, b: Int32Array): Int32Array {

@@ -106,11 +106,16 @@ export function projectedValueNorms(ctx: LayerContext): Float64Array[] {
   const c = ctx.config, hd = c.headDim, D = c.hiddenSize, H = c.numHeads, G = H / c.numKvHeads, wo = ctx.weights.wo;
   let longest = 0;
   for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
-  const block = new Float32Array(D * hd), out = new Float32Array(longest * D);
+  const block = new Float32Array(D * hd), out = new Float32Array(ctx.backend.valueNormsL1 ? 0 : longest * D);
   const norms = Array.from(ctx.cache.lengths, (T) => new Float64Array(T));
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / G), T = ctx.cache.lengths[g], N = norms[g];
     for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
+    if (ctx.backend.valueNormsL1) {
+      // The same product and sums in one native call, 256 values at a time (no T×D buffer).
+      ctx.backend.valueNormsL1(N, ctx.cache.headValues(g), block, T, D, hd, G);
+      continue;
+    }
     ctx.backend.matmul(out, ctx.cache.headValues(g), block, T, D, hd);
     for (let t = 0; t < T; t++) {
       let l1 = 0;

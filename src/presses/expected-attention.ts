@@ -140,7 +140,7 @@ function sinkCount(positions: Int32Array, length: number, p: EaParams): number {
 export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments, p: EaParams): Float64Array[] {
   const c = ctx.config, d = c.headDim, H = c.numHeads, Hkv = c.numKvHeads, G = H / Hkv;
   const rbar = averagedRope(ctx.rope.invFreq, futureStart(ctx, p), p.nFuturePositions);
-  const invSqrtD = 1 / Math.sqrt(d), logG = Math.log(G), logEps = Math.log(p.epsilon);
+  const invSqrtD = 1 / Math.sqrt(d);
   const cache = ctx.cache;
 
   const scores: Float64Array[] = [];
@@ -173,25 +173,10 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     }
 
     const out = new Float64Array(T);
-    const lse = new Float64Array(G);
-    for (let k = 0; k < G; k++) lse[k] = logSumExp(z, k * stride, m);
-    const V = cache.headValues(g);
-    for (let t = 0; t < m; t++) {
-      // log of the mean over the group of p_h = exp(z_h − lse_h).
-      let mx = -Infinity;
-      for (let k = 0; k < G; k++) mx = Math.max(mx, z[k * stride + t] - lse[k]);
-      let sum = 0;
-      for (let k = 0; k < G; k++) sum += Math.exp(z[k * stride + t] - lse[k] - mx);
-      let s = mx + Math.log(sum) - logG;
-      if (p.useVnorm) {
-        if (p.epsilon > 0) s = logAddExp(s, logEps);
-        const vo = (s0 + t) * d;
-        let vv = 0;
-        for (let i = 0; i < d; i++) vv += V[vo + i] * V[vo + i];
-        s += 0.5 * Math.log(vv);
-      }
-      out[s0 + t] = s;
-      if (s > globalMax) globalMax = s;
+    if (be.eaScores64) {
+      globalMax = Math.max(globalMax, be.eaScores64(out, z, stride, s0, m, G, cache.headValues(g), d, p.useVnorm, p.epsilon));
+    } else {
+      globalMax = Math.max(globalMax, logScores(out, z, stride, s0, m, G, cache.headValues(g), d, p));
     }
     scores.push(out);
     sinks.push(s0);
@@ -202,3 +187,33 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   return scores;
 }
 
+
+/**
+ * out[s0 + t] for the m non-sink keys of one KV head from their logits z [G][stride]: log-softmax
+ * per query head, log of the group's mean probability, log(p + ε) + log‖v‖₂ with the value norms.
+ * Returns the largest score. The reference for backends' eaScores64, and the loop where they have none.
+ */
+export function logScores(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, V: Float32Array, d: number, p: EaParams): number {
+  const logG = Math.log(G), logEps = Math.log(p.epsilon);
+  const lse = new Float64Array(G);
+  for (let k = 0; k < G; k++) lse[k] = logSumExp(z, k * stride, m);
+  let best = -Infinity;
+  for (let t = 0; t < m; t++) {
+    // log of the mean over the group of p_h = exp(z_h − lse_h).
+    let mx = -Infinity;
+    for (let k = 0; k < G; k++) mx = Math.max(mx, z[k * stride + t] - lse[k]);
+    let sum = 0;
+    for (let k = 0; k < G; k++) sum += Math.exp(z[k * stride + t] - lse[k] - mx);
+    let s = mx + Math.log(sum) - logG;
+    if (p.useVnorm) {
+      if (p.epsilon > 0) s = logAddExp(s, logEps);
+      const vo = (s0 + t) * d;
+      let vv = 0;
+      for (let i = 0; i < d; i++) vv += V[vo + i] * V[vo + i];
+      s += 0.5 * Math.log(vv);
+    }
+    out[s0 + t] = s;
+    if (s > best) best = s;
+  }
+  return best;
+}

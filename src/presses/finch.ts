@@ -1,5 +1,6 @@
 import type { LayerContext } from '../model/layer-context.js';
-import { groupMean, keptCount, meanRows, padProtected, windowAttention } from './common.js';
+import { groupMean, keptCount, padProtected } from './common.js';
+import { windowMeans } from './snapkv.js';
 import { rerotate } from './key-rerotation.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { PressError, type KeepIndices, type PressPhase } from './press.js';
@@ -49,10 +50,7 @@ export class FinchPress extends ScorerPress {
     // Not in validate(): the pipeline sets the question's length after the press is checked.
     if (w < 1) throw new PressError(`${this.name} needs the question's length: ask a question through the pipeline, or set windowSize to the number of question tokens at the end of the sequence`);
     if (T <= w) throw new RangeError(`${this.name}: the sequence (${T} tokens) must be longer than the question (${w})`);
-    const perHead = windowAttention(ctx, w).map((a) => {
-      if (this.options.normalizeScores) for (let r = 0; r < w; r++) for (let t = 0, o = r * (T - w); t < T - w; t++) a[o + t] *= T - w + r;
-      return meanRows(a, w, T - w);
-    });
+    const perHead = windowMeans(ctx, w, this.options.normalizeScores ? Float64Array.from({ length: w }, (_, r) => T - w + r) : null);
     return padProtected(groupMean(perHead, ctx.config.numKvHeads), w);
   }
 

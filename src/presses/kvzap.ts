@@ -58,7 +58,7 @@ export class KVzapPress extends ScorerPress {
 
   score(ctx: LayerContext): Float64Array[] {
     const T = requirePrefillCache(ctx, this.name);
-    return predictSurrogate(this.load(ctx.model), ctx.layer, ctx.hidden, T);
+    return predictSurrogate(this.load(ctx.model), ctx.layer, ctx.hidden, T, ctx.backend);
   }
 }
 

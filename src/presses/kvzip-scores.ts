@@ -4,6 +4,7 @@ import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { weightRow, type ModelWeights } from '../model/weights.js';
 import { promptParts } from '../pipeline/chat-template.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { pressAttention } from './attention-columns.js';
 import { PressError } from './press.js';
 
 /**
@@ -112,40 +113,34 @@ export function kvzipScores(model: RunnableModel & { tokenizer: Tokenizer }, cac
   return scores;
 }
 
-/** Block of query rows per matmul. */
-const ROWS = 64;
-
-/** One layer of a repeat pass: writes the chunk's scores into out[g][start … end). */
+/**
+ * One layer of a repeat pass: writes the chunk's scores into out[g][start … end). The softmax of
+ * repeat row r covers the sinks, the chunk and the repeat rows up to r (keys gathered in that
+ * order); the column maxima come from the backend's pressAttention kernel (attention-columns.ts).
+ * KVzip+ weighs each row by 1/‖h_r‖ there and each entry by ‖W_O,h v‖ after: both are ≥ 0, so
+ * the maximum commutes with the entry's factor.
+ */
 function scoreChunk(ctx: LayerContext, T: number, sinks: number, chunk: RepeatChunk, plus: boolean, out: Float64Array[]): void {
-  const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, R = ctx.rows, qs = H * hd;
-  const { start, end } = chunk, n = end - start, cols = sinks + n + R, scale = 1 / Math.sqrt(hd);
-  const hNorm = plus ? rowNorms(ctx.hidden, R, c.hiddenSize) : null;
-  const keys = new Float32Array(cols * hd), q = new Float32Array(ROWS * hd), logits = new Float32Array(ROWS * cols), p = new Float64Array(cols);
+  const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, R = ctx.rows;
+  const { start, end } = chunk, n = end - start, cols = sinks + n + R;
+  const rowWeight = plus ? Float32Array.from(rowNorms(ctx.hidden, R, c.hiddenSize), (x) => 1 / x) : null;
+  const keys = new Float32Array(cols * hd), lo = new Int32Array(R), hi = Int32Array.from({ length: R }, (_, r) => sinks + n + r + 1);
+  const best = new Float64Array(G * cols);
   for (let g = 0; g < c.numKvHeads; g++) {
     const K = ctx.cache.headKeys(g);
     keys.set(K.subarray(0, sinks * hd), 0);
     keys.set(K.subarray(start * hd, end * hd), sinks * hd);
     keys.set(K.subarray(T * hd, (T + R) * hd), (sinks + n) * hd);
-    const vNorm = plus ? projectedValueL2(ctx, g, start, end) : null;
-    const s = out[g];
+    best.fill(0);
+    pressAttention(ctx.backend, {
+      out: best, q: ctx.queries, qStride: H * hd, heads: Int32Array.from({ length: G }, (_, j) => (g * G + j) * hd), keys, n: cols, headDim: hd,
+      rows: R, lo, hi, pad: null, padLogit: 0, scale: 1 / Math.sqrt(hd), rowWeight, mode: 'max',
+    });
+    const vNorm = plus ? projectedValueL2(ctx, g, start, end) : null, s = out[g];
     for (let j = 0; j < G; j++) {
-      const h = g * G + j;
-      for (let r0 = 0; r0 < R; r0 += ROWS) {
-        const m = Math.min(ROWS, R - r0);
-        for (let i = 0; i < m; i++) q.set(ctx.queries.subarray((r0 + i) * qs + h * hd, (r0 + i) * qs + (h + 1) * hd), i * hd);
-        ctx.backend.matmul(logits, q, keys, m, cols, hd);
-        for (let i = 0; i < m; i++) {
-          const r = r0 + i, visible = sinks + n + r + 1;
-          let max = -Infinity;
-          for (let t = 0; t < visible; t++) if ((p[t] = logits[i * cols + t] * scale) > max) max = p[t];
-          let sum = 0;
-          for (let t = 0; t < visible; t++) sum += p[t] = Math.exp(p[t] - max);
-          const w = plus ? 1 / (sum * hNorm![r]) : 1 / sum;
-          for (let t = 0; t < n; t++) {
-            const a = p[sinks + t] * w * (vNorm ? vNorm[j][t] : 1);
-            if (a > s[start + t]) s[start + t] = a;
-          }
-        }
+      for (let t = 0; t < n; t++) {
+        const a = best[j * cols + sinks + t] * (vNorm ? vNorm[j][t] : 1);
+        if (a > s[start + t]) s[start + t] = a;
       }
     }
   }

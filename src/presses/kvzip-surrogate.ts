@@ -1,4 +1,5 @@
 import { readSafetensors, writeSafetensors, type TensorData } from '../model/loaders/safetensors.js';
+import type { Backend } from '../backend/backend.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { kvzipScores, runnableModel, templateFrame } from './kvzip-scores.js';
@@ -51,18 +52,28 @@ function erf(x: number): number {
 const gelu = (x: number): number => 0.5 * x * (1 + erf(x / Math.SQRT2));
 const geluGrad = (x: number): number => 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
 
-/** Predicted log-scores [kvHeads][rows] of layer `l` for hidden states [rows][D]. */
-export function predictSurrogate(s: KVzipSurrogate, l: number, hidden: ArrayLike<number>, rows: number): Float64Array[] {
-  const { hiddenSize: D, numKvHeads: H, width } = s, p = s.layers[l];
+/**
+ * Predicted log-scores [kvHeads][rows] of layer `l` for hidden states [rows][D]. With a backend,
+ * the first linear layer (rows × D × width, the whole cost) is its float32 GEMM, bias included,
+ * and the rest float64 here; without, every sum is float64.
+ */
+export function predictSurrogate(s: KVzipSurrogate, l: number, hidden: Float32Array, rows: number, backend?: Backend): Float64Array[] {
+  const { hiddenSize: D, numKvHeads: H, width } = s, p = s.layers[l], n1 = s.type === 'linear' ? H : width;
   const out = Array.from({ length: H }, () => new Float64Array(rows));
+  let pre: Float32Array | null = null;
+  if (backend && rows > 0) {
+    pre = new Float32Array(rows * n1);
+    backend.matmul(pre, hidden, p.w1, rows, n1, D, p.b1);
+  }
   const a = new Float64Array(Math.max(width, 1));
   for (let r = 0; r < rows; r++) {
     const x = r * D;
+    const first = (j: number) => (pre ? pre[r * n1 + j] : p.b1[j] + dot(p.w1, j * D, hidden, x, D));
     if (s.type === 'linear') {
-      for (let g = 0; g < H; g++) out[g][r] = p.b1[g] + dot(p.w1, g * D, hidden, x, D);
+      for (let g = 0; g < H; g++) out[g][r] = first(g);
       continue;
     }
-    for (let j = 0; j < width; j++) a[j] = gelu(p.b1[j] + dot(p.w1, j * D, hidden, x, D));
+    for (let j = 0; j < width; j++) a[j] = gelu(first(j));
     for (let g = 0; g < H; g++) out[g][r] = p.b2![g] + dot(p.w2!, g * width, a, 0, width);
   }
   return out;

@@ -4,6 +4,7 @@ import { zScore } from './non-causal-attn.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { mulberry32 } from './random.js';
 import type { PressEntry } from './registry.js';
+import { cholesky, gram, inverseForm, quadraticForms } from './quadratic-forms.js';
 import { ScorerPress } from './scorer.js';
 
 export const leverageScoreOptions = defineOptions({
@@ -24,7 +25,8 @@ export type Sketch = (layer: number, kvHead: number, d: number, k: number) => Fl
  * Deviations: kvpress draws Φ from torch's global generator on every call; here Φ comes from
  * `seed` (mulberry32 + Box–Muller, one draw per layer and head), so runs are reproducible, or from
  * a caller's `sketch` (the golden tests pass the library's stored draws). Float64 throughout
- * (kvpress computes the sketch product and the factorisation in float32).
+ * (kvpress computes the sketch product and the factorisation in float32), in the equivalent
+ * order of `leverageScores` below.
  */
 export class LeverageScorePress extends ScorerPress {
   readonly name: string = 'leverage_score';
@@ -56,37 +58,43 @@ export function gaussianSketch(seed: number): Sketch {
   };
 }
 
-/** Unnormalised sketched leverage of the pre-RoPE keys of prompt rows [from, to), per KV head. */
+/**
+ * Unnormalised sketched leverage of the pre-RoPE keys of prompt rows [from, to), per KV head.
+ * With X = K̃Φ (K̃ the centered keys), XᵀX = Φᵀ(K̃ᵀK̃)Φ and ℓ_j = ‖L⁻¹Φᵀk̃_j‖² = k̃_jᵀWk̃_j for
+ * W = Φ(LLᵀ)⁻¹Φᵀ (d×d): one Gram matrix of the keys and one quadratic form per key, both n·d²
+ * on the backend's float64 kernels (quadratic-forms.ts), instead of n·d·k + n·k² + n·k²/2 in
+ * scalar loops. The form is taken on the raw float32 keys, with the centering in its linear and
+ * constant terms: k̃ᵀWk̃ = kᵀWk − 2(Wμ)·k + μᵀWμ.
+ */
 export function leverageScores(ctx: LayerContext, from: number, to: number, k: number, sketch: Sketch): Float64Array[] {
   const c = ctx.config, d = c.headDim, Hkv = c.numKvHeads, n = to - from, stride = Hkv * d;
-  const keys = ctx.preRopeKeys();
+  const keys = ctx.preRopeKeys(), K = new Float32Array(n * d), X = new Float64Array(n * d);
   return Array.from({ length: Hkv }, (_, g) => {
     const phi = sketch(ctx.layer, g, d, k);
     const mean = new Float64Array(d);
-    for (let r = from; r < to; r++) for (let j = 0; j < d; j++) mean[j] += keys[r * stride + g * d + j] / n;
-    const X = new Float64Array(n * k);
     for (let r = 0; r < n; r++) {
-      for (let j = 0; j < d; j++) {
-        const x = keys[(from + r) * stride + g * d + j] - mean[j];
-        for (let m = 0; m < k; m++) X[r * k + m] += x * phi[j * k + m];
-      }
+      for (let j = 0, src = (from + r) * stride + g * d; j < d; j++) mean[j] += K[r * d + j] = keys[src + j];
     }
-    const Gm = new Float64Array(k * k);
-    for (let r = 0; r < n; r++) for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) Gm[a * k + b] += X[r * k + a] * X[r * k + b];
-    const L = choleskyWithJitter(Gm, k, 1e-2, 5);
-    const out = new Float64Array(n), y = new Float64Array(k);
-    for (let r = 0; r < n; r++) {
-      // ℓ = xᵀG⁻¹x = ‖L⁻¹x‖² by forward substitution.
-      let l = 0;
-      for (let a = 0; a < k; a++) {
-        let s = X[r * k + a];
-        for (let b = 0; b < a; b++) s -= L[a * k + b] * y[b];
-        y[a] = s / L[a * k + a];
-        l += y[a] * y[a];
-      }
-      out[r] = Math.max(0, l);
+    for (let j = 0; j < d; j++) mean[j] /= n;
+    for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) X[r * d + j] = K[r * d + j] - mean[j];
+    const C = gram(ctx.backend, X, n, d);
+    // Φᵀ C Φ, k×k, made exactly symmetric.
+    const CP = new Float64Array(d * k), M = new Float64Array(k * k);
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) for (let m = 0, cij = C[i * d + j]; m < k; m++) CP[i * k + m] += cij * phi[j * k + m];
+    for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) for (let i = 0; i < d; i++) M[a * k + b] += phi[i * k + a] * CP[i * k + b];
+    for (let a = 0; a < k; a++) for (let b = a + 1; b < k; b++) M[a * k + b] = M[b * k + a] = (M[a * k + b] + M[b * k + a]) / 2;
+    const W = inverseForm(choleskyWithJitter(M, k, 1e-2, 5), k, phi, d);
+    const lin = new Float64Array(d);
+    let cst = 0;
+    for (let i = 0; i < d; i++) {
+      let wm = 0;
+      for (let j = 0; j < d; j++) wm += W[i * d + j] * mean[j];
+      lin[i] = -2 * wm;
+      cst += mean[i] * wm;
     }
-    return out;
+    const l = quadraticForms(ctx.backend, K, 0, n, d, W, lin, 1);
+    for (let r = 0; r < n; r++) l[r] = Math.max(0, l[r] + cst);
+    return l;
   });
 }
 
@@ -99,23 +107,6 @@ export function choleskyWithJitter(G: Float64Array, k: number, jitter: number, t
     lambda = Math.max(1e-8, lambda === 0 ? 1e-2 : 10 * lambda);
   }
   throw new Error(`Cholesky factorisation failed after ${tries} tries (jitter up to ${lambda / 10})`);
-}
-
-function cholesky(G: Float64Array, k: number, lambda: number): Float64Array | null {
-  const L = new Float64Array(k * k);
-  for (let i = 0; i < k; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = G[i * k + j] + (i === j ? lambda : 0);
-      for (let m = 0; m < j; m++) s -= L[i * k + m] * L[j * k + m];
-      if (i === j) {
-        if (!(s > 0)) return null;
-        L[i * k + i] = Math.sqrt(s);
-      } else {
-        L[i * k + j] = s / L[j * k + j];
-      }
-    }
-  }
-  return L;
 }
 
 export const leverageScoreEntry: PressEntry = {

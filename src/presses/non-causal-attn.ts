@@ -1,4 +1,5 @@
 import type { LayerContext } from '../model/layer-context.js';
+import { pressAttention } from './attention-columns.js';
 import { avgPool1d, groupMean, requirePrefillCache } from './common.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import type { PressEntry } from './registry.js';
@@ -42,32 +43,25 @@ export class NonCausalAttnPress extends ScorerPress {
  */
 export function nonCausalScores(ctx: LayerContext, from: number, to: number, chunkSize: number, maskPadding = false): Float64Array[] {
   const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, qStride = H * hd, n = to - from;
+  // Row r sees its chunk [lo, hi) and, as the library, the chunk's padding keys (logit −1e-9,
+  // its mask value: not masked).
+  const lo = new Int32Array(n), hi = new Int32Array(n), pad = new Int32Array(n);
+  for (let a = 0; a < n; a += chunkSize) {
+    const b = Math.min(a + chunkSize, n);
+    lo.fill(a, a, b);
+    hi.fill(b, a, b);
+    pad.fill(maskPadding ? 0 : chunkSize - (b - a), a, b);
+  }
   const perHead: Float64Array[] = [];
-  const logits = new Float64Array(Math.min(chunkSize, n));
-  for (let h = 0; h < H; h++) {
-    const K = ctx.cache.headKeys(Math.floor(h / G)), mass = new Float64Array(n);
-    for (let a = from; a < to; a += chunkSize) {
-      const b = Math.min(a + chunkSize, to), pad = maskPadding ? 0 : chunkSize - (b - a);
-      // The library's padding keys: logit −1e-9 (its mask value), i.e. not masked.
-      const padLogit = -1e-9;
-      for (let r = a; r < b; r++) {
-        const qo = r * qStride + h * hd;
-        let max = -Infinity;
-        for (let t = a; t < b; t++) {
-          let s = 0;
-          for (let d = 0; d < hd; d++) s += ctx.queries[qo + d] * K[t * hd + d];
-          logits[t - a] = s;
-          if (s > max) max = s;
-        }
-        if (pad > 0 && padLogit > max) max = padLogit;
-        let sum = pad > 0 ? pad * Math.exp(padLogit - max) : 0;
-        for (let t = a; t < b; t++) sum += logits[t - a] = Math.exp(logits[t - a] - max);
-        for (let t = a; t < b; t++) mass[t - from] += logits[t - a] / sum;
-      }
-      // Each padding query: all-zero logits, uniform over the chunkSize keys.
-      for (let t = a; t < b; t++) mass[t - from] += pad / chunkSize;
-    }
-    perHead.push(mass);
+  for (let g = 0; g < c.numKvHeads; g++) {
+    const mass = new Float64Array(G * n);
+    pressAttention(ctx.backend, {
+      out: mass, q: ctx.queries.subarray(from * qStride), qStride, heads: Int32Array.from({ length: G }, (_, j) => (g * G + j) * hd),
+      keys: ctx.cache.headKeys(g).subarray(from * hd, to * hd), n, headDim: hd, rows: n, lo, hi, pad, padLogit: -1e-9, scale: 1, rowWeight: null, mode: 'sum',
+    });
+    // Each padding query: all-zero logits, uniform over the chunkSize keys.
+    for (let t = 0; t < n; t++) if (pad[t] > 0) for (let j = 0; j < G; j++) mass[j * n + t] += pad[t] / chunkSize;
+    for (let j = 0; j < G; j++) perHead.push(mass.subarray(j * n, (j + 1) * n));
   }
   return groupMean(perHead, c.numKvHeads).map((s, g) => {
     const V = ctx.cache.headValues(g);

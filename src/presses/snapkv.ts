@@ -53,7 +53,43 @@ export class SnapKVPress extends ScorerPress {
   score(ctx: LayerContext): Float64Array[] {
     const w = this.windowSize;
     if (ctx.rows <= w) throw new RangeError(`${this.name}: the prompt (${ctx.rows} tokens) must be longer than windowSize ${w}`);
-    const perHead = windowAttention(ctx, w).map((a) => avgPool1d(meanRows(a, w, a.length / w), this.kernelSize));
+    const perHead = windowMeans(ctx, w).map((a) => avgPool1d(a, this.kernelSize));
     return padProtected(groupMean(perHead, ctx.config.numKvHeads), w);
   }
+}
+
+/**
+ * Per query head, the attention of the last `w` queries of the pass on each key before the
+ * window, averaged over those queries, each row first multiplied by rowWeights[r] when given:
+ * common.ts `windowAttention` then `meanRows`, [T_g − w] per head. On a backend with
+ * windowSoftmaxSums one native call per KV head does the logits, softmax and row sums without
+ * building the w × T probabilities; elsewhere the probabilities are built as the reference does.
+ */
+export function windowMeans(ctx: LayerContext, w: number, rowWeights: Float64Array | null = null): Float64Array[] {
+  const be = ctx.backend;
+  if (!be.windowSoftmaxSums) {
+    return windowAttention(ctx, w).map((a) => {
+      const cols = a.length / w;
+      if (rowWeights) for (let r = 0; r < w; r++) for (let t = 0, o = r * cols; t < cols; t++) a[o + t] *= rowWeights[r];
+      return meanRows(a, w, cols);
+    });
+  }
+  checkInt(w, 'window', 1, ctx.rows);
+  const c = ctx.config, d = c.headDim, H = c.numHeads, G = H / c.numKvHeads, first = ctx.rows - w;
+  const rowPositions = ctx.positions.subarray(first, ctx.rows), scale = 1 / Math.sqrt(d);
+  const out: Float64Array[] = [];
+  for (let g = 0; g < c.numKvHeads; g++) {
+    const T = ctx.cache.lengths[g];
+    if (T < w) throw new RangeError(`window ${w} is longer than the ${T} cached entries of KV head ${g}`);
+    const acc = new Float64Array(G * (T - w));
+    // headPositions and headKeys are transients of the cache: read both before the next call.
+    const keyPositions = ctx.cache.headPositions(g).slice();
+    be.windowSoftmaxSums(acc, ctx.queries, H * d, g * G, G, d, first, w, ctx.cache.headKeys(g), T, keyPositions, rowPositions, scale, rowWeights);
+    for (let k = 0; k < G; k++) {
+      const a = acc.subarray(k * (T - w), (k + 1) * (T - w));
+      for (let t = 0; t < a.length; t++) a[t] /= w;
+      out.push(a);
+    }
+  }
+  return out;
 }

@@ -1,5 +1,5 @@
 import type { KvFormat } from '../../cache/format.js';
-import type { AttentionArgs, PagedAttentionArgs } from '../backend.js';
+import type { AttentionArgs, PagedAttentionArgs, PressAttentionArgs } from '../backend.js';
 
 /**
  * Argument checks shared by the native and WebAssembly backends. Their kernels index raw
@@ -177,4 +177,61 @@ export function checkEaQueryMoments64(
   checkArray(op, 'q', q, n === 0 ? 0 : (start + n) * qStride);
   checkF64(op, 'cos', cos, n * (d / 2));
   checkF64(op, 'sin', sin, n * (d / 2));
+}
+
+export function checkEaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, epsilon: number): void {
+  const op = 'eaScores64';
+  for (const [name, v] of [['stride', stride], ['s0', s0], ['m', m], ['G', G], ['d', d]] as const) checkCount(op, name, v);
+  if (m > stride) fail(op, `m (${m}) must be at most stride (${stride})`);
+  if (!(epsilon >= 0)) fail(op, `epsilon must be ≥ 0, got ${epsilon}`);
+  checkF64(op, 'out', out, s0 + m);
+  checkF64(op, 'z', z, m === 0 ? 0 : (G - 1) * stride + m);
+  checkArray(op, 'values', values, (s0 + m) * d);
+}
+
+export function checkWindowSoftmaxSums(
+  acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
+  keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, weights: Float64Array | null,
+): void {
+  const op = 'windowSoftmaxSums';
+  for (const [name, v] of [['qStride', qStride], ['h0', h0], ['G', G], ['d', d], ['first', first], ['w', w], ['T', T]] as const) checkCount(op, name, v);
+  if (w > T) fail(op, `window (${w}) longer than the ${T} keys`);
+  if (qStride < (h0 + G) * d) fail(op, `qStride (${qStride}) must be at least (h0 + G)·d (${(h0 + G) * d})`);
+  checkF64(op, 'acc', acc, G * (T - w));
+  checkArray(op, 'q', q, w === 0 ? 0 : (first + w) * qStride);
+  checkArray(op, 'keys', keys, T * d);
+  if (!(keyPositions instanceof Int32Array) || keyPositions.length < T) fail(op, `keyPositions must be an Int32Array of at least ${T}`);
+  if (!(rowPositions instanceof Int32Array) || rowPositions.length < w) fail(op, `rowPositions must be an Int32Array of at least ${w}`);
+  if (weights !== null) checkF64(op, 'weights', weights, w);
+}
+
+export function checkValueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void {
+  const op = 'valueNormsL1';
+  for (const [name, v] of [['T', T], ['D', D], ['hd', hd]] as const) checkCount(op, name, v);
+  if (!(divisor > 0)) fail(op, `divisor must be > 0, got ${divisor}`);
+  checkF64(op, 'out', out, T);
+  checkArray(op, 'values', values, T * hd);
+  checkArray(op, 'block', block, D * hd);
+}
+
+/** PressAttentionArgs: every array long enough and every row's key range inside [0, n). */
+export function checkPressAttention(a: PressAttentionArgs): void {
+  const op = 'pressAttention', { n, headDim: d, rows } = a;
+  for (const [name, v] of [['n', n], ['headDim', d], ['rows', rows], ['qStride', a.qStride]] as const) checkCount(op, name, v);
+  if (!(a.out instanceof Float64Array) || a.out.length < a.heads.length * n) fail(op, `out must be a Float64Array of ${a.heads.length * n} numbers`);
+  checkArray(op, 'keys', a.keys, n * d);
+  if (!(a.heads instanceof Int32Array) || !(a.lo instanceof Int32Array) || !(a.hi instanceof Int32Array)) fail(op, 'heads, lo and hi must be Int32Arrays');
+  if (a.lo.length < rows || a.hi.length < rows) fail(op, `lo and hi need ${rows} rows`);
+  if (a.pad && (!(a.pad instanceof Int32Array) || a.pad.length < rows)) fail(op, `pad must be an Int32Array of ${rows} rows`);
+  if (a.rowWeight && (!(a.rowWeight instanceof Float32Array) || a.rowWeight.length < rows)) fail(op, `rowWeight must be a Float32Array of ${rows} rows`);
+  if (a.mode !== 'sum' && a.mode !== 'max') fail(op, `mode must be 'sum' or 'max', got ${String(a.mode)}`);
+  let last = 0;
+  for (const h of a.heads) {
+    if (!(h >= 0)) fail(op, `head offset ${h} is negative`);
+    last = Math.max(last, h);
+  }
+  if (rows > 0) checkArray(op, 'q', a.q, (rows - 1) * a.qStride + last + d);
+  for (let r = 0; r < rows; r++) {
+    if (!(a.lo[r] >= 0 && a.lo[r] <= a.hi[r] && a.hi[r] <= n)) fail(op, `row ${r} sees keys [${a.lo[r]}, ${a.hi[r]}) outside [0, ${n}]`);
+  }
 }

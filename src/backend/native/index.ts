@@ -3,11 +3,11 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AttentionArgs, Backend, PagedAttentionArgs } from '../backend.js';
+import type { AttentionArgs, Backend, PagedAttentionArgs, PressAttentionArgs } from '../backend.js';
 import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
-import { checkAttention, checkPagedAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul } from './checks.js';
+import { checkAttention, checkPagedAttention, checkPressAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -30,6 +30,10 @@ interface Addon {
     keyLayouts?: (Int32Array | null)[],
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
+  pressAttention(
+    out: Float64Array, q: Float32Array, qStride: number, heads: Int32Array, keys: Float32Array, n: number, d: number, rows: number,
+    lo: Int32Array, hi: Int32Array, pad: Int32Array | null, padLogit: number, scale: number, rowWeight: Float32Array | null, mode: number,
+  ): void;
   eaLogits64(
     z: Float64Array, keys: Float32Array, s0: number, m: number, d: number, G: number,
     mus: Float64Array, quad: Float64Array | null, stride: number,
@@ -38,6 +42,12 @@ interface Addon {
     mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
     cos: Float64Array, sin: Float64Array,
   ): void;
+  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, useVnorm: boolean, epsilon: number): number;
+  windowSoftmaxSums(
+    acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
+    keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
+  ): void;
+  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
   fmaProbe(iterations: number, threads: number): number;
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
   bf16Probe(iterations: number, threads: number): number | null;
@@ -278,6 +288,12 @@ export class NativeBackend implements Backend {
     );
   }
 
+  pressAttention(a: PressAttentionArgs): void {
+    checkPressAttention(a);
+    this.#apply();
+    this.addon.pressAttention(a.out, a.q, a.qStride, a.heads, a.keys, a.n, a.headDim, a.rows, a.lo, a.hi, a.pad, a.padLogit, a.scale, a.rowWeight, a.mode === 'sum' ? 0 : 1);
+  }
+
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void {
     checkGram64(out, x, n, d);
     this.#apply();
@@ -302,6 +318,29 @@ export class NativeBackend implements Backend {
     if (n === 0 || H === 0) return;
     this.#apply();
     this.addon.eaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
+  }
+
+  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, useVnorm: boolean, epsilon: number): number {
+    checkEaScores64(out, z, stride, s0, m, G, values, d, epsilon);
+    if (m === 0) return -Infinity;
+    return this.addon.eaScores64(out, z, stride, s0, m, G, values, d, useVnorm, epsilon);
+  }
+
+  windowSoftmaxSums(
+    acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
+    keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
+  ): void {
+    checkWindowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions, weights);
+    if (w === 0 || G === 0 || T === w) return;
+    this.#apply();
+    this.addon.windowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions, scale, weights);
+  }
+
+  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void {
+    checkValueNormsL1(out, values, block, T, D, hd, divisor);
+    if (T === 0) return;
+    this.#apply();
+    this.addon.valueNormsL1(out, values, block, T, D, hd, divisor);
   }
 
   /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */

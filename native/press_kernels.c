@@ -1,0 +1,285 @@
+/*
+ * The hot loops of the scoring presses that are not products of the model: Expected Attention's
+ * query un-rotation, SnapKV-style window softmax summed over its rows, and the L1 norms of
+ * CriticalKV's projected values. Compiled once per ISA (KV_ISA = base, avx2, avx512), each with
+ * its target flags; the addon picks the build of the CPU (addon.cc). Everything is float64 so
+ * that the presses' rankings stay those of their TypeScript references (src/presses/*.ts), which
+ * the backends without this file (wasm, js) run instead.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "press_kernels.h"
+
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define FN(name) CAT(name, KV_ISA)
+
+typedef double vd4 __attribute__((vector_size(32)));
+typedef int64_t vl4 __attribute__((vector_size(32)));
+
+static inline vd4 ld4(const double *p) { vd4 x; memcpy(&x, p, 32); return x; }
+static inline void st4(double *p, vd4 x) { memcpy(p, &x, 32); }
+static inline vd4 splat4(double x) { return (vd4){x, x, x, x}; }
+static inline vd4 as_vd4(vl4 u) { vd4 f; memcpy(&f, &u, 32); return f; }
+static inline vl4 as_vl4(vd4 f) { vl4 u; memcpy(&u, &f, 32); return u; }
+typedef float vf4 __attribute__((vector_size(16)));
+static inline vd4 ldf4(const float *p) { vf4 x; memcpy(&x, p, 16); return __builtin_convertvector(x, vd4); }
+
+/* e^x in float64 for x ≤ 709: n = round(x·log₂e), r = x − n·ln2 in two parts (|r| ≤ 0.347),
+ * e^r by its degree-13 Taylor polynomial (truncation < 5e-18 relative, so within about one ulp
+ * of a correctly rounded exp, as V8's Math.exp is), then two power-of-two factors 2^n₁ and 2^(n − n₁),
+ * n₁ ≈ n/2, so results below 2^-1022 round to subnormals as Math.exp's do. Inputs below
+ * −1100 are clamped there (their exp is 0 either way). */
+static inline vd4 exp4(vd4 x) {
+  const vd4 lo = splat4(-1100.0);
+  x = (vd4)(((vl4)(x < lo) & as_vl4(lo)) | (~(vl4)(x < lo) & as_vl4(x)));
+  const vd4 magic = splat4(6755399441055744.0); /* 1.5·2^52: adding it rounds to an integer */
+  const vd4 t = x * splat4(1.4426950408889634) + magic;
+  const vd4 n = t - magic;
+  const vl4 ni = as_vl4(t) - as_vl4(magic);
+  const vd4 r = (x - n * splat4(6.93147180369123816490e-01)) - n * splat4(1.90821492927058770002e-10);
+  /* Estrin's scheme: the same polynomial as Horner's, in a dependency chain of 5 steps, not 13. */
+  const vd4 r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  const vd4 p01 = splat4(1.0) + r, p23 = splat4(0.5) + splat4(1.0 / 6.0) * r;
+  const vd4 p45 = splat4(1.0 / 24.0) + splat4(1.0 / 120.0) * r, p67 = splat4(1.0 / 720.0) + splat4(1.0 / 5040.0) * r;
+  const vd4 p89 = splat4(1.0 / 40320.0) + splat4(1.0 / 362880.0) * r, p1011 = splat4(1.0 / 3628800.0) + splat4(1.0 / 39916800.0) * r;
+  const vd4 p1213 = splat4(1.0 / 479001600.0) + splat4(1.0 / 6227020800.0) * r;
+  const vd4 q0 = p01 + p23 * r2, q1 = p45 + p67 * r2, q2 = p89 + p1011 * r2;
+  const vd4 p = (q0 + q1 * r4) + (q2 + p1213 * r4) * r8;
+  /* n split as round(n/2) + the rest by the same rounding trick (AVX2 has no 64-bit arithmetic shift). */
+  const vl4 n1 = as_vl4(n * splat4(0.5) + magic) - as_vl4(magic), n2 = ni - n1;
+  return p * as_vd4((n1 + 1023) << 52) * as_vd4((n2 + 1023) << 52);
+}
+
+void FN(press_exp64)(double *out, const double *x, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) st4(out + i, exp4(ld4(x + i)));
+  if (i < n) {
+    double b[4] = {0, 0, 0, 0};
+    memcpy(b, x + i, (size_t)(n - i) * 8);
+    vd4 e = exp4(ld4(b));
+    memcpy(out + i, &e, (size_t)(n - i) * 8);
+  }
+}
+
+void FN(ea_unrotate)(double *restrict X, double *restrict mu, const float *restrict q, size_t q_stride, int n, int d,
+                     const double *restrict cs, const double *restrict sn) {
+  const int half = d / 2;
+  for (int i = 0; i < d; i++) mu[i] = 0;
+  for (int r = 0; r < n; r++) {
+    const float *restrict qr = q + (size_t)r * q_stride;
+    const double *restrict c = cs + (size_t)r * half, *restrict s = sn + (size_t)r * half;
+    double *restrict x = X + (size_t)r * d;
+    for (int i = 0; i < half; i++) {
+      const double a = qr[i], b = qr[i + half];
+      const double u = c[i] * a + s[i] * b, v = c[i] * b - s[i] * a;
+      x[i] = u;
+      x[i + half] = v;
+      mu[i] += u;
+      mu[i + half] += v;
+    }
+  }
+  for (int i = 0; i < d; i++) mu[i] /= n;
+  for (int r = 0; r < n; r++) {
+    double *restrict x = X + (size_t)r * d;
+    for (int i = 0; i < d; i++) x[i] -= mu[i];
+  }
+}
+
+/* Rows of X per pass of ea_gram: 32 rows of 64 doubles (16 KiB) stay in L1 while every tile of
+ * the triangle reads them. */
+#define GRAM_T 32
+
+/* Columns [j, j + 4·NV) of rows [i, i + 4) of XᵀX over X's rows [t0, t1), added to out. */
+static inline __attribute__((always_inline)) void gram_block(double *out, const double *X, int t0, int t1, int d, int i, int j, int NV) {
+  vd4 a[4][3];
+  for (int r = 0; r < 4; r++)
+    for (int v = 0; v < NV; v++) a[r][v] = ld4(out + (size_t)(i + r) * d + j + 4 * v);
+  for (int t = t0; t < t1; t++) {
+    const double *x = X + (size_t)t * d;
+    vd4 u[3];
+    for (int v = 0; v < NV; v++) u[v] = ld4(x + j + 4 * v);
+    for (int r = 0; r < 4; r++) {
+      const vd4 s = splat4(x[i + r]);
+      for (int v = 0; v < NV; v++) a[r][v] += s * u[v];
+    }
+  }
+  for (int r = 0; r < 4; r++)
+    for (int v = 0; v < NV; v++) st4(out + (size_t)(i + r) * d + j + 4 * v, a[r][v]);
+}
+
+/* One head's query row qr rotated back into x [d] (half a multiple of 4): with FMA hardware
+ * c·a + s·b as one fused step, so that both passes of ea_moments get the same bits. */
+static inline __attribute__((always_inline)) void unrotate_row(double *x, const float *qr, const double *c, const double *s, int half) {
+  for (int i = 0; i < half; i += 4) {
+    const vd4 a = ldf4(qr + i), b = ldf4(qr + i + half), cc = ld4(c + i), ss = ld4(s + i);
+#ifdef __FMA__
+    const vd4 sb = ss * b, sa = ss * a;
+    vd4 u, v;
+    for (int l = 0; l < 4; l++) {
+      u[l] = __builtin_fma(cc[l], a[l], sb[l]);
+      v[l] = __builtin_fma(cc[l], b[l], -sa[l]);
+    }
+#else
+    const vd4 u = cc * a + ss * b, v = cc * b - ss * a;
+#endif
+    st4(x + i, u);
+    st4(x + i + half, v);
+  }
+}
+
+void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *restrict q, size_t q_stride, int n, int d, int h0,
+                    int step, int H, const double *restrict cs, const double *restrict sn, double *restrict xb) {
+  const int half = d / 2;
+  for (int h = h0; h < H; h += step)
+    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] = 0;
+  /* Row-major over the heads, so that each row's angles are read once for all of them. */
+  for (int r = 0; r < n; r++) {
+    const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
+    for (int h = h0; h < H; h += step) {
+      double *mu = mean + (size_t)h * d;
+      unrotate_row(xb, q + (size_t)r * q_stride + (size_t)h * d, c, s, half);
+      for (int i = 0; i < d; i += 4) st4(mu + i, ld4(mu + i) + ld4(xb + i));
+    }
+  }
+  for (int h = h0; h < H; h += step)
+    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] /= n;
+  if (!cov) return;
+  for (int h = h0; h < H; h += step)
+    for (size_t k = 0; k < (size_t)d * d; k++) cov[(size_t)h * d * d + k] = 0;
+  for (int t0 = 0; t0 < n; t0 += GRAM_T) {
+    const int nb = t0 + GRAM_T < n ? GRAM_T : n - t0;
+    for (int h = h0; h < H; h += step) {
+      const double *mu = mean + (size_t)h * d;
+      double *S = cov + (size_t)h * d * d;
+      for (int t = 0; t < nb; t++) {
+        double *x = xb + (size_t)t * d;
+        unrotate_row(x, q + (size_t)(t0 + t) * q_stride + (size_t)h * d, cs + (size_t)(t0 + t) * half, sn + (size_t)(t0 + t) * half, half);
+        for (int i = 0; i < d; i += 4) st4(x + i, ld4(x + i) - ld4(mu + i));
+      }
+      for (int i = 0; i < d; i += 4) {
+        int j = i;
+        for (; j + 8 <= d; j += 8) gram_block(S, xb, 0, nb, d, i, j, 2);
+        if (j + 4 <= d) gram_block(S, xb, 0, nb, d, i, j, 1);
+      }
+    }
+  }
+  for (int h = h0; h < H; h += step) {
+    double *S = cov + (size_t)h * d * d;
+    for (int i = 0; i < d; i++)
+      for (int j = i; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j] /= n;
+  }
+}
+
+double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t stride, int s0, int m, int G, const float *restrict V,
+                         int d, int vnorm, double eps, double *restrict e) {
+  double lse[G];
+  for (int k = 0; k < G; k++) {
+    const double *x = z + (size_t)k * stride;
+    double mx = -__builtin_inf();
+    for (int t = 0; t < m; t++) mx = x[t] > mx ? x[t] : mx;
+    if (mx == __builtin_inf() || mx == -__builtin_inf()) {
+      lse[k] = mx;
+      continue;
+    }
+    for (int t = 0; t < m; t++) e[t] = x[t] - mx;
+    FN(press_exp64)(e, e, m);
+    double sum = 0;
+    for (int t = 0; t < m; t++) sum += e[t];
+    lse[k] = mx + __builtin_log(sum);
+  }
+  const double logG = __builtin_log((double)G), logEps = __builtin_log(eps);
+  double best = -__builtin_inf();
+  for (int t0 = 0; t0 < m; t0 += 4) {
+    const int nb = m - t0 < 4 ? m - t0 : 4;
+    /* Four keys at a time: per key the group's max of z − lse, then e^(z − lse − max) summed over the group. */
+    double zz[G][4], mx[4], sum[4] = {0, 0, 0, 0};
+    for (int b = 0; b < 4; b++) {
+      mx[b] = -__builtin_inf();
+      for (int k = 0; k < G; k++) {
+        zz[k][b] = b < nb ? z[(size_t)k * stride + t0 + b] - lse[k] : 0;
+        mx[b] = zz[k][b] > mx[b] ? zz[k][b] : mx[b];
+      }
+    }
+    for (int k = 0; k < G; k++) {
+      double a[4];
+      for (int b = 0; b < 4; b++) a[b] = zz[k][b] - mx[b];
+      FN(press_exp64)(a, a, 4);
+      for (int b = 0; b < 4; b++) sum[b] += a[b];
+    }
+    for (int b = 0; b < nb; b++) {
+      const int t = t0 + b;
+      double sc = mx[b] + __builtin_log(sum[b]) - logG;
+      if (vnorm) {
+        if (eps > 0) sc = sc == -__builtin_inf() ? logEps : (sc > logEps ? sc : logEps) + __builtin_log1p(__builtin_exp(-__builtin_fabs(sc - logEps)));
+        const float *v = V + (size_t)(s0 + t) * d;
+        double vv = 0;
+        for (int i = 0; i < d; i++) vv += (double)v[i] * v[i];
+        sc += 0.5 * __builtin_log(vv);
+      }
+      out[s0 + t] = sc;
+      if (sc > best) best = sc;
+    }
+  }
+  return best;
+}
+
+void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits, int w, int T, int cols, const int *restrict visible,
+                             double scale, const double *restrict weights, double *restrict e) {
+  for (int r = 0; r < w; r++) {
+    const float *restrict z = logits + (size_t)r * T;
+    const int v = visible[r];
+    if (v == 0) continue;
+    /* z·scale widened to float64, and its max (max is exact, so the lanes' order does not matter). */
+    const vd4 sc = splat4(scale);
+    vd4 m4 = splat4(-__builtin_inf());
+    int t = 0;
+    for (; t + 4 <= v; t += 4) {
+      const vd4 x = ldf4(z + t) * sc;
+      st4(e + t, x);
+      m4 = (vd4)(((vl4)(x > m4) & as_vl4(x)) | (~(vl4)(x > m4) & as_vl4(m4)));
+    }
+    double mx = m4[0] > m4[1] ? m4[0] : m4[1];
+    mx = m4[2] > mx ? m4[2] : mx;
+    mx = m4[3] > mx ? m4[3] : mx;
+    for (; t < v; t++) {
+      e[t] = z[t] * scale;
+      mx = e[t] > mx ? e[t] : mx;
+    }
+    const vd4 mv = splat4(mx);
+    for (t = 0; t + 4 <= v; t += 4) st4(e + t, exp4(ld4(e + t) - mv));
+    if (t < v) {
+      for (int u = t; u < v; u++) e[u] -= mx;
+      FN(press_exp64)(e + t, e + t, v - t);
+    }
+    vd4 s4 = splat4(0);
+    for (t = 0; t + 4 <= v; t += 4) s4 += ld4(e + t);
+    double sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+    for (; t < v; t++) sum += e[t];
+    const int m = v < cols ? v : cols;
+    if (weights) {
+      const double wr = weights[r];
+      for (t = 0; t < m; t++) acc[t] += (e[t] / sum) * wr;
+    } else {
+      for (t = 0; t < m; t++) acc[t] += e[t] / sum;
+    }
+  }
+}
+
+void FN(abs_row_sums)(double *restrict out, const float *restrict y, int rows, int D, double divisor) {
+  for (int r = 0; r < rows; r++) {
+    const float *restrict x = y + (size_t)r * D;
+    vd4 a = splat4(0), b = splat4(0);
+    int i = 0;
+    for (; i + 8 <= D; i += 8) {
+      a += (vd4){__builtin_fabs(x[i]), __builtin_fabs(x[i + 1]), __builtin_fabs(x[i + 2]), __builtin_fabs(x[i + 3])};
+      b += (vd4){__builtin_fabs(x[i + 4]), __builtin_fabs(x[i + 5]), __builtin_fabs(x[i + 6]), __builtin_fabs(x[i + 7])};
+    }
+    a += b;
+    double l1 = (a[0] + a[1]) + (a[2] + a[3]);
+    for (; i < D; i++) l1 += __builtin_fabs(x[i]);
+    out[r] += l1 / divisor;
+  }
+}
