@@ -64,6 +64,8 @@ export interface RunGroup {
   baseline: RunMetrics | null;
   /** Press → ratio → run. */
   presses: Map<string, Map<number, RunMetrics>>;
+  /** Presses that set their own budget: one run each, apart from the ratio columns. */
+  ownBudget: Map<string, RunMetrics>;
   ratios: number[];
   scoreInfo: Record<string, ScoreInfo>;
 }
@@ -75,13 +77,18 @@ export function groupRuns(runs: readonly RunMetrics[]): RunGroup[] {
     const key = `${r.dataset}\u0000${r.model}\u0000${r.queryAware === true}\u0000${kvDtype}`;
     let g = groups.get(key);
     if (!g) {
-      g = { dataset: r.dataset, model: r.model, queryAware: r.queryAware === true, kvDtype, baseline: null, presses: new Map(), ratios: [], scoreInfo: {} };
+      g = { dataset: r.dataset, model: r.model, queryAware: r.queryAware === true, kvDtype, baseline: null, presses: new Map(), ownBudget: new Map(), ratios: [], scoreInfo: {} };
       groups.set(key, g);
     }
     // The union of every run's scores, in the order the runs declare them.
     for (const [k, info] of Object.entries(r.scoreInfo)) g.scoreInfo[k] ??= info;
     if (r.press === NO_PRESS) {
       g.baseline = r;
+      continue;
+    }
+    // Its ratio 0 is not a point of the ratio axis: it would add a column every other press lacks.
+    if (r.ownBudget === true) {
+      g.ownBudget.set(r.press, r);
       continue;
     }
     // A decoding press's target sizes are rows of their own.
@@ -206,7 +213,7 @@ function scoreTable(g: RunGroup, score: string, order: readonly string[]): strin
 }
 
 function allRuns(g: RunGroup): RunMetrics[] {
-  return [g.baseline, ...[...g.presses.values()].flatMap((m) => [...m.values()])].filter((r): r is RunMetrics => r !== null);
+  return [g.baseline, ...[...g.presses.values()].flatMap((m) => [...m.values()]), ...g.ownBudget.values()].filter((r): r is RunMetrics => r !== null);
 }
 
 /** Distinct item counts of the group's runs, ascending (one value when the runs are comparable). */
@@ -218,6 +225,19 @@ function itemCounts(g: RunGroup): number[] {
 function constantValue(g: RunGroup, score: string): number | null | undefined {
   const vals = allRuns(g).map((r) => scoreOf(r, score));
   return vals.every((v) => v === vals[0]) ? vals[0] : undefined;
+}
+
+/** Presses that set their own budget: one row each, its achieved ratio beside the headline scores. */
+function ownBudgetTable(g: RunGroup): string[] {
+  const scores = Object.entries(g.scoreInfo).filter(([, i]) => i.plot).map(([k]) => k);
+  const ratio = 'achieved_ratio' in g.scoreInfo ? ['achieved_ratio'] : [];
+  const cols = [...ratio, ...scores];
+  return [
+    '### Presses that set their own budget (no ratio: one run each)', '',
+    `| press | ${cols.map((c) => (c === 'achieved_ratio' ? 'achieved ratio' : g.scoreInfo[c].axis ?? g.scoreInfo[c].label)).join(' | ')} |`,
+    `|---|${cols.map(() => '---:').join('|')}|`,
+    ...[...g.ownBudget].sort(([a], [b]) => (a < b ? -1 : 1)).map(([p, r]) => `| ${p} | ${cols.map((c) => formatValue(scoreOf(r, c))).join(' | ')} |`),
+  ];
 }
 
 /** The Markdown of every group; plots are referenced by file name (PNG, with the SVG linked). */
@@ -246,6 +266,7 @@ export function renderMarkdown(found: RunsFound, source: string): string {
       if (info.plot && order.length) out.push(`![${info.label}](${plotBase(g, score)}.png) ([SVG](${plotBase(g, score)}.svg))`, '');
     }
     if (constants.length) out.push('The same in every run: ' + constants.join('; ') + '.', '');
+    if (g.ownBudget.size) out.push(...ownBudgetTable(g), '');
   }
   for (const f of kvFamilies(groupRuns(found.runs))) {
     out.push(`## ${f[0].dataset} · ${f[0].model}: quality against KV bytes per context token`, '');

@@ -52,6 +52,11 @@ export interface RunMetrics {
   kvDtype?: KvDtype;
   /** A decoding press's target size (entries per KV head after each compression); absent for the others. */
   targetSize?: number;
+  /**
+   * True when the press sets its own budget (a threshold: sim_layer_kv, dms_…) and took no ratio:
+   * compressionRatio is 0 and the achieved_ratio score says what it removed.
+   */
+  ownBudget?: boolean;
   items: number;
   scores: Record<string, number>;
   scoreInfo: Record<string, ScoreInfo>;
@@ -136,7 +141,10 @@ export interface EvalSummary {
   mine: RunSpec[];
   skipped: RunSpec[];
   ran: RunSpec[];
-  /** Decoding presses left out of a prefill-only dataset. */
+  /**
+   * Presses left out of a continuation or recall set, each with a note saying why: decoding presses
+   * (these tasks generate nothing) and presses that read the question (their items have none).
+   */
   excluded: string[];
 }
 
@@ -192,12 +200,16 @@ export function runDirName(dataset: string, model: string, press: string, ratio:
     + `${queryAware ? '__query_aware' : ''}${kvDtype === 'f32' ? '' : `__kv_${kvDtype}`}`;
 }
 
-/** Per KV cache type: the baseline first, then each press at each ratio, in the order given. */
+/**
+ * Per KV cache type: the baseline first, then each press at each ratio, in the order given; a
+ * press in `ratioFree` (it sets its own budget) runs once, at ratio 0.
+ */
 export function planRuns(
   dataset: string, model: string, pressNames: readonly string[], ratios: readonly number[], queryAware = false, kvDtypes: readonly KvDtype[] = ['f32'],
-  targetSizes: readonly number[] = [],
+  targetSizes: readonly number[] = [], ratioFree: ReadonlySet<string> = new Set(),
 ): RunSpec[] {
   const cellsOf = (press: string, kvDtype: KvDtype): { press: string; ratio: number; kvDtype: KvDtype; targetSize?: number }[] => {
+    if (ratioFree.has(press)) return [{ press, ratio: 0, kvDtype }];
     if (targetSizes.length === 0 || !takesTargetSize(press)) return ratios.map((ratio) => ({ press, ratio, kvDtype }));
     // A press that compresses only while generating takes no ratio; one that also compresses the prompt takes both.
     const own = registry.get(press).phase === 'both' ? ratios : [0];
@@ -325,17 +337,58 @@ export function isDecodingName(name: string): boolean {
   return phase === 'decoding' || phase === 'both';
 }
 
+/**
+ * Every name `kvpress presses` accepts, registered or composed (a wrapper's prefix before any
+ * scorer's name: chunkkv_snapkv, cam_knorm); an unknown one is refused with the registry's reason.
+ */
 function checkPressNames(names: readonly string[]): void {
   if (names.length === 0) throw new EvalError('--press needs at least one press name');
-  const known = registry.names();
   for (const n of names) {
     if (n === NO_PRESS) throw new EvalError(`"${NO_PRESS}" is the baseline and always runs; list only presses in --press`);
-    if (!known.includes(n)) {
-      const close = closeMatches(n, known);
-      throw new EvalError(`unknown press "${n}"${close.length ? ` (did you mean ${close.join(', ')}?)` : ''}; \`kvpress presses\` lists them all`);
+    try {
+      registry.get(n);
+    } catch (e) {
+      throw new EvalError((e as Error).message);
     }
   }
   if (new Set(names).size !== names.length) throw new EvalError(`--press lists a press twice: ${names.join(',')}`);
+}
+
+/** True when the press, or a press it wraps, compresses the context with its question (Finch). */
+export function readsQuestion(press: Press): boolean {
+  for (let p: Press | undefined = press; p; p = (p as { inner?: Press }).inner) if (typeof p.setQuestionLength === 'function') return true;
+  return false;
+}
+
+/**
+ * Builds `name` at every ratio before any work starts. A press that is built at ratio 0 but
+ * refuses every other ratio decides its own budget (a threshold: sim_layer_kv, dms_…) and runs
+ * once, at ratio 0, with its achieved ratio reported; any other refusal is the press's own reason.
+ */
+function probePress(name: string, ratios: readonly number[], options: Record<string, string>, seed: number, targetSize?: number): { press: Press; ratioFree: boolean } {
+  const build = (r: number): Press => {
+    try {
+      return createPress(name, r, options, seed, targetSize);
+    } catch (e) {
+      throw new EvalError((e as Error).message);
+    }
+  };
+  const nonzero = ratios.filter((r) => r > 0);
+  if (nonzero.length === 0) return { press: build(0), ratioFree: false };
+  let first: Press;
+  try {
+    first = createPress(name, nonzero[0], options, seed, targetSize);
+  } catch (e) {
+    let atZero: Press;
+    try {
+      atZero = createPress(name, 0, options, seed, targetSize);
+    } catch {
+      throw new EvalError((e as Error).message);
+    }
+    return { press: atZero, ratioFree: true };
+  }
+  for (const r of nonzero.slice(1)) build(r);
+  return { press: first, ratioFree: false };
 }
 
 // ───────────────────────────── the grid ─────────────────────────────
@@ -374,9 +427,9 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   };
 
   // Decoding presses compress while generating: the fidelity tasks generate nothing.
-  const excluded = fidelity ? opts.presses.filter(isDecodingName) : [];
-  if (excluded.length) note(`skipping decoding presses on the prefill-only ${ds.label} task: ${excluded.join(', ')}`);
-  const pressNames = opts.presses.filter((p) => !excluded.includes(p));
+  const decoding = fidelity ? opts.presses.filter(isDecodingName) : [];
+  if (decoding.length) note(`skipping decoding presses on the prefill-only ${ds.label} task: ${decoding.join(', ')}`);
+  let pressNames = opts.presses.filter((p) => !decoding.includes(p));
   const targetSizes = opts.targetSizes ?? [];
   for (const t of targetSizes) if (!(Number.isInteger(t) && t >= 1)) throw new EvalError(`target sizes must be integers ≥ 1, got ${t}`);
   const targeted = pressNames.filter(takesTargetSize);
@@ -387,13 +440,30 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
   for (const p of targeted) {
     if ('targetSize' in optionsByPress.get(p)!) throw new EvalError(`${p}: give its target sizes with --target-sizes, not --press-option targetSize`);
   }
+  // Every press is built at its ratios before anything runs, so a missing file or option is one
+  // line now rather than an error hours into the grid.
+  const ratioFree = new Set<string>();
+  const questionReaders: string[] = [];
+  for (const p of pressNames) {
+    const isTargeted = targeted.includes(p);
+    const own = isTargeted && registry.get(p).phase !== 'both' ? [0] : ratios;
+    const probe = probePress(p, own, optionsByPress.get(p)!, seed, isTargeted ? targetSizes[0] : undefined);
+    if (probe.ratioFree) ratioFree.add(p);
+    if (fidelity && readsQuestion(probe.press)) questionReaders.push(p);
+  }
+  if (questionReaders.length) {
+    note(`skipping ${questionReaders.join(', ')} on the ${ds.label} task: ${questionReaders.length > 1 ? 'they compress' : 'it compresses'} the context together with a question, and ${ds.label} items are stories with none (${questionReaders.length > 1 ? 'they run' : 'it runs'} on ruler, niah and jsonl)`);
+  }
+  for (const p of ratioFree) note(`${p} takes no compression ratio (its own settings set the budget): one run at ratio 0 on ${ds.label}, its achieved ratio in the report`);
+  pressNames = pressNames.filter((p) => !questionReaders.includes(p));
+  const excluded = [...decoding, ...questionReaders];
 
   const model = modelName(opts.model);
   const queryAware = opts.queryAware ?? false;
   const kvDtypes = opts.kvDtypes ?? ['f32'];
   if (kvDtypes.length === 0 || new Set(kvDtypes).size !== kvDtypes.length) throw new EvalError(`--kv-dtypes must list distinct types, got "${kvDtypes.join(',')}"`);
   for (const d of kvDtypes) if (!(KV_DTYPES as readonly string[]).includes(d)) throw new EvalError(`unknown KV cache type "${d}"; expected ${KV_DTYPES.join(', ')}`);
-  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes, targetSizes);
+  const planned = planRuns(ds.label, model, pressNames, ratios, queryAware, kvDtypes, targetSizes, ratioFree);
   const mine = shardRuns(planned, opts.shard);
   const settingsFor = (run: RunSpec): Settings => ({
     // The resolved count, so that "--limit 100" and the default 100 are the same run.
@@ -457,6 +527,7 @@ export async function runEval(opts: EvalOptions): Promise<EvalSummary> {
     }));
     const metrics: RunMetrics = {
       dataset: ds.label, model, press: run.press, compressionRatio: run.ratio, targetSize: run.targetSize, queryAware, kvDtype: run.kvDtype,
+      ownBudget: ratioFree.has(run.press) || undefined,
       items: r.predictions.length, scores: r.scores, scoreInfo: r.scoreInfo, seconds,
     };
     writeAtomic(join(dir, 'metrics.json'), json(metrics));

@@ -6,6 +6,7 @@
 import type { KvDtype } from '../cache/format.js';
 import { Model } from '../model/model.js';
 import { isDecodingPress, Pipeline } from '../pipeline/pipeline.js';
+import type { AnswerStats, CompressionStats } from '../pipeline/stats.js';
 import type { Press } from '../presses/press.js';
 import { loadJsonl } from './datasets/jsonl.js';
 import { needleInHaystack } from './datasets/niah.js';
@@ -182,9 +183,10 @@ class QaTask implements Task {
     const pipeline = new Pipeline(model);
     // One compression serves every question on the same context (kvpress's grouping); a
     // decoding press compresses while it answers, so it runs row by row.
+    const decoding = isDecodingPress(press);
     const groups = new Map<string, number[]>();
     this.samples.forEach((s, i) => {
-      const key = isDecodingPress(press) ? String(i) : `${s.context}\u0000${s.answerPrefix}\u0000${s.maxNewTokens}`;
+      const key = decoding ? String(i) : `${s.context}\u0000${s.answerPrefix}\u0000${s.maxNewTokens}`;
       const g = groups.get(key) ?? [];
       g.push(i);
       groups.set(key, g);
@@ -205,7 +207,7 @@ class QaTask implements Task {
       });
       idx.forEach((i, j) => {
         answers[i] = r.answers[j];
-        achieved[i] = r.stats.achievedRatio;
+        achieved[i] = decoding ? removedAtAnswerEnd(r.stats, r.stats.questions[j]) : r.stats.achievedRatio;
         kvBytes[i] = r.stats.cacheBytesAfter / r.stats.contextTokens;
       });
       done += idx.length;
@@ -216,11 +218,23 @@ class QaTask implements Task {
     }));
     const { scores, scoreInfo } = this.scorer(this.samples, answers);
     scores.achieved_ratio = achieved.reduce((a, b) => a + b, 0) / achieved.length;
-    scoreInfo.achieved_ratio = { label: 'achieved compression ratio (share of context entries removed)', plot: false };
+    scoreInfo.achieved_ratio = { label: ACHIEVED_QA_LABEL, plot: false };
     scores.kv_bytes_per_token = kvBytes.reduce((a, b) => a + b, 0) / kvBytes.length;
     scoreInfo.kv_bytes_per_token = { label: "KV bytes of the compressed context per context token (all layers, in the run's cache type)", better: 'lower', plot: false };
     return { predictions, scores, scoreInfo };
   }
+}
+
+const ACHIEVED_QA_LABEL = "achieved compression ratio (share of context entries removed; a decoding press: share of every entry an uncompressed cache would hold when the answer ends)";
+
+/**
+ * What a decoding press achieved on one answer: it leaves the context prefill alone and evicts
+ * while answering, so the prefill's ratio (0) says nothing; the share removed is measured against
+ * the bytes an uncompressed cache would hold at the answer's end (context + fed tokens).
+ */
+export function removedAtAnswerEnd(stats: CompressionStats, answer: AnswerStats): number {
+  const perToken = stats.cacheBytesBefore / stats.contextTokens;
+  return 1 - answer.cacheBytesEnd / (perToken * (stats.contextTokens + answer.tokensFed));
 }
 
 const rulerScorer: QaScorer = (samples, predictions) => {

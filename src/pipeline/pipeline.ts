@@ -284,11 +284,12 @@ export class CompressedContext {
     press?.reset?.();
     const cache = this.cache.clone();
     const out: number[] = [];
-    let questionMs = 0, decodeMs = 0, bytesEnd = 0, allocatedEnd = 0;
+    let questionMs = 0, decodeMs = 0, bytesEnd = 0, allocatedEnd = 0, fed = 0;
     try {
       if (steps > 0) {
         const t0 = now();
         let logits = model.forward(ids, cache, { logits: 'last', press });
+        fed = ids.length;
         const t1 = now();
         questionMs = t1 - t0;
         model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
@@ -299,7 +300,10 @@ export class CompressedContext {
           out.push(next);
           yield { question: index, id: next, text: tok.decodePiece(prev, next) };
           prev = next;
-          if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press });
+          if (i + 1 < steps) {
+            logits = model.forward([next], cache, { logits: 'last', press });
+            fed++;
+          }
         }
         decodeMs = now() - t1;
       }
@@ -311,7 +315,7 @@ export class CompressedContext {
     return {
       text: tok.decode(out),
       ids: out,
-      stats: { questionTokens: ids.length, answerTokens: out.length, questionMs, decodeMs, cacheBytesEnd: bytesEnd, cacheAllocatedBytesEnd: allocatedEnd },
+      stats: { questionTokens: ids.length, answerTokens: out.length, tokensFed: fed, questionMs, decodeMs, cacheBytesEnd: bytesEnd, cacheAllocatedBytesEnd: allocatedEnd },
     };
   }
 }

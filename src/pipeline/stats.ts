@@ -33,6 +33,11 @@ export interface CompressionStats {
 export interface AnswerStats {
   questionTokens: number;
   answerTokens: number;
+  /**
+   * Tokens forwarded through the cache after the context: the question's and every answer token
+   * but a last one that was not fed back (what an uncompressed cache would hold beyond the context).
+   */
+  tokensFed: number;
   /** The forward pass over the question tokens. */
   questionMs: number;
   /** The token-by-token loop after it. */

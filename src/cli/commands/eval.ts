@@ -44,6 +44,11 @@ export const evalCommand: Command = {
 Runs the no-press baseline and every press at every ratio; each run is written to
 DIR/<dataset>__<model>__<press>__<ratio>/ (predictions.jsonl, config.json, metrics.json).
 Complete runs (metrics.json present) are skipped, so an interrupted grid resumes.
+Every name \`kvpress presses\` lists is accepted, wrappers over scorers included (chunkkv_snapkv);
+a press that cannot be built (a calibration file not given) is refused before anything runs.
+On continuation and the recall sets, decoding presses (nothing is generated) and presses that
+read a question (finch: the items have none) are skipped with a note in the report; a press
+that sets its own budget (sim_layer_kv, dms_…) runs once, at ratio 0, with its achieved ratio.
 
 Datasets:
   continuation     story continuation fidelity: KL and NLL increase vs the uncompressed model

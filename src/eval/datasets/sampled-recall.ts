@@ -17,13 +17,20 @@ const OPENINGS = ['Once upon a time', 'One day', 'There was once', 'Once upon a 
 const EARLY = 0.4;
 /** A story is sampled up to this many tokens (BOS and opening included), or the model's window. */
 const STORY_TOKENS = 420;
+/**
+ * Fewest prefix tokens (BOS included) an item may have: 60 % of 128 is 77 compressed tokens, more
+ * than the 64-token observation window of SnapKV, PyramidKV and their wrappers, which refuse a
+ * shorter context; without it a few short sampled stories would leave those presses out.
+ */
+export const MIN_PREFIX_TOKENS = 128;
 /** Attempts per requested item before the model is declared unable to write such stories. */
 const ATTEMPTS_PER_ITEM = 40;
 
 /**
  * A name-recall set the templates did not write: stories the model itself samples (temperature
  * 1, seeded), cut right before a later mention of a name the story introduced early ("named X"
- * or "called X" in its first 40 %, mentioned again after that point). The item's prefix stops
+ * or "called X" in its first 40 %, mentioned again after that point, with at least
+ * MIN_PREFIX_TOKENS tokens before the mention). The item's prefix stops
  * before the space that precedes the mention, as in {@link nameRecallStories}, so the same
  * protocol scores both sets. Deterministic for a seed on a given backend (sampling reads the
  * logits, so a backend that rounds differently can draw a different story).
@@ -42,21 +49,24 @@ export function sampledRecallStories(model: Model, opts: { count: number; seed?:
   const budget = Math.min(STORY_TOKENS, model.config.maxPositionEmbeddings);
   for (let attempt = 0; items.length < opts.count; attempt++) {
     if (attempt >= ATTEMPTS_PER_ITEM * Math.max(opts.count, 1)) {
-      throw new Error(`sampled_recall: only ${items.length} of ${opts.count} sampled stories introduce a name ("named X" / "called X") and mention it again; this model rarely writes such stories`);
+      throw new Error(`sampled_recall: only ${items.length} of ${opts.count} sampled stories introduce a name ("named X" / "called X") and mention it again after ${MIN_PREFIX_TOKENS} tokens; this model rarely writes such stories`);
     }
     const opening = rng.pick(OPENINGS);
     const prompt = tok.encode(opening, { bos: true });
     const story = generate(model, prompt, { temperature: 1, seed: rng.nextUint32(), maxNewTokens: budget - prompt.length });
     story.cache.dispose();
     const text = (opening + story.text).replace(/\s+$/, '');
-    const item = cutBeforeLateMention(text, rng);
+    const item = cutBeforeLateMention(text, rng, (prefix) => tok.encode(prefix, { bos: true }).length);
     if (item) items.push({ id: `sampled-${items.length}`, ...item });
   }
   return items;
 }
 
-/** The story cut before a mention, after the first 40 %, of a name introduced in the first 40 %. */
-function cutBeforeLateMention(text: string, rng: SeededRandom): { text: string; prefix: string; answer: string } | null {
+/**
+ * The story cut before a mention, after the first 40 %, of a name introduced in the first 40 %,
+ * among the mentions whose prefix has at least MIN_PREFIX_TOKENS tokens (`tokens` counts them).
+ */
+export function cutBeforeLateMention(text: string, rng: SeededRandom, tokens: (prefix: string) => number): { text: string; prefix: string; answer: string } | null {
   const early = text.length * EARLY;
   const cuts: { at: number; name: string }[] = [];
   const names = new Set<string>();
@@ -66,7 +76,7 @@ function cutBeforeLateMention(text: string, rng: SeededRandom): { text: string; 
   for (const name of names) {
     // A whole word preceded by a space: "Tim" must not match inside "Timmy".
     for (const m of text.matchAll(new RegExp(` ${name}(?![A-Za-z])`, 'g'))) {
-      if (m.index >= early) cuts.push({ at: m.index, name });
+      if (m.index >= early && tokens(text.slice(0, m.index)) >= MIN_PREFIX_TOKENS) cuts.push({ at: m.index, name });
     }
   }
   if (cuts.length === 0) return null;
