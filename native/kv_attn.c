@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "kv_attn.h"
+#include "f16.h"
 
 #undef FN
 #define CAT2(a, b) a##_##b
@@ -75,18 +76,6 @@ static inline v8 ld_f16(const uint8_t *p) {
   __builtin_memcpy(&h, p, 16);
   return f16_shift(h);
 #endif
-}
-
-static inline float f16_value(uint16_t h) {
-  const uint32_t em = h & 0x7fffu, in = em << 13;
-  float f;
-  __builtin_memcpy(&f, &in, 4);
-  f *= 0x1p112f;
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  u |= (em >= 0x7c00 ? 0x7f800000u : 0) | (uint32_t)(h & 0x8000) << 16;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
 }
 
 static inline v8 ld_bf16(const uint8_t *p) {

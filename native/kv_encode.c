@@ -5,6 +5,7 @@
  * of a 2048-token prefill on the small shape with an f16 or q8_0 cache. */
 #include "kv_encode.h"
 #include "kv_attn.h"
+#include "f16.h"
 #include <math.h>
 #include <string.h>
 
@@ -44,19 +45,6 @@ static uint16_t f16_bits(float x) {
     }
   }
   return (uint16_t)(sign | ((uint32_t)e << 10) | m);
-}
-
-/* The value of f16 bits h (exact in float; NaN for NaN). */
-static inline float f16_value(uint16_t h) {
-  const uint32_t em = h & 0x7fffu, in = em << 13;
-  float f;
-  memcpy(&f, &in, 4);
-  f *= 0x1p112f;
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u |= (em >= 0x7c00 ? 0x7f800000u : 0) | (uint32_t)(h & 0x8000) << 16;
-  memcpy(&f, &u, 4);
-  return f;
 }
 
 static uint16_t bf16_bits(float x) {

@@ -7,11 +7,11 @@ import { test } from 'node:test';
 import type { Backend } from '../src/backend/backend.js';
 import { JsBackend } from '../src/backend/js/kernels.js';
 import { loadNative, NativeBackend } from '../src/backend/native/index.js';
-import { LayerContext } from '../src/model/layer-context.js';
 import { loadModel } from '../src/model/load.js';
 import { centeredGram, ExpectedAttentionPress, logits } from '../src/presses/expected-attention.js';
 import { topK } from '../src/presses/scorer.js';
 import { mulberry32 } from './fixtures/tiny-models.js';
+import { eachLayerOnTwoBackends } from './helpers/layer-pairs.js';
 
 // Built directly rather than through createBackend, which KVPRESS_BACKEND may redirect.
 const load = loadNative();
@@ -156,26 +156,16 @@ test('EA scores on stories260K: the native kernels keep what the float64 loops k
   const js = new JsBackend();
   const text = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends. '.repeat(5);
   const ids = model.tokenizer!.encode(text, { bos: true });
-  let layers = 0;
-  model.forward(ids, model.newCache(), {
-    logits: 'none',
-    press: {
-      compress: (ctx) => {
-        const m = ctx.model;
-        const onJs = new LayerContext({ config: m.config, layerWeights: m.layerWeights, backend: js, rope: m.rope }, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
-        for (const useCovariance of [true, false]) {
-          const press = new ExpectedAttentionPress(0.5, { useCovariance });
-          const a = press.score(ctx), b = press.score(onJs);
-          for (let g = 0; g < a.length; g++) {
-            for (let t = 0; t < a[g].length; t++) assert.ok(Math.abs(a[g][t] - b[g][t]) <= 1e-10, `layer ${ctx.layer} head ${g} entry ${t}: ${a[g][t]} vs ${b[g][t]}`);
-            const keep = Math.floor(a[g].length / 2);
-            assert.deepEqual(topK(a[g], keep), topK(b[g], keep), `kept sets, layer ${ctx.layer} head ${g}`);
-          }
-        }
-        layers++;
-        return null;
-      },
-    },
+  const layers = eachLayerOnTwoBackends(model, ids, js, (ctx, onJs) => {
+    for (const useCovariance of [true, false]) {
+      const press = new ExpectedAttentionPress(0.5, { useCovariance });
+      const a = press.score(ctx), b = press.score(onJs);
+      for (let g = 0; g < a.length; g++) {
+        for (let t = 0; t < a[g].length; t++) assert.ok(Math.abs(a[g][t] - b[g][t]) <= 1e-10, `layer ${ctx.layer} head ${g} entry ${t}: ${a[g][t]} vs ${b[g][t]}`);
+        const keep = Math.floor(a[g].length / 2);
+        assert.deepEqual(topK(a[g], keep), topK(b[g], keep), `kept sets, layer ${ctx.layer} head ${g}`);
+      }
+    }
   });
   assert.equal(layers, model.config.numLayers);
 });

@@ -14,6 +14,7 @@ import { loadModel } from '../src/model/load.js';
 import { presses } from '../src/presses/index.js';
 import type { ScorerPress } from '../src/presses/scorer.js';
 import { mulberry32 } from './fixtures/tiny-models.js';
+import { eachLayerOnTwoBackends } from './helpers/layer-pairs.js';
 
 const load = loadNative();
 const native = load.ok ? new NativeBackend(load.addon, load.info) : null;
@@ -134,25 +135,16 @@ test('presses on the native kernels keep exactly what they keep on the TypeScrip
   const js = new JsBackend('reference');
   const ids = Array.from({ length: 180 }, (_, i) => 1 + ((i * 37 + 11) % (model.config.vocabSize - 1)));
   const names = ['snapkv', 'pyramidkv', 'adakv_snapkv', 'critical_snapkv', 'critical_adakv_snapkv', 'finch', 'expected_attention', 'critical_expected_attention', 'adakv_expected_attention'];
-  let layers = 0;
-  model.forward(ids, model.newCache(), {
-    logits: 'none',
-    press: {
-      compress: (ctx) => {
-        const m = ctx.model;
-        const onJs = new LayerContext({ config: m.config, layerWeights: m.layerWeights, backend: js, rope: m.rope }, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
-        for (const name of names) {
-          for (const ratio of [0.5, 0.75]) {
-            const opts = name === 'finch' ? { windowSize: 24, rerotateKeys: false } : {};
-            const a = presses.create(name, ratio, opts) as ScorerPress, b = presses.create(name, ratio, opts) as ScorerPress;
-            const fresh = new LayerContext({ config: m.config, layerWeights: m.layerWeights, backend: ctx.backend, rope: m.rope }, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
-            assert.deepEqual(a.compress(fresh), b.compress(onJs), `${name}@${ratio}, layer ${ctx.layer}`);
-          }
-        }
-        layers++;
-        return null;
-      },
-    },
+  const layers = eachLayerOnTwoBackends(model, ids, js, (ctx, onJs) => {
+    const m = ctx.model;
+    for (const name of names) {
+      for (const ratio of [0.5, 0.75]) {
+        const opts = name === 'finch' ? { windowSize: 24, rerotateKeys: false } : {};
+        const a = presses.create(name, ratio, opts) as ScorerPress, b = presses.create(name, ratio, opts) as ScorerPress;
+        const fresh = new LayerContext({ config: m.config, layerWeights: m.layerWeights, backend: ctx.backend, rope: m.rope }, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries);
+        assert.deepEqual(a.compress(fresh), b.compress(onJs), `${name}@${ratio}, layer ${ctx.layer}`);
+      }
+    }
   });
   assert.equal(layers, model.config.numLayers);
 });
