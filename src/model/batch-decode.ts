@@ -1,9 +1,9 @@
 import type { Backend } from '../backend/backend.js';
 import type { KVCache } from '../cache/kv-cache.js';
-import { attentionScale, layerWindow } from './config.js';
-import { addInPlace, attend, geluTanhMul, Workspace } from './forward.js';
+import { attentionScale } from './config.js';
+import { attend, decoderLayers, embed, Workspace, type PassRows } from './forward.js';
 import type { Model } from './model.js';
-import { linear, weightRow, type Weight } from './weights.js';
+import { linear, type Weight } from './weights.js';
 
 /**
  * Rows a product takes per call without changing its numbers. An f32 matrix goes one row at a
@@ -19,19 +19,22 @@ function rowsPerCall(be: Backend, w: Weight): number {
   return be.matmulQuant ? 3 : 1;
 }
 
-/** Row views of a workspace buffer, built once per buffer so that a step allocates nothing. */
+/**
+ * Row views of the workspace buffers, made once per (buffer, rows) so that a step allocates
+ * nothing; dropped when the workspace grows (its buffers are then new).
+ */
 class RowViews {
-  private buf: Float32Array | null = null;
-  private views: Float32Array[] = [];
+  private readonly views = new Map<Float32Array, Float32Array[]>();
 
-  /** Rows [r, r + n) of `buf` ([rows][width]). */
+  /** Rows [r, r + n) (n ≤ 3) of `buf` ([rows][width]). */
   get(buf: Float32Array, width: number, r: number, n: number): Float32Array {
-    if (buf !== this.buf) {
-      this.buf = buf;
-      this.views = [];
-    }
-    const key = r * 4 + n;
-    return (this.views[key] ??= buf.subarray(r * width, (r + n) * width));
+    let v = this.views.get(buf);
+    if (!v) this.views.set(buf, (v = []));
+    return (v[r * 4 + n] ??= buf.subarray(r * width, (r + n) * width));
+  }
+
+  clear(): void {
+    this.views.clear();
   }
 }
 
@@ -43,13 +46,14 @@ class RowViews {
  * of `model.forward([tokens[r]], caches[r])` (same kernels, same row counts per call), so greedy
  * answers do not change with how many run together. No press: a pressed step goes alone.
  */
-export class BatchDecoder {
+export class BatchDecoder implements PassRows {
   private readonly ws: Workspace;
   private logits = new Float32Array(0);
   private readonly logitRows: Float32Array[] = [];
-  private readonly views = { x: new RowViews(), xb: new RowViews(), q: new RowViews(), k: new RowViews(), v: new RowViews(), att: new RowViews(), hb: new RowViews(), hb2: new RowViews(), logits: new RowViews() };
-  private positions = new Int32Array(0);
+  private readonly views = new RowViews();
   private readonly posViews: Int32Array[] = [];
+  private caches: readonly KVCache[] = [];
+  private R = 0;
 
   constructor(readonly model: Model) {
     this.ws = new Workspace(model.config);
@@ -74,94 +78,70 @@ export class BatchDecoder {
       for (const l of cache.layers) for (const n of l.lengths) longest = Math.max(longest, n);
     }
     this.reserve(R, longest + 1);
+    this.caches = caches;
+    this.R = R;
     for (const cache of caches) cache.begin();
     try {
-      this.pass(tokens, caches);
+      this.pass(tokens);
     } catch (e) {
       for (const cache of caches) cache.rollback();
       throw e;
+    } finally {
+      this.caches = [];
     }
     for (const cache of caches) cache.commit();
     return this.logitRows;
   }
 
   private reserve(R: number, length: number): void {
-    const V = this.model.config.vocabSize;
+    const V = this.model.config.vocabSize, x = this.ws.x;
     this.ws.reserve(R, length);
+    if (this.ws.x !== x) {
+      this.views.clear();
+      this.posViews.length = 0;
+      for (let r = 0; r < this.ws.rows; r++) this.posViews.push(this.ws.positions.subarray(r, r + 1));
+    }
     if (this.logits.length < R * V) {
+      this.views.clear();
       this.logits = new Float32Array(R * V);
       this.logitRows.length = 0;
       for (let r = 0; r < R; r++) this.logitRows.push(this.logits.subarray(r * V, (r + 1) * V));
     }
-    if (this.positions.length < R) {
-      this.positions = new Int32Array(R);
-      this.posViews.length = 0;
-      for (let r = 0; r < R; r++) this.posViews.push(this.positions.subarray(r, r + 1));
-    }
   }
 
-  /** out = x · Wᵀ for R rows, in the row counts per call that keep single-row numbers. */
-  private linear(out: RowViews, outBuf: Float32Array, x: RowViews, xBuf: Float32Array, w: Weight, R: number, n: number, k: number, bias?: Float32Array | null): void {
+  /** out = x · Wᵀ for the step's rows, in the row counts per call that keep single-row numbers. */
+  linear(out: Float32Array, x: Float32Array, w: Weight, n: number, k: number, bias?: Float32Array | null): void {
     const per = rowsPerCall(this.model.backend, w);
-    for (let r = 0; r < R; r += per) {
-      const rows = Math.min(per, R - r);
-      linear(this.model.backend, out.get(outBuf, n, r, rows), x.get(xBuf, k, r, rows), w, rows, n, k, bias);
+    for (let r = 0; r < this.R; r += per) {
+      const rows = Math.min(per, this.R - r);
+      linear(this.model.backend, this.views.get(out, n, r, rows), this.views.get(x, k, r, rows), w, rows, n, k, bias);
     }
   }
 
-  private pass(tokens: ArrayLike<number>, caches: readonly KVCache[]): void {
-    const model = this.model, ws = this.ws, vw = this.views;
-    const c = model.config, w = model.weights, be = model.backend;
-    const R = tokens.length, D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
-    const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps, scale = attentionScale(c);
-    for (let r = 0; r < R; r++) {
-      weightRow(w.embedding, D, tokens[r], 0, D, ws.x, r * D);
-      this.positions[r] = caches[r].nextPosition;
-      caches[r].nextPosition++;
+  /** Each row's key and value go to its own cache, and it attends to that cache alone. */
+  attend(l: number, window: number | undefined): void {
+    const c = this.model.config, ws = this.ws, vw = this.views, hd = c.headDim;
+    const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, scale = attentionScale(c);
+    for (let r = 0; r < this.R; r++) {
+      const lc = this.caches[r].layers[l], pos = this.posViews[r];
+      lc.append(vw.get(ws.k, kvDim, r, 1), vw.get(ws.v, kvDim, r, 1), pos, 1);
+      attend(this.model.backend, ws, {
+        out: vw.get(ws.att, qDim, r, 1), q: vw.get(ws.q, qDim, r, 1), rows: 1, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
+        cache: lc, queryPositions: pos, scale, scratch: ws.scratch, window,
+      });
     }
-    if (c.embeddingScale !== undefined) for (let i = 0; i < R * D; i++) ws.x[i] *= c.embeddingScale;
-    model.rope.tables(this.positions, R, ws.cos, ws.sin);
-    model.localRope?.tables(this.positions, R, ws.cosLocal, ws.sinLocal);
+  }
 
-    for (let l = 0; l < c.numLayers; l++) {
-      const lw = w.layers[l];
-      const window = layerWindow(c, l);
-      const local = window !== undefined && model.localRope;
-      const cos = local ? ws.cosLocal : ws.cos, sin = local ? ws.sinLocal : ws.sin;
-      be.rmsnorm(ws.xb, ws.x, lw.attnNorm, R, D, eps);
-      this.linear(vw.q, ws.q, vw.xb, ws.xb, lw.wq, R, qDim, D, lw.bq);
-      this.linear(vw.k, ws.k, vw.xb, ws.xb, lw.wk, R, kvDim, D, lw.bk);
-      this.linear(vw.v, ws.v, vw.xb, ws.xb, lw.wv, R, kvDim, D, lw.bv);
-      if (lw.qNorm) be.rmsnorm(ws.q, ws.q, lw.qNorm, R * c.numHeads, hd, eps);
-      if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
-      be.rope(ws.q, R, c.numHeads, hd, cos, sin);
-      be.rope(ws.k, R, c.numKvHeads, hd, cos, sin);
-      for (let r = 0; r < R; r++) {
-        const lc = caches[r].layers[l], pos = this.posViews[r];
-        lc.append(vw.k.get(ws.k, kvDim, r, 1), vw.v.get(ws.v, kvDim, r, 1), pos, 1);
-        attend(be, ws, {
-          out: vw.att.get(ws.att, qDim, r, 1), q: vw.q.get(ws.q, qDim, r, 1), rows: 1, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
-          cache: lc, queryPositions: pos, scale, scratch: ws.scratch, window,
-        });
-      }
-      this.linear(vw.xb, ws.xb, vw.att, ws.att, lw.wo, R, D, qDim);
-      if (lw.postAttnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postAttnNorm, R, D, eps);
-      addInPlace(ws.x, ws.xb, R * D);
-
-      be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
-      this.linear(vw.hb, ws.hb, vw.xb, ws.xb, lw.wGate, R, F, D);
-      this.linear(vw.hb2, ws.hb2, vw.xb, ws.xb, lw.wUp, R, F, D);
-      if (c.activation === 'gelu_tanh') geluTanhMul(ws.hb, ws.hb2, R * F);
-      else be.siluMul(ws.hb, ws.hb2, R * F);
-      this.linear(vw.xb, ws.xb, vw.hb, ws.hb, lw.wDown, R, D, F);
-      if (lw.postFfnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postFfnNorm, R, D, eps);
-      addInPlace(ws.x, ws.xb, R * D);
-    }
-    be.rmsnorm(ws.xb, ws.x, w.finalNorm, R, D, eps);
-    const V = c.vocabSize, per = rowsPerCall(be, w.lmHead);
+  private pass(tokens: ArrayLike<number>): void {
+    const model = this.model, ws = this.ws, c = model.config, R = this.R, D = c.hiddenSize;
+    for (let r = 0; r < R; r++) ws.positions[r] = this.caches[r].nextPosition++;
+    embed(model, ws, tokens);
+    decoderLayers(model, ws, R, this);
+    model.backend.rmsnorm(ws.xb, ws.x, model.weights.finalNorm, R, D, c.rmsNormEps);
+    const V = c.vocabSize, per = rowsPerCall(model.backend, model.weights.lmHead);
     for (let r = 0; r < R; r += per) {
       const rows = Math.min(per, R - r);
-      linear(be, vw.logits.get(this.logits, V, r, rows), vw.xb.get(ws.xb, D, r, rows), w.lmHead, rows, V, D);
+      linear(model.backend, this.views.get(this.logits, V, r, rows), this.views.get(ws.xb, D, r, rows), model.weights.lmHead, rows, V, D);
     }
   }
 }

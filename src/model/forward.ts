@@ -3,7 +3,7 @@ import { pagedAttention } from '../backend/js/paged-attention.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import { attentionScale, layerWindow, type ModelConfig } from './config.js';
 import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
-import { linear, weightRow, type ModelWeights } from './weights.js';
+import { linear, weightRow, type ModelWeights, type Weight } from './weights.js';
 
 export interface ForwardOptions {
   /** Which logits to compute: only the last row (default), every row (flat, rows × vocab), or none (backbone only). */
@@ -110,67 +110,104 @@ export function forward(model: ModelParts & { weights: ModelWeights; source: str
   return logits;
 }
 
-function pass(model: ModelParts & { weights: ModelWeights }, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions, keeps: (Int32Array[] | null)[]): Float32Array {
-  const c = model.config, w = model.weights, be = model.backend;
-  const R = tokens.length, D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
-  const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps;
-  const start = cache.nextPosition;
-  let longest = 0;
-  for (const l of cache.layers) for (const n of l.lengths) longest = Math.max(longest, n);
-  ws.reserve(R, longest + R);
+/** Model parts a pass reads. */
+type PassModel = ModelParts & { weights: ModelWeights };
 
-  // Embedding lookup.
-  for (let r = 0; r < R; r++) {
-    const t = tokens[r];
-    weightRow(w.embedding, D, t, 0, D, ws.x, r * D);
-    ws.positions[r] = start + r;
-  }
+/**
+ * How a pass's rows meet the matrices and the KV caches: all rows of one sequence (forward), or
+ * one row for each of several sequences (BatchDecoder).
+ */
+export interface PassRows {
+  /** out ← x·Wᵀ (+ bias) over the pass's rows ([rows][n] from [rows][k]). */
+  linear(out: Float32Array, x: Float32Array, w: Weight, n: number, k: number, bias?: Float32Array | null): void;
+  /** Appends the rows' keys and values (ws.k, ws.v) to layer l of their caches and attends them into ws.att. */
+  attend(l: number, window: number | undefined): void;
+}
+
+/** ws.x ← the embeddings of R tokens, and the RoPE tables of ws.positions[0, R). */
+export function embed(model: PassModel, ws: Workspace, tokens: ArrayLike<number>): void {
+  const c = model.config, w = model.weights, R = tokens.length, D = c.hiddenSize;
+  for (let r = 0; r < R; r++) weightRow(w.embedding, D, tokens[r], 0, D, ws.x, r * D);
   if (c.embeddingScale !== undefined) for (let i = 0; i < R * D; i++) ws.x[i] *= c.embeddingScale;
   model.rope.tables(ws.positions, R, ws.cos, ws.sin);
   model.localRope?.tables(ws.positions, R, ws.cosLocal, ws.sinLocal);
-  const isPrefill = start === 0;
-  cache.nextPosition = start + R;
-  const positions = ws.positions.subarray(0, R);
+}
 
+/** Every decoder layer over the R rows of ws.x; afterAttention(l) runs between attention and its output projection. */
+export function decoderLayers(model: PassModel, ws: Workspace, R: number, rows: PassRows, afterAttention?: (l: number) => void): void {
+  const c = model.config, w = model.weights, be = model.backend;
+  const D = c.hiddenSize, F = c.intermediateSize, hd = c.headDim;
+  const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd, eps = c.rmsNormEps;
   for (let l = 0; l < c.numLayers; l++) {
-    const lw = w.layers[l], lc = cache.layers[l];
+    const lw = w.layers[l];
     const window = layerWindow(c, l);
     const local = window !== undefined && model.localRope;
     const cos = local ? ws.cosLocal : ws.cos, sin = local ? ws.sinLocal : ws.sin;
     // Attention: qkv projections, optional q/k norm, RoPE, append, attend.
     be.rmsnorm(ws.xb, ws.x, lw.attnNorm, R, D, eps);
-    linear(be, ws.q, ws.xb, lw.wq, R, qDim, D, lw.bq);
-    linear(be, ws.k, ws.xb, lw.wk, R, kvDim, D, lw.bk);
-    linear(be, ws.v, ws.xb, lw.wv, R, kvDim, D, lw.bv);
+    rows.linear(ws.q, ws.xb, lw.wq, qDim, D, lw.bq);
+    rows.linear(ws.k, ws.xb, lw.wk, kvDim, D, lw.bk);
+    rows.linear(ws.v, ws.xb, lw.wv, kvDim, D, lw.bv);
     if (lw.qNorm) be.rmsnorm(ws.q, ws.q, lw.qNorm, R * c.numHeads, hd, eps);
     if (lw.kNorm) be.rmsnorm(ws.k, ws.k, lw.kNorm, R * c.numKvHeads, hd, eps);
     be.rope(ws.q, R, c.numHeads, hd, cos, sin);
     be.rope(ws.k, R, c.numKvHeads, hd, cos, sin);
-    lc.append(ws.k, ws.v, positions, R);
-    attend(be, ws, {
-      out: ws.att, q: ws.q, rows: R, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: hd,
-      cache: lc, queryPositions: positions, scale: attentionScale(c), scratch: ws.scratch, window,
-    });
-    // The press sees exactly this pass's rows and edits only what the cache keeps.
-    if (opts.press) {
-      const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens);
-      const keep = opts.press.compress(ctx);
-      if (keep) keeps[l] = lc.checkKeep(keep);
-    }
-    linear(be, ws.xb, ws.att, lw.wo, R, D, qDim);
+    rows.attend(l, window);
+    afterAttention?.(l);
+    rows.linear(ws.xb, ws.att, lw.wo, D, qDim);
     if (lw.postAttnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postAttnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
 
     // Gated feed-forward: SwiGLU, or GeGLU (tanh GELU) for Gemma.
     be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
-    linear(be, ws.hb, ws.xb, lw.wGate, R, F, D);
-    linear(be, ws.hb2, ws.xb, lw.wUp, R, F, D);
+    rows.linear(ws.hb, ws.xb, lw.wGate, F, D);
+    rows.linear(ws.hb2, ws.xb, lw.wUp, F, D);
     if (c.activation === 'gelu_tanh') geluTanhMul(ws.hb, ws.hb2, R * F);
     else be.siluMul(ws.hb, ws.hb2, R * F);
-    linear(be, ws.xb, ws.hb, lw.wDown, R, D, F);
+    rows.linear(ws.xb, ws.hb, lw.wDown, D, F);
     if (lw.postFfnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postFfnNorm, R, D, eps);
     addInPlace(ws.x, ws.xb, R * D);
   }
+}
+
+/** The rows of one sequence: every product over all R rows at once, one append and one attention per layer. */
+class OneSequence implements PassRows {
+  constructor(private readonly model: PassModel, private readonly ws: Workspace, private readonly cache: KVCache, private readonly positions: Int32Array) {}
+
+  linear(out: Float32Array, x: Float32Array, w: Weight, n: number, k: number, bias?: Float32Array | null): void {
+    linear(this.model.backend, out, x, w, this.positions.length, n, k, bias);
+  }
+
+  attend(l: number, window: number | undefined): void {
+    const c = this.model.config, ws = this.ws, lc = this.cache.layers[l];
+    lc.append(ws.k, ws.v, this.positions, this.positions.length);
+    attend(this.model.backend, ws, {
+      out: ws.att, q: ws.q, rows: this.positions.length, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
+      cache: lc, queryPositions: this.positions, scale: attentionScale(c), scratch: ws.scratch, window,
+    });
+  }
+}
+
+function pass(model: PassModel, ws: Workspace, tokens: ArrayLike<number>, cache: KVCache, opts: ForwardOptions, keeps: (Int32Array[] | null)[]): Float32Array {
+  const c = model.config, w = model.weights, be = model.backend;
+  const R = tokens.length, D = c.hiddenSize, qDim = c.numHeads * c.headDim, eps = c.rmsNormEps;
+  const start = cache.nextPosition;
+  let longest = 0;
+  for (const l of cache.layers) for (const n of l.lengths) longest = Math.max(longest, n);
+  ws.reserve(R, longest + R);
+  for (let r = 0; r < R; r++) ws.positions[r] = start + r;
+  embed(model, ws, tokens);
+  const isPrefill = start === 0;
+  cache.nextPosition = start + R;
+  const positions = ws.positions.subarray(0, R);
+
+  // The press sees exactly this pass's rows and edits only what the cache keeps.
+  const press = opts.press;
+  decoderLayers(model, ws, R, new OneSequence(model, ws, cache, positions), press ? (l) => {
+    const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens);
+    const keep = press.compress(ctx);
+    if (keep) keeps[l] = cache.layers[l].checkKeep(keep);
+  } : undefined);
 
   // Logits only where asked: a [rows][vocab] matrix is never built during a plain prefill.
   const mode = opts.logits ?? 'last';

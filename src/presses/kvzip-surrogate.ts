@@ -4,6 +4,7 @@ import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
 import { kvzipScores, runnableModel, templateFrame } from './kvzip-scores.js';
 import { mulberry32 } from './random.js';
+import { cholesky } from './quadratic-forms.js';
 
 /**
  * KVzap's surrogate (Jegou & Jeblick, "KVzap: Fast, Adaptive and Faithful KV Cache Pruning",
@@ -218,7 +219,9 @@ function fitLinear(d: SurrogateData, D: number, H: number, ridge: number): Surro
     for (let j = 0; j < i; j++) A[j * n + i] = A[i * n + j];
     if (i < D) A[i * n + i] += lambda;
   }
-  const L = cholesky(A, n), w = new Float32Array(H * D), b = new Float32Array(H), z = new Float64Array(n), sol = new Float64Array(n);
+  const L = cholesky(A, n);
+  if (!L) throw new Error('kvzap training: the hidden states are degenerate (raise the ridge penalty)');
+  const w = new Float32Array(H * D), b = new Float32Array(H), z = new Float64Array(n), sol = new Float64Array(n);
   for (let g = 0; g < H; g++) {
     for (let i = 0; i < n; i++) {
       let v = B[i * H + g];
@@ -234,21 +237,6 @@ function fitLinear(d: SurrogateData, D: number, H: number, ridge: number): Surro
     b[g] = sol[D];
   }
   return { w1: w, b1: b };
-}
-
-function cholesky(A: Float64Array, n: number): Float64Array {
-  const L = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = A[i * n + j];
-      for (let k = 0; k < j; k++) s -= L[i * n + k] * L[j * n + k];
-      if (i === j) {
-        if (!(s > 0)) throw new Error('kvzap training: the hidden states are degenerate (raise the ridge penalty)');
-        L[i * n + i] = Math.sqrt(s);
-      } else L[i * n + j] = s / L[j * n + j];
-    }
-  }
-  return L;
 }
 
 /** Full-batch Adam on the mean squared error of log-scores; W₁ ~ N(0, 1/D) seeded, W₂ = 0, b₂ = the mean target. */

@@ -1,5 +1,5 @@
 import type { Backend } from '../backend/backend.js';
-import { centeredGram, logits } from './expected-attention-kernels.js';
+import { centeredGram, logits, upperTriangle } from './expected-attention-kernels.js';
 
 /**
  * Float64 building blocks of the leverage presses (LeverageScore, Compactor, Cap): their n × d²
@@ -26,12 +26,7 @@ export function gram(backend: Backend, X: Float64Array, n: number, d: number): F
 export function quadraticForms(backend: Backend, X: Float32Array, s0: number, n: number, d: number, W: Float64Array, lin: Float64Array, G: number): Float64Array {
   // eaLogits64's form: Σ_i x_i·(lin_i + Σ_{j≥i} U_ij x_j), U the upper triangle with doubled off-diagonals.
   const U = new Float64Array(G * d * d);
-  for (let k = 0; k < G; k++) {
-    for (let i = 0, o = k * d * d; i < d; i++) {
-      U[o + i * d + i] = W[o + i * d + i];
-      for (let j = i + 1; j < d; j++) U[o + i * d + j] = W[o + i * d + j] + W[o + j * d + i];
-    }
-  }
+  for (let k = 0; k < G; k++) upperTriangle(W.subarray(k * d * d, (k + 1) * d * d), d, 1, U, k * d * d);
   const stride = Math.ceil(n / 8) * 8, z = new Float64Array(G * stride);
   if (backend.eaLogits64) backend.eaLogits64(z, X, s0, n, d, G, lin, U, stride);
   else logits(X, s0, n, d, G, lin, U, z, stride);
