@@ -47,9 +47,11 @@ export function measurePressOverhead(model: Model, tokens: number, list: readonl
   const spent = new Float64Array(list.length);
   for (const { press } of list) press.validate?.(model);
   const timer = {
+    // A press that reads the attention's column sums gets them from the pass, as in a real prefill.
+    attentionColumns: list.some(({ press }) => press.attentionColumns),
     compress(ctx: LayerContext): null {
       list.forEach(({ press }, i) => {
-        const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries, ctx.tokens);
+        const own = new LayerContext(ctx.model, ctx.layer, ctx.kvCache, ctx.isPrefill, ctx.rows, ctx.hidden, ctx.positions, ctx.queries, ctx.tokens, ctx.columns);
         const t0 = clock();
         press.compress(own);
         spent[i] += clock() - t0;

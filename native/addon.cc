@@ -667,7 +667,8 @@ static std::vector<std::pair<uint8_t *, size_t>> g_slabs;
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
 //                pageEntries, valuesOffset, pages (KvPage[][]), lengths,
 //                queryPositions, window, scale, addresses (Float64Array | null)
-//                [, keyLayouts: per KV head null or Int32Array [dim, block, blockBytes, rowBytes, ...channels]])
+//                [, keyLayouts: per KV head null or Int32Array [dim, block, blockBytes, rowBytes, ...channels]
+//                [, columnSums (Float64Array [numKvHeads][columnStride] | null), columnStride]])
 void AttentionPaged(const Napi::CallbackInfo &info) {
   kv_attn_args a;
   a.out = F32(info[0]);
@@ -706,6 +707,8 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
     }
     a.key_layouts = layout_heads.data();
   }
+  a.col_sums = info.Length() > 20 && info[19].IsTypedArray() ? F64(info[19]) : nullptr;
+  a.col_stride = a.col_sums ? (size_t)info[20].As<Napi::Number>().Int64Value() : 0;
   // Page addresses, read from the pages' own views (no copy of any entry).
   static thread_local std::vector<std::vector<const uint8_t *>> bytes;
   static thread_local std::vector<const uint8_t *const *> bytes_heads;
@@ -740,6 +743,10 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
     bytes_heads[g] = bytes[g].data();
   }
   a.pages = bytes_heads.data();
+  if (a.col_sums && (a.col_stride < (size_t)maxlen || info[19].As<Napi::Float64Array>().ElementLength() < (size_t)nkv * a.col_stride)) {
+    Napi::RangeError::New(info.Env(), "attentionPaged: columnSums smaller than numKvHeads × columnStride, or columnStride below a head's length").ThrowAsJavaScriptException();
+    return;
+  }
 #if defined(__x86_64__)
   auto tile = !std::strcmp(K.isa, "avx512") ? kv_attn_tile_avx512 : !std::strcmp(K.isa, "avx2") ? kv_attn_tile_avx2 : kv_attn_tile_base;
 #else
@@ -749,17 +756,28 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
   const size_t sld = (size_t)maxlen;
   // Below ~10⁵ multiply-adds (short decode steps) a team costs more than it saves.
   const int nt = (double)nq * nkv * maxlen * a.head_dim <= 1e5 ? 1 : std::max(1, std::min(W.threads, items));
+  // Column sums with a team: tiles of one KV head land on any thread, so each thread adds into
+  // its own copy (zeroed here) and the copies are added to the caller's sums after the team.
+  const size_t cols = a.col_sums ? (size_t)nkv * a.col_stride : 0;
+  static thread_local std::vector<double> col_parts;
+  if (cols && nt > 1) col_parts.assign((size_t)nt * cols, 0.0);
+  double *parts = col_parts.data();
 #pragma omp parallel num_threads(nt)
   {
     static thread_local std::vector<float> s, buf;
     if (s.size() < KV_TQ * sld) s.resize(KV_TQ * sld);
     if (buf.size() < (size_t)KV_CH * a.head_dim) buf.resize((size_t)KV_CH * a.head_dim);
+    kv_attn_args b = a;
+    if (cols && nt > 1) b.col_sums = parts + (size_t)omp_get_thread_num() * cols;
 #pragma omp for schedule(dynamic, 1)
     for (int it = 0; it < items; it++) {
       const int g = it / tiles, p0 = (it % tiles) * KV_TQ;
-      tile(&a, g, p0, std::min(KV_TQ, nq - p0), s.data(), sld, buf.data());
+      tile(&b, g, p0, std::min(KV_TQ, nq - p0), s.data(), sld, buf.data());
     }
   }
+  if (cols && nt > 1)
+    for (int t = 0; t < nt; t++)
+      for (size_t i = 0; i < cols; i++) a.col_sums[i] += parts[(size_t)t * cols + i];
 }
 
 // kvEncodeRows(dtype, src, srcOffset, srcStride, rows, headDim, block, blockBytes, dst, dstOffset,

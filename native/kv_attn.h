@@ -36,6 +36,11 @@ typedef struct {
   int window;                           /* 0: none; else a query at p sees positions > p − window */
   float scale;
   const kv_key_layout *const *key_layouts; /* per KV head: NULL (all head_dim channels) or its pruned keys; NULL: none pruned */
+  /* NULL, or [num_kv_heads][col_stride] float64 (col_stride ≥ lengths[g]): every query vector's softmax
+   * probability of entry t is added to col_sums[g·col_stride + t] (the column sums a press such as
+   * observed attention reads; a tile adds its rows once they are normalised). */
+  double *col_sums;
+  size_t col_stride;
 } kv_attn_args;
 
 /* Query vectors [p0, p0 + nr) (nr ≤ KV_TQ) of KV head g, numbered row-major over (row, head of

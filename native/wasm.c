@@ -90,14 +90,16 @@ EXPORT(attention_tiles) void attention_tiles(float *out, const float *q, int row
 #include "kv_attn.c"
 
 /* Tiles [it0, it1) of the (KV head, KV_TQ query vectors) grid. pages: per KV head, the address
- * of its array of page addresses; s: KV_TQ·sld floats, buf: KV_CH·hd floats of scratch. */
+ * of its array of page addresses; s: KV_TQ·sld floats, buf: KV_CH·hd floats of scratch; cols:
+ * NULL, or [nkv][sld] float64 column sums the tiles add their probabilities to. */
 EXPORT(kv_attention) void kv_attention(float *out, const float *q, int rows, int nh, int nkv, int hd, int dtype, int block,
                                        int block_bytes, int row_bytes, int page_entries, int values_offset,
                                        const uint8_t *const *const *pages, const int32_t *lengths, const int32_t *qpos,
                                        int window, float scale, float *s, int sld, float *buf, int it0, int it1,
-                                       const kv_key_layout *layouts) {
+                                       const kv_key_layout *layouts, double *cols) {
   kv_attn_args a = {out, q, rows, nh, nkv, hd, dtype, block, block_bytes, row_bytes, page_entries,
-                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale, NULL};
+                    (size_t)values_offset, 2 * (size_t)values_offset, pages, lengths, qpos, window, scale, NULL,
+                    cols, (size_t)sld};
   /* layouts: NULL, or per KV head its channel-pruned key layout (dim 0: all head_dim channels). */
   const kv_key_layout *kl[nkv];
   if (layouts) {

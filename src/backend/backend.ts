@@ -220,4 +220,13 @@ export interface PagedAttentionArgs {
   scale: number;
   /** At least max(lengths) floats of scratch space. */
   scratch: Float32Array;
+  /**
+   * Optional column sums, [numKvHeads][columnStride] float64 (columnStride ≥ every head's
+   * length): each query row's softmax probability of entry t, for every query head of KV head g,
+   * is added to columnSums[g·columnStride + t] (on top of what it holds) — the attention each
+   * entry received in this pass, for presses that rank by it (observed attention). Every
+   * attentionPaged honours it; the attention output does not change.
+   */
+  columnSums?: Float64Array | null;
+  columnStride?: number;
 }

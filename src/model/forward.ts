@@ -2,7 +2,7 @@ import type { Backend, PagedAttentionArgs } from '../backend/backend.js';
 import { pagedAttention } from '../backend/js/paged-attention.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import { attentionScale, layerWindow, type ModelConfig } from './config.js';
-import { LayerContext, type Compressor, type ModelParts } from './layer-context.js';
+import { LayerContext, type AttentionColumns, type Compressor, type ModelParts } from './layer-context.js';
 import { linear, weightRow, type ModelWeights, type Weight } from './weights.js';
 
 export interface ForwardOptions {
@@ -33,6 +33,7 @@ export class Workspace {
   scratch = new Float32Array(0); // attention row
   gatherK = new Float32Array(0); // [kvHeads][length][headDim]: f32 entries for a backend without paged attention
   gatherV = new Float32Array(0);
+  columns = new Float64Array(0); // [kvHeads][length]: attention column sums, for a press that asks (Compressor.attentionColumns)
   logits: Float32Array;
 
   constructor(private readonly c: ModelConfig) {
@@ -170,9 +171,15 @@ export function decoderLayers(model: PassModel, ws: Workspace, R: number, rows: 
   }
 }
 
-/** The rows of one sequence: every product over all R rows at once, one append and one attention per layer. */
+/**
+ * The rows of one sequence: every product over all R rows at once, one append and one attention per
+ * layer. With `columns`, the attention also adds up the probability each entry receives (where the
+ * backend reads the pages in place), left in `columnSums` for the layer's press.
+ */
 class OneSequence implements PassRows {
-  constructor(private readonly model: PassModel, private readonly ws: Workspace, private readonly cache: KVCache, private readonly positions: Int32Array) {}
+  columnSums: AttentionColumns | null = null;
+
+  constructor(private readonly model: PassModel, private readonly ws: Workspace, private readonly cache: KVCache, private readonly positions: Int32Array, private readonly columns = false) {}
 
   linear(out: Float32Array, x: Float32Array, w: Weight, n: number, k: number, bias?: Float32Array | null): void {
     linear(this.model.backend, out, x, w, this.positions.length, n, k, bias);
@@ -181,10 +188,17 @@ class OneSequence implements PassRows {
   attend(l: number, window: number | undefined): void {
     const c = this.model.config, ws = this.ws, lc = this.cache.layers[l];
     lc.append(ws.k, ws.v, this.positions, this.positions.length);
+    let sums: Float64Array | null = null, stride = 0;
+    if (this.columns && this.model.backend.attentionPaged) {
+      for (let g = 0; g < c.numKvHeads; g++) stride = Math.max(stride, lc.lengths[g]);
+      if (ws.columns.length < c.numKvHeads * stride) ws.columns = new Float64Array(c.numKvHeads * stride);
+      sums = ws.columns.subarray(0, c.numKvHeads * stride).fill(0);
+    }
     attend(this.model.backend, ws, {
       out: ws.att, q: ws.q, rows: this.positions.length, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim,
-      cache: lc, queryPositions: this.positions, scale: attentionScale(c), scratch: ws.scratch, window,
+      cache: lc, queryPositions: this.positions, scale: attentionScale(c), scratch: ws.scratch, window, columnSums: sums, columnStride: stride,
     });
+    this.columnSums = sums && { sums, stride, lengths: lc.lengths.slice(0, c.numKvHeads) };
   }
 }
 
@@ -203,8 +217,9 @@ function pass(model: PassModel, ws: Workspace, tokens: ArrayLike<number>, cache:
 
   // The press sees exactly this pass's rows and edits only what the cache keeps.
   const press = opts.press;
-  decoderLayers(model, ws, R, new OneSequence(model, ws, cache, positions), press ? (l) => {
-    const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens);
+  const rows = new OneSequence(model, ws, cache, positions, isPrefill && press?.attentionColumns === true);
+  decoderLayers(model, ws, R, rows, press ? (l) => {
+    const ctx = new LayerContext(model, l, cache, isPrefill, R, ws.xb.subarray(0, R * D), positions, ws.q.subarray(0, R * qDim), tokens, rows.columnSums);
     const keep = press.compress(ctx);
     if (keep) keeps[l] = cache.layers[l].checkKeep(keep);
   } : undefined);

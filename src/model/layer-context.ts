@@ -16,6 +16,12 @@ export interface Compressor {
    */
   compress(ctx: LayerContext): readonly ArrayLike<number>[] | null | undefined | void;
   /**
+   * True when the compressor reads LayerContext.attentionColumnSums: a prefill's attention then
+   * adds up, per KV head, the probability each entry receives (a pass over the probabilities it
+   * already holds, instead of the press recomputing QKᵀ). Other passes never compute them.
+   */
+  readonly attentionColumns?: boolean;
+  /**
    * Called once after a prefill pass (one that started from an empty cache) has finished and its
    * keeps are applied: for presses whose method needs whole extra passes of the model (KVCompose
    * runs the context a second time). If it throws, the cache is emptied (as before the prefill).
@@ -47,6 +53,19 @@ export interface ModelParts {
   readonly localRope?: Rope | null;
 }
 
+/**
+ * What a layer's attention added up for a compressor with `attentionColumns`: sums[g·stride + t]
+ * is Σ over the pass's rows and KV head g's query heads of the softmax probability of entry t
+ * (the rows' own causal, and on a sliding-window layer windowed, attention at the model's scale);
+ * lengths[g] is how many entries head g held then. A view into the forward pass's workspace,
+ * overwritten by the next layer.
+ */
+export interface AttentionColumns {
+  readonly sums: Float64Array;
+  readonly stride: number;
+  readonly lengths: Int32Array;
+}
+
 /** An activation of the pass, or how to compute it when a press first reads it (sub-contexts gather lazily). */
 export type Activation = Float32Array | (() => Float32Array);
 
@@ -69,6 +88,8 @@ export class LayerContext {
     queries: Activation,
     /** [rows] token ids of this pass, where the caller knows them (presses that re-run the prompt, such as KVzip, need them). */
     readonly tokens: ArrayLike<number> | null = null,
+    /** The attention's column sums when the forward pass computed them (see attentionColumnSums). */
+    readonly columns: AttentionColumns | null = null,
   ) {
     this.hiddenStates = hidden;
     this.queryStates = queries;
@@ -84,6 +105,18 @@ export class LayerContext {
   get queries(): Float32Array {
     if (typeof this.queryStates === 'function') this.queryStates = this.queryStates();
     return this.queryStates;
+  }
+
+  /**
+   * Σ over this pass's rows and the query heads of KV head g of the softmax probability each of
+   * its entries received in this layer's attention ([entries], a view valid during this call of
+   * the compressor only), or null when the pass did not compute it or the cache no longer holds
+   * what the attention saw: then a press computes it itself.
+   */
+  attentionColumnSums(g: number): Float64Array | null {
+    const a = this.columns;
+    if (!a || a.lengths[g] !== this.cache.lengths[g]) return null;
+    return a.sums.subarray(g * a.stride, g * a.stride + a.lengths[g]);
   }
 
   get config(): ModelConfig {

@@ -28,6 +28,11 @@ export abstract class ScorerWrapper implements Press {
     this.inner.compressionRatio = checkRatio(r);
   }
 
+  /** The inner press's request for the attention's column sums (LayerContext.attentionColumnSums). */
+  get attentionColumns(): boolean {
+    return (this.inner as Press).attentionColumns === true;
+  }
+
   validate(model: ModelParts): void {
     (this.inner as Press).validate?.(model);
   }

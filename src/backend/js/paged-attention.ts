@@ -9,12 +9,14 @@ import type { PagedAttentionArgs } from '../backend.js';
  * is gathered or converted per step. With `window`, a query at position p sees only the entries
  * at positions > p − window. A head whose key channels were pruned (cache.keyChannels) stores
  * only the kept ones: the query's kept channels are gathered once per row and dotted with them.
+ * With `columnSums`, every row's probabilities are also added there (float64).
  */
 export function pagedAttention(a: PagedAttentionArgs): void {
   const { out, q, rows, numHeads, numKvHeads, headDim: hd, cache, scale, scratch, window, queryPositions } = a;
   const f = cache.pool.fmt, E = cache.pool.pageEntries, group = numHeads / numKvHeads, stride = numHeads * hd;
   const dot = DOT[f.dtype], axpy = AXPY[f.dtype];
   const qc = cache.keyChannels?.some((c) => c) ? new Float32Array(hd) : null;
+  const cols = a.columnSums ?? null;
   for (let h = 0; h < numHeads; h++) {
     const g = Math.floor(h / group), pages = cache.pages[g], len = cache.lengths[g];
     const ch = qc && cache.keyChannels![g], kf = ch && pages.length ? pages[0].keyFmt : f;
@@ -41,6 +43,7 @@ export function pagedAttention(a: PagedAttentionArgs): void {
       let sum = 0;
       for (let t = lo; t < visible; t++) sum += scratch[t] = Math.exp(scratch[t] - max);
       const inv = 1 / sum;
+      if (cols) for (let t = lo, o = g * a.columnStride!; t < visible; t++) cols[o + t] += scratch[t] * inv;
       out.fill(0, qo, qo + hd);
       for (let t = lo; t < visible; t++) {
         const p = pages[Math.floor(t / E)];

@@ -136,6 +136,13 @@ export function checkPagedAttention(a: PagedAttentionArgs): KvFormat {
       if (p.keyFmt.rowBytes !== kf.rowBytes || p.fmt.rowBytes !== f.rowBytes || p.u8.byteLength < E * (kf.rowBytes + f.rowBytes) || p.pos.length < E) fail('attention', `KV head ${g}: a page does not hold ${E} entries of its channel-pruned format`);
     }
   }
+  if (a.columnSums) {
+    const stride = a.columnStride ?? -1;
+    let longest = 0;
+    for (let g = 0; g < numKvHeads; g++) longest = Math.max(longest, cache.lengths[g]);
+    if (!(Number.isInteger(stride) && stride >= longest)) fail('attention', `columnStride must be an integer ≥ the longest head's ${longest} entries, got ${stride}`);
+    checkF64('attention', 'columnSums', a.columnSums, numKvHeads * stride);
+  }
   return f;
 }
 

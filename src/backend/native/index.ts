@@ -28,6 +28,7 @@ interface Addon {
     pages: readonly (readonly { u8: Uint8Array; pos: Int32Array }[])[], lengths: Int32Array, queryPositions: Int32Array, window: number, scale: number,
     addresses: Float64Array | null,
     keyLayouts?: (Int32Array | null)[],
+    columnSums?: Float64Array | null, columnStride?: number,
   ): void;
   gram64(out: Float64Array, x: Float64Array, n: number, d: number): void;
   pressAttention(
@@ -285,6 +286,7 @@ export class NativeBackend implements Backend {
     this.addon.attentionPaged(
       a.out, a.q, a.rows, a.numHeads, a.numKvHeads, a.headDim, KV_DTYPES.indexOf(f.dtype), f.block, f.blockBytes, f.rowBytes,
       E, E * f.rowBytes, a.cache.pages, a.cache.lengths, a.queryPositions, a.window ?? 0, a.scale, this.#addresses(a), keyLayouts(a),
+      a.columnSums ?? null, a.columnStride ?? 0,
     );
   }
 

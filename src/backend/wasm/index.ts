@@ -328,7 +328,9 @@ export class WasmBackend implements Backend {
     // blockBytes, rowBytes} (dim 0: all channels), then the channel lists.
     const kc = cache.keyChannels?.some((c) => c) ? cache.keyChannels : undefined;
     const channels = kc ? kc.reduce((n, c) => n + (c?.length ?? 0), 0) : 0;
-    this.#begin(4 * (2 * qLen + 2 * nkv + rows + tables) + foreign * align(pageBytes) + parts * scratch + (nkv + 8) * 64 + (kc ? 4 * (6 * nkv + channels) + (nkv + 1) * 64 : 0));
+    // Column sums (a.columnSums): one float64 [nkv][maxLen] block per part, added up afterwards.
+    const colBytes = a.columnSums ? parts * nkv * maxLen * 8 : 0;
+    this.#begin(4 * (2 * qLen + 2 * nkv + rows + tables) + foreign * align(pageBytes) + parts * scratch + (nkv + 8) * 64 + (kc ? 4 * (6 * nkv + channels) + (nkv + 1) * 64 : 0) + colBytes + 64);
     const qo = this.#put(a.q, qLen), oo = this.#take(qLen);
     const lo = this.#take(nkv), po = this.#take(rows), heads = this.#take(nkv);
     this.#i32.set(cache.lengths.subarray(0, nkv), lo >>> 2);
@@ -363,19 +365,33 @@ export class WasmBackend implements Backend {
       }
     }
     const so = this.#take((parts * scratch) / 4), bufOff = align(4 * tq * maxLen);
+    const cols = colBytes ? this.#take(colBytes / 4) : 0;
+    if (cols) new Float64Array(this.#mem.buffer, cols, colBytes / 8).fill(0);
     const dtype = KV_DTYPES.indexOf(f.dtype), vOff = E * f.rowBytes, window = a.window ?? 0;
     if (parts === 1) {
-      this.#w.kv_attention(oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, maxLen, so + bufOff, 0, items, layouts);
+      this.#w.kv_attention(oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, maxLen, so + bufOff, 0, items, layouts, cols);
     } else {
-      this.#pool.args.set([oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, scratch, maxLen, bufOff, items, layouts]);
+      this.#pool.args.set([oo, qo, rows, numHeads, nkv, hd, dtype, f.block, f.blockBytes, f.rowBytes, E, vOff, heads, lo, po, window, a.scale, so, scratch, maxLen, bufOff, items, layouts, cols]);
       this.#pool.run(TASK_KV_ATTENTION, parts);
     }
     this.#get(a.out, oo, qLen);
+    if (cols) addColumnParts(a, new Float64Array(this.#mem.buffer, cols, colBytes / 8), parts, maxLen);
   }
 
   /** Whether a page lies in this backend's linear memory. */
   #mine(p: { address: number; u8: Uint8Array }): boolean {
     return p.address >= 0 && this.#regions.owns(p.u8.buffer);
+  }
+}
+
+/** a.columnSums[g·columnStride + t] += the parts' sums ([part][g][maxLen]) of entry t of KV head g. */
+function addColumnParts(a: PagedAttentionArgs, sums: Float64Array, parts: number, maxLen: number): void {
+  const out = a.columnSums!, stride = a.columnStride!;
+  for (let p = 0; p < parts; p++) {
+    for (let g = 0; g < a.numKvHeads; g++) {
+      const src = (p * a.numKvHeads + g) * maxLen, dst = g * stride;
+      for (let t = 0, n = a.cache.lengths[g]; t < n; t++) out[dst + t] += sums[src + t];
+    }
   }
 }
 

@@ -23,7 +23,7 @@ export interface Exports {
   kv_attention(
     out: number, q: number, rows: number, nh: number, nkv: number, hd: number, dtype: number, block: number, blockBytes: number,
     rowBytes: number, pageEntries: number, valuesOffset: number, pages: number, lengths: number, qpos: number, window: number,
-    scale: number, s: number, sld: number, buf: number, it0: number, it1: number, layouts: number,
+    scale: number, s: number, sld: number, buf: number, it0: number, it1: number, layouts: number, cols: number,
   ): void;
   kv_tile_queries(): number;
   kv_run_entries(): number;
@@ -57,7 +57,8 @@ export const WORKER_STACK = 64 * 1024;
  * items: every parts-th tile, so that cheap early tiles and costly late ones mix. Paged attention:
  * the arguments of kv_attention up to scale, then scratch, scratchStride (bytes per part: scores
  * then the widening buffer), sld, bufOffset (bytes from a part's scratch to its buffer), items,
- * layouts (0, or the address of the KV heads' channel-pruned key layouts).
+ * layouts (0, or the address of the KV heads' channel-pruned key layouts), cols (0, or the address
+ * of parts × [nkv][sld] float64 column sums, one block per part).
  */
 export function runPart(ex: Exports, task: number, a: Float64Array, part: number, parts: number): void {
   if (task === TASK_MATMUL) {
@@ -78,10 +79,10 @@ export function runPart(ex: Exports, task: number, a: Float64Array, part: number
     const s = scratch + part * stride;
     for (let it = part; it < items; it += parts) ex.attention_tiles(out, q, rows, nh, nkv, hd, keys, values, lengths, scale, kt, ktOff, s, sld, it, it + 1);
   } else if (task === TASK_KV_ATTENTION) {
-    const [out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, scratch, stride, sld, bufOff, items, layouts] = a;
-    const s = scratch + part * stride;
+    const [out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, scratch, stride, sld, bufOff, items, layouts, cols] = a;
+    const s = scratch + part * stride, c = cols ? cols + part * nkv * sld * 8 : 0;
     for (let it = part; it < items; it += parts) {
-      ex.kv_attention(out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, s, sld, s + bufOff, it, it + 1, layouts);
+      ex.kv_attention(out, q, rows, nh, nkv, hd, dtype, block, blockBytes, rowBytes, E, vOff, pages, lengths, qpos, window, scale, s, sld, s + bufOff, it, it + 1, layouts, c);
     }
   } else {
     throw new Error(`wasm backend: unknown task ${task}`);
