@@ -77,7 +77,7 @@ test('paged attention adds each row\'s softmax probabilities into columnSums, an
       for (let g = 0; g < G; g++) {
         for (let t = 0; t < stride; t++) {
           const w = want[g * stride + t] + 1, x = got[g * stride + t];
-          // Float32 exponentials, row sums and a 32-row fold: a few float32 roundings per term.
+          // Float32 logits, exponentials and row sums: a few float32 roundings per term.
           assert.ok(Math.abs(x - w) <= 2e-6 * w, `${what}: head ${g} entry ${t}: ${x} vs ${w}`);
         }
       }
