@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include "press_kernels.h"
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
@@ -111,54 +114,62 @@ static inline __attribute__((always_inline)) void gram_block(double *out, const 
 }
 
 /* One head's query row qr rotated back into x [d] (half a multiple of 4): with FMA hardware
- * c·a + s·b as one fused step, so that both passes of ea_moments get the same bits. */
+ * c·a + s·b as one fused vector step (the same bits wherever it is inlined). */
 static inline __attribute__((always_inline)) void unrotate_row(double *x, const float *qr, const double *c, const double *s, int half) {
   for (int i = 0; i < half; i += 4) {
     const vd4 a = ldf4(qr + i), b = ldf4(qr + i + half), cc = ld4(c + i), ss = ld4(s + i);
 #ifdef __FMA__
-    const vd4 sb = ss * b, sa = ss * a;
-    vd4 u, v;
-    for (int l = 0; l < 4; l++) {
-      u[l] = __builtin_fma(cc[l], a[l], sb[l]);
-      v[l] = __builtin_fma(cc[l], b[l], -sa[l]);
-    }
+    const __m256d u = _mm256_fmadd_pd((__m256d)cc, (__m256d)a, (__m256d)(ss * b)), v = _mm256_fmsub_pd((__m256d)cc, (__m256d)b, (__m256d)(ss * a));
+    st4(x + i, (vd4)u);
+    st4(x + i + half, (vd4)v);
 #else
-    const vd4 u = cc * a + ss * b, v = cc * b - ss * a;
+    st4(x + i, cc * a + ss * b);
+    st4(x + i + half, cc * b - ss * a);
 #endif
-    st4(x + i, u);
-    st4(x + i + half, v);
   }
 }
 
+/* One pass over the rows for mean and covariance: each head's rows are shifted by c, the mean of
+ * its first GRAM_T rows, so that Σ(x − c) and Σ(x − c)(x − c)ᵀ stay of the size of the spread
+ * (c is within a few standard errors of μ) and μ = c + δ, Σ = S/n − δδᵀ with δ = Σ(x − c)/n
+ * lose nothing to cancellation. Rows are rotated back once, in blocks of GRAM_T that stay in L1
+ * while the triangle's tiles read them; blocks run over every head in turn so that a block's
+ * angles and query rows are read from memory once. */
 void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *restrict q, size_t q_stride, int n, int d, int h0,
                     int step, int H, const double *restrict cs, const double *restrict sn, double *restrict xb) {
-  const int half = d / 2;
-  for (int h = h0; h < H; h += step)
-    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] = 0;
-  /* Row-major over the heads, so that each row's angles are read once for all of them. */
-  for (int r = 0; r < n; r++) {
-    const double *c = cs + (size_t)r * half, *s = sn + (size_t)r * half;
-    for (int h = h0; h < H; h += step) {
-      double *mu = mean + (size_t)h * d;
-      unrotate_row(xb, q + (size_t)r * q_stride + (size_t)h * d, c, s, half);
-      for (int i = 0; i < d; i += 4) st4(mu + i, ld4(mu + i) + ld4(xb + i));
+  const int half = d / 2, n0 = n < GRAM_T ? n : GRAM_T;
+  /* mean[h] holds the shift c until the end, cov[h] the upper triangle of S. */
+  for (int h = h0; h < H; h += step) {
+    double *c = mean + (size_t)h * d;
+    for (int i = 0; i < d; i++) c[i] = 0;
+    for (int t = 0; t < n0; t++) {
+      unrotate_row(xb, q + (size_t)t * q_stride + (size_t)h * d, cs + (size_t)t * half, sn + (size_t)t * half, half);
+      for (int i = 0; i < d; i += 4) st4(c + i, ld4(c + i) + ld4(xb + i));
     }
+    for (int i = 0; i < d; i++) c[i] /= n0;
+    if (cov)
+      for (size_t k = 0; k < (size_t)d * d; k++) cov[(size_t)h * d * d + k] = 0;
   }
+  /* Σ(x − c) per head. */
+  double sums[H][d];
   for (int h = h0; h < H; h += step)
-    for (int i = 0; i < d; i++) mean[(size_t)h * d + i] /= n;
-  if (!cov) return;
-  for (int h = h0; h < H; h += step)
-    for (size_t k = 0; k < (size_t)d * d; k++) cov[(size_t)h * d * d + k] = 0;
+    for (int i = 0; i < d; i++) sums[h][i] = 0;
   for (int t0 = 0; t0 < n; t0 += GRAM_T) {
     const int nb = t0 + GRAM_T < n ? GRAM_T : n - t0;
     for (int h = h0; h < H; h += step) {
-      const double *mu = mean + (size_t)h * d;
-      double *S = cov + (size_t)h * d * d;
+      const double *c = mean + (size_t)h * d;
+      double *acc = sums[h];
       for (int t = 0; t < nb; t++) {
         double *x = xb + (size_t)t * d;
         unrotate_row(x, q + (size_t)(t0 + t) * q_stride + (size_t)h * d, cs + (size_t)(t0 + t) * half, sn + (size_t)(t0 + t) * half, half);
-        for (int i = 0; i < d; i += 4) st4(x + i, ld4(x + i) - ld4(mu + i));
+        for (int i = 0; i < d; i += 4) {
+          const vd4 y = ld4(x + i) - ld4(c + i);
+          st4(x + i, y);
+          st4(acc + i, ld4(acc + i) + y);
+        }
       }
+      if (!cov) continue;
+      double *S = cov + (size_t)h * d * d;
       for (int i = 0; i < d; i += 4) {
         int j = i;
         for (; j + 8 <= d; j += 8) gram_block(S, xb, 0, nb, d, i, j, 2);
@@ -167,9 +178,15 @@ void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *re
     }
   }
   for (int h = h0; h < H; h += step) {
+    double *mu = mean + (size_t)h * d, delta[d];
+    for (int i = 0; i < d; i++) {
+      delta[i] = sums[h][i] / n;
+      mu[i] += delta[i];
+    }
+    if (!cov) continue;
     double *S = cov + (size_t)h * d * d;
     for (int i = 0; i < d; i++)
-      for (int j = i; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j] /= n;
+      for (int j = i; j < d; j++) S[(size_t)j * d + i] = S[(size_t)i * d + j] = S[(size_t)i * d + j] / n - delta[i] * delta[j];
   }
 }
 

@@ -14,9 +14,9 @@ extern "C" {
   void ea_unrotate_##S(double *X, double *mu, const float *q, size_t q_stride, int n, int d, const double *cs,  \
                        const double *sn);                                                                       \
   /* For the query heads h = h0, h0 + step, … < H: mean (mean[h·d …]) and, unless cov is NULL, population   \
-   * covariance (cov[h·d·d …], full symmetric, each entry a sum over the rows in order, / n) of the n rows   \
-   * of post-RoPE queries q (head h at h·d) rotated back as in ea_unrotate, without storing them: the mean   \
-   * first, then the centered rows 32 at a time through xb (32·d doubles). d a multiple of 8. */               \
+   * covariance (cov[h·d·d …], full symmetric) of the n rows of post-RoPE queries q (head h at h·d) rotated  \
+   * back as in ea_unrotate, in one pass without storing them: rows shifted by the mean of the first 32,     \
+   * 32 at a time through xb (32·d doubles). d a multiple of 8. */                                              \
   void ea_moments_##S(double *mean, double *cov, const float *q, size_t q_stride, int n, int d, int h0, int step, \
                       int H, const double *cs, const double *sn, double *xb);                                   \
   /* Expected Attention's log-scores out[s0 + t] of one KV head's m non-sink keys from their logits z      \

@@ -137,6 +137,28 @@ test('eaQueryMoments64 equals the pre-RoPE query moments derived directly in flo
   assert.throws(() => be.eaQueryMoments64!(new Float64Array(16), null, q, 16, 0, 4, 2, 8, cs.subarray(1), cs), /eaQueryMoments64: cos has 7 doubles, needs 16/);
 });
 
+test('eaQueryMoments64 keeps a small covariance exact beside a large mean (no cancellation)', { skip }, () => {
+  // Queries 300 ± 0.01 at position 0 (no rotation): Σ ≈ 3e-5 beside μ² ≈ 9e4. Raw sums (Σxxᵀ/n − μμᵀ)
+  // would leave float64 rounding of μ² (≈ 1e-11) in every entry, a relative error near 1e-6.
+  const be = native as Backend, r = mulberry32(5), d = 8, H = 2, n = 500, half = d / 2;
+  const q = Float32Array.from({ length: n * H * d }, () => 300 + 0.02 * (r() - 0.5));
+  const cos = new Float64Array(n * half).fill(1), sin = new Float64Array(n * half);
+  const mean = new Float64Array(H * d), cov = new Float64Array(H * d * d);
+  be.eaQueryMoments64!(mean, cov, q, H * d, 0, n, H, d, cos, sin);
+  for (let h = 0; h < H; h++) {
+    const mu = new Float64Array(d);
+    for (let t = 0; t < n; t++) for (let i = 0; i < d; i++) mu[i] += q[t * H * d + h * d + i] / n;
+    const want = new Float64Array(d * d);
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) {
+      let acc = 0;
+      for (let t = 0; t < n; t++) acc += (q[t * H * d + h * d + i] - mu[i]) * (q[t * H * d + h * d + j] - mu[j]);
+      want[i * d + j] = acc / n;
+    }
+    assertClose(mean.subarray(h * d, (h + 1) * d), mu, d, 1e-13, `mean head ${h}`);
+    assertClose(cov.subarray(h * d * d, (h + 1) * d * d), want, d * d, 1e-9, `cov head ${h}`);
+  }
+});
+
 test('gram64 and eaLogits64 reject bad arguments with one-line errors', { skip }, () => {
   const be = native as Backend;
   assert.throws(() => be.gram64!(new Float64Array(15), new Float64Array(16), 4, 4), /gram64: out has 15 doubles, needs 16/);

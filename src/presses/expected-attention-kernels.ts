@@ -50,7 +50,7 @@ export function rotateVector(x: Float64Array, rbar: { cos: Float64Array; sin: Fl
 /** R̄ΣR̄ᵀ for a d×d row-major Σ: the block operator on rows, then on columns. Returns a new matrix. */
 export function rotateCovariance(cov: Float64Array, rbar: { cos: Float64Array; sin: Float64Array }): Float64Array {
   const half = rbar.cos.length, d = 2 * half;
-  const m = Float64Array.from(cov);
+  const m = cov.slice();
   for (let i = 0; i < half; i++) {
     const c = rbar.cos[i], s = rbar.sin[i], ri = i * d, rj = (i + half) * d;
     for (let j = 0; j < d; j++) {
