@@ -97,7 +97,7 @@ export class Scheduler {
         if (this.beforeRound && this.tasks.length > 1) guard(() => this.beforeRound!(this.tasks));
       }
       const task = this.tasks[this.next];
-      const reason = this.cancelled.get(task);
+      const reason = this.cancelled.size === 0 ? undefined : this.cancelled.get(task);
       let finished = true;
       if (reason !== undefined) {
         this.cancelled.delete(task);
