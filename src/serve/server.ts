@@ -98,11 +98,11 @@ interface Answer {
 
 const MiB = 2 ** 20;
 /**
- * How long a stream gathers chunks before writing them out (after its first token, sent at once):
- * 50 writes a second at most, each waking the client; a stories260K answer streams ~160 tokens
- * in that time.
+ * How long a stream gathers chunks before writing them out (after its first token, sent at once).
+ * Each write costs the server a syscall and wakes the client; what the last write carries the
+ * client parses after the answer is done (~80 stories260K events in 10 ms, ~5 µs each).
  */
-const FLUSH_MS = 20;
+const FLUSH_MS = 10;
 /** Where the page's static files live in the package (shipped as they are, no build step). */
 export const PUBLIC_DIR = join(packageRoot(), 'src', 'serve', 'public');
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
