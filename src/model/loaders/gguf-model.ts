@@ -5,7 +5,7 @@ import { convertLayer, converter, quantTypeOf, validateWeights, type LayerWeight
 import { GGML_TYPE } from '../quant/formats.js';
 import { loadGgufTokenizer } from '../../tokenizer/gguf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
-import { GgufFile } from './gguf.js';
+import { GgufArray, GgufFile } from './gguf.js';
 import { interleavedToHalves } from './llama2c.js';
 
 const ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'phi3', 'gemma3'];
@@ -20,7 +20,7 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   const a = arch as Architecture;
   const num = (key: string, fallback?: number): number => {
     const v = f.get(`${a}.${key}`) ?? fallback;
-    if (Array.isArray(v)) throw new Error(`${src}: per-layer ${a}.${key} is not supported`);
+    if (v instanceof GgufArray) throw new Error(`${src}: per-layer ${a}.${key} is not supported`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${src}: missing or invalid ${a}.${key}`);
     return v;
   };
@@ -31,7 +31,7 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   if (num('rope.dimension_count', headDim) !== headDim) throw new Error(`${src}: partial rotary embeddings (rope.dimension_count ${num('rope.dimension_count')} < head size ${headDim}) are not supported`);
   const tokens = f.get('tokenizer.ggml.tokens');
   const embd = f.tensors.get('token_embd.weight');
-  const vocabSize = num('vocab_size', embd?.dims[1] ?? (Array.isArray(tokens) ? tokens.length : undefined));
+  const vocabSize = num('vocab_size', embd?.dims[1] ?? (tokens instanceof GgufArray ? tokens.length : undefined));
   const numLayers = num('block_count');
 
   const scalingType = f.get(`${a}.rope.scaling.type`) ?? 'none';
