@@ -381,13 +381,25 @@ export class GgufFile {
    * the file: each row read straight into place (no second copy of the tensor).
    */
   readRawRows(name: string, rows: number, order: ArrayLike<number>): Uint8Array {
+    return this.readRows(name, rows, 0, rows, order);
+  }
+
+  /**
+   * Raw bytes of rows [from, from + count) of a tensor of `rows` equal rows; with `order`, row r
+   * is row order[r] of the file. Consecutive rows are read at once.
+   */
+  readRows(name: string, rows: number, from: number, count: number, order?: ArrayLike<number> | null): Uint8Array {
     const t = this.info(name), rb = t.bytes / rows;
-    if (!Number.isInteger(rb) || order.length !== rows) throw new Error(`${this.path}: tensor ${name} does not hold ${order.length} rows`);
-    const out = new Uint8Array(t.bytes);
-    for (let r = 0; r < rows; r++) {
-      const from = order[r];
-      if (!(from >= 0 && from < rows)) throw new Error(`${this.path}: tensor ${name}: row ${from} out of range`);
-      this.readInto({ ...t, start: t.start + from * rb, bytes: rb }, out.subarray(r * rb, (r + 1) * rb));
+    if (!Number.isInteger(rb) || (order && order.length !== rows)) throw new Error(`${this.path}: tensor ${name} does not hold ${order?.length ?? rows} rows`);
+    if (!(from >= 0 && count >= 0 && from + count <= rows)) throw new Error(`${this.path}: tensor ${name}: rows ${from}…${from + count} out of range`);
+    const out = new Uint8Array(count * rb);
+    for (let r = 0; r < count;) {
+      const src = order ? order[from + r] : from + r;
+      if (!(src >= 0 && src < rows)) throw new Error(`${this.path}: tensor ${name}: row ${src} out of range`);
+      let run = 1;
+      while (r + run < count && (order ? order[from + r + run] : from + r + run) === src + run) run++;
+      this.readInto({ ...t, start: t.start + src * rb, bytes: run * rb }, out.subarray(r * rb, (r + run) * rb));
+      r += run;
     }
     return out;
   }
