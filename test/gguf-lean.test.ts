@@ -21,6 +21,7 @@ import type { ModelWeights, Weight } from '../src/model/weights.js';
 import { loadGgufTokenizer, SpmTokenizer } from '../src/tokenizer/gguf.js';
 import { PackedIndex, PackedStrings } from '../src/tokenizer/packed.js';
 import { tempDir } from './fixtures/tiny-models.js';
+import { oneLine } from './helpers/errors.js';
 
 const tmp = tempDir('gguf-lean');
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -29,13 +30,6 @@ const write = (spec: GgufSpec) => {
   const p = join(tmp, `f${count++}.gguf`);
   writeFileSync(p, ggufBytes(spec));
   return p;
-};
-const oneLine = (p: string, fragment: RegExp) => (e: unknown) => {
-  assert.ok(e instanceof Error);
-  assert.ok(!e.message.includes('\n'), e.message);
-  assert.ok(e.message.startsWith(p), e.message);
-  assert.match(e.message, fragment);
-  return true;
 };
 
 /** A metadata array as GGUF lays it out: u32 element type, u64 count, then `body`. */
