@@ -134,7 +134,7 @@ function readFully(fd: number, dst: Uint8Array, position: number, length: number
   }
 }
 
-/** Element widths of the numeric metadata types, by type id, with the typed array that holds them. */
+/** The numeric metadata types by type id: their name and the typed array that holds them. */
 const NUMERIC: Record<number, { name: string; make: (buf: ArrayBuffer, n: number) => GgufNumbers }> = {
   0: { name: 'u8', make: (b, n) => new Uint8Array(b, 0, n) },
   1: { name: 'i8', make: (b, n) => new Int8Array(b, 0, n) },
@@ -173,7 +173,8 @@ class FileHandle {
 /**
  * A metadata array. Its extent was checked when the header was read; its values are read from
  * the file only when asked for, straight into a typed array (numbers) or one byte buffer
- * (strings), and are not kept: a 49k-token vocabulary held as JS values cost ~10 MiB of V8 heap.
+ * (strings), and are not kept: a 49k-token vocabulary parsed into JS values held 4.5 MiB of V8
+ * heap, and V8 kept 9 MiB more of pages touched while building them.
  */
 export class GgufArray {
   /** @internal */
