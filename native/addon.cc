@@ -18,6 +18,7 @@
 #include "kv_encode.h"
 #include "press_attn.h"
 #include "press_kernels.h"
+#include "press_linalg.h"
 #include "quant.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -529,6 +530,35 @@ void ValueNormsL1(const Napi::CallbackInfo &info) {
   }
 }
 
+// The leverage presses' float64 helpers (press_linalg.h), on the calling thread: each is at
+// most n·d or d²·k, small beside the gram64 and eaLogits64 products they feed.
+// pressGemm64(c, a, b, m, n, k, transA)
+void PressGemm64(const Napi::CallbackInfo &info) {
+  pl_gemm64(F64(info[0]), F64(info[1]), F64(info[2]), I32(info[3]), I32(info[4]), I32(info[5]), info[6].As<Napi::Boolean>().Value());
+}
+
+// pressCenterRows(k32 | null, x, mean, src, stride, n, d)
+void PressCenterRows(const Napi::CallbackInfo &info) {
+  pl_center_rows(info[0].IsTypedArray() ? F32(info[0]) : nullptr, F64(info[1]), F64(info[2]), F32(info[3]), (size_t)I32(info[4]), I32(info[5]), I32(info[6]));
+}
+
+// pressScaleRows(x, src, stride, n, d, scale)
+void PressScaleRows(const Napi::CallbackInfo &info) {
+  pl_scale_rows(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]));
+}
+
+// pressRowDots(out, src, stride, n, d, vecs, g)
+void PressRowDots(const Napi::CallbackInfo &info) {
+  pl_row_dots(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]), I32(info[6]));
+}
+
+// pressInverseForm(w, l, k, p, d)
+void PressInverseForm(const Napi::CallbackInfo &info) {
+  const int k = I32(info[2]), d = I32(info[4]);
+  std::vector<double> b((size_t)d * k);
+  pl_inverse_form(F64(info[0]), F64(info[1]), k, F64(info[3]), d, b.data());
+}
+
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
 void Attention(const Napi::CallbackInfo &info) {
   attn_args a;
@@ -917,6 +947,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eaScores64", Napi::Function::New(env, EaScores64));
   exports.Set("windowSoftmaxSums", Napi::Function::New(env, WindowSoftmaxSums));
   exports.Set("valueNormsL1", Napi::Function::New(env, ValueNormsL1));
+  exports.Set("pressGemm64", Napi::Function::New(env, PressGemm64));
+  exports.Set("pressCenterRows", Napi::Function::New(env, PressCenterRows));
+  exports.Set("pressScaleRows", Napi::Function::New(env, PressScaleRows));
+  exports.Set("pressRowDots", Napi::Function::New(env, PressRowDots));
+  exports.Set("pressInverseForm", Napi::Function::New(env, PressInverseForm));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));
