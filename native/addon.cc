@@ -547,9 +547,10 @@ void PressScaleRows(const Napi::CallbackInfo &info) {
   pl_scale_rows(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]));
 }
 
-// pressRowDots(out, src, stride, n, d, vecs, g)
+// pressRowDots(out, src, stride, n, d, vecs, g, index | null, norms)
 void PressRowDots(const Napi::CallbackInfo &info) {
-  pl_row_dots(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]), I32(info[6]));
+  const int *index = info[7].IsTypedArray() ? info[7].As<Napi::Int32Array>().Data() : nullptr;
+  pl_row_dots(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]), I32(info[6]), index, info[8].As<Napi::Boolean>().Value());
 }
 
 // pressInverseForm(w, l, k, p, d)

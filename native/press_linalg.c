@@ -39,12 +39,14 @@ void pl_scale_rows(double *x, const float *src, size_t stride, int n, int d, con
   }
 }
 
-void pl_row_dots(double *out, const float *src, size_t stride, int n, int d, const double *vecs, int g) {
+void pl_row_dots(double *out, const float *src, size_t stride, int n, int d, const double *vecs, int g, const int *index, int norms) {
   for (int t = 0; t < n; t++) {
-    const float *r = src + (size_t)t * stride;
-    double ss = 0;
-    for (int j = 0; j < d; j++) ss += (double)r[j] * r[j];
-    out[(size_t)g * n + t] = ss;
+    const float *r = src + (size_t)(index ? index[t] : t) * stride;
+    if (norms) {
+      double ss = 0;
+      for (int j = 0; j < d; j++) ss += (double)r[j] * r[j];
+      out[(size_t)g * n + t] = ss;
+    }
     for (int i = 0; i < g; i++) {
       const double *v = vecs + (size_t)i * d;
       double s = 0;

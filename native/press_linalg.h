@@ -18,9 +18,9 @@ void pl_center_rows(float *k32, double *x, double *mean, const float *src, size_
 /* x[t][j] = scale[t]·src[t·stride + j] for t < n, j < d. */
 void pl_scale_rows(double *x, const float *src, size_t stride, int n, int d, const double *scale);
 
-/* For the n rows r_t = src[t·stride …+d]: out[i·n + t] = r_t·vecs[i·d …] for i < g, and
- * out[g·n + t] = ‖r_t‖², each summed over j in order in float64. */
-void pl_row_dots(double *out, const float *src, size_t stride, int n, int d, const double *vecs, int g);
+/* For the n rows r_t = src[index[t]·stride …+d] (index NULL: row t): out[i·n + t] = r_t·vecs[i·d …]
+ * for i < g and, when norms, out[g·n + t] = ‖r_t‖², each summed over j in order in float64. */
+void pl_row_dots(double *out, const float *src, size_t stride, int n, int d, const double *vecs, int g, const int *index, int norms);
 
 /* w [d][d] = BᵀB with B = L⁻¹pᵀ (L [k][k] lower triangular, p [d][k]): forward substitution on
  * each of p's d rows, then the symmetric product. b: d·k doubles of scratch. */

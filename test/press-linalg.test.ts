@@ -78,11 +78,16 @@ for (const [name, la] of impls) {
     la.scaleRows(x, src, stride, rows, d, scale);
     for (let t = 0; t < rows; t++) for (let j = 0; j < d; j++) assert.equal(x[t * d + j], scale[t] * row(t)[j]);
     const g = 3, vecs = f64(r, g * d), dots = new Float64Array((g + 1) * rows);
-    la.rowDots(dots, src, stride, rows, d, vecs, g);
+    la.rowDots(dots, src, stride, rows, d, vecs, g, null, true);
     for (let t = 0; t < rows; t++) {
       near(dots[g * rows + t], row(t).reduce((s, v) => s + v * v, 0), 1e-14, `‖r_${t}‖²`);
       for (let i = 0; i < g; i++) near(dots[i * rows + t], row(t).reduce((s, v, j) => s + v * vecs[i * d + j], 0), 1e-14, `r_${t}·v_${i}`);
     }
+    // A subset of rows by index, without the norms (the slot after the dot products untouched).
+    const index = Int32Array.from([12, 0, 5]), some = new Float64Array(g * 3 + 1).fill(7);
+    la.rowDots(some, src, stride, 3, d, vecs, g, index, false);
+    index.forEach((t, u) => { for (let i = 0; i < g; i++) near(some[i * 3 + u], row(t).reduce((s, v, j) => s + v * vecs[i * d + j], 0), 1e-14, `r_${t}·v_${i}`); });
+    assert.equal(some[g * 3], 7);
     // W = P(LLᵀ)⁻¹Pᵀ: xᵀWx = (Pᵀx)ᵀ A⁻¹ (Pᵀx) for A = LLᵀ symmetric positive definite.
     const kk = 5, dd = 7, R = f64(r, kk * kk), A = new Float64Array(kk * kk), P = f64(r, dd * kk), W = new Float64Array(dd * dd);
     for (let i = 0; i < kk; i++) for (let j = 0; j < kk; j++) A[i * kk + j] = (i === j ? kk : 0) + R.subarray(i * kk, i * kk + kk).reduce((s, v, q) => s + v * R[j * kk + q], 0);
@@ -100,8 +105,10 @@ for (const [name, la] of impls) {
 test('linalg64 (native): arrays too short for the arguments are one-line RangeErrors, nothing written', { skip: native ? false : 'native addon not built' }, () => {
   const la = native!.linalg64;
   const out = new Float64Array(8).fill(5);
-  assert.throws(() => la.rowDots(out, new Float32Array(10), 4, 3, 4, new Float64Array(4), 1), /^RangeError: rowDots: src has 10 floats, needs 12$/);
-  assert.throws(() => la.rowDots(out, new Float32Array(12), 4, 3, 4, new Float64Array(4), 2), /^RangeError: rowDots: out has 8 doubles, needs 9$/);
+  assert.throws(() => la.rowDots(out, new Float32Array(10), 4, 3, 4, new Float64Array(4), 1, null, true), /^RangeError: rowDots: src has 10 floats, needs 12$/);
+  assert.throws(() => la.rowDots(out, new Float32Array(12), 4, 3, 4, new Float64Array(4), 2, null, true), /^RangeError: rowDots: out has 8 doubles, needs 9$/);
+  assert.throws(() => la.rowDots(out, new Float32Array(12), 4, 2, 4, new Float64Array(4), 1, Int32Array.from([0, 3]), false), /^RangeError: rowDots: src has 12 floats, needs 16$/);
+  assert.throws(() => la.rowDots(out, new Float32Array(12), 4, 2, 4, new Float64Array(4), 1, Int32Array.from([0, -1]), false), /^RangeError: rowDots: index\[1\] = -1 is negative$/);
   assert.throws(() => la.centerRows(null, out, out, new Float32Array(8), 2, 4, 3), /^RangeError: centerRows: stride 2 is shorter than a row \(3\)$/);
   assert.throws(() => la.gemm(out, new Float64Array(6), new Float64Array(6), 3, 3, 2, false), /^RangeError: gemm64: c has 8 doubles, needs 9$/);
   assert.throws(() => la.inverseForm(out, new Float64Array(4), 2, new Float64Array(5), 3), /^RangeError: inverseForm: w has 8 doubles, needs 9$/);

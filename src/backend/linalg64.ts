@@ -15,8 +15,11 @@ export interface Linalg64 {
   centerRows(k32: Float32Array | null, x: Float64Array, mean: Float64Array, src: Float32Array, stride: number, n: number, d: number): void;
   /** x[t][j] = scale[t]·src[t·stride + j]. */
   scaleRows(x: Float64Array, src: Float32Array, stride: number, n: number, d: number, scale: Float64Array): void;
-  /** out[i·n + t] = r_t·vecs[i·d …] for i < g and out[g·n + t] = ‖r_t‖², r_t = src[t·stride …+d]. */
-  rowDots(out: Float64Array, src: Float32Array, stride: number, n: number, d: number, vecs: Float64Array, g: number): void;
+  /**
+   * out[i·n + t] = r_t·vecs[i·d …] for i < g and, when `norms`, out[g·n + t] = ‖r_t‖², for the rows
+   * r_t = src[index[t]·stride …+d] (index null: row t), t < n.
+   */
+  rowDots(out: Float64Array, src: Float32Array, stride: number, n: number, d: number, vecs: Float64Array, g: number, index: Int32Array | null, norms: boolean): void;
   /** w [d][d] = BᵀB with B = L⁻¹pᵀ (L [k][k] lower triangular, p [d][k]). */
   inverseForm(w: Float64Array, L: Float64Array, k: number, p: Float64Array, d: number): void;
 }
@@ -61,12 +64,21 @@ export function checkedLinalg64(impl: Linalg64): Linalg64 {
       f64('scaleRows', 'scale', scale, n);
       impl.scaleRows(x, src, stride, n, d, scale);
     },
-    rowDots(out, src, stride, n, d, vecs, g) {
-      rows('rowDots', src, stride, n, d);
+    rowDots(out, src, stride, n, d, vecs, g, index, norms) {
       count('rowDots', 'g', g);
-      f64('rowDots', 'out', out, (g + 1) * n);
+      f64('rowDots', 'out', out, (norms ? g + 1 : g) * n);
       f64('rowDots', 'vecs', vecs, g * d);
-      impl.rowDots(out, src, stride, n, d, vecs, g);
+      if (index === null) rows('rowDots', src, stride, n, d);
+      else {
+        if (!(index instanceof Int32Array) || index.length < n) fail('rowDots', `index must be an Int32Array of at least ${n} rows`);
+        let last = -1;
+        for (let t = 0; t < n; t++) {
+          if (!(index[t] >= 0)) fail('rowDots', `index[${t}] = ${index[t]} is negative`);
+          last = Math.max(last, index[t]);
+        }
+        rows('rowDots', src, stride, last + 1, d);
+      }
+      impl.rowDots(out, src, stride, n, d, vecs, g, index, norms);
     },
     inverseForm(w, L, k, p, d) {
       count('inverseForm', 'k', k);

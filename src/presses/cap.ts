@@ -111,7 +111,7 @@ function anchorWeights(la: Linalg64, mq: Float64Array, h0: number, G: number, d:
     an[j] = Math.max(Math.hypot(...v), 1e-12);
   }
   const dots = new Float64Array((G + 1) * n), w = new Float64Array(G * n);
-  la.rowDots(dots, K, d, n, d, anchors, G);
+  la.rowDots(dots, K, d, n, d, anchors, G, null, true);
   for (let j = 0; j < G; j++) {
     let max = -Infinity;
     for (let t = 0; t < n; t++) {

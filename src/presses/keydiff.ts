@@ -27,8 +27,8 @@ export class KeyDiffPress extends ScorerPress {
    * K must stay unchanged while the scorer is in use.
    */
   headScorer(backend: Backend, K: Float32Array, hd: number, T: number): (rows: Int32Array) => Float64Array {
-    const la = linalg64(backend), dots = new Float64Array(2 * T), norms = new Float64Array(T), U = new Float64Array(T * hd);
-    la.rowDots(dots, K, hd, T, hd, new Float64Array(0), 0);
+    const la = linalg64(backend), dots = new Float64Array(T), norms = new Float64Array(T), U = new Float64Array(T * hd);
+    la.rowDots(dots, K, hd, T, hd, new Float64Array(0), 0, null, true);
     // torch's F.normalize clamps the norm at 1e-12.
     for (let t = 0; t < T; t++) {
       norms[t] = Math.max(Math.sqrt(dots[t]), 1e-12);
@@ -45,8 +45,8 @@ export class KeyDiffPress extends ScorerPress {
       let an = 0;
       for (let d = 0; d < hd; d++) an += (anchor[d] /= m) ** 2;
       an = Math.max(Math.sqrt(an), 1e-8);
-      la.rowDots(dots, K, hd, end, hd, anchor, 1);
-      for (let i = 0; i < m; i++) s[i] = -dots[rows[i]] / (Math.max(norms[rows[i]], 1e-8) * an);
+      la.rowDots(s, K, hd, m, hd, anchor, 1, rows, false);
+      for (let i = 0; i < m; i++) s[i] = -s[i] / (Math.max(norms[rows[i]], 1e-8) * an);
       return s;
     };
   }

@@ -30,12 +30,14 @@ export const jsLinalg64: Linalg64 = {
   scaleRows(x, src, stride, n, d, scale) {
     for (let t = 0; t < n; t++) for (let j = 0, r = t * stride, o = t * d; j < d; j++) x[o + j] = scale[t] * src[r + j];
   },
-  rowDots(out, src, stride, n, d, vecs, g) {
+  rowDots(out, src, stride, n, d, vecs, g, index, norms) {
     for (let t = 0; t < n; t++) {
-      const r = t * stride;
-      let ss = 0;
-      for (let j = 0; j < d; j++) ss += src[r + j] * src[r + j];
-      out[g * n + t] = ss;
+      const r = (index ? index[t] : t) * stride;
+      if (norms) {
+        let ss = 0;
+        for (let j = 0; j < d; j++) ss += src[r + j] * src[r + j];
+        out[g * n + t] = ss;
+      }
       for (let i = 0; i < g; i++) {
         let s = 0;
         for (let j = 0; j < d; j++) s += src[r + j] * vecs[i * d + j];

@@ -186,7 +186,7 @@ export class NativeBackend implements Backend {
     gemm: (c, a, b, m, n, k, transA) => this.addon.pressGemm64(c, a, b, m, n, k, transA),
     centerRows: (k32, x, mean, src, stride, n, d) => this.addon.pressCenterRows(k32, x, mean, src, stride, n, d),
     scaleRows: (x, src, stride, n, d, scale) => this.addon.pressScaleRows(x, src, stride, n, d, scale),
-    rowDots: (out, src, stride, n, d, vecs, g) => this.addon.pressRowDots(out, src, stride, n, d, vecs, g),
+    rowDots: (out, src, stride, n, d, vecs, g, index, norms) => this.addon.pressRowDots(out, src, stride, n, d, vecs, g, index, norms),
     inverseForm: (w, L, k, p, d) => this.addon.pressInverseForm(w, L, k, p, d),
   });
 
