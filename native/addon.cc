@@ -511,23 +511,35 @@ void WindowSoftmaxSums(const Napi::CallbackInfo &info) {
 }
 
 // valueNormsL1(out, values, block, T, D, hd, divisor): out[t] += ‖block·v_t‖₁ / divisor for the T
-// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): the
-// products by the float32 GEMM, 256 values at a time, their L1 norms summed in float64.
+// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): blocks of
+// 256 values dealt to the team, each thread's product by the float32 GEMM on that thread alone
+// and its L1 norms summed in float64 — a value's bits do not depend on the thread count, and the
+// norms are split too (the product alone split over D = 576 columns leaves them on one thread).
 void ValueNormsL1(const Napi::CallbackInfo &info) {
   double *out = F64(info[0]);
   const float *V = F32(info[1]), *B = F32(info[2]);
   const int T = I32(info[3]), D = I32(info[4]), hd = I32(info[5]);
   const double divisor = info[6].As<Napi::Number>().DoubleValue();
-  const int R = 256;
-  std::vector<float> y((size_t)std::min(R, std::max(T, 1)) * D);
-  for (int t0 = 0; t0 < T; t0 += R) {
-    const int nr = std::min(R, T - t0);
-    if (!gemm(y.data(), V + (size_t)t0 * hd, B, nullptr, nr, D, hd, nullptr)) {
-      Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
+  const int R = 256, blocks = (T + R - 1) / R;
+  const Blocking &b = kBlockF32;
+  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  const int nt = (double)T * D * hd >= 1e6 ? std::max(1, std::min(W.threads, blocks)) : 1;
+  bool ok = true;
+  team(nt, [&](int t, int parts) {
+    static thread_local Scratch packed, y;
+    float *sc = packed.get(need), *yb = y.get((size_t)R * D);
+    if (!sc || !yb) {
+#pragma omp atomic write
+      ok = false;
       return;
     }
-    P.abs_row_sums(out + t0, y.data(), nr, D, divisor);
-  }
+    for (int blk = (int)((long)blocks * t / parts); blk < (int)((long)blocks * (t + 1) / parts); blk++) {
+      const int t0 = blk * R, nr = std::min(R, T - t0);
+      K.gemm_f32(yb, V + (size_t)t0 * hd, B, D, hd, nullptr, 0, nr, 0, D, b.kc, b.mc, b.nc, sc);
+      P.abs_row_sums(out + t0, yb, nr, D, divisor);
+    }
+  });
+  if (!ok) Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
 }
 
 // The leverage presses' float64 helpers (press_linalg.h), on the calling thread: each is at
