@@ -620,16 +620,21 @@ static void run(const kv_attn_args *a, int values, const float *const *q, float 
   }
 }
 
+/* The larger of each lane pair (b where a > b is false, NaN included). */
+static inline v8 vmax8(v8 b, v8 a) { return as_v8((as_u32(a) & (v8u32)(a > b)) | (as_u32(b) & ~(v8u32)(a > b))); }
+
 /* Softmax of s_r over [lo, hi) in place; entries of [from, to) outside it become 0. */
 static void softmax_range(float *s, int from, int lo, int hi, int to) {
   float mx = -3.0e38f;
   int t = lo;
   if (hi - lo >= 8) {
-    v8 m8 = ld(s + lo);
-    for (t = lo + 8; t + 8 <= hi; t += 8) {
-      const v8 x = ld(s + t);
-      m8 = as_v8((as_u32(x) & (v8u32)(x > m8)) | (as_u32(m8) & ~(v8u32)(x > m8)));
-    }
+    /* Four running maxima: one would chain every compare-and-blend on the last (the blend keeps
+     * NaN out, as the scalar loop; the maximum is exact, so the split changes no bit). */
+    v8 m[4] = {ld(s + lo), ld(s + lo), ld(s + lo), ld(s + lo)};
+    for (t = lo + 8; t + 32 <= hi; t += 32)
+      for (int i = 0; i < 4; i++) m[i] = vmax8(m[i], ld(s + t + 8 * i));
+    for (; t + 8 <= hi; t += 8) m[0] = vmax8(m[0], ld(s + t));
+    const v8 m8 = vmax8(vmax8(m[0], m[1]), vmax8(m[2], m[3]));
     for (int i = 0; i < 8; i++) mx = m8[i] > mx ? m8[i] : mx;
   }
   for (; t < hi; t++) mx = s[t] > mx ? s[t] : mx;
