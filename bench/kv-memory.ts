@@ -47,17 +47,30 @@ export async function kvSection(md: string[], bench: (args: string[]) => BenchJs
   md.push('', '## KV cache types (small, 1 thread)', '');
   md.push('llama.cpp keeps 180 MiB of f16 cache for 8192 tokens of this shape. Every backend reads the pages in place in their stored type.', '');
   md.push('| type | KV @8192 | prefill 2048 | vs f32 | decode @2048 | vs f32 | decode @8192 | vs f32 |', '|---|---|---|---|---|---|---|---|');
-  const types: KvDtype[] = quick ? ['f32', 'f16', 'q8_0'] : ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+  const types: KvDtype[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
   const base: Record<string, BenchJson> = {};
+  const runs: Record<string, { p: BenchJson; d2: BenchJson; d8: BenchJson }> = {};
   for (const t of types) {
     const a = ['--shape', 'small', '--threads', '1', '--kv-dtype', t];
     const p = bench([...a, '--prompt-tokens', '2048', '--gen-tokens', '1']);
     const d2 = bench([...a, '--prompt-tokens', '1', '--depth', '2048', '--gen-tokens', '16']);
     const d8 = bench([...a, '--prompt-tokens', '1', '--depth', '8192', '--gen-tokens', '16']);
     if (t === 'f32') Object.assign(base, { p, d2, d8 });
+    runs[t] = { p, d2, d8 };
     out[t] = { prefill2048: p, decode2048: d2, decode8192: d8 };
     md.push(`| ${t} | ${mib(d8.kvCacheBytes)} (${ratio(d8.kvCacheBytes, base.d8.kvCacheBytes)}) | ${fmt(p.prefillTokensPerSecond)} | ${ratio(p.prefillTokensPerSecond, base.p.prefillTokensPerSecond)} | ${fmt(d2.decodeTokensPerSecond)} | ${ratio(d2.decodeTokensPerSecond, base.d2.decodeTokensPerSecond)} | ${fmt(d8.decodeTokensPerSecond)} | ${ratio(d8.decodeTokensPerSecond, base.d8.decodeTokensPerSecond)} |`);
   }
+  const f16 = runs.f16, q8 = runs.q8_0, q4 = runs.q4_0;
+  const goal = (met: boolean) => (met ? 'met' : 'not met');
+  const speed = (x: number, ref: number, min: number) => `${ratio(x, ref)} (≥ ${min}×, ${goal(x >= min * ref)})`;
+  md.push('', 'Goals: ' + [
+    `f16 KV @8192 ${mib(f16.d8.kvCacheBytes)} (= llama.cpp's 180 MiB)`,
+    `q8_0 ${ratio(q8.d8.kvCacheBytes, f16.d8.kvCacheBytes)} of f16 (≈ 0.53×)`,
+    `q4_0 ${ratio(q4.d8.kvCacheBytes, f16.d8.kvCacheBytes)} of f16 (≈ 0.28×)`,
+    `decode f16 vs f32 @2048 ${speed(f16.d2.decodeTokensPerSecond, base.d2.decodeTokensPerSecond, 1)}, @8192 ${speed(f16.d8.decodeTokensPerSecond, base.d8.decodeTokensPerSecond, 1)}`,
+    `decode q8_0 vs f16 @2048 ${speed(q8.d2.decodeTokensPerSecond, f16.d2.decodeTokensPerSecond, 0.9)}, @8192 ${speed(q8.d8.decodeTokensPerSecond, f16.d8.decodeTokensPerSecond, 0.9)}`,
+    `prefill 2048 vs f32: f16 ${speed(f16.p.prefillTokensPerSecond, base.p.prefillTokensPerSecond, 0.95)}, q8_0 ${speed(q8.p.prefillTokensPerSecond, base.p.prefillTokensPerSecond, 0.95)}`,
+  ].join('; ') + '.');
   const half = bench(['--shape', 'small', '--threads', '1', '--kv-dtype', 'f16', '--prompt-tokens', '1', '--depth', '4096', '--gen-tokens', '1']);
   md.push('', `f16 at ratio 0.5 (4096 of 8192 entries kept per head): ${mib(half.kvCacheBytes)} (goal ≤ 91 MiB).`);
   out.f16Ratio05 = half;
@@ -76,7 +89,7 @@ export async function kvSection(md: string[], bench: (args: string[]) => BenchJs
 export function pageSizes(md: string[], quick: boolean): Record<string, Record<number, number>> {
   const be = createBackend({ threads: 1 });
   if (!be.attentionPaged) return {};
-  const H = 9, G = 3, hd = 64, depth = 8192, sizes = [32, 64, 128, 256], types: KvDtype[] = ['f32', 'f16', 'q8_0'];
+  const H = 9, G = 3, hd = 64, depth = 8192, sizes = [32, 64, 128, 256], types: KvDtype[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
   let s = 11;
   const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) - 0.5;
   const q = Float32Array.from({ length: H * hd }, rnd), o = new Float32Array(H * hd), scratch = new Float32Array(depth);
