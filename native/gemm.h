@@ -107,12 +107,12 @@ static void gemm_pack_x(float *dst, const float *x, size_t ldx, int i0, int mb, 
   }
 }
 
-/* c[r][0..GN) for r < GM: starts from c itself (load), else from init (GN floats) or zero, then
- * adds a sliver·panel over kb steps. */
+/* c[r][0..GN) for r < R (R ≤ GM, a constant where inlined): starts from c itself (load), else
+ * from init (GN floats) or zero, then adds a sliver·panel over kb steps. */
 static inline __attribute__((always_inline)) void gemm_tile(float *c, size_t ldc, const float *a, const float *b, int kb,
-                                                            const float *init, int load) {
+                                                            const float *init, int load, int R) {
   vf acc[GM][2];
-  for (int r = 0; r < GM; r++) {
+  for (int r = 0; r < R; r++) {
     if (load) {
       acc[r][0] = LD(c + r * ldc);
       acc[r][1] = LD(c + r * ldc + VW);
@@ -125,20 +125,38 @@ static inline __attribute__((always_inline)) void gemm_tile(float *c, size_t ldc
   }
   for (int p = 0; p < kb; p++) {
     vf b0 = LD(b + (size_t)p * GN), b1 = LD(b + (size_t)p * GN + VW);
-    for (int r = 0; r < GM; r++) {
+    for (int r = 0; r < R; r++) {
       vf av = SPLAT(a[(size_t)p * GM + r]);
       acc[r][0] += av * b0;
       acc[r][1] += av * b1;
     }
   }
-  for (int r = 0; r < GM; r++) {
+  for (int r = 0; r < R; r++) {
     ST(c + r * ldc, acc[r][0]);
     ST(c + r * ldc + VW, acc[r][1]);
   }
 }
 
-/* A tile cut by the edge of the matrix (rows < GM or cols < GN) goes through a full-size tile
- * of scratch, computed lane for lane as a whole one. */
+/* A tile of fewer rows but whole columns (the last sliver of 512 rows by 6) computes just its
+ * rows; one cut by the right edge (cols < GN) goes through a full-size tile of scratch, computed
+ * lane for lane as a whole one. */
+static void gemm_short(float *c, size_t ldc, int rows, const float *a, const float *b, int kb, const float *init, int load) {
+  switch (rows) {
+#define GEMM_SHORT(R) \
+  case R: gemm_tile(c, ldc, a, b, kb, init, load, R); break;
+    GEMM_SHORT(1)
+    GEMM_SHORT(2)
+    GEMM_SHORT(3)
+    GEMM_SHORT(4)
+    GEMM_SHORT(5)
+#if GM > 6
+    GEMM_SHORT(6)
+    GEMM_SHORT(7)
+#endif
+#undef GEMM_SHORT
+  }
+}
+
 static void gemm_edge(float *c, size_t ldc, int rows, int cols, const float *a, const float *b, int kb, const float *init,
                       int load, float *t) {
   float *ib = t + GM * GN;
@@ -146,7 +164,7 @@ static void gemm_edge(float *c, size_t ldc, int rows, int cols, const float *a, 
     for (int j = 0; j < GN; j++) t[r * GN + j] = load && r < rows && j < cols ? c[r * ldc + j] : 0.0f;
   if (init)
     for (int j = 0; j < GN; j++) ib[j] = j < cols ? init[j] : 0.0f;
-  gemm_tile(t, GN, a, b, kb, init ? ib : 0, load);
+  gemm_tile(t, GN, a, b, kb, init ? ib : 0, load, GM);
   for (int r = 0; r < rows; r++)
     for (int j = 0; j < cols; j++) c[r * ldc + j] = t[r * GN + j];
 }
@@ -211,7 +229,8 @@ static void gemm_run(float *out, const float *x, const float *wf, const uint16_t
             /* A later K block reloads the output: fetch the next tile's while this one runs. */
             if (load)
               for (int r = 0; r < rows; r++) __builtin_prefetch(c + GN + (size_t)r * n, 1, 3);
-            if (rows == GM && cols == GN) gemm_tile(c, (size_t)n, a, b, kb, init, load);
+            if (rows == GM && cols == GN) gemm_tile(c, (size_t)n, a, b, kb, init, load, GM);
+            else if (cols == GN) gemm_short(c, (size_t)n, rows, a, b, kb, init, load);
             else gemm_edge(c, (size_t)n, rows, cols, a, b, kb, init, load, edge);
           }
         }
