@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "kvpress_native",
-      "sources": ["native/addon.cc", "native/k_base.c", "native/kv_attn.c", "native/kv_encode.c", "native/press_attn.c", "native/quant.c", "native/press_kernels.c"],
+      "sources": ["native/addon.cc", "native/k_base.c", "native/kv_attn.c", "native/kv_encode.c", "native/press_attn.c", "native/quant.c", "native/press_kernels.c", "native/press_linalg.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "KV_ISA=base"],
       "cflags": ["<@(kvp_cflags)", "-fopenmp"],

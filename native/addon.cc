@@ -18,6 +18,7 @@
 #include "kv_encode.h"
 #include "press_attn.h"
 #include "press_kernels.h"
+#include "press_linalg.h"
 #include "quant.h"
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -500,23 +501,65 @@ void WindowSoftmaxSums(const Napi::CallbackInfo &info) {
 }
 
 // valueNormsL1(out, values, block, T, D, hd, divisor): out[t] += ‖block·v_t‖₁ / divisor for the T
-// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): the
-// products by the float32 GEMM, 256 values at a time, their L1 norms summed in float64.
+// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): blocks of
+// 256 values dealt to the team, each thread's product by the float32 GEMM on that thread alone
+// and its L1 norms summed in float64 — a value's bits do not depend on the thread count, and the
+// norms are split too (the product alone split over D = 576 columns leaves them on one thread).
 void ValueNormsL1(const Napi::CallbackInfo &info) {
   double *out = F64(info[0]);
   const float *V = F32(info[1]), *B = F32(info[2]);
   const int T = I32(info[3]), D = I32(info[4]), hd = I32(info[5]);
   const double divisor = info[6].As<Napi::Number>().DoubleValue();
-  const int R = 256;
-  std::vector<float> y((size_t)std::min(R, std::max(T, 1)) * D);
-  for (int t0 = 0; t0 < T; t0 += R) {
-    const int nr = std::min(R, T - t0);
-    if (!gemm(y.data(), V + (size_t)t0 * hd, B, nullptr, nr, D, hd, nullptr)) {
-      Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
+  const int R = 256, blocks = (T + R - 1) / R;
+  const Blocking &b = kBlockF32;
+  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  const int nt = (double)T * D * hd >= 1e6 ? std::max(1, std::min(W.threads, blocks)) : 1;
+  bool ok = true;
+  team(nt, [&](int t, int parts) {
+    static thread_local Scratch packed, y;
+    float *sc = packed.get(need), *yb = y.get((size_t)R * D);
+    if (!sc || !yb) {
+#pragma omp atomic write
+      ok = false;
       return;
     }
-    P.abs_row_sums(out + t0, y.data(), nr, D, divisor);
-  }
+    for (int blk = (int)((long)blocks * t / parts); blk < (int)((long)blocks * (t + 1) / parts); blk++) {
+      const int t0 = blk * R, nr = std::min(R, T - t0);
+      K.gemm_f32(yb, V + (size_t)t0 * hd, B, D, hd, nullptr, 0, nr, 0, D, b.kc, b.mc, b.nc, sc);
+      P.abs_row_sums(out + t0, yb, nr, D, divisor);
+    }
+  });
+  if (!ok) Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
+}
+
+// The leverage presses' float64 helpers (press_linalg.h), on the calling thread: each is at
+// most n·d or d²·k, small beside the gram64 and eaLogits64 products they feed.
+// pressGemm64(c, a, b, m, n, k, transA)
+void PressGemm64(const Napi::CallbackInfo &info) {
+  pl_gemm64(F64(info[0]), F64(info[1]), F64(info[2]), I32(info[3]), I32(info[4]), I32(info[5]), info[6].As<Napi::Boolean>().Value());
+}
+
+// pressCenterRows(k32 | null, x, mean, src, stride, n, d)
+void PressCenterRows(const Napi::CallbackInfo &info) {
+  pl_center_rows(info[0].IsTypedArray() ? F32(info[0]) : nullptr, F64(info[1]), F64(info[2]), F32(info[3]), (size_t)I32(info[4]), I32(info[5]), I32(info[6]));
+}
+
+// pressScaleRows(x, src, stride, n, d, scale)
+void PressScaleRows(const Napi::CallbackInfo &info) {
+  pl_scale_rows(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]));
+}
+
+// pressRowDots(out, src, stride, n, d, vecs, g, index | null, norms)
+void PressRowDots(const Napi::CallbackInfo &info) {
+  const int *index = info[7].IsTypedArray() ? info[7].As<Napi::Int32Array>().Data() : nullptr;
+  pl_row_dots(F64(info[0]), F32(info[1]), (size_t)I32(info[2]), I32(info[3]), I32(info[4]), F64(info[5]), I32(info[6]), index, info[8].As<Napi::Boolean>().Value());
+}
+
+// pressInverseForm(w, l, k, p, d)
+void PressInverseForm(const Napi::CallbackInfo &info) {
+  const int k = I32(info[2]), d = I32(info[4]);
+  std::vector<double> b((size_t)d * k);
+  pl_inverse_form(F64(info[0]), F64(info[1]), k, F64(info[3]), d, b.data());
 }
 
 // attention(out, q, rows, numHeads, numKvHeads, headDim, keys[], values[], lengths, scale)
@@ -908,6 +951,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eaScores64", Napi::Function::New(env, EaScores64));
   exports.Set("windowSoftmaxSums", Napi::Function::New(env, WindowSoftmaxSums));
   exports.Set("valueNormsL1", Napi::Function::New(env, ValueNormsL1));
+  exports.Set("pressGemm64", Napi::Function::New(env, PressGemm64));
+  exports.Set("pressCenterRows", Napi::Function::New(env, PressCenterRows));
+  exports.Set("pressScaleRows", Napi::Function::New(env, PressScaleRows));
+  exports.Set("pressRowDots", Napi::Function::New(env, PressRowDots));
+  exports.Set("pressInverseForm", Napi::Function::New(env, PressInverseForm));
   exports.Set("fmaProbe", Napi::Function::New(env, FmaProbe));
   exports.Set("bf16Probe", Napi::Function::New(env, Bf16Probe));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -13,6 +13,7 @@ import type { Model } from '../src/model/model.js';
 import { weightBytes, weightType } from '../src/model/weights.js';
 import { f32Bytes, ggufBytes, type GgufSpec, type MetaValue } from '../src/model/loaders/gguf-writer.js';
 import { mulberry32, tempDir } from './fixtures/tiny-models.js';
+import { oneLine } from './helpers/errors.js';
 
 const dir = join(packageRoot(), 'test', 'fixtures', 'gguf');
 
@@ -185,13 +186,6 @@ const write = (bytes: Buffer) => {
   const p = join(tmp, `f${n++}.gguf`);
   writeFileSync(p, bytes);
   return p;
-};
-const oneLine = (p: string, fragment: RegExp) => (e: unknown) => {
-  assert.ok(e instanceof Error);
-  assert.ok(!e.message.includes('\n'), e.message);
-  assert.ok(e.message.startsWith(p), e.message);
-  assert.match(e.message, fragment);
-  return true;
 };
 
 const base = (): GgufSpec => ({

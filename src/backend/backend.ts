@@ -1,4 +1,5 @@
 import type { KvPage, PageMemory, PagePool } from '../cache/kv-cache.js';
+import type { Linalg64 } from './linalg64.js';
 
 /**
  * The numeric kernels the engine needs, behind one interface so that a fast backend
@@ -72,6 +73,9 @@ export interface Backend {
    * query covariance uses it where the backend has it, its own float64 loop where not.
    */
   gram64?(out: Float64Array, x: Float64Array, n: number, d: number): void;
+
+  /** The leverage presses' float64 helpers (linalg64.ts). Optional: src/presses/linalg64.ts runs them in TypeScript. */
+  readonly linalg64?: Linalg64;
 
   /**
    * Expected Attention's float64 logits of the m keys of one KV head from entry s0 (keys

@@ -1,3 +1,4 @@
+import type { Backend } from '../backend/backend.js';
 import type { LayerContext } from '../model/layer-context.js';
 import { checkInt, range, requirePrefillCache, subContext } from './common.js';
 import type { KeepIndices } from './press.js';
@@ -12,7 +13,8 @@ import { ScorerWrapper } from './wrapper.js';
  * Where kvpress reshapes the hidden states per head to fit the inner press, each KV head is scored
  * here on a context of exactly its own tokens (heads that hold the same tokens share one call);
  * an inner press whose head scores depend on that head's keys alone (`HeadLocalScorer`, KeyDiff)
- * scores each head's rows in place, without building a sub-cache per block.
+ * scores each head's rows in place, without building a sub-cache per block, and computes each
+ * key's norm once per head instead of once per block.
  */
 export class BlockPress extends ScorerWrapper {
   readonly blockSize: number;
@@ -32,10 +34,10 @@ export class BlockPress extends ScorerWrapper {
     if (isHeadLocal(inner)) {
       const hd = ctx.config.headDim;
       return kept.map((k, g) => {
-        const K = ctx.cache.headKeys(g).slice();
+        const score = inner.headScorer(ctx.backend, ctx.cache.headKeys(g).slice(), hd, T);
         for (let start = nKept; start < T; start += block) {
           const rows = concat(k, range(start, Math.min(T, start + block)));
-          k = topK(inner.scoreEntries(K, hd, rows), nKept).map((i) => rows[i]);
+          k = topK(score(rows), nKept).map((i) => rows[i]);
         }
         return k;
       });
@@ -62,12 +64,15 @@ export class BlockPress extends ScorerWrapper {
 
 /** A scorer whose scores of a KV head depend only on that head's own keys. */
 export interface HeadLocalScorer {
-  /** Scores of the entries `rows` of one head's keys K ([entries][headDim]) among themselves. */
-  scoreEntries(K: Float32Array, headDim: number, rows: Int32Array): Float64Array;
+  /**
+   * For one head's T keys K ([T][headDim]), unchanged while in use: the scores of a subset `rows`
+   * (ascending) among themselves, with what does not depend on the subset computed once.
+   */
+  headScorer(backend: Backend, K: Float32Array, headDim: number, T: number): (rows: Int32Array) => Float64Array;
 }
 
 function isHeadLocal(p: ScorerPress): p is ScorerPress & HeadLocalScorer {
-  return typeof (p as Partial<HeadLocalScorer>).scoreEntries === 'function';
+  return typeof (p as Partial<HeadLocalScorer>).headScorer === 'function';
 }
 
 function concat(a: Int32Array, b: Int32Array): Int32Array {

@@ -4,6 +4,7 @@ import { zScore } from './non-causal-attn.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { mulberry32 } from './random.js';
 import type { PressEntry } from './registry.js';
+import { linalg64 } from './linalg64.js';
 import { cholesky, gram, inverseForm, quadraticForms } from './quadratic-forms.js';
 import { ScorerPress } from './scorer.js';
 
@@ -45,15 +46,22 @@ export class LeverageScorePress extends ScorerPress {
   }
 }
 
-/** Φ ~ N(0, 1/k) from a seed: independent of call order, one stream per (layer, head). */
+/**
+ * Φ ~ N(0, 1/k) from a seed: independent of call order, one stream per (layer, head). Each draw is
+ * kept (d·k doubles per layer and head), so a press reused over many prompts draws it once.
+ */
 export function gaussianSketch(seed: number): Sketch {
+  const drawn = new Map<string, Float64Array>();
   return (layer, head, d, k) => {
+    const key = `${layer},${head},${d},${k}`, known = drawn.get(key);
+    if (known) return known;
     const next = mulberry32((seed * 1000003 + layer * 7919 + head * 104729) >>> 0), out = new Float64Array(d * k);
     for (let i = 0; i < out.length; i += 2) {
       const u = 1 - next(), v = next(), r = Math.sqrt(-2 * Math.log(u)) / Math.sqrt(k);
       out[i] = r * Math.cos(2 * Math.PI * v);
       if (i + 1 < out.length) out[i + 1] = r * Math.sin(2 * Math.PI * v);
     }
+    drawn.set(key, out);
     return out;
   };
 }
@@ -63,27 +71,22 @@ export function gaussianSketch(seed: number): Sketch {
  * With X = K̃Φ (K̃ the centered keys), XᵀX = Φᵀ(K̃ᵀK̃)Φ and ℓ_j = ‖L⁻¹Φᵀk̃_j‖² = k̃_jᵀWk̃_j for
  * W = Φ(LLᵀ)⁻¹Φᵀ (d×d): one Gram matrix of the keys and one quadratic form per key, both n·d²
  * on the backend's float64 kernels (quadratic-forms.ts), instead of n·d·k + n·k² + n·k²/2 in
- * scalar loops. The form is taken on the raw float32 keys, with the centering in its linear and
+ * scalar loops; the gather, the d·k products and the substitution on its float64 helpers
+ * (linalg64.ts). The form is taken on the raw float32 keys, with the centering in its linear and
  * constant terms: k̃ᵀWk̃ = kᵀWk − 2(Wμ)·k + μᵀWμ.
  */
 export function leverageScores(ctx: LayerContext, from: number, to: number, k: number, sketch: Sketch): Float64Array[] {
-  const c = ctx.config, d = c.headDim, Hkv = c.numKvHeads, n = to - from, stride = Hkv * d;
-  const keys = ctx.preRopeKeys(), K = new Float32Array(n * d), X = new Float64Array(n * d);
+  const c = ctx.config, d = c.headDim, Hkv = c.numKvHeads, n = to - from, stride = Hkv * d, la = linalg64(ctx.backend);
+  const keys = ctx.preRopeKeys(), K = new Float32Array(n * d), X = new Float64Array(n * d), mean = new Float64Array(d);
+  const CP = new Float64Array(d * k), M = new Float64Array(k * k), W = new Float64Array(d * d);
   return Array.from({ length: Hkv }, (_, g) => {
-    const phi = sketch(ctx.layer, g, d, k);
-    const mean = new Float64Array(d);
-    for (let r = 0; r < n; r++) {
-      for (let j = 0, src = (from + r) * stride + g * d; j < d; j++) mean[j] += K[r * d + j] = keys[src + j];
-    }
-    for (let j = 0; j < d; j++) mean[j] /= n;
-    for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) X[r * d + j] = K[r * d + j] - mean[j];
-    const C = gram(ctx.backend, X, n, d);
+    la.centerRows(K, X, mean, keys.subarray(from * stride + g * d), stride, n, d);
+    const C = gram(ctx.backend, X, n, d), phi = sketch(ctx.layer, g, d, k);
     // Φᵀ C Φ, k×k, made exactly symmetric.
-    const CP = new Float64Array(d * k), M = new Float64Array(k * k);
-    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) for (let m = 0, cij = C[i * d + j]; m < k; m++) CP[i * k + m] += cij * phi[j * k + m];
-    for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) for (let i = 0; i < d; i++) M[a * k + b] += phi[i * k + a] * CP[i * k + b];
+    la.gemm(CP, C, phi, d, k, d, false);
+    la.gemm(M, phi, CP, k, k, d, true);
     for (let a = 0; a < k; a++) for (let b = a + 1; b < k; b++) M[a * k + b] = M[b * k + a] = (M[a * k + b] + M[b * k + a]) / 2;
-    const W = inverseForm(choleskyWithJitter(M, k, 1e-2, 5), k, phi, d);
+    inverseForm(ctx.backend, choleskyWithJitter(M, k, 1e-2, 5), k, phi, d, W);
     const lin = new Float64Array(d);
     let cst = 0;
     for (let i = 0; i < d; i++) {

@@ -1,5 +1,6 @@
 import type { Backend } from '../backend/backend.js';
 import { centeredGram, logits, upperTriangle } from './expected-attention-kernels.js';
+import { linalg64 } from './linalg64.js';
 
 /**
  * Float64 building blocks of the leverage presses (LeverageScore, Compactor, Cap): their n × d²
@@ -55,24 +56,9 @@ export function cholesky(A: Float64Array, d: number, lambda = 0): Float64Array |
 
 /**
  * BᵀB with B = L⁻¹Pᵀ (L k×k lower triangular, P [d][k]): the d×d matrix of the form
- * x ↦ ‖L⁻¹Pᵀx‖², by forward substitution on each of P's d rows.
+ * x ↦ ‖L⁻¹Pᵀx‖², by forward substitution on each of P's d rows (linalg64.ts).
  */
-export function inverseForm(L: Float64Array, k: number, P: Float64Array, d: number): Float64Array {
-  const B = new Float64Array(d * k); // row i: L⁻¹ p_i
-  for (let i = 0; i < d; i++) {
-    for (let a = 0; a < k; a++) {
-      let s = P[i * k + a];
-      for (let b = 0; b < a; b++) s -= L[a * k + b] * B[i * k + b];
-      B[i * k + a] = s / L[a * k + a];
-    }
-  }
-  const W = new Float64Array(d * d);
-  for (let i = 0; i < d; i++) {
-    for (let j = i; j < d; j++) {
-      let s = 0;
-      for (let a = 0; a < k; a++) s += B[i * k + a] * B[j * k + a];
-      W[i * d + j] = W[j * d + i] = s;
-    }
-  }
+export function inverseForm(backend: Backend, L: Float64Array, k: number, P: Float64Array, d: number, W = new Float64Array(d * d)): Float64Array {
+  linalg64(backend).inverseForm(W, L, k, P, d);
   return W;
 }

@@ -65,7 +65,8 @@ export class DecodeBatch {
     this.decoder = new BatchDecoder(base);
     const m: Model = Object.create(base);
     m.forward = (tokens, cache, opts = {}) => {
-      const row = this.ready.get(cache);
+      // A lone answer (nothing prepared) goes straight through.
+      const row = this.ready.size === 0 ? undefined : this.ready.get(cache);
       if (row === undefined) return base.forward(tokens, cache, opts);
       this.ready.delete(cache);
       // The cache already holds the prepared token: any other pass on it would be wrong.

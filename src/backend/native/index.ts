@@ -8,6 +8,7 @@ import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
 import { checkAdd, checkAttention, checkPagedAttention, checkPressAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
+import { checkedLinalg64, type Linalg64 } from '../linalg64.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
 interface Addon {
@@ -49,6 +50,11 @@ interface Addon {
     keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
   ): void;
   valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+  pressGemm64: Linalg64['gemm'];
+  pressCenterRows: Linalg64['centerRows'];
+  pressScaleRows: Linalg64['scaleRows'];
+  pressRowDots: Linalg64['rowDots'];
+  pressInverseForm: Linalg64['inverseForm'];
   fmaProbe(iterations: number, threads: number): number;
   /** Seconds for the vdpbf16ps probe; null where bf16 products go by conversion to f32. */
   bf16Probe(iterations: number, threads: number): number | null;
@@ -175,6 +181,15 @@ export class NativeBackend implements Backend {
     this.#threads = clampThreads(threads);
     this.description = `native addon: ${info.isa} kernels, GEMM ${info.gemmF32} (f32) / ${info.gemmBf16} (bf16)`;
   }
+
+  /** On the calling thread: each call is at most n·d or d²·k multiply-adds. */
+  readonly linalg64: Linalg64 = checkedLinalg64({
+    gemm: (c, a, b, m, n, k, transA) => this.addon.pressGemm64(c, a, b, m, n, k, transA),
+    centerRows: (k32, x, mean, src, stride, n, d) => this.addon.pressCenterRows(k32, x, mean, src, stride, n, d),
+    scaleRows: (x, src, stride, n, d, scale) => this.addon.pressScaleRows(x, src, stride, n, d, scale),
+    rowDots: (out, src, stride, n, d, vecs, g, index, norms) => this.addon.pressRowDots(out, src, stride, n, d, vecs, g, index, norms),
+    inverseForm: (w, L, k, p, d) => this.addon.pressInverseForm(w, L, k, p, d),
+  });
 
   get threads(): number {
     return this.#threads;

@@ -1,12 +1,11 @@
 import type { CheckpointPrecision } from '../../cache/format.js';
 import type { Architecture, ModelConfig, RopeScaling } from '../config.js';
 import { validateConfig } from '../config.js';
-import { convertLayer, converter, quantTypeOf, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightMatrix, type WeightType } from '../weights.js';
-import { GGML_TYPE } from '../quant/formats.js';
+import { ggmlTypeOf, quantFallback, quantTypeOf, toWeightType, validateWeights, type LayerWeights, type ModelWeights, type Weight, type WeightMatrix, type WeightType } from '../weights.js';
+import { blockFormat, dequantize, GGML_TYPE } from '../quant/formats.js';
 import { loadGgufTokenizer } from '../../tokenizer/gguf.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
-import { GgufFile } from './gguf.js';
-import { interleavedToHalves } from './llama2c.js';
+import { GgufArray, GgufFile } from './gguf.js';
 
 const ARCHITECTURES: readonly Architecture[] = ['llama', 'qwen2', 'qwen3', 'phi3', 'gemma3'];
 
@@ -20,7 +19,7 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   const a = arch as Architecture;
   const num = (key: string, fallback?: number): number => {
     const v = f.get(`${a}.${key}`) ?? fallback;
-    if (Array.isArray(v)) throw new Error(`${src}: per-layer ${a}.${key} is not supported`);
+    if (v instanceof GgufArray) throw new Error(`${src}: per-layer ${a}.${key} is not supported`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${src}: missing or invalid ${a}.${key}`);
     return v;
   };
@@ -31,7 +30,7 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   if (num('rope.dimension_count', headDim) !== headDim) throw new Error(`${src}: partial rotary embeddings (rope.dimension_count ${num('rope.dimension_count')} < head size ${headDim}) are not supported`);
   const tokens = f.get('tokenizer.ggml.tokens');
   const embd = f.tensors.get('token_embd.weight');
-  const vocabSize = num('vocab_size', embd?.dims[1] ?? (Array.isArray(tokens) ? tokens.length : undefined));
+  const vocabSize = num('vocab_size', embd?.dims[1] ?? (tokens instanceof GgufArray ? tokens.length : undefined));
   const numLayers = num('block_count');
 
   const scalingType = f.get(`${a}.rope.scaling.type`) ?? 'none';
@@ -93,15 +92,16 @@ export function ggufConfig(f: GgufFile): ModelConfig {
   return config;
 }
 
+/** f32 bytes of the rows converted at a time when a matrix is read as another type. */
+const CONVERT_CHUNK = 1 << 20;
+
 /**
  * Reads every weight by its GGUF name, each tensor read once: matrices stay in the file's format
- * (quantized blocks, F16 and BF16 as stored; F32 as f32), norms and biases become f32. llama
- * GGUFs store q/k rows in interleaved RoPE pairs; they are read into the engine's half-split
- * order. phi3's fused qkv and gate_up are split into views of one buffer.
+ * (quantized blocks, F16 and BF16 as stored; F32 as f32) or become `type`, norms and biases
+ * become f32. llama GGUFs store q/k rows in interleaved RoPE pairs; they are read into the
+ * engine's half-split order. phi3's fused qkv and gate_up are split into views of one buffer.
  */
 function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeights {
-  // `type` converts layer by layer as the tensors are read (never the whole model held twice).
-  const conv = type ? converter(type) : null;
   const D = c.hiddenSize, F = c.intermediateSize, V = c.vocabSize, hd = c.headDim;
   const qDim = c.numHeads * hd, kvDim = c.numKvHeads * hd;
   const check = (name: string, dims: number[]) => {
@@ -115,17 +115,17 @@ function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeigh
     check(name, [n]);
     return f.readF32(name);
   };
-  /** A [rows][cols] matrix in its stored format; `heads`: reorder interleaved RoPE rows. */
+  /** A [rows][cols] matrix in its stored format, or as `type`; `heads`: reorder interleaved RoPE rows. */
   const matrix = (name: string, rows: number, cols: number, heads = 0): Weight => {
     const t = check(name, [cols, rows]);
     const order = heads ? halfSplitOrder(heads, hd) : null;
-    if (t.type === GGML_TYPE.F32) {
-      const w = f.readF32(name);
-      return order ? interleavedToHalves(w, heads, hd, cols) : w;
-    }
-    const raw = order ? f.readRawRows(name, rows, order) : f.readRaw(name);
+    const stored: WeightType | null = t.type === GGML_TYPE.F32 ? 'f32' : t.type === GGML_TYPE.BF16 ? 'bf16' : quantTypeOf(t.type);
+    const target = type ? quantFallback(type, cols) : stored;
+    if (target !== stored || stored === null) return convertRows(f, t.name, t.type, rows, cols, target ?? 'f32', order);
+    const raw = f.readRows(name, rows, 0, rows, order);
+    if (t.type === GGML_TYPE.F32) return new Float32Array(raw.buffer, raw.byteOffset, rows * cols);
     if (t.type === GGML_TYPE.BF16) return { type: 'bf16', rows, cols, data: new Uint16Array(raw.buffer, raw.byteOffset, rows * cols) };
-    return { type: quantTypeOf(t.type)!, rows, cols, data: raw };
+    return { type: stored, rows, cols, data: raw } as WeightMatrix;
   };
   /** Rows [r0, r0 + rows) of a matrix, sharing its storage. */
   const rowsOf = (w: Weight, cols: number, r0: number, rows: number): Weight => {
@@ -134,7 +134,7 @@ function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeigh
     return { ...w, rows, data: w.data.subarray(r0 * per, (r0 + rows) * per) } as WeightMatrix;
   };
   const interleaved = c.architecture === 'llama';
-  const embedding = conv ? conv(matrix('token_embd.weight', V, D), V, D) : matrix('token_embd.weight', V, D);
+  const embedding = matrix('token_embd.weight', V, D);
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`;
@@ -157,7 +157,7 @@ function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeigh
     const bias = (name: string, n: number) => (c.attentionBias ? vec(p + name, n) : null);
     const norm = (name: string) => (c.qkNorm ? vec(p + name, hd) : null);
     const post = (name: string) => (c.postNorms ? vec(p + name, D) : null);
-    const layer: LayerWeights = {
+    layers.push({
       attnNorm: vec(p + 'attn_norm.weight', D),
       wq, wk, wv,
       wo: matrix(p + 'attn_output.weight', D, qDim),
@@ -171,12 +171,35 @@ function readWeights(c: ModelConfig, f: GgufFile, type?: WeightType): ModelWeigh
       wDown: matrix(p + 'ffn_down.weight', D, F),
       postAttnNorm: post('post_attention_norm.weight'),
       postFfnNorm: post('post_ffw_norm.weight'),
-    };
-    layers.push(conv && type ? convertLayer(c, layer, type, conv) : layer);
+    });
   }
   const finalNorm = vec('output_norm.weight', D);
-  const lmHead = c.tieWordEmbeddings ? embedding : conv ? conv(matrix('output.weight', V, D), V, D) : matrix('output.weight', V, D);
+  const lmHead = c.tieWordEmbeddings ? embedding : matrix('output.weight', V, D);
   return { embedding, layers, finalNorm, lmHead };
+}
+
+/**
+ * A [rows][cols] tensor of ggml type `stored` as `target`, CONVERT_CHUNK of f32 rows at a time
+ * read from the file, widened and converted: the tensor is never whole in f32 (unless that is
+ * the target) nor held twice. Each row converts on its own, so the bits are those of converting
+ * the whole matrix at once.
+ */
+function convertRows(f: GgufFile, name: string, stored: number, rows: number, cols: number, target: WeightType, order: Int32Array | null): Weight {
+  const step = Math.max(1, Math.floor(CONVERT_CHUNK / (4 * cols)));
+  const chunk = new Float32Array(Math.min(rows, step) * cols);
+  const fmt = blockFormat(target === 'f32' ? GGML_TYPE.F32 : target === 'bf16' ? GGML_TYPE.BF16 : ggmlTypeOf(target))!;
+  const rowBytes = (cols / fmt.blockElements) * fmt.blockBytes;
+  const out = new Uint8Array(rows * rowBytes);
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    const n = Math.min(step, rows - r0), x = chunk.subarray(0, n * cols);
+    dequantize(stored, f.readRows(name, rows, r0, n, order), x);
+    const w = toWeightType(x, target, n, cols);
+    const data = w instanceof Float32Array ? w : w.data;
+    out.set(new Uint8Array(data.buffer, data.byteOffset, n * rowBytes), r0 * rowBytes);
+  }
+  if (target === 'f32') return new Float32Array(out.buffer);
+  if (target === 'bf16') return { type: 'bf16', rows, cols, data: new Uint16Array(out.buffer) };
+  return { type: target, rows, cols, data: out };
 }
 
 /** Row order that turns interleaved RoPE pairs (2j, 2j+1) into halves (j, j + hd/2), per head. */

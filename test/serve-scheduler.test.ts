@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ApiError } from '../src/serve/errors.js';
+import { Scheduler, type Task } from '../src/serve/scheduler.js';
+
+/** A task of `steps` steps that logs each one as `name`; a step busy-waits `stepMs` (a decode step's length). */
+function task(name: string, steps: number, log: string[], stepMs = 0, on: { first?: () => void; last?: () => void } = {}): Task {
+  let left = steps;
+  return {
+    step() {
+      if (left === steps) on.first?.();
+      const until = performance.now() + stepMs;
+      while (performance.now() < until);
+      log.push(name);
+      if (left === 1) on.last?.();
+      return --left === 0;
+    },
+    cancel: (reason) => log.push(`${name} cancelled: ${reason}`),
+    fail: (e) => log.push(`${name} failed: ${(e as Error).message}`),
+  };
+}
+
+const idle = (s: Scheduler) => s.drain(60_000);
+
+test('scheduler: admitted tasks take one step each in turn, in the order they came', async () => {
+  const log: string[] = [];
+  const s = new Scheduler(8);
+  s.submit(task('a', 3, log));
+  s.submit(task('b', 1, log));
+  s.submit(task('c', 2, log));
+  await idle(s);
+  assert.deepEqual(log, ['a', 'b', 'c', 'a', 'c', 'a']);
+  assert.equal(s.steps, 6);
+});
+
+test('scheduler: the batch round runs once per round of two or more tasks, never for a lone task', async () => {
+  const log: string[] = [];
+  const s = new Scheduler(8, (tasks) => log.push(`round of ${tasks.length}`));
+  s.submit(task('a', 3, log));
+  s.submit(task('b', 2, log));
+  await idle(s);
+  // Two rounds of both; then a alone, whose step needs no round.
+  assert.deepEqual(log, ['round of 2', 'a', 'b', 'round of 2', 'a', 'b', 'a']);
+});
+
+test('scheduler: a lone long answer gives the event loop a turn every few milliseconds', async () => {
+  const log: string[] = [];
+  const s = new Scheduler(8);
+  // 100 steps of 0.5 ms: 50 ms of work. The scheduler yields by time (2 ms), so a timer set in the
+  // first step runs after a few more; a loop that never yielded would let it run after all 100.
+  let seen: (steps: number) => void;
+  const seenAt = new Promise<number>((resolve) => (seen = resolve));
+  s.submit(task('a', 100, log, 0.5, { first: () => setTimeout(() => seen(log.length), 0) }));
+  const at = await seenAt;
+  assert.ok(at <= 10, `the timer ran after ${at} of 100 steps`);
+  // A request arriving mid-answer is admitted and interleaved at once.
+  s.submit(task('b', 2, log, 0.5));
+  await idle(s);
+  const firstB = log.indexOf('b');
+  assert.deepEqual(log.slice(firstB, firstB + 4), ['b', 'a', 'b', 'a']);
+  assert.equal(log.length, 102);
+});
+
+test('scheduler: a cancelled task is dropped before its next step; 429 past the queue, 503 after drain', async () => {
+  const log: string[] = [];
+  const s = new Scheduler(2);
+  const a = task('a', 1000, log);
+  s.submit(a);
+  // b's last step cancels a (as a client's disconnect would, between two of a's steps).
+  s.submit(task('b', 3, log, 0, { last: () => s.cancel(a, 'client disconnected') }));
+  assert.throws(() => s.submit(task('c', 1, log)), (e: unknown) => e instanceof ApiError && e.status === 429);
+  await idle(s);
+  assert.deepEqual(log, ['a', 'b', 'a', 'b', 'a', 'b', 'a cancelled: client disconnected']);
+  assert.throws(() => s.submit(task('d', 1, log)), (e: unknown) => e instanceof ApiError && e.status === 503);
+});
