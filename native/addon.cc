@@ -194,10 +194,10 @@ int split_parts(int rows, double work_per_row, double min_work) {
   return 1;
 }
 
-// out[m×n] = x·wᵀ (+ bias) through gemm.h, w f32 (wf) or bf16 bits (wh). The weight rows (n)
-// are split over the team when they give every thread a share, else the input rows (m); each
-// thread packs into its own scratch.
-bool gemm(float *out, const float *x, const float *wf, const uint16_t *wh, int m, int n, int k, const float *bias) {
+// out[m×n] = x·wᵀ (+ bias) through gemm.h, w f32 (wf), bf16 bits (wh) or ggml blocks (wq). The
+// weight rows (n) are split over the team when they give every thread a share, else the input
+// rows (m); each thread packs into its own scratch.
+bool gemm(float *out, const float *x, const float *wf, const uint16_t *wh, int m, int n, int k, const float *bias, const quant_matrix *wq = nullptr) {
   const Blocking &b = wh ? kBlockBf16 : kBlockF32;
   const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
   bool ok = true;
@@ -210,6 +210,7 @@ bool gemm(float *out, const float *x, const float *wf, const uint16_t *wh, int m
       return;
     }
     if (wh) K.gemm_bf16(out, x, wh, n, k, bias, i0, i1, j0, j1, b.kc, b.mc, b.nc, sc);
+    else if (wq) K.gemm_quant(out, x, wq, n, k, bias, i0, i1, j0, j1, b.kc, b.mc, b.nc, sc);
     else K.gemm_f32(out, x, wf, n, k, bias, i0, i1, j0, j1, b.kc, b.mc, b.nc, sc);
   };
   int nt = split_parts(n, (double)m * k, 1e6);
@@ -268,33 +269,29 @@ void MatmulBf16(const Napi::CallbackInfo &info) {
 struct QuantSet {
   decltype(&quant_act_base) act;
   decltype(&quant_matvec_base) matvec;
-  decltype(&quant_dequant_base) dequant;
 };
 // The integer products of the widest build, with vpdpbusd where the AVX-512 CPU has VNNI.
 QuantSet quant_kernels(const char **isa) {
 #if defined(__x86_64__)
   if (!std::strcmp(K.isa, "avx512") && __builtin_cpu_supports("avx512vnni")) {
     *isa = "avx512vnni";
-    return {quant_act_avx512vnni, quant_matvec_avx512vnni, quant_dequant_avx512vnni};
+    return {quant_act_avx512vnni, quant_matvec_avx512vnni};
   }
   *isa = K.isa;
-  if (!std::strcmp(K.isa, "avx512")) return {quant_act_avx512, quant_matvec_avx512, quant_dequant_avx512};
-  if (!std::strcmp(K.isa, "avx2")) return {quant_act_avx2, quant_matvec_avx2, quant_dequant_avx2};
+  if (!std::strcmp(K.isa, "avx512")) return {quant_act_avx512, quant_matvec_avx512};
+  if (!std::strcmp(K.isa, "avx2")) return {quant_act_avx2, quant_matvec_avx2};
 #endif
   *isa = "base";
-  return {quant_act_base, quant_matvec_base, quant_dequant_base};
+  return {quant_act_base, quant_matvec_base};
 }
 const char *kQuantIsa = "base";
 const QuantSet kQuant = quant_kernels(&kQuantIsa);
-// Input rows from which a quantized product dequantizes panels of weight rows for the f32 GEMM;
-// below, the rows are quantized to 8 bits and multiplied with the blocks in integers.
+// Input rows from which a quantized product runs the f32 GEMM on weight panels dequantized as
+// they are packed (gemm.h; a row-major f32 panel packed afterwards cost 2 % more of a small Q8_0
+// prefill, measured); below, the rows are quantized to 8 bits and multiplied with the blocks in
+// integers. An int8 GEMM tile of 4 input × 2 weight rows ran at 71 GFLOP/s-equivalent against
+// this GEMM's 89 on AVX2, so prefill stays in f32.
 constexpr int kQuantGemmRows = 4;
-// f32 bytes of one dequantized panel (per thread), reused across the rows of x. Each panel is one
-// GEMM call that packs all of x again: 4 MiB takes the small shape's 576- and 1536-wide matrices
-// in one or two calls (prefill 512 of small Q8_0 +3 % over 1 MiB, measured; an int8 GEMM tile of
-// 4 input × 2 weight rows ran at 71 GFLOP/s-equivalent against this GEMM's 89 on AVX2, so the
-// dequantized panel stays).
-constexpr long kQuantPanelBytes = 4 << 20;
 
 // matmulQuant(out, x, w, type, rowBytes, m, n, k, bias): x·wᵀ with w[n] rows of ggml blocks.
 void MatmulQuant(const Napi::CallbackInfo &info) {
@@ -319,27 +316,8 @@ void MatmulQuant(const Napi::CallbackInfo &info) {
     });
     return;
   }
-  const Blocking &b = kBlockF32;
-  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
-  const int panel = (int)std::max(64L, kQuantPanelBytes / (4L * k) / 64 * 64);
-  bool ok = true;
-  const int nt = split_parts(n, (double)m * k, 1e6);
-  team(nt, [&](int t, int parts) {
-    static thread_local Scratch gs, ps;
-    float *sc = gs.get(need), *pw = ps.get((size_t)panel * k);
-    if (!sc || !pw) {
-#pragma omp atomic write
-      ok = false;
-      return;
-    }
-    const int j1 = std::min(n, blocks * (t + 1) / parts * 64);
-    for (int j = std::min(n, blocks * t / parts * 64); j < j1; j += panel) {
-      const int nb = std::min(panel, j1 - j);
-      kQuant.dequant(type, w, rb, j, j + nb, k, pw);
-      K.gemm_f32(out + j, x, pw, n, k, bias ? bias + j : nullptr, 0, m, 0, nb, b.kc, b.mc, b.nc, sc);
-    }
-  });
-  if (!ok) Napi::Error::New(info.Env(), "matmulQuant: out of memory for scratch space").ThrowAsJavaScriptException();
+  const quant_matrix qm = {type, k, w, rb};
+  if (!gemm(out, x, nullptr, nullptr, m, n, k, bias, &qm)) Napi::Error::New(info.Env(), "matmulQuant: out of memory for scratch space").ThrowAsJavaScriptException();
 }
 
 void Rmsnorm(const Napi::CallbackInfo &info) {
@@ -371,6 +349,18 @@ void SiluMul(const Napi::CallbackInfo &info) {
   team(n >= kParallelMin ? W.threads : 1, [&](int t, int parts) {
     size_t i0 = n * t / parts / 64 * 64, i1 = t == parts - 1 ? n : n * (t + 1) / parts / 64 * 64;
     K.silu_mul(g + i0, u + i0, i1 - i0);
+  });
+}
+
+// add(x, y, n): x[i] += y[i], the residual adds (in JS they took 2 % of a small-model prefill;
+// here they run at memory speed).
+void Add(const Napi::CallbackInfo &info) {
+  float *__restrict x = F32(info[0]);
+  const float *__restrict y = F32(info[1]);
+  const size_t n = (size_t)info[2].As<Napi::Number>().Int64Value();
+  team(n >= kParallelMin ? W.threads : 1, [&](int t, int parts) {
+    const size_t i0 = n * t / parts / 64 * 64, i1 = t == parts - 1 ? n : n * (t + 1) / parts / 64 * 64;
+    for (size_t i = i0; i < i1; i++) x[i] += y[i];
   });
 }
 
@@ -963,6 +953,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));
   exports.Set("rope", Napi::Function::New(env, Rope));
   exports.Set("siluMul", Napi::Function::New(env, SiluMul));
+  exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("attentionPaged", Napi::Function::New(env, AttentionPaged));
   exports.Set("kvEncodeRows", Napi::Function::New(env, KvEncodeRows));

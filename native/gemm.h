@@ -1,6 +1,6 @@
 /*
- * Our dense product out[m×n] = x[m×k]·w[n×k]ᵀ (+ bias), w as PyTorch Linear weights in f32 or
- * bf16 bits: packing, three levels of cache blocking (sizes from the caller, read off the CPU's
+ * Our dense product out[m×n] = x[m×k]·w[n×k]ᵀ (+ bias), w as PyTorch Linear weights in f32,
+ * bf16 bits or ggml blocks (native/quant.c, dequantized straight into the packed panels): packing, three levels of cache blocking (sizes from the caller, read off the CPU's
  * caches at load time) and a register-tile micro-kernel. Included by the native builds after
  * kernels.h (VW, FN, vf, LD, ST, SPLAT come from there); k_avx512bf16.c defines GEMM_DPBF16 to
  * replace the bf16 tile by one on AVX512-BF16's vdpbf16ps.
@@ -17,19 +17,25 @@
  */
 #include <stdint.h>
 
+#include "quant.h"
+
 #if VW == 16
 #define GM 8 /* 16 accumulators of AVX-512's 32 registers */
 #else
 #define GM 6 /* 12 accumulators of AVX2's 16 registers */
 #endif
 #define GN (2 * VW)
+/* Columns of a panel of ggml blocks dequantized at a time: GN rows of GEMM_QC values (a whole
+ * K-quant block) land in a [GN][GEMM_QC] block of scratch, which is then written out column by
+ * column, so that the panel is written in order and nothing of the weights exists in f32 beyond it. */
+#define GEMM_QC 256
 
 /* The tile geometry and how many floats of scratch one thread needs for blocks (kc, mc, nc). */
 int FN(gemm_rows)(void) { return GM; }
 int FN(gemm_cols)(void) { return GN; }
 size_t FN(gemm_scratch)(int kc, int mc, int nc) {
   const size_t kmax = (size_t)kc + kc / 2 + 2; /* the largest block gemm_balance makes of kc */
-  return kmax * ((nc + GN - 1) / GN * GN) + kmax * ((mc + GM - 1) / GM * GM) + 2 * GM * GN;
+  return kmax * ((nc + GN - 1) / GN * GN) + kmax * ((mc + GM - 1) / GM * GM) + 2 * GM * GN + GN * GEMM_QC;
 }
 
 /* f32 → bf16 bits, round to nearest even (a NaN stays a NaN). */
@@ -48,11 +54,27 @@ static inline float gemm_widen(uint16_t h) {
 }
 
 /* Weight rows [j0, j0+nb) × columns [p0, p0+kb) into panels of GN rows, panel q at
- * dst + q·kb·GN laid out [kb][GN]; rows past nb are zero. bf16 weights are widened exactly. */
-static void gemm_pack_w(float *dst, const float *wf, const uint16_t *wh, size_t ldw, int j0, int nb, int p0, int kb) {
+ * dst + q·kb·GN laid out [kb][GN]; rows past nb are zero. bf16 weights are widened exactly,
+ * ggml blocks (wq) dequantized exactly as quant_dequant does, through tmp (GN·GEMM_QC floats). */
+static void gemm_pack_w(float *dst, const float *wf, const uint16_t *wh, const quant_matrix *wq, size_t ldw, int j0, int nb, int p0,
+                        int kb, float *tmp) {
   for (int jp = 0; jp < nb; jp += GN) {
     float *d = dst + (size_t)(jp / GN) * kb * GN;
     int cnt = nb - jp < GN ? nb - jp : GN;
+    if (wq) {
+      for (int c0 = 0; c0 < kb; c0 += GEMM_QC) {
+        const int cb = kb - c0 < GEMM_QC ? kb - c0 : GEMM_QC;
+        for (int j = 0; j < GN; j++) {
+          float *t = tmp + (size_t)j * GEMM_QC;
+          if (j < cnt) FN(quant_dequant)(wq, j0 + jp + j, p0 + c0, cb, t);
+          else
+            for (int p = 0; p < cb; p++) t[p] = 0.0f;
+        }
+        for (int p = 0; p < cb; p++)
+          for (int j = 0; j < GN; j++) d[(size_t)(c0 + p) * GN + j] = tmp[(size_t)j * GEMM_QC + p];
+      }
+      continue;
+    }
     for (int j = 0; j < cnt; j++) {
       size_t row = (size_t)(j0 + jp + j) * ldw + p0;
       if (wf)
@@ -85,12 +107,12 @@ static void gemm_pack_x(float *dst, const float *x, size_t ldx, int i0, int mb, 
   }
 }
 
-/* c[r][0..GN) for r < GM: starts from c itself (load), else from init (GN floats) or zero, then
- * adds a sliver·panel over kb steps. */
+/* c[r][0..GN) for r < R (R ≤ GM, a constant where inlined): starts from c itself (load), else
+ * from init (GN floats) or zero, then adds a sliver·panel over kb steps. */
 static inline __attribute__((always_inline)) void gemm_tile(float *c, size_t ldc, const float *a, const float *b, int kb,
-                                                            const float *init, int load) {
+                                                            const float *init, int load, int R) {
   vf acc[GM][2];
-  for (int r = 0; r < GM; r++) {
+  for (int r = 0; r < R; r++) {
     if (load) {
       acc[r][0] = LD(c + r * ldc);
       acc[r][1] = LD(c + r * ldc + VW);
@@ -103,20 +125,38 @@ static inline __attribute__((always_inline)) void gemm_tile(float *c, size_t ldc
   }
   for (int p = 0; p < kb; p++) {
     vf b0 = LD(b + (size_t)p * GN), b1 = LD(b + (size_t)p * GN + VW);
-    for (int r = 0; r < GM; r++) {
+    for (int r = 0; r < R; r++) {
       vf av = SPLAT(a[(size_t)p * GM + r]);
       acc[r][0] += av * b0;
       acc[r][1] += av * b1;
     }
   }
-  for (int r = 0; r < GM; r++) {
+  for (int r = 0; r < R; r++) {
     ST(c + r * ldc, acc[r][0]);
     ST(c + r * ldc + VW, acc[r][1]);
   }
 }
 
-/* A tile cut by the edge of the matrix (rows < GM or cols < GN) goes through a full-size tile
- * of scratch, computed lane for lane as a whole one. */
+/* A tile of fewer rows but whole columns (the last sliver of 512 rows by 6) computes just its
+ * rows; one cut by the right edge (cols < GN) goes through a full-size tile of scratch, computed
+ * lane for lane as a whole one. */
+static void gemm_short(float *c, size_t ldc, int rows, const float *a, const float *b, int kb, const float *init, int load) {
+  switch (rows) {
+#define GEMM_SHORT(R) \
+  case R: gemm_tile(c, ldc, a, b, kb, init, load, R); break;
+    GEMM_SHORT(1)
+    GEMM_SHORT(2)
+    GEMM_SHORT(3)
+    GEMM_SHORT(4)
+    GEMM_SHORT(5)
+#if GM > 6
+    GEMM_SHORT(6)
+    GEMM_SHORT(7)
+#endif
+#undef GEMM_SHORT
+  }
+}
+
 static void gemm_edge(float *c, size_t ldc, int rows, int cols, const float *a, const float *b, int kb, const float *init,
                       int load, float *t) {
   float *ib = t + GM * GN;
@@ -124,7 +164,7 @@ static void gemm_edge(float *c, size_t ldc, int rows, int cols, const float *a, 
     for (int j = 0; j < GN; j++) t[r * GN + j] = load && r < rows && j < cols ? c[r * ldc + j] : 0.0f;
   if (init)
     for (int j = 0; j < GN; j++) ib[j] = j < cols ? init[j] : 0.0f;
-  gemm_tile(t, GN, a, b, kb, init ? ib : 0, load);
+  gemm_tile(t, GN, a, b, kb, init ? ib : 0, load, GM);
   for (int r = 0; r < rows; r++)
     for (int j = 0; j < cols; j++) c[r * ldc + j] = t[r * GN + j];
 }
@@ -160,13 +200,13 @@ static inline int gemm_even_rows(int rows, int most, int unit) {
 }
 
 /* Output rows [i0, i1) × columns [j0, j1) of out[m×n] (row stride n) = x·wᵀ (+ bias), w f32
- * (wf) or bf16 bits (wh; then x is rounded to bf16 too). scratch: gemm_scratch(kc, mc, nc)
- * floats; kc even, mc a multiple of GM, nc of GN. */
-static void gemm_run(float *out, const float *x, const float *wf, const uint16_t *wh, int n, int k, const float *bias,
-                     int i0, int i1, int j0, int j1, int kc, int mc, int nc, float *scratch) {
+ * (wf), bf16 bits (wh; then x is rounded to bf16 too) or ggml blocks (wq). scratch:
+ * gemm_scratch(kc, mc, nc) floats; kc even, mc a multiple of GM, nc of GN. */
+static void gemm_run(float *out, const float *x, const float *wf, const uint16_t *wh, const quant_matrix *wq, int n, int k,
+                     const float *bias, int i0, int i1, int j0, int j1, int kc, int mc, int nc, float *scratch) {
   const size_t kmax = (size_t)kc + kc / 2 + 2;
   float *wp = scratch, *xp = wp + kmax * ((nc + GN - 1) / GN * GN);
-  float *edge = xp + kmax * ((mc + GM - 1) / GM * GM);
+  float *edge = xp + kmax * ((mc + GM - 1) / GM * GM), *qtmp = edge + 2 * GM * GN;
   const int kb0 = gemm_balance(k, kc);
   mc = gemm_even_rows(i1 - i0, gemm_rows_for(mc, kc, kb0, GM), GM);
   nc = gemm_rows_for(nc, kc, kb0, GN);
@@ -177,7 +217,7 @@ static void gemm_run(float *out, const float *x, const float *wf, const uint16_t
       gemm_pack_x(xp, x, (size_t)k, ic, mb, pc, kb, wh != 0);
       for (int jc = j0; jc < j1; jc += nc) {
         const int nb = j1 - jc < nc ? j1 - jc : nc;
-        gemm_pack_w(wp, wf, wh, (size_t)k, jc, nb, pc, kb);
+        gemm_pack_w(wp, wf, wh, wq, (size_t)k, jc, nb, pc, kb, qtmp);
         for (int ir = 0; ir < mb; ir += GM) {
           const float *a = xp + (size_t)(ir / GM) * kb * GM;
           const int rows = mb - ir < GM ? mb - ir : GM;
@@ -189,7 +229,8 @@ static void gemm_run(float *out, const float *x, const float *wf, const uint16_t
             /* A later K block reloads the output: fetch the next tile's while this one runs. */
             if (load)
               for (int r = 0; r < rows; r++) __builtin_prefetch(c + GN + (size_t)r * n, 1, 3);
-            if (rows == GM && cols == GN) gemm_tile(c, (size_t)n, a, b, kb, init, load);
+            if (rows == GM && cols == GN) gemm_tile(c, (size_t)n, a, b, kb, init, load, GM);
+            else if (cols == GN) gemm_short(c, (size_t)n, rows, a, b, kb, init, load);
             else gemm_edge(c, (size_t)n, rows, cols, a, b, kb, init, load, edge);
           }
         }
@@ -200,7 +241,14 @@ static void gemm_run(float *out, const float *x, const float *wf, const uint16_t
 
 void FN(gemm_f32)(float *out, const float *x, const float *w, int n, int k, const float *bias, int i0, int i1, int j0,
                   int j1, int kc, int mc, int nc, float *scratch) {
-  gemm_run(out, x, w, 0, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
+  gemm_run(out, x, w, 0, 0, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
+}
+
+/* Weights in ggml blocks (the prefill of a quantized model): the f32 product on panels
+ * dequantized as they are packed. */
+void FN(gemm_quant)(float *out, const float *x, const quant_matrix *w, int n, int k, const float *bias, int i0, int i1, int j0,
+                    int j1, int kc, int mc, int nc, float *scratch) {
+  gemm_run(out, x, 0, 0, w, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
 }
 
 #ifndef GEMM_DPBF16
@@ -208,6 +256,6 @@ void FN(gemm_f32)(float *out, const float *x, const float *w, int n, int k, cons
  * to bf16, so the products are those of the vdpbf16ps build; the sums stay f32. */
 void FN(gemm_bf16)(float *out, const float *x, const uint16_t *w, int n, int k, const float *bias, int i0, int i1, int j0,
                    int j1, int kc, int mc, int nc, float *scratch) {
-  gemm_run(out, x, 0, w, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
+  gemm_run(out, x, 0, w, 0, n, k, bias, i0, i1, j0, j1, kc, mc, nc, scratch);
 }
 #endif

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "attn_args.h"
+#include "quant.h"
 
 extern "C" {
 
@@ -24,6 +25,7 @@ extern "C" {
   int ea_key_block_##S(void);                                                                        \
   void gemm_f32_##S(float *, const float *, const float *, int, int, const float *, int, int, int, int, int, int, int, float *); \
   void gemm_bf16_##S(float *, const float *, const uint16_t *, int, int, const float *, int, int, int, int, int, int, int, float *); \
+  void gemm_quant_##S(float *, const float *, const quant_matrix *, int, int, const float *, int, int, int, int, int, int, int, float *); \
   int gemm_rows_##S(void);                                                                           \
   int gemm_cols_##S(void);                                                                           \
   size_t gemm_scratch_##S(int, int, int);
@@ -54,6 +56,7 @@ struct KernelSet {
   int ea_key_block;
   decltype(&gemm_f32_base) gemm_f32;
   decltype(&gemm_bf16_base) gemm_bf16;
+  decltype(&gemm_quant_base) gemm_quant;
   int gemm_rows, gemm_cols;
   decltype(&gemm_scratch_base) gemm_scratch;
   // Which tile runs the bf16 product ("avx512bf16" when vdpbf16ps does), and its ceiling's
@@ -64,5 +67,5 @@ struct KernelSet {
 
 #define KVP_SET(S, VWF) \
   KernelSet { #S, VWF, rmsnorm_##S, rope_##S, silu_mul_##S, gemv_##S, gemv_bf16_##S, attn_pack_##S, attn_tile_##S, fma_probe_##S, tile_rows_##S(), key_block_##S(), \
-            gram64_##S, ea_logits64_##S, ea_key_block_##S(), gemm_f32_##S, gemm_bf16_##S, gemm_rows_##S(), gemm_cols_##S(), \
+            gram64_##S, ea_logits64_##S, ea_key_block_##S(), gemm_f32_##S, gemm_bf16_##S, gemm_quant_##S, gemm_rows_##S(), gemm_cols_##S(), \
             gemm_scratch_##S, #S, nullptr }

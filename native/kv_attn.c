@@ -474,6 +474,92 @@ static void value_few(int nr, float *const *o, const float *V, size_t stride, in
   }
 }
 
+/* Prefill's scores: s[r·sld + t0 + t] = sc·q_r·k_t for a tile of many queries, from the run's
+ * keys transposed into kt[d·KV_CH + t] (t < n, zero up to the next 16). R queries × 16 keys per
+ * register tile (12 accumulators at R = 6), each score one multiply-add chain over d in order:
+ * no horizontal sums, which cost the two-keys-by-four-queries tile more than its products. */
+static inline __attribute__((always_inline)) void score_packed_rows(int R, const float *const *q, const float *kt, int hd, float sc, int t0, int n,
+                                                                    float *s, size_t sld) {
+  for (int tb = 0; tb < n; tb += 16) {
+    v8 acc[6][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = splat(0);
+    for (int d = 0; d < hd; d++) {
+      const v8 k0 = ld(kt + (size_t)d * KV_CH + tb), k1 = ld(kt + (size_t)d * KV_CH + tb + 8);
+      for (int r = 0; r < R; r++) {
+        const v8 qv = splat(q[r][d]);
+        acc[r][0] += qv * k0;
+        acc[r][1] += qv * k1;
+      }
+    }
+    const int m = n - tb < 16 ? n - tb : 16;
+    for (int r = 0; r < R; r++) {
+      float *out = s + r * sld + t0 + tb;
+      const v8 a0 = acc[r][0] * splat(sc), a1 = acc[r][1] * splat(sc);
+      if (m == 16) {
+        st(out, a0);
+        st(out + 8, a1);
+      } else
+        for (int j = 0; j < m; j++) out[j] = j < 8 ? a0[j] : a1[j - 8];
+    }
+  }
+}
+
+/* kt[(d0 + j)·KV_CH + t0 + i] = rows[(t0 + i)·stride + d0 + j] for i, j < 8: an 8×8 transpose in
+ * registers (unpack pairs, then quads, then halves). */
+static inline void transpose8(float *kt, const float *rows, size_t stride, int t0, int d0) {
+  v8 r[8], u[8];
+  for (int i = 0; i < 8; i++) r[i] = ld(rows + (size_t)(t0 + i) * stride + d0);
+#if !defined(__clang__) && __GNUC__ < 12 /* no __builtin_shufflevector */
+  for (int j = 0; j < 8; j++)
+    for (int i = 0; i < 8; i++) u[j][i] = r[i][j];
+#else
+  v8 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    r[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    r[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+  for (int j = 0; j < 4; j++) {
+    u[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    u[j + 4] = __builtin_shufflevector(r[j], r[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+#endif
+  for (int j = 0; j < 8; j++) st(kt + (size_t)(d0 + j) * KV_CH + t0, u[j]);
+}
+
+static void score_packed(int nr, const float *const *q, const float *rows, size_t stride, int hd, float sc, int t0, int n, float *s, size_t sld,
+                         float *kt) {
+  const int padded = (n + 15) / 16 * 16, n8 = hd % 8 ? 0 : n / 8 * 8;
+  for (int t = 0; t < n8; t += 8)
+    for (int d = 0; d < hd; d += 8) transpose8(kt, rows, stride, t, d);
+  for (int t = n8; t < n; t++)
+    for (int d = 0; d < hd; d++) kt[(size_t)d * KV_CH + t] = rows[(size_t)t * stride + d];
+  for (int t = n; t < padded; t++)
+    for (int d = 0; d < hd; d++) kt[(size_t)d * KV_CH + t] = 0;
+  for (int r0 = 0; r0 < nr; r0 += 6) {
+    const int R = nr - r0 < 6 ? nr - r0 : 6;
+    const float *const *qr = q + r0;
+    float *sr = s + r0 * sld;
+    switch (R) {
+      case 1: score_packed_rows(1, qr, kt, hd, sc, t0, n, sr, sld); break;
+      case 2: score_packed_rows(2, qr, kt, hd, sc, t0, n, sr, sld); break;
+      case 3: score_packed_rows(3, qr, kt, hd, sc, t0, n, sr, sld); break;
+      case 4: score_packed_rows(4, qr, kt, hd, sc, t0, n, sr, sld); break;
+      case 5: score_packed_rows(5, qr, kt, hd, sc, t0, n, sr, sld); break;
+      default: score_packed_rows(6, qr, kt, hd, sc, t0, n, sr, sld); break;
+    }
+  }
+}
+
+/* Head dimensions up to which prefill's scores take score_packed: the transposed keys of a run
+ * of another type than f32 (whose widened rows fill buf) sit on the stack, KV_CH·hd floats. */
+#define KV_PACKED_HD 128
+
 /* Scores (values = 0) or value sums (values = 1) over one run of n entries of a page. */
 static void run(const kv_attn_args *a, int values, const float *const *q, float *const *o, int nr, const uint8_t *src, int t0, int n, float *s, size_t sld, float *buf,
                 const uint8_t *pf, int pn) {
@@ -490,6 +576,17 @@ static void run(const kv_attn_args *a, int values, const float *const *q, float 
     const float *rows = (const float *)(const void *)src;
     if (values) value_few(nr, o, rows, rb / 4, hd, t0, n, s, sld, pf, pn, rb);
     else score_few(nr, q, rows, rb / 4, hd, sc, t0, n, s, sld, pf, pn, rb);
+    return;
+  }
+  if (!values && nr > 4 && hd <= KV_PACKED_HD) {
+    /* Prefill: f32 rows are read where they lie and transposed into buf; the others are widened
+     * into buf first, then transposed onto the stack (at most KV_CH·KV_PACKED_HD floats). */
+    if (a->dtype == KV_F32) {
+      score_packed(nr, q, (const float *)(const void *)src, rb / 4, hd, sc, t0, n, s, sld, buf);
+    } else {
+      float kt[KV_CH * hd];
+      score_packed(nr, q, rows_f32(a, src, n, buf), (size_t)hd, hd, sc, t0, n, s, sld, kt);
+    }
     return;
   }
   const int direct = hd % 16 == 0 && (a->dtype == KV_F32 || (nr <= 4 && (a->dtype <= KV_BF16 || a->block == 32)));
@@ -523,16 +620,21 @@ static void run(const kv_attn_args *a, int values, const float *const *q, float 
   }
 }
 
+/* The larger of each lane pair (b where a > b is false, NaN included). */
+static inline v8 vmax8(v8 b, v8 a) { return as_v8((as_u32(a) & (v8u32)(a > b)) | (as_u32(b) & ~(v8u32)(a > b))); }
+
 /* Softmax of s_r over [lo, hi) in place; entries of [from, to) outside it become 0. */
 static void softmax_range(float *s, int from, int lo, int hi, int to) {
   float mx = -3.0e38f;
   int t = lo;
   if (hi - lo >= 8) {
-    v8 m8 = ld(s + lo);
-    for (t = lo + 8; t + 8 <= hi; t += 8) {
-      const v8 x = ld(s + t);
-      m8 = as_v8((as_u32(x) & (v8u32)(x > m8)) | (as_u32(m8) & ~(v8u32)(x > m8)));
-    }
+    /* Four running maxima: one would chain every compare-and-blend on the last (the blend keeps
+     * NaN out, as the scalar loop; the maximum is exact, so the split changes no bit). */
+    v8 m[4] = {ld(s + lo), ld(s + lo), ld(s + lo), ld(s + lo)};
+    for (t = lo + 8; t + 32 <= hi; t += 32)
+      for (int i = 0; i < 4; i++) m[i] = vmax8(m[i], ld(s + t + 8 * i));
+    for (; t + 8 <= hi; t += 8) m[0] = vmax8(m[0], ld(s + t));
+    const v8 m8 = vmax8(vmax8(m[0], m[1]), vmax8(m[2], m[3]));
     for (int i = 0; i < 8; i++) mx = m8[i] > mx ? m8[i] : mx;
   }
   for (; t < hi; t++) mx = s[t] > mx ? s[t] : mx;

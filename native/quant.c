@@ -5,7 +5,7 @@
  * sum is then scaled by the two float scales (and the weight mins by the activation sums). The
  * AVX2 builds multiply unsigned by signed bytes (vpmaddubsw, then vpmaddwd to 32 bits); the
  * baseline runs the same integer sums in plain C. Prefill dequantizes weight rows to f32 for the
- * GEMM (quant_dequant). Block layouts: src/model/quant/formats.ts. */
+ * GEMM's packed panels (quant_dequant, a few columns of a row at a time). Block layouts: src/model/quant/formats.ts. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -567,15 +567,22 @@ static void dequant_block(int type, const uint8_t *w, float *y) {
   }
 }
 
-void FN(quant_dequant)(int type, const uint8_t *w, size_t row_bytes, int j0, int j1, int k, float *dst) {
-  for (int j = j0; j < j1; j++, dst += k) {
-    const uint8_t *wr = w + (size_t)j * row_bytes;
-    if (type == T_F16) {
-      for (int c = 0; c < k; c++) dst[c] = h2f(wr + 2 * c);
-      continue;
+void FN(quant_dequant)(const quant_matrix *m, int j, int p0, int n, float *dst) {
+  const uint8_t *wr = m->w + (size_t)j * m->row_bytes;
+  if (m->type == T_F16) {
+    for (int c = 0; c < n; c++) dst[c] = h2f(wr + 2 * (size_t)(p0 + c));
+    return;
+  }
+  const int be = is_k(m->type) ? 256 : 32;
+  const size_t bb = m->row_bytes / (size_t)(m->k / be);
+  for (int c = p0; c < p0 + n;) {
+    const int b = c / be, off = c - b * be, cnt = be - off < p0 + n - c ? be - off : p0 + n - c;
+    if (cnt == be) dequant_block(m->type, wr + b * bb, dst + (c - p0));
+    else {
+      float whole[256];
+      dequant_block(m->type, wr + b * bb, whole);
+      memcpy(dst + (c - p0), whole + off, sizeof(float) * (size_t)cnt);
     }
-    const int be = is_k(type) ? 256 : 32;
-    const size_t bb = row_bytes / (size_t)(k / be);
-    for (int b = 0; b < k / be; b++) dequant_block(type, wr + b * bb, dst + b * be);
+    c += cnt;
   }
 }

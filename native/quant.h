@@ -10,6 +10,14 @@
 extern "C" {
 #endif
 
+/* A matrix of `type` blocks, rows row_bytes apart, k values a row: the weights of a prefill
+ * product, which the GEMM (native/gemm.h) packs a few columns of a few rows at a time. */
+typedef struct {
+  int type, k;
+  const uint8_t *w;
+  size_t row_bytes;
+} quant_matrix;
+
 /* Bytes of one activation row of k values quantized for products with `type`: blocks of 32
  * (f32 d, f32 d·Σq, 32 int8) for the legacy formats, of 256 (f32 d, 16 int16 sums, 256 int8) for
  * the K-quants; F16 products take the f32 row itself. */
@@ -24,8 +32,9 @@ static inline size_t quant_act_bytes(int type, int k) {
   /* out[i·ldo + j] = w[j] · act_i (+ bias[j]) for i < m, j in [j0, j1); act rows act_stride bytes apart. */ \
   void quant_matvec_##S(int type, float *out, size_t ldo, const uint8_t *act, size_t act_stride, int m,      \
                         const uint8_t *w, size_t row_bytes, int j0, int j1, int k, const float *bias);       \
-  /* Rows [j0, j1) of w dequantized to f32, dst[(j − j0)·k + c]. */                                           \
-  void quant_dequant_##S(int type, const uint8_t *w, size_t row_bytes, int j0, int j1, int k, float *dst);
+  /* Values [p0, p0 + n) of row j dequantized to f32 at dst[0, n) (any range: blocks cut by it are   \
+   * dequantized whole and the range copied out). */                                                   \
+  void quant_dequant_##S(const quant_matrix *m, int j, int p0, int n, float *dst);
 QUANT_DECLARE(base)
 #if defined(__x86_64__)
 QUANT_DECLARE(avx2)

@@ -140,6 +140,18 @@ for (const b of fast) {
       }
     });
 
+    test('add (where the backend has it) gives the f32 sums exactly, short and long', () => {
+      if (!b.add) return;
+      let seed = 350;
+      for (const n of [0, 1, 15, 1000, 70001]) {
+        const r = rng(seed++);
+        const x = randArray(r, n + 3, 4), y = randArray(r, n + 3, 4), got = x.slice();
+        b.add(got, y, n);
+        for (let i = 0; i < n + 3; i++) assert.equal(got[i], i < n ? Math.fround(x[i] + y[i]) : x[i], `add n=${n} [${i}]`);
+      }
+      assert.throws(() => b.add!(new Float32Array(5), new Float32Array(6), 6), /add: x has 5 floats, needs 6/);
+    });
+
     test('attention: GQA groups 1/2/7, head dims 8..128, per-head lengths, cached prefix', () => {
       let seed = 400;
       for (const c of ATTN_CASES) {

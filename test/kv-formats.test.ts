@@ -128,6 +128,11 @@ const cases: Case[] = [
   { hd: 96, E: 16, lengths: [45, 30], rows: 1 },
   { hd: 128, E: 32, lengths: [77, 9], rows: 1 },
   { hd: 64, E: 16, lengths: [70, 50], rows: 1, window: 23 },
+  // Prefill tiles (more than four queries a KV head: the run's keys transposed, six queries by
+  // sixteen keys a step): whole tiles of 32 and a ragged rest, runs of 1–16 keys, a head width
+  // that is no multiple of 8, and a window.
+  { hd: 64, E: 16, lengths: [100, 77], rows: 40 },
+  { hd: 20, E: 8, lengths: [45, 30], rows: 12, window: 17 },
 ];
 
 test('paged attention of every backend in every KV type stays within the bound of the type\'s rounding', () => {

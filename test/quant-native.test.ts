@@ -87,6 +87,22 @@ describe('native quantized products against float64 over the dequantized blocks'
     });
   }
 
+  test('prefill products whose GEMM K blocks cut the format\'s blocks, and a ragged last panel', { skip: !nativeOk && 'native backend unavailable' }, () => {
+    // The GEMM dequantizes straight into its packed panels, a K block at a time: with this
+    // machine's L1 blocking, k = 2304 takes two blocks of 1152 (4.5 K-quant blocks each) and
+    // k = 1568 two of 784 (24.5 blocks of 32), so blocks are dequantized whole and cut.
+    const be = createBackend({ prefer: 'native', threads: 1 });
+    const rand = mulberry32(77);
+    for (const [type, k] of [[GGML_TYPE.Q8_0, 1568], [GGML_TYPE.Q4_K, 2304], [GGML_TYPE.Q6_K, 2304], [GGML_TYPE.Q5_1, 1568], [GGML_TYPE.F16, 1700]]) {
+      const n = 37, m = 9, w = randomBlocks(type, n, k, rand);
+      const x = Float32Array.from({ length: m * k }, () => rand() * 2 - 1);
+      const out = new Float32Array(m * n);
+      be.matmulQuant!(out, x, w, type, m, n, k);
+      const r = worst(type, w, x, out, m, n, k, false);
+      assert.ok(r <= 1, `${ggmlTypeName(type)} k=${k}: error ${r.toFixed(3)}× the bound`);
+    }
+  });
+
   test('bias rows, and any thread count gives the same bits', { skip: !nativeOk && 'native backend unavailable' }, () => {
     const rand = mulberry32(99);
     for (const type of [GGML_TYPE.Q8_0, GGML_TYPE.Q4_K, GGML_TYPE.Q5_0, GGML_TYPE.Q6_K]) {

@@ -49,6 +49,9 @@ export interface Backend {
   /** gate[i] ← silu(gate[i]) · up[i] for i < n. */
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
 
+  /** x[i] ← x[i] + y[i] for i < n (the residual adds). Optional: the forward pass adds in JS where a backend lacks it. */
+  add?(x: Float32Array, y: Float32Array, n: number): void;
+
   /** Causal grouped-query attention of new query rows over a per-KV-head cache. */
   attention(args: AttentionArgs): void;
 

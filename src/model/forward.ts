@@ -157,7 +157,7 @@ export function decoderLayers(model: PassModel, ws: Workspace, R: number, rows: 
     afterAttention?.(l);
     rows.linear(ws.xb, ws.att, lw.wo, D, qDim);
     if (lw.postAttnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postAttnNorm, R, D, eps);
-    addInPlace(ws.x, ws.xb, R * D);
+    addInPlace(be, ws.x, ws.xb, R * D);
 
     // Gated feed-forward: SwiGLU, or GeGLU (tanh GELU) for Gemma.
     be.rmsnorm(ws.xb, ws.x, lw.ffnNorm, R, D, eps);
@@ -167,7 +167,7 @@ export function decoderLayers(model: PassModel, ws: Workspace, R: number, rows: 
     else be.siluMul(ws.hb, ws.hb2, R * F);
     rows.linear(ws.xb, ws.hb, lw.wDown, D, F);
     if (lw.postFfnNorm) be.rmsnorm(ws.xb, ws.xb, lw.postFfnNorm, R, D, eps);
-    addInPlace(ws.x, ws.xb, R * D);
+    addInPlace(be, ws.x, ws.xb, R * D);
   }
 }
 
@@ -275,6 +275,8 @@ export function attend(be: Backend, ws: Workspace, a: PagedAttentionArgs): void 
   be.attention({ out: a.out, q: a.q, rows: a.rows, numHeads: a.numHeads, numKvHeads, headDim: hd, keys, values, lengths: lc.lengths, scale: a.scale, scratch: a.scratch });
 }
 
-export function addInPlace(x: Float32Array, y: Float32Array, n: number): void {
+/** x += y over n values: the backend's kernel where it has one (the same f32 sums). */
+export function addInPlace(be: Backend, x: Float32Array, y: Float32Array, n: number): void {
+  if (be.add) return be.add(x, y, n);
   for (let i = 0; i < n; i++) x[i] += y[i];
 }

@@ -86,6 +86,12 @@ export function checkSiluMul(gate: Float32Array, up: Float32Array, n: number): v
   checkArray('siluMul', 'up', up, n);
 }
 
+export function checkAdd(x: Float32Array, y: Float32Array, n: number): void {
+  checkCount('add', 'n', n);
+  checkArray('add', 'x', x, n);
+  checkArray('add', 'y', y, n);
+}
+
 /** Returns the longest KV head, which sizes the score scratch. */
 export function checkAttention(a: AttentionArgs): number {
   const { rows, numHeads, numKvHeads, headDim, keys, values, lengths } = a;

@@ -7,7 +7,7 @@ import type { AttentionArgs, Backend, PagedAttentionArgs, PressAttentionArgs } f
 import { KV_DTYPES } from '../../cache/format.js';
 import type { PageMemory } from '../../cache/kv-cache.js';
 import { SlabMemory, type SlabSource } from '../../cache/slab-memory.js';
-import { checkAttention, checkPagedAttention, checkPressAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
+import { checkAdd, checkAttention, checkPagedAttention, checkPressAttention, checkCount, checkEaLogits64, checkEaQueryMoments64, checkEaScores64, checkGram64, checkMatmul, checkMatmulBf16, checkMatmulQuant, checkRmsnorm, checkRope, checkSiluMul, checkValueNormsL1, checkWindowSoftmaxSums } from './checks.js';
 import { checkedLinalg64, type Linalg64 } from '../linalg64.js';
 
 /** What the compiled addon (native/addon.cc) exports. */
@@ -19,6 +19,7 @@ interface Addon {
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
   rope(x: Float32Array, rows: number, heads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
   siluMul(gate: Float32Array, up: Float32Array, n: number): void;
+  add(x: Float32Array, y: Float32Array, n: number): void;
   attention(
     out: Float32Array, q: Float32Array, rows: number, numHeads: number, numKvHeads: number, headDim: number,
     keys: Float32Array[], values: Float32Array[], lengths: Int32Array, scale: number,
@@ -255,6 +256,12 @@ export class NativeBackend implements Backend {
     checkSiluMul(gate, up, n);
     this.#apply();
     this.addon.siluMul(gate, up, n);
+  }
+
+  add(x: Float32Array, y: Float32Array, n: number): void {
+    checkAdd(x, y, n);
+    this.#apply();
+    this.addon.add(x, y, n);
   }
 
   attention(a: AttentionArgs): void {
