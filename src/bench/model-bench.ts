@@ -44,7 +44,9 @@ export function fillCache(cache: KVCache, depth: number, kvDim: number): void {
 
 /**
  * Prefill `promptTokens` tokens (no logits but the last), then decode `genTokens` greedily
- * from a cache of `depth` entries (depth 0: continue from the prefill's cache).
+ * from a cache of `depth` entries (depth 0: continue from the prefill's cache). One untimed
+ * prefill runs first, as llama-bench's warm-up run does, so that first-touch page faults of the
+ * buffers and the worker threads' start are not counted against the measured pass.
  */
 export function benchModel(model: Model, opts: { promptTokens: number; genTokens: number; depth?: number; press?: Compressor | null }): ModelBenchResult {
   const c = model.config;
@@ -54,6 +56,7 @@ export function benchModel(model: Model, opts: { promptTokens: number; genTokens
   let cache = model.newCache();
   if (opts.promptTokens > 0) {
     model.reserve(opts.promptTokens, opts.promptTokens);
+    model.forward(prompt, model.newCache(), { logits: 'last', press: opts.press });
     const t0 = performance.now();
     model.forward(prompt, cache, { logits: 'last', press: opts.press });
     prefillMs = performance.now() - t0;
