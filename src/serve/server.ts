@@ -104,7 +104,7 @@ interface Answer {
 
 const MiB = 2 ** 20;
 /** Default of ServerOptions.streamIntervalMs (see the README's Serve section for the measurement). */
-export const STREAM_INTERVAL_MS = 10;
+export const STREAM_INTERVAL_MS = 50;
 /** A minute: longer is no stream, and a timer past 2^31 − 1 ms fires at once. */
 export const MAX_STREAM_INTERVAL_MS = 60_000;
 /** Where the page's static files live in the package (shipped as they are, no build step). */

@@ -31,7 +31,7 @@ Options:
   --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
   --stream-interval-ms MS    a streamed answer sends the text of the tokens made within MS milliseconds
                              as one chunk (the first token, and any token whose step took longer, at
-                             once); 0 sends one chunk per token (default 10)
+                             once); 0 sends one chunk per token (default 50)
   --weights W                f32, bf16, q8_0 or q4_k: hold every matrix in this format (default: as the checkpoint stores it)
   --decode-weights W         former name of --weights (still accepted)
   --kv-dtype T               KV cache element type of every request and context: f32, f16, bf16, q8_0,
