@@ -9,20 +9,12 @@ import { contextBoundary, continuationReference, recallReference, scoreContinuat
 import { klDivergence, tokenNll } from '../src/eval/metrics.js';
 import { formatTick, niceTicks, renderSvg } from '../src/eval/plot.js';
 import { formatValue, readRuns, writeReport } from '../src/eval/report.js';
-import {
-  formatRatio,
-  isDecodingName,
-  parsePressOption,
-  parseRatios,
-  parseShard,
-  parseTargetSizes,
-  planRuns,
-  runDirName,
-  runEval,
-  shardRuns,
-  type EvalOptions,
-  type RunMetrics,
-} from '../src/eval/runner.js';
+import { formatRatio, runDirName } from '../src/eval/names.js';
+import { parsePressOption, parseRatios, parseShard, parseTargetSizes, type EvalOptions } from '../src/eval/options.js';
+import { planRuns, shardRuns } from '../src/eval/plan.js';
+import { isDecodingName } from '../src/eval/press-setup.js';
+import type { RunMetrics } from '../src/eval/run-metrics.js';
+import { runEval } from '../src/eval/runner.js';
 import type { LayerContext } from '../src/model/layer-context.js';
 import { loadModel } from '../src/model/load.js';
 import { presses } from '../src/presses/index.js';

@@ -6,7 +6,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { niceTicks, renderSvg, svgToPng, type Series } from './plot.js';
-import { formatRatio, NO_PRESS, NOTES_FILE, type RunMetrics, type ScoreInfo } from './runner.js';
+import { formatRatio, NO_PRESS } from './names.js';
+import { NOTES_FILE } from './run-files.js';
+import type { RunMetrics, ScoreInfo } from './run-metrics.js';
 
 export const REPORT_FILE = 'report.md';
 

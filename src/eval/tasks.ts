@@ -26,7 +26,9 @@ import {
   type RecallReference,
 } from './fidelity.js';
 import { aime25Metrics, longbenchScore, math500Metrics, niahRouge, rulerScores, stringMatchPart } from './metrics.js';
-import { DEFAULT_SEED, EvalError, type DatasetRef, type EvalOptions, type ScoreInfo } from './runner.js';
+import type { DatasetRef } from './names.js';
+import { DEFAULT_SEED, EvalError, type EvalOptions } from './options.js';
+import type { ScoreInfo } from './run-metrics.js';
 
 /** Items per run when --limit is not given (RULER: samples per task). */
 export const DEFAULT_LIMITS: Record<string, number> = { continuation: 100, name_recall: 200, sampled_recall: 200, ruler: 10 };
