@@ -16,7 +16,7 @@ import type { KvDtype } from '../cache/format.js';
 import type { KVCache } from '../cache/kv-cache.js';
 import type { Compressor } from '../model/layer-context.js';
 import type { Model } from '../model/model.js';
-import { argmax, klDivergence, tokenNll } from './logit-metrics.js';
+import { argmax, klDivergence, tokenNll } from './metrics/logits.js';
 
 /** Default share of the tokens (BOS included) that is compressed. */
 export const DEFAULT_CONTEXT_FRACTION = 0.6;
