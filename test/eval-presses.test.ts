@@ -16,7 +16,7 @@ import { formatValue, writeReport } from '../src/eval/report.js';
 import type { EvalOptions } from '../src/eval/options.js';
 import type { RunMetrics } from '../src/eval/run-metrics.js';
 import { runEval } from '../src/eval/runner.js';
-import { removedAtAnswerEnd } from '../src/eval/tasks.js';
+import { removedAtAnswerEnd } from '../src/eval/qa-task.js';
 import { loadModel } from '../src/model/load.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
 import { presses } from '../src/presses/index.js';

@@ -21,7 +21,8 @@ import { shardRuns, type RunSpec } from './plan.js';
 import { createPress, isDecodingName } from './press-setup.js';
 import { checkSameSettings, isComplete, writeRun } from './run-files.js';
 import type { RunMetrics } from './run-metrics.js';
-import { cannotCompress, makeTask } from './tasks.js';
+import { cannotCompress } from './task.js';
+import { makeTask } from './tasks.js';
 
 function formatMs(ms: number): string {
   const s = Math.round(ms / 1000);
