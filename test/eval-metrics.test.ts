@@ -28,6 +28,7 @@ import {
   tokenNll,
   top1Accuracy,
 } from '../src/eval/index.js';
+import { pyLstrip, pySplit, pyStrip } from '../src/eval/metrics/python.js';
 
 const close = (actual: number, expected: number, tol = 1e-9): void =>
   assert.ok(Math.abs(actual - expected) <= tol, `expected ${expected}, got ${actual}`);
@@ -48,6 +49,17 @@ test('pyRound reproduces Python round(): exact binary value, ties to even', () =
   assert.equal(pyRound(2.5), 2);
   assert.equal(pyRound(33.333333, 2), 33.33);
   assert.equal(pyRound(66.666666, 2), 66.67);
+});
+
+test("Python's whitespace: str.split/strip/lstrip, not JavaScript's \\s", () => {
+  // Python: '\x1c a\x1f\x85b '.split() == ['a', 'b'] (\x1c-\x1f and \x85 are whitespace to str.isspace).
+  assert.deepEqual(pySplit('\x1c a\x1f\x85b '), ['a', 'b']);
+  // Python: '\ufeffa\u3000'.strip() == '\ufeffa' (U+FEFF is not whitespace to Python; JavaScript's trim drops it).
+  assert.equal(pyStrip('\ufeffa\u3000'), '\ufeffa');
+  assert.equal(pyStrip('\x1d\n x y \x85'), 'x y');
+  // Python: ' \x1c\ta b '.lstrip() == 'a b '.
+  assert.equal(pyLstrip(' \x1c\ta b '), 'a b ');
+  assert.equal(pyLstrip('\ufeff a'), '\ufeff a');
 });
 
 test('RULER string_match_all / string_match_part', () => {
