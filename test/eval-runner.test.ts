@@ -8,7 +8,9 @@ import { continuationStories, nameRecallStories } from '../src/eval/datasets/sto
 import { contextBoundary, continuationReference, recallReference, scoreContinuation, scoreRecall } from '../src/eval/fidelity.js';
 import { klDivergence, tokenNll } from '../src/eval/metrics.js';
 import { formatTick, niceTicks, renderSvg } from '../src/eval/plot.js';
-import { formatValue, readRuns, writeReport } from '../src/eval/report.js';
+import { formatValue } from '../src/eval/report-groups.js';
+import { readRuns } from '../src/eval/report-runs.js';
+import { writeReport } from '../src/eval/report.js';
 import { formatRatio, runDirName } from '../src/eval/names.js';
 import { parsePressOption, parseRatios, parseShard, parseTargetSizes, type EvalOptions } from '../src/eval/options.js';
 import { planRuns, shardRuns } from '../src/eval/plan.js';
