@@ -3,7 +3,7 @@
  * passage retrieval and count, each row scored by its best ground truth. The tasks whose
  * metric needs jieba or fuzzywuzzy are refused by name.
  */
-import { pyLstrip, pyRound, pySplit } from './python.js';
+import { pyRound, pySplit } from './python.js';
 import { rouge } from './rouge.js';
 import { checkRows } from './rows.js';
 
@@ -167,7 +167,8 @@ export function longbenchScore(
   checkRows(`LongBench ${name}`, predictions.length, answers.length);
   let total = 0;
   predictions.forEach((raw, i) => {
-    const prediction = FIRST_LINE_TASKS.has(name) ? pyLstrip(raw).split('\n')[0]! : raw;
+    // LongBench's eval.py: prediction.lstrip('\n').split('\n')[0] — newlines only, not all whitespace.
+    const prediction = FIRST_LINE_TASKS.has(name) ? raw.replace(/^\n+/, '').split('\n')[0]! : raw;
     let best = 0;
     for (const truth of answers[i]!) best = Math.max(best, metric(prediction, truth, allClasses));
     total += best;

@@ -8,7 +8,6 @@
 const PY_WS = '\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 const PY_WS_RUN = new RegExp(`[${PY_WS}]+`);
 const PY_WS_EDGES = new RegExp(`^[${PY_WS}]+|[${PY_WS}]+$`, 'g');
-const PY_WS_LEAD = new RegExp(`^[${PY_WS}]+`);
 
 /** Python's `s.split()`: whitespace-separated non-empty pieces. */
 export function pySplit(s: string): string[] {
@@ -18,11 +17,6 @@ export function pySplit(s: string): string[] {
 /** Python's `s.strip()`. */
 export function pyStrip(s: string): string {
   return s.replace(PY_WS_EDGES, '');
-}
-
-/** Python's `s.lstrip()`. */
-export function pyLstrip(s: string): string {
-  return s.replace(PY_WS_LEAD, '');
 }
 
 /**
