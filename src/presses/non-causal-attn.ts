@@ -77,12 +77,19 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
 /** (s − mean)/max(std, 1e-6) over every head and entry together, std unbiased (torch's default). */
 export function zScore(scores: Float64Array[]): Float64Array[] {
   let n = 0, sum = 0;
-  for (const s of scores) for (const x of s) { sum += x; n++; }
+  for (const s of scores) {
+    for (let t = 0; t < s.length; t++) sum += s[t];
+    n += s.length;
+  }
   const mean = sum / n;
   let ss = 0;
-  for (const s of scores) for (const x of s) ss += (x - mean) ** 2;
-  const std = Math.max(n > 1 ? Math.sqrt(ss / (n - 1)) : NaN, 1e-6);
-  return scores.map((s) => s.map((x) => (x - mean) / (Number.isNaN(std) ? 1e-6 : std)));
+  for (const s of scores) for (let t = 0; t < s.length; t++) ss += (s[t] - mean) ** 2;
+  const sd = Math.max(n > 1 ? Math.sqrt(ss / (n - 1)) : NaN, 1e-6), std = Number.isNaN(sd) ? 1e-6 : sd;
+  return scores.map((s) => {
+    const z = new Float64Array(s.length);
+    for (let t = 0; t < s.length; t++) z[t] = (s[t] - mean) / std;
+    return z;
+  });
 }
 
 export const nonCausalAttnEntry: PressEntry = {
