@@ -21,7 +21,9 @@ export interface CriticalOptions {
  * KV group's query heads of ‖W_O,h v_j‖₁ (W_O split into per-head d×D blocks). Stage-1 entries get a
  * score above every other. When the inner press scores in log space the product is taken there,
  * log(exp(s) + epsilon) + log N, so the ranking is the same without underflow. Use an inner press
- * without its own value-norm weighting (e.g. Expected Attention with useVnorm off).
+ * without its own value-norm weighting (e.g. Expected Attention with useVnorm off). The values are
+ * the cached entries as stored, decoded per head into float32 (over a float32 cache: the pass's own
+ * rows), and only those of stage 2 are multiplied by W_O (projectedValueNorms).
  */
 export class CriticalKVPress extends ScorerPress {
   readonly name: string;

@@ -28,7 +28,8 @@ export type Sketch = (layer: number, kvHead: number, d: number, k: number) => Fl
  * `seed` (mulberry32 + Box–Muller, one draw per layer and head), so runs are reproducible, or from
  * a caller's `sketch` (the golden tests pass the library's stored draws). Float64 throughout
  * (kvpress computes the sketch product and the factorisation in float32), in the equivalent
- * order of `leverageScores` below.
+ * order of `leverageScores` below. The keys are the pass's pre-RoPE keys: over a float32 cache its
+ * own cached rows rotated back, otherwise projected from the hidden states (`preRopeHeadKeys`).
  */
 export class LeverageScorePress extends ScorerPress {
   readonly name: string = 'leverage_score';

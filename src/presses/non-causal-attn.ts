@@ -20,7 +20,9 @@ export const nonCausalAttnOptions = defineOptions({
  * padded to chunkSize with zero queries and keys: every real query also gives the padding keys
  * logit ≈ 0 (they are not masked), and every padding query spreads a uniform 1/chunkSize over the
  * chunk, which adds (chunkSize − m)/chunkSize to each of its m real keys. `maskPadding` drops the
- * padding instead (a deliberate, documented deviation, off by default). Prefill only.
+ * padding instead (a deliberate, documented deviation, off by default). Prefill only. The keys and
+ * values are the cached entries as stored, decoded per head into float32 (over a float32 cache:
+ * the pass's own rows); the queries are the pass's float32 post-RoPE queries.
  */
 export class NonCausalAttnPress extends ScorerPress {
   readonly name: string = 'non_causal_attn';
