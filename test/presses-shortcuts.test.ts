@@ -4,6 +4,7 @@
 // entries it does not skip against a float64 product with the output projection.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { loadNative, NativeBackend } from '../src/backend/native/index.js';
 import type { LayerContext } from '../src/model/layer-context.js';
 import { Model } from '../src/model/model.js';
 import { projectedValueNorms } from '../src/presses/critical.js';
@@ -11,6 +12,8 @@ import { preRopeHeadKeys } from '../src/presses/leverage-score.js';
 import { mulberry32, randomWeights, tinyConfig } from './fixtures/tiny-models.js';
 
 const T = 48;
+const load = loadNative();
+const native = load.ok ? new NativeBackend(load.addon, load.info) : null;
 
 function tokens(n: number, vocab: number, seed = 5): number[] {
   const r = mulberry32(seed);
@@ -101,4 +104,28 @@ test('projected value norms: the entries not skipped match a float64 product wit
       }
     }
   });
+});
+
+test('native valueNormsL1: ‖block·v‖₁ / divisor added to out, from the definition (panel and tile tails, 1 and 2 threads)', { skip: native ? false : 'native addon not built' }, () => {
+  const be = native!, r = mulberry32(13);
+  for (const [T, D, hd] of [[13, 37, 8], [301, 576, 64], [6, 16, 3], [1, 1, 1]] as const) {
+    const V = Float32Array.from({ length: T * hd }, () => 2 * r() - 1), B = Float32Array.from({ length: D * hd }, () => 2 * r() - 1);
+    const want = Array.from({ length: T }, (_, t) => {
+      let s = 0;
+      for (let i = 0; i < D; i++) {
+        let y = 0;
+        for (let j = 0; j < hd; j++) y += B[i * hd + j] * V[t * hd + j];
+        s += Math.abs(y);
+      }
+      return 0.5 + s / 3;
+    });
+    for (const threads of [1, 2]) {
+      be.setThreads(threads);
+      const out = new Float64Array(T).fill(0.5);
+      be.valueNormsL1(out, V, B, T, D, hd, 3);
+      // float32 dot products of hd terms of magnitude ≤ 1: each off by ≤ hd·2⁻²⁴·hd in absolute terms.
+      for (let t = 0; t < T; t++) assert.ok(Math.abs(out[t] - want[t]) <= (D * hd * hd * 2 ** -24) / 3 + 1e-12, `T=${T} D=${D} hd=${hd} row ${t}: ${out[t]} vs ${want[t]}`);
+    }
+    be.setThreads(1);
+  }
 });
