@@ -2,6 +2,7 @@ import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { weightRow } from '../model/weights.js';
 import { globalTopK } from './adakv.js';
 import { keptCount } from './common.js';
+import { scratch } from './linalg64.js';
 import { requireScorer, type KeepIndices, type Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
@@ -112,10 +113,10 @@ export function projectedValueNorms(ctx: LayerContext, skip: readonly ArrayLike<
   const c = ctx.config, hd = c.headDim, D = c.hiddenSize, H = c.numHeads, G = H / c.numKvHeads, wo = ctx.weights.wo;
   let longest = 0;
   for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
-  const block = new Float32Array(D * hd), out = new Float32Array(ctx.backend.valueNormsL1 ? 0 : longest * D);
-  const rows = new Float32Array(longest * hd), at = new Int32Array(longest), sums = new Float64Array(longest);
+  const block = scratch('critical.block', Float32Array, D * hd), out = scratch('critical.out', Float32Array, ctx.backend.valueNormsL1 ? 0 : longest * D);
+  const rows = scratch('critical.rows', Float32Array, longest * hd), at = scratch('critical.at', Int32Array, longest), sums = scratch('critical.sums', Float64Array, longest);
   return Array.from(ctx.cache.lengths, (T, g) => {
-    const N = new Float64Array(T), V = ctx.cache.headValues(g), skipped = new Uint8Array(T);
+    const N = new Float64Array(T), V = ctx.cache.headValues(g), skipped = scratch('critical.skipped', Uint8Array, T).fill(0);
     if (skip) for (let i = 0; i < skip[g].length; i++) skipped[skip[g][i]] = 1;
     let m = 0;
     for (let t = 0; t < T; t++) if (!skipped[t]) at[m++] = t;

@@ -5,7 +5,7 @@ import { zScore } from './non-causal-attn.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { mulberry32 } from './random.js';
 import type { PressEntry } from './registry.js';
-import { linalg64 } from './linalg64.js';
+import { linalg64, scratch } from './linalg64.js';
 import { cholesky, gram, inverseForm, quadraticForms } from './quadratic-forms.js';
 import { ScorerPress } from './scorer.js';
 
@@ -79,7 +79,7 @@ export function gaussianSketch(seed: number): Sketch {
  */
 export function leverageScores(ctx: LayerContext, from: number, to: number, k: number, sketch: Sketch): Float64Array[] {
   const c = ctx.config, d = c.headDim, Hkv = c.numKvHeads, n = to - from, la = linalg64(ctx.backend);
-  const keysOf = preRopeHeadKeys(ctx), X = new Float64Array(n * d), mean = new Float64Array(d);
+  const keysOf = preRopeHeadKeys(ctx), X = scratch('leverage.X', Float64Array, n * d), mean = new Float64Array(d);
   let K: Float32Array | null = null;
   const CP = new Float64Array(d * k), M = new Float64Array(k * k), W = new Float64Array(d * d), lin = new Float64Array(d);
   return Array.from({ length: Hkv }, (_, g) => {

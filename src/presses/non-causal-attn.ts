@@ -1,6 +1,7 @@
 import type { LayerContext } from '../model/layer-context.js';
 import { pressAttention } from './attention-columns.js';
 import { avgPool1d, groupMean, requirePrefillCache } from './common.js';
+import { scratch } from './linalg64.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import type { PressEntry } from './registry.js';
 import { ScorerPress } from './scorer.js';
@@ -47,7 +48,8 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
   const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, qStride = H * hd, n = to - from;
   // Row r sees its chunk [lo, hi) and, as the library, the chunk's padding keys (logit −1e-9,
   // its mask value: not masked).
-  const lo = new Int32Array(n), hi = new Int32Array(n), pad = new Int32Array(n);
+  const lo = scratch('nca.lo', Int32Array, n), hi = scratch('nca.hi', Int32Array, n), pad = scratch('nca.pad', Int32Array, n);
+  const masses = scratch('nca.mass', Float64Array, H * n).fill(0);
   for (let a = 0; a < n; a += chunkSize) {
     const b = Math.min(a + chunkSize, n);
     lo.fill(a, a, b);
@@ -56,7 +58,7 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
   }
   const perHead: Float64Array[] = [];
   for (let g = 0; g < c.numKvHeads; g++) {
-    const mass = new Float64Array(G * n);
+    const mass = masses.subarray(g * G * n, (g + 1) * G * n);
     pressAttention(ctx.backend, {
       out: mass, q: ctx.queries.subarray(from * qStride), qStride, heads: Int32Array.from({ length: G }, (_, j) => (g * G + j) * hd),
       keys: ctx.cache.headKeys(g).subarray(from * hd, to * hd), n, headDim: hd, rows: n, lo, hi, pad, padLogit: -1e-9, scale: 1, rowWeight: null, mode: 'sum',
