@@ -501,8 +501,9 @@ void WindowSoftmaxSums(const Napi::CallbackInfo &info) {
   }
 }
 
-// valueNormsL1(out, values, block, T, D, hd, divisor): out[t] += ‖block·v_t‖₁ / divisor for the T
-// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): the block
+// valueNormsL1(out, values, block, T, D, hd, divisor, rows | null): out[t] += ‖block·v_t‖₁ / divisor
+// for t < T, v_t the value row rows[t] (or t) of values [·][hd], and block [D][hd] (critical.ts
+// projectedValueNorms for one query head, rows: the entries it does not skip): the block
 // packed once into 16-column panels, then blocks of 256 values dealt to the team, each through
 // value_norms_l1 (products in registers, their absolute values summed in float64 per value, no
 // T×D buffer) — a value's bits do not depend on the thread count.
@@ -511,6 +512,7 @@ void ValueNormsL1(const Napi::CallbackInfo &info) {
   const float *V = F32(info[1]), *B = F32(info[2]);
   const int T = I32(info[3]), D = I32(info[4]), hd = I32(info[5]);
   const double divisor = info[6].As<Napi::Number>().DoubleValue();
+  const int32_t *rows = info[7].IsNull() || info[7].IsUndefined() ? nullptr : info[7].As<Napi::Int32Array>().Data();
   const int R = 256, blocks = (T + R - 1) / R;
   static thread_local Scratch packed;
   float *bp = packed.get((size_t)(D + 15) / 16 * 16 * hd);
@@ -523,7 +525,7 @@ void ValueNormsL1(const Napi::CallbackInfo &info) {
   team(nt, [&](int t, int parts) {
     const int b0 = (int)((long)blocks * t / parts), b1 = (int)((long)blocks * (t + 1) / parts);
     const int t0 = b0 * R, t1 = std::min(T, b1 * R);
-    if (t1 > t0) P.value_norms_l1(out + t0, V + (size_t)t0 * hd, t1 - t0, bp, D, hd, divisor);
+    if (t1 > t0) P.value_norms_l1(out + t0, V, rows ? rows + t0 : nullptr, t0, t1 - t0, bp, D, hd, divisor);
   });
 }
 

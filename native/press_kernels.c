@@ -328,12 +328,15 @@ void FN(value_norms_pack)(float *bp, const float *block, int D, int hd) {
       }
 }
 
-void FN(value_norms_l1)(double *out, const float *v, int n, const float *bp, int D, int hd, double divisor) {
+void FN(value_norms_l1)(double *out, const float *v, const int *rows, int first, int n, const float *bp, int D, int hd, double divisor) {
   const int panels = (D + 15) / 16;
   for (int t0 = 0; t0 < n; t0 += VN_R) {
     const int nr = n - t0 < VN_R ? n - t0 : VN_R;
     const float *x[VN_R];
-    for (int r = 0; r < VN_R; r++) x[r] = v + (size_t)(t0 + (r < nr ? r : nr - 1)) * hd;
+    for (int r = 0; r < VN_R; r++) {
+      const int t = t0 + (r < nr ? r : nr - 1);
+      x[r] = v + (size_t)(rows ? rows[t] : first + t) * hd;
+    }
     vd4 sum[VN_R];
     for (int r = 0; r < VN_R; r++) sum[r] = splat4(0);
     for (int p = 0; p < panels; p++) {

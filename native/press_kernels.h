@@ -30,8 +30,10 @@ extern "C" {
                                double scale, const double *weights, double *e);                                 \
   /* The block [D][hd] as ⌈D/16⌉ panels [hd][16] (zero columns past D) for value_norms_l1. */                  \
   void value_norms_pack_##S(float *bp, const float *block, int D, int hd);                                      \
-  /* out[t] += Σ_i |block_i · v_t| / divisor for the n rows v [n][hd], block packed by value_norms_pack. */     \
-  void value_norms_l1_##S(double *out, const float *v, int n, const float *bp, int D, int hd, double divisor);
+  /* out[t] += Σ_i |block_i · v_r| / divisor for t < n, r = rows[t] (rows NULL: r = t0 + t) of v [·][hd],     \
+   * block packed by value_norms_pack. */                                                                       \
+  void value_norms_l1_##S(double *out, const float *v, const int *rows, int t0, int n, const float *bp, int D,   \
+                          int hd, double divisor);
 
 PRESS_DECLARE(base)
 #if defined(__x86_64__)

@@ -127,5 +127,11 @@ test('native valueNormsL1: ‖block·v‖₁ / divisor added to out, from the de
       for (let t = 0; t < T; t++) assert.ok(Math.abs(out[t] - want[t]) <= (D * hd * hd * 2 ** -24) / 3 + 1e-12, `T=${T} D=${D} hd=${hd} row ${t}: ${out[t]} vs ${want[t]}`);
     }
     be.setThreads(1);
+    // Through a row index: every other row, backwards.
+    const rows = Int32Array.from({ length: Math.ceil(T / 2) }, (_, i) => T - 1 - 2 * i), out = new Float64Array(rows.length).fill(0.5);
+    be.valueNormsL1(out, V, B, rows.length, D, hd, 3, rows);
+    rows.forEach((r, i) => assert.ok(Math.abs(out[i] - want[r]) <= (D * hd * hd * 2 ** -24) / 3 + 1e-12, `T=${T} indexed row ${r}`));
   }
+  assert.throws(() => be.valueNormsL1(new Float64Array(2), new Float32Array(8), new Float32Array(4), 2, 1, 4, 1, Int32Array.from([0, 2])), /valueNormsL1: values has 8 floats, needs 12/);
+  assert.throws(() => be.valueNormsL1(new Float64Array(2), new Float32Array(8), new Float32Array(4), 2, 1, 4, 1, Int32Array.from([0])), /valueNormsL1: rows must be an Int32Array of at least 2 indices/);
 });

@@ -107,28 +107,29 @@ export class CriticalAdaKVPress extends ScorerWrapper {
  * The entries `skip[g]` (stage 1, whose final score does not read N) are left at 0: the product
  * is T·hidden·headDim per query head, the press's main cost, and stage 1 is
  * floor((1 − ratio)·T·firstStageRatio) of the T entries (a quarter at ratio 0.5 and the default
- * 0.5). The other values are gathered into consecutive rows and multiplied once per query head.
+ * 0.5). The native kernel reads the other rows in place; elsewhere they are gathered first.
  */
 export function projectedValueNorms(ctx: LayerContext, skip: readonly ArrayLike<number>[] | null = null): Float64Array[] {
   const c = ctx.config, hd = c.headDim, D = c.hiddenSize, H = c.numHeads, G = H / c.numKvHeads, wo = ctx.weights.wo;
   let longest = 0;
   for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
   const block = scratch('critical.block', Float32Array, D * hd), out = scratch('critical.out', Float32Array, ctx.backend.valueNormsL1 ? 0 : longest * D);
-  const rows = scratch('critical.rows', Float32Array, longest * hd), at = scratch('critical.at', Int32Array, longest), sums = scratch('critical.sums', Float64Array, longest);
+  const rows = scratch('critical.rows', Float32Array, ctx.backend.valueNormsL1 ? 0 : longest * hd), at = scratch('critical.at', Int32Array, longest), sums = scratch('critical.sums', Float64Array, longest);
   return Array.from(ctx.cache.lengths, (T, g) => {
     const N = new Float64Array(T), V = ctx.cache.headValues(g), skipped = scratch('critical.skipped', Uint8Array, T).fill(0);
     if (skip) for (let i = 0; i < skip[g].length; i++) skipped[skip[g][i]] = 1;
     let m = 0;
     for (let t = 0; t < T; t++) if (!skipped[t]) at[m++] = t;
-    const X = m === T ? V : rows.subarray(0, m * hd);
-    if (m < T) gatherRows(X, V, at, m, hd, hd, 0);
-    const S = sums.subarray(0, m).fill(0);
+    const S = sums.subarray(0, m).fill(0), all = m === T, native = ctx.backend.valueNormsL1 !== undefined;
+    // The native kernel reads the rows it needs in place; the matmul path gathers them first.
+    const X = all || native ? V : rows.subarray(0, m * hd);
+    if (!all && !native) gatherRows(X, V, at, m, hd, hd, 0);
     for (let h = g * G; m > 0 && h < (g + 1) * G; h++) {
       if (wo instanceof Float32Array) gatherRows(block, wo, null, D, hd, H * hd, h * hd);
       else for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
       if (ctx.backend.valueNormsL1) {
-        // The same product and sums in one native call, 256 values at a time (no m×D buffer).
-        ctx.backend.valueNormsL1(S, X, block, m, D, hd, G);
+        // The same product and sums in one native call (no m×D buffer).
+        ctx.backend.valueNormsL1(S, X, block, m, D, hd, G, all ? null : at.subarray(0, m));
         continue;
       }
       ctx.backend.matmul(out, X, block, m, D, hd);
