@@ -238,3 +238,43 @@ export function runLlamaCpp(root: string, opts: { quick: boolean; log?: (s: stri
     figures,
   };
 }
+
+/** One decode comparison: our run (tokens/s) against llama-bench's tg on `type`. */
+export interface DecodePair {
+  name: string;
+  type: LlamaType;
+  ours: () => number;
+}
+
+/**
+ * Decode at depth 0, ours and llama.cpp's, alternated over `rounds` rounds (one llama-bench
+ * repetition of tg`gen` per round, after its own warm-up) with the best of each side kept.
+ * Decode streams every weight once a token, so its speed follows the memory bandwidth the machine
+ * grants at that moment; a comparison made minutes apart measures the machine as much as the code.
+ */
+export function pairedDecode(root: string, pairs: DecodePair[], opts: { rounds: number; gen: number; log?: (s: string) => void }): Record<string, { ours: number; llamaCpp: number | null; oursRuns: number[]; llamaCppRuns: number[] }> {
+  const bin = findLlamaCpp(root);
+  const out: Record<string, { ours: number; llamaCpp: number | null; oursRuns: number[]; llamaCppRuns: number[] }> = {};
+  for (const p of pairs) out[p.name] = { ours: 0, llamaCpp: null, oursRuns: [], llamaCppRuns: [] };
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const p of pairs) {
+      opts.log?.(`decode pair ${p.name}, round ${round + 1}/${opts.rounds}…\n`);
+      const r = out[p.name];
+      r.oursRuns.push(p.ours());
+      if (!bin) continue;
+      try {
+        const args = ['-m', shapeGguf(bin, 'small', p.type), '-t', '1', '-p', '0', '-n', String(opts.gen), '-r', '1', '-o', 'json'];
+        const rows = JSON.parse(execFileSync(join(bin, 'llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'ignore'], env: libraryEnv(bin) })) as LlamaBenchRow[];
+        const ts = rows.find((x) => x.n_gen === opts.gen)?.avg_ts;
+        if (ts) r.llamaCppRuns.push(ts);
+      } catch {
+        // A failed llama-bench leaves that side empty; the table then shows ours alone.
+      }
+    }
+  }
+  for (const r of Object.values(out)) {
+    r.ours = Math.max(...r.oursRuns);
+    r.llamaCpp = r.llamaCppRuns.length ? Math.max(...r.llamaCppRuns) : null;
+  }
+  return out;
+}

@@ -28,6 +28,7 @@ import {
   tokenNll,
   top1Accuracy,
 } from '../src/eval/index.js';
+import { pySplit, pyStrip } from '../src/eval/metrics/python.js';
 
 const close = (actual: number, expected: number, tol = 1e-9): void =>
   assert.ok(Math.abs(actual - expected) <= tol, `expected ${expected}, got ${actual}`);
@@ -48,6 +49,14 @@ test('pyRound reproduces Python round(): exact binary value, ties to even', () =
   assert.equal(pyRound(2.5), 2);
   assert.equal(pyRound(33.333333, 2), 33.33);
   assert.equal(pyRound(66.666666, 2), 66.67);
+});
+
+test("Python's whitespace: str.split/strip/lstrip, not JavaScript's \\s", () => {
+  // Python: '\x1c a\x1f\x85b '.split() == ['a', 'b'] (\x1c-\x1f and \x85 are whitespace to str.isspace).
+  assert.deepEqual(pySplit('\x1c a\x1f\x85b '), ['a', 'b']);
+  // Python: '\ufeffa\u3000'.strip() == '\ufeffa' (U+FEFF is not whitespace to Python; JavaScript's trim drops it).
+  assert.equal(pyStrip('\ufeffa\u3000'), '\ufeffa');
+  assert.equal(pyStrip('\x1d\n x y \x85'), 'x y');
 });
 
 test('RULER string_match_all / string_match_part', () => {
@@ -135,8 +144,11 @@ test('LongBench classification, retrieval, count and task scoring', () => {
 
   // Max over ground truths, then mean ×100: rows 1 and 6/7 → 92.857… → 92.86
   assert.equal(longbenchScore('hotpotqa', ['Paris', 'The cat sat on the mat.'], [['London', 'Paris'], ['a cat on a mat']]), 92.86);
-  // trec keeps only the first line after leading whitespace.
+  // trec keeps only the first line after leading newlines (LongBench strips '\n' only: a line
+  // that starts with a space before the newline stays the first line).
   assert.equal(longbenchScore('trec', ['\n Person\nLocation'], [['Location']], classes), 0);
+  assert.equal(longbenchScore('trec', ['\n\nLocation\nPerson'], [['Location']], classes), 100);
+  assert.equal(longbenchScore('trec', [' \nLocation'], [['Location']], classes), 0);
   assert.equal(longbenchScore('passage_count-e', ['5'], [['5']]), 100);
   assert.throws(() => longbenchScore('lcc', ['x'], [['x']]), /jieba or fuzzywuzzy/);
   assert.throws(() => longbenchScore('nope', ['x'], [['x']]), /unknown LongBench task "nope"/);

@@ -1,28 +1,22 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import { continuationStories, nameRecallStories } from '../src/eval/datasets/stories.js';
 import { contextBoundary, continuationReference, recallReference, scoreContinuation, scoreRecall } from '../src/eval/fidelity.js';
 import { klDivergence, tokenNll } from '../src/eval/metrics.js';
 import { formatTick, niceTicks, renderSvg } from '../src/eval/plot.js';
-import { formatValue, readRuns, writeReport } from '../src/eval/report.js';
-import {
-  formatRatio,
-  isDecodingName,
-  parsePressOption,
-  parseRatios,
-  parseShard,
-  parseTargetSizes,
-  planRuns,
-  runDirName,
-  runEval,
-  shardRuns,
-  type EvalOptions,
-  type RunMetrics,
-} from '../src/eval/runner.js';
+import { formatValue } from '../src/eval/report-groups.js';
+import { readRuns } from '../src/eval/report-runs.js';
+import { writeReport } from '../src/eval/report.js';
+import { formatRatio, runDirName } from '../src/eval/names.js';
+import { parsePressOption, parseRatios, parseShard, parseTargetSizes, type EvalOptions } from '../src/eval/options.js';
+import { planRuns, shardRuns } from '../src/eval/plan.js';
+import { isDecodingName } from '../src/eval/press-setup.js';
+import type { RunMetrics } from '../src/eval/run-metrics.js';
+import { runEval } from '../src/eval/runner.js';
 import type { LayerContext } from '../src/model/layer-context.js';
 import { loadModel } from '../src/model/load.js';
 import { presses } from '../src/presses/index.js';
@@ -72,6 +66,28 @@ test('argument parsers accept the documented forms and reject the rest in one li
 
 const story = continuationStories({ count: 1, seed: 7 })[0];
 const ref = continuationReference(model, story.id, story.text, 0.6);
+
+test('src/eval has no runtime import cycle (type-only imports aside): each module can be read on its own', () => {
+  const root = new URL('../../src/eval/', import.meta.url).pathname;
+  const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts')).map((f) => join(root, f));
+  const edges = new Map<string, string[]>();
+  for (const f of files) {
+    const src = readFileSync(f, 'utf8');
+    // `import type` / `export type` vanish at run time; every other relative import is an edge.
+    const targets = [...src.matchAll(/^(?:import|export)\s+(?!type\s)[^;]*?from\s+'(\.[^']+)\.js'/gms)].map((m) => join(dirname(f), `${m[1]}.ts`));
+    edges.set(f, targets.filter((t) => files.includes(t)));
+  }
+  assert.ok(edges.size >= 20, `expected the eval modules, found ${edges.size}`);
+  const state = new Map<string, 'open' | 'done'>();
+  const visit = (f: string, path: string[]): void => {
+    if (state.get(f) === 'done') return;
+    if (state.get(f) === 'open') assert.fail(`import cycle: ${[...path.slice(path.indexOf(f)), f].map((p) => p.slice(root.length)).join(' → ')}`);
+    state.set(f, 'open');
+    for (const t of edges.get(f)!) visit(t, [...path, f]);
+    state.set(f, 'done');
+  };
+  for (const f of files) visit(f, []);
+});
 
 test('continuation: the context is the first 60 % of the tokens, BOS included; scoring starts at the second continuation token', () => {
   const n = ref.tokens.length;

@@ -327,6 +327,25 @@ describe('tokenizers from GGUF metadata', () => {
     assert.equal(parts.questionSuffix, '<|end|>[assistant]');
   });
 
+  test('the pre-tokenizers split digits as their models do: default whole runs, llama-bpe groups of three, qwen2 one by one', async () => {
+    // Merges never cross a pre-token, so "4123" shows the split: one run merges 1 2 → 12, 12 3 →
+    // 123 after the 4; llama3's "412" + "3" keeps 12 and 3 apart; qwen2 leaves single digits.
+    const tokens = ['a', 'Ġ', '1', '2', '3', '4', '12', '123'];
+    const merges = ['1 2', '12 3'];
+    const want: Record<string, number[]> = { default: [5, 7], 'llama-bpe': [5, 6, 4], llama3: [5, 6, 4], qwen2: [5, 2, 3, 4] };
+    for (const [pre, ids] of Object.entries(want)) {
+      const p = tokenizerModel([
+        ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
+        ['tokenizer.ggml.pre', { type: 'string', value: pre }],
+        ['tokenizer.ggml.tokens', { type: 'strings', value: tokens }],
+        ['tokenizer.ggml.merges', { type: 'strings', value: merges }],
+      ], tokens.length);
+      const tok = (await loadModel(p)).tokenizer!;
+      assert.deepEqual(tok.encode('4123'), ids, pre);
+      assert.equal(tok.decode(ids), '4123', pre);
+    }
+  });
+
   test('an unknown pre-tokenizer or tokenizer model is a one-line error naming it', async () => {
     const common: [string, MetaValue][] = [['tokenizer.ggml.tokens', { type: 'strings', value: ['a', 'b'] }], ['tokenizer.ggml.merges', { type: 'strings', value: ['a b'] }]];
     const p1 = tokenizerModel([['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }], ['tokenizer.ggml.pre', { type: 'string', value: 'deepseek-coder' }], ...common], 2);

@@ -15,6 +15,8 @@ import { ScorerWrapper } from './wrapper.js';
  * an inner press whose head scores depend on that head's keys alone (`HeadLocalScorer`, KeyDiff)
  * scores each head's rows in place, without building a sub-cache per block, and computes each
  * key's norm once per head instead of once per block.
+ * Each head's keys are read as stored (decoded by `headKeys` into a copy of that one head's keys,
+ * never a float32 copy of the cache).
  */
 export class BlockPress extends ScorerWrapper {
   readonly blockSize: number;

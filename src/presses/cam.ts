@@ -27,6 +27,9 @@ export const camOptions = defineOptions({
  * added to its value. Keys are untouched; the cumulative attention follows the kept entries.
  * The draws come from a seeded generator (kvpress uses torch.bernoulli), in the order: head,
  * candidate by position, target by position. Decoding only.
+ * The attention is recomputed from the pass's float32 queries against the cached keys as stored
+ * (one KV head at a time); the merged values are written back with setValue, which encodes them in
+ * the cache's element type, so with a q8_0 or q4_0 cache each merge is quantized again.
  */
 export class CAMPress extends DecodingPress {
   override readonly name: string;

@@ -17,6 +17,8 @@ export const curOptions = defineOptions({
  * zero-padded), combined as k·v (or key / value / their mean), normalised to sum 1 per head; the
  * first numSinks entries get 1. The library's random-projection option (use_random_leverage,
  * torch's generator) is not offered.
+ * ‖k‖² and ‖v‖² are those of the entries as stored, decoded one KV head at a time by
+ * `headKeys`/`headValues`.
  */
 export class CURPress extends ScorerPress {
   readonly name: string = 'cur';

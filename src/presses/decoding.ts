@@ -26,6 +26,9 @@ export interface DecodingOptions {
  * ScorerPress, AdaKV…): it receives a context whose rows are the buffered tokens — the newest
  * entries of every head, as a prefill's rows are — and the ratio that leaves targetSize entries
  * per head (in total over the heads, for head-adaptive presses whose heads hold different counts).
+ * The buffered rows are the decoding passes' own float32 hidden states and queries; the entries
+ * the base press scores are the cache's as stored (the prompt's and every generated token's), read
+ * one KV head at a time as in a prefill, never through a float32 copy of the cache.
  *
  * Differences from the Python library: the state is per instance and reset by a prefill (or
  * `reset()`), as there is no context manager to exit; the ratio is solved exactly instead of by a

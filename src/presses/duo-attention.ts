@@ -76,6 +76,8 @@ export function writeDuoPatterns(dir: string, p: DuoPatterns, extra: Record<stri
  * kvpress masks the streaming heads' middle entries; here they are evicted, so the memory is
  * freed (spec §1.5). Prompts of at most sinkSize + recentSize tokens are left alone. The ratio it
  * reports is the share of entries evicted by the last prefill.
+ * It reads only how many entries each head holds, no key or value, so its kept set is the same
+ * for every cache element type (calibrateDuoPatterns reads the passes' own pre-RoPE projections).
  */
 export class DuoAttentionPress implements Press {
   readonly phase: PressPhase = 'prefill';

@@ -7,7 +7,9 @@ import type { LayerQueryStats, QueryStats } from './stats-format.js';
  * Offline query statistics (format in stats-format.ts): run the model over calibration samples
  * and keep, per layer and query head, the mean and sample covariance of the pre-RoPE queries
  * (ExpectedAttentionStatsPress) and the Q-Filters direction of the post-RoPE queries (QFilterPress).
- * The first `nSink` tokens of every sample are left out, as kvpress's collection does.
+ * The first `nSink` tokens of every sample are left out, as kvpress's collection does. Only the
+ * passes' own float32 queries are read, never the cache, so its element type does not enter the
+ * statistics except through the attention outputs that feed the later layers.
  */
 export interface CalibrationOptions {
   /** Leading tokens of each sample left out (default 4). */

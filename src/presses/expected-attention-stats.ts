@@ -9,7 +9,8 @@ import { readQueryStats, type QueryStats } from './stats-format.js';
  * spec §2.5): μ and Σ of every layer and query head come from a calibration run
  * (`kvpress calibrate`, format in stats-format.ts) instead of the current prompt; only the
  * averaged RoPE R̄ follows the current length. Scoring, log-space numerics, sinks and the
- * `positions` modes are ExpectedAttentionPress's.
+ * `positions` modes are ExpectedAttentionPress's, and so is what it reads: the cached keys and
+ * values as stored, decoded one KV head at a time.
  *
  * Deviation: the Python library downloads its statistics from the Hugging Face Hub (BookSum,
  * 100 samples of 1000 characters); here they are read from a local JSON or safetensors file.

@@ -77,6 +77,10 @@ export function eaParams(opts: ExpectedAttentionOptions = {}): EaParams {
  *   positions ('absolute').
  * - Heads may hold different numbers of entries (after a head-adaptive press evicted for real);
  *   each KV head is scored over its own entries.
+ *
+ * μ and Σ come from the pass's own float32 queries; the keys and values scored are the cached
+ * entries as stored, decoded one KV head at a time by `headKeys`/`headValues` (with an f16 or q8_0
+ * cache, the rounded keys and values the attention reads), never a float32 copy of the cache.
  * - `precision: 'mixed'` (opt-in) runs the two O(T·d²) products on the backend's float32 GEMM in
  *   small blocks reduced in float64.
  * - From ScorerPress: kept indices ascending, ties to the lower position.

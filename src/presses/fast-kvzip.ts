@@ -120,7 +120,8 @@ export function gateScores(s: Gates, l: number, hidden: ArrayLike<number>, rows:
  * `kvpress calibrate fast-kvzip` trains them on the model's own KVzip scores over local text.
  * Deviation: when floor(windowRatio·T) is 0 no recent entry is protected (the library's `[-0:]`
  * slice then protects every entry and evicts nothing). Real eviction, ties evict the later
- * position first (as kvzip). Prefill only.
+ * position first (as kvzip). Prefill only. The gates read the pass's own float32 hidden states
+ * and no cached key or value.
  */
 export class FastKVzipPress implements Press {
   name = 'fast_kvzip';

@@ -25,7 +25,9 @@ export const finchOptions = defineOptions({
  * 0 … n_kept − 1, so the answer continues right after them.
  * kvpress finds the question behind a delimiter token it adds to the tokenizer and drops from the
  * embeddings; here the pipeline tokenizes context and question apart and calls setQuestionLength,
- * which gives the same token sequence without touching the vocabulary. Prefill only.
+ * which gives the same token sequence without touching the vocabulary. The question's queries are
+ * the pass's own (float32); the keys they attend to are the cached entries as stored, one KV head
+ * at a time, and re-rotated keys are encoded in the cache's element type again. Prefill only.
  */
 export class FinchPress extends ScorerPress {
   readonly name: string = 'finch';

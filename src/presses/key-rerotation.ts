@@ -11,6 +11,9 @@ import { ScorerWrapper } from './wrapper.js';
  * frequencies), their stored positions renumbered, and after the last layer the cache's next
  * position set to n_kept, so the next tokens continue right after the compressed context.
  * Keeps max(1, floor(T(1 − ratio))) entries per head, like kvpress.
+ * A kept key is read as stored (`headKeys`, one KV head at a time), rotated (angles in float64)
+ * and written back with setEntry, which encodes it in the cache's element type again (one more
+ * rounding with f16, bf16, q8_0 or q4_0).
  */
 export class KeyRerotationPress extends ScorerWrapper {
   constructor(inner: ScorerPress, compressionRatio = inner?.compressionRatio) {

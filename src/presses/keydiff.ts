@@ -10,6 +10,8 @@ import { ScorerPress } from './scorer.js';
  * the average direction. anchor = mean_j k_j/‖k_j‖, s_j = −cos(k_j, anchor). The paper runs it
  * block-wise: registry name `block_keydiff` (BlockPress, blockSize 128), which scores each head's
  * blocks through `headScorer` (a head's scores depend on its own keys alone).
+ * It reads the keys as stored, one KV head at a time through `headKeys`, so with a 16-bit or
+ * quantized cache the anchor and cosines are those of the rounded keys.
  */
 export class KeyDiffPress extends ScorerPress {
   readonly name = 'keydiff';

@@ -5,6 +5,8 @@ import { ScorerPress } from './scorer.js';
  * Knorm (Devoto et al., "A Simple and Effective L2 Norm-Based Strategy for KV Cache
  * Compression", arXiv 2406.11430): keys with a *small* L2 norm attract attention, so the score is
  * s_j = −‖k_j‖₂ (RoPE is a rotation, so the post-RoPE norm equals the pre-RoPE one).
+ * The norms are those of the keys as stored, decoded one KV head at a time by `headKeys` (with a
+ * q8_0 or q4_0 cache, the quantized keys' norms), never from a float32 copy of the cache.
  */
 export class KnormPress extends ScorerPress {
   readonly name = 'knorm';

@@ -32,6 +32,8 @@ export const kvComposeOptions = defineOptions({
  * checked against the library; the other aggregations (mean / max) and keepTokenLowerBound (a
  * floor on each count) follow their names. Prefill only; the cost is about one more prefill of
  * twice the attention length.
+ * Keys and values are the cached entries as stored, decoded one KV head at a time
+ * (`headKeys`/`headValues`), never a float32 copy of the cache.
  */
 export class KVComposePress implements Press {
   name = 'kv_compose';

@@ -18,7 +18,8 @@ export const kvzapOptions = defineOptions({
  * so KVzip's selection costs one small matmul instead of a second pass. As a scorer it keeps the
  * top floor(T(1 − ratio)) per head; the paper's use is `dms_kvzap` (threshold eviction, e.g.
  * threshold=-6). kvpress downloads the surrogate from the hub; here `kvpress calibrate kvzap`
- * trains it on local text from the model's own KVzip+ scores. Prefill only; scores are logs.
+ * trains it on local text from the model's own KVzip+ scores. Prefill only; scores are logs. The
+ * surrogate reads the pass's own float32 hidden states and no cached key or value.
  */
 export class KVzapPress extends ScorerPress {
   readonly name: string = 'kvzap';

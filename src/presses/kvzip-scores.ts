@@ -12,6 +12,7 @@ import { PressError } from './press.js';
  * Context Reconstruction", arXiv 2505.23416; kvpress `KVzipPress`), shared by KVzip, RestoreKV and
  * the surrogate trainers: after the prompt's prefill, the model is asked to repeat the prompt and
  * every cached entry is scored by the largest attention any repeat query gives it.
+ * The keys and values are read as stored (decoded one KV head at a time by `headKeys`/`headValues`).
  */
 
 /** The library's repeat prompts: the first chunk's, and the one of every later chunk (followed by its 8 previous tokens). */

@@ -26,6 +26,9 @@ export type KVzipOptions = OptionsOf<typeof kvzipOptions>;
  * Deviations: real eviction where the library masks (as AdaKVPress); ties evict the later
  * position first. Prefill only; needs the model's tokenizer and the prompt's token ids
  * (LayerContext.tokens, which model.forward supplies).
+ * The repeat queries are the repeat pass's own (float32); the keys they attend to (and, for
+ * KVzip+, the values) are the cached entries as stored, read one KV head at a time from a
+ * copy-on-write clone of the cache, never a float32 copy of it.
  */
 export class KVzipPress implements Press {
   name = 'kvzip';

@@ -20,6 +20,9 @@ const EPS = 1e-6;
  * cosine-similar: w_e = max(sim, 0)·‖v_e‖/(‖v_e‖ + ‖v_t‖ + 1e-6), v_t ← (v_t + Σ w_e v_e)/(1 + Σ w_e)
  * over the e merged into t. Entries below similarityThreshold, or outside the top mergeFraction by
  * similarity, are dropped without merging. Keys are untouched (RoPE-safe).
+ * Keys and values are read as stored, one KV head at a time (`headKeys`/`headValues`); a merged
+ * value is written back with setValue, which encodes it in the cache's element type (with q8_0 or
+ * q4_0, one more rounding of that value).
  */
 export class MergingPress extends ScorerWrapper {
   readonly options: OptionsOf<typeof mergingOptions>;

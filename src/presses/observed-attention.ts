@@ -15,6 +15,9 @@ import { ScorerPress } from './scorer.js';
  * without paged attention, a sub-context of a wrapper) the backend's pressAttention kernel
  * recomputes the same sums (attention-columns.ts). Both follow the layer's attention as eager
  * attention does: the model's logit scale and, on a sliding-window layer, its window.
+ * Either way the keys are the cached entries as stored: the layer's attention reads the pages in
+ * place, and the recomputation decodes one KV head at a time (`headKeys`), never a float32 copy of
+ * the cache.
  */
 export class ObservedAttentionPress extends ScorerPress {
   readonly name = 'observed_attention';

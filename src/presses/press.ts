@@ -26,6 +26,13 @@ export interface ScoreObserver {
 /**
  * A press decides, per layer and KV head, which cached entries survive. It is a Compressor the
  * forward pass calls after each layer's attention (see model/layer-context.ts).
+ *
+ * What a press reads: the pass's own activations (LayerContext hidden states and queries, float32)
+ * and the cached entries as stored — a prefill's keys and values are appended before the press
+ * runs, so they are read back in the cache's element type, decoded one KV head at a time by
+ * `headKeys`/`headValues` (a reused per-head buffer, never a float32 copy of the cache). With an
+ * f16, bf16, q8_0 or q4_0 cache a press therefore scores the same rounded entries the attention
+ * reads; a press that writes entries (setValue, setEntry) has them encoded in that type again.
  */
 export interface Press extends Compressor {
   /**

@@ -14,6 +14,7 @@ export interface PyramidKVOptions extends SnapKVOptions {
  * Funneling", arXiv 2406.02069): SnapKV scores, but lower layers keep more entries than higher
  * ones, the budgets falling linearly from layer 0 to the last and averaging T(1 − ratio). The
  * budget is rounded with Python's round-half-to-even, as kvpress does (74.5 → 74).
+ * Like SnapKV it scores the cached keys as stored, one KV head at a time.
  */
 export class PyramidKVPress extends SnapKVPress {
   override readonly name: string = 'pyramidkv';

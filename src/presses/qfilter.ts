@@ -9,6 +9,7 @@ import { kvHeadFilters, readQueryStats, type QueryStats } from './stats-format.j
  * s_j = −(f·k_j). The filters come from the `qfilter` field of a query-statistics file written by
  * `kvpress calibrate` (format and orientation in stats-format.ts); a KV head uses the mean of its
  * query heads' filters, which is the group-averaged score.
+ * The projections f·k_j use the keys as stored, decoded one KV head at a time by `headKeys`.
  *
  * Deviation: the Python library downloads filters released for a few checkpoints from the
  * Hugging Face Hub; here they are computed locally for any model and read from a file.

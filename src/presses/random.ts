@@ -11,6 +11,8 @@ export interface RandomOptions {
  * kvpress, a seeded press re-seeds on every call, so with a seed each layer draws the same
  * numbers (head by head, entry by entry) and runs are reproducible. The generator is mulberry32,
  * not torch's, so the numbers themselves differ from the Python library's.
+ * It reads only how many entries each head holds, no key or value, so its kept set is the same
+ * for every cache element type.
  */
 export class RandomPress extends ScorerPress {
   readonly name = 'random';

@@ -87,6 +87,8 @@ export function readRestoreAssets(path: string, model: ModelParts): RestoreAsset
  * the total budget is unchanged. The answer then starts after them (cache.nextPosition = T + n).
  * kvpress downloads the adapter; here it is read from a local file (`adapter`, see
  * readRestoreAssets). At ratio 0 nothing happens (no restore tokens either). Prefill only.
+ * The restore pass runs on a copy-on-write clone of the cache; its tokens' keys and values are
+ * read back from it as stored, one KV head at a time, and appended to the cache in its element type.
  */
 export class RestoreKVPress extends KVzipPress {
   override name = 'restore_kv';

@@ -19,6 +19,8 @@ export const simLayerKVOptions = defineOptions({
  * nInitial and last nRecent − nLast entries (as the library: not exactly the keys it summed over),
  * the others keep everything. Prompts of at most nInitial + nRecent + nLast tokens are left alone.
  * The compression ratio is an outcome (mean over layers of the last prefill), not a setting.
+ * The last queries are the pass's own (float32); the keys they attend to are the cached entries
+ * as stored, decoded one KV head at a time by `headKeys`.
  */
 export class SimLayerKVPress implements Press {
   name = 'sim_layer_kv';

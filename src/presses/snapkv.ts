@@ -30,7 +30,8 @@ export function checkProtectedOrder(o: unknown): ProtectedOrder {
  * attention averaged over the window queries, smoothed by an average pool of width `kernelSize`
  * (zero padding counted, as torch's avg_pool1d), averaged over the query heads of its KV group.
  * The window's own entries get max + 1 so they always survive. Needs a prompt longer than the
- * window, as kvpress asserts.
+ * window, as kvpress asserts. The window's queries are the pass's own (float32); the keys they
+ * attend to are the cached entries as stored, decoded one KV head at a time by `headKeys`.
  */
 export class SnapKVPress extends ScorerPress {
   readonly name: string = 'snapkv';

@@ -13,6 +13,8 @@ export interface StreamingLLMOptions {
  * 0 on [nSink, nSink + nPruned), nPruned = T − floor(T(1 − ratio)), so exactly the sinks and the
  * last n_kept − nSink tokens survive. Positions are not renumbered (the paper's cache-relative
  * positions need KeyRerotationPress around it).
+ * It reads only how many entries each head holds, no key or value, so its kept set is the same
+ * for every cache element type.
  */
 export class StreamingLLMPress extends ScorerPress {
   readonly name = 'streaming_llm';

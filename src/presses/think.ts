@@ -21,6 +21,9 @@ export const thinkOptions = defineOptions({
  * tokens) store the same channels, where kvpress keeps them whole — the saving then holds during
  * generation too. Prefill only; the compression ratio it reports is kvpress's ratio / 2 (the keys'
  * share of the cache), and it evicts no token.
+ * The queries are the pass's own (float32); mean(k_c²) reads the cached keys as stored, one KV
+ * head at a time, and with a q8_0 or q4_0 cache the kept channels are quantized again over their
+ * own blocks (LayerCache.pruneKeyChannels).
  */
 export class ThinKPress implements Press {
   readonly phase: PressPhase = 'prefill';

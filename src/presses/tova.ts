@@ -6,6 +6,8 @@ import { ScorerPress } from './scorer.js';
  * TOVA (Oren et al., "Transformers are Multi-State RNNs", arXiv 2401.06104): the attention of the
  * last token to every earlier one, averaged over *all* query heads (not per KV group), the same
  * score for every KV head, so all heads keep the same tokens. The last token gets max + 1.
+ * The last query is the pass's own (float32); the keys are the cached entries as stored, decoded
+ * one KV head at a time by `headKeys`.
  */
 export class TOVAPress extends ScorerPress {
   readonly name = 'tova';

@@ -1,5 +1,6 @@
 import { KV_DTYPES, type KvDtype } from '../../cache/format.js';
-import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, parseTargetSizes, runEval, type EvalProgress } from '../../eval/runner.js';
+import { DEFAULT_RATIOS, parsePressOption, parseRatios, parseShard, parseTargetSizes, type EvalProgress } from '../../eval/options.js';
+import { runEval } from '../../eval/runner.js';
 import { num, parse, str, UsageError, threadsFlag, checkOutputDir } from '../args.js';
 import type { Command, CommandIO } from '../command.js';
 

@@ -2,12 +2,7 @@
  * Metrics of next-token distributions, for the fidelity tasks: log-softmax, KL divergence and
  * NLL in float64, argmax and top-1 accuracy.
  */
-
-/** Throws unless there are predictions and as many reference rows (the scorers' shared check). */
-export function checkRows(what: string, n: number, m: number): void {
-  if (n === 0) throw new RangeError(`${what}: no predictions to score`);
-  if (n !== m) throw new RangeError(`${what}: ${n} predictions but ${m} reference lists`);
-}
+import { checkRows } from './rows.js';
 
 /**
  * Log-softmax in float64 (float32 logits lose the small probabilities KL depends on).
