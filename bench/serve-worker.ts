@@ -1,6 +1,7 @@
 /**
  * The server of the serve benchmark, in a worker thread of its own, so that the benchmark's
- * HTTP clients do not share its event loop: the shape named in workerData (see serveBenchModel).
+ * HTTP clients do not share its event loop: the shape named in workerData (see serveBenchModel),
+ * with its streamIntervalMs if given.
  * It also runs the library's `generate` on demand, on the server's own model in the server's
  * thread, so that the reference shares everything with the server but HTTP, and turns batched
  * decoding off and on ({ batch }) for the comparison with round-robin single-row steps.
@@ -10,9 +11,10 @@ import { generate } from '../src/pipeline/generate.js';
 import { createServer } from '../src/serve/server.js';
 import { serveBenchModel } from './serve-model.js';
 
-const shape = (workerData as { shape: Parameters<typeof serveBenchModel>[0] }).shape;
+const { shape, streamIntervalMs } = workerData as { shape: Parameters<typeof serveBenchModel>[0]; streamIntervalMs?: number };
 const model = await serveBenchModel(shape);
-const server = createServer({ model, modelId: shape, maxQueue: 256, maxContextMemory: 4096 * 2 ** 20 });
+// streamIntervalMs unset: the server's default, as `kvpress serve` runs.
+const server = createServer({ model, modelId: shape, maxQueue: 256, maxContextMemory: 4096 * 2 ** 20, streamIntervalMs });
 const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
 parentPort!.postMessage({ url });
 parentPort!.on('message', async (m) => {

@@ -1,5 +1,7 @@
 /**
- * The serve section of `npm run bench` (also `node dist/bench/serve.js [--quick] [--shape S]`):
+ * The serve section of `npm run bench` (also `node dist/bench/serve.js [--quick] [--shape S]
+ * [--one-client] [--repeats N]`; --one-client runs only the one streamed client against
+ * `generate`, the case whose ratio a server change moves most, for alternating builds):
  * `kvpress serve` against the library, the server in a worker thread and the clients (node:http)
  * on this one, over 127.0.0.1, 1 kernel thread, greedy. Two models: stories260K (real weights,
  * where a step is ~0.2 ms and HTTP costs show) and the random `small` shape (SmolLM2-135M-like,
@@ -30,6 +32,8 @@ interface Plan {
   answerTokens: number;
   /** Runs of each measure (best or median taken). */
   repeats: number;
+  /** Only the one streamed client against `generate`. */
+  oneOnly?: boolean;
 }
 
 const PLANS: Record<'stories260K' | 'small', (quick: boolean) => Plan> = {
@@ -143,6 +147,11 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
     const libCpuTps = lib.tokens / (Math.min(...libRuns.map((r) => r.cpuMs)) / 1000);
     const oneCpuTps = oneBest.tokens / (Math.min(...one.map((s) => s.cpuMs)) / 1000);
     if (oneBest.tokens !== lib.tokens) throw new Error(`the server answered ${oneBest.tokens} tokens, the library ${lib.tokens}`);
+    const oneClient = {
+      prompt, libraryTokensPerSecond: libTps, streamedTokensPerSecond: oneTps, tokens: oneBest.tokens, ratio: oneTps / libTps,
+      libraryTokensPerCpuSecond: libCpuTps, streamedTokensPerCpuSecond: oneCpuTps, cpuRatio: oneCpuTps / libCpuTps,
+    };
+    if (plan.oneOnly) return { shape, oneClient };
 
     // 8 concurrent answers on one compressed context, and the KV held meanwhile.
     const ctx = await post(url, '/v1/contexts', { model: shape, text: STORY.repeat(8), kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
@@ -207,10 +216,7 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
 
     return {
       shape,
-      oneClient: {
-        prompt, libraryTokensPerSecond: libTps, streamedTokensPerSecond: oneTps, tokens: oneBest.tokens, ratio: oneTps / libTps,
-        libraryTokensPerCpuSecond: libCpuTps, streamedTokensPerCpuSecond: oneCpuTps, cpuRatio: oneCpuTps / libCpuTps,
-      },
+      oneClient,
       concurrentOnContext: {
         contextTokens: ctx.tokens, answerTokens: singleBest.tokens, questionTokens: singleBest.usage.prompt_tokens,
         oneClientTokensPerSecond: singleTps, eightClientsTokensPerSecond: eightTps, ratio: eightTps / singleTps,
@@ -234,13 +240,16 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
 
 type ShapeResult = Awaited<ReturnType<typeof benchShape>>;
 
-/** `repeats: 1` (as `npm run bench -- --quick` passes) is the same as `quick`. */
-export async function runServeBench(opts: { quick?: boolean; repeats?: number; shapes?: ('stories260K' | 'small')[] } = {}): Promise<{ markdown: string; json: Record<string, unknown> }> {
+/** `repeats: 1` (as `npm run bench -- --quick` passes) is the same as `quick`; `runs` overrides the plan's repeats. */
+export async function runServeBench(opts: { quick?: boolean; repeats?: number; shapes?: ('stories260K' | 'small')[]; oneClientOnly?: boolean; runs?: number } = {}): Promise<{ markdown: string; json: Record<string, unknown> }> {
   const quick = opts.quick ?? opts.repeats === 1;
   const results: ShapeResult[] = [];
   for (const shape of opts.shapes ?? ['stories260K', 'small']) {
     process.stderr.write(`serve: ${shape}…\n`);
-    results.push(await benchShape(shape, PLANS[shape](quick)));
+    const plan = PLANS[shape](quick);
+    // --repeats on the command line: runs of each measure, whatever the plan says.
+    if (opts.runs !== undefined) plan.repeats = opts.runs;
+    results.push(await benchShape(shape, { ...plan, oneOnly: opts.oneClientOnly }));
   }
   const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
@@ -249,24 +258,31 @@ export async function runServeBench(opts: { quick?: boolean; repeats?: number; s
     '',
     '| model | measure | server | reference | ratio | goal |',
     '|---|---|---|---|---|---|',
-    ...results.flatMap((r) => [
-      `| ${r.shape} | one streamed client, tok/s (request to [DONE]) vs \`generate\` with onToken (prefill, decode, releasing its cache) in the server's thread on its model, same ${r.oneClient.tokens}-token answer, alternated | ${f(r.oneClient.streamedTokensPerSecond)} | ${f(r.oneClient.libraryTokensPerSecond)} | ${r.oneClient.ratio.toFixed(2)}× | ≥ 0.95× |`,
-      `| ${r.shape} | the same, tokens per CPU second of the process (server and client threads) | ${f(r.oneClient.streamedTokensPerCpuSecond)} | ${f(r.oneClient.libraryTokensPerCpuSecond)} | ${r.oneClient.cpuRatio.toFixed(2)}× | ≥ 0.95× |`,
-      `| ${r.shape} | 8 concurrent answers (${r.concurrentOnContext.answerTokens} tokens each) on one ${r.concurrentOnContext.contextTokens}-token context (EA 0.5), total tok/s vs one client on it (the first of the 8 ends at ${(100 * r.concurrentOnContext.fairness).toFixed(0)}% of the last's time) | ${f(r.concurrentOnContext.eightClientsTokensPerSecond)} | ${f(r.concurrentOnContext.oneClientTokensPerSecond)} | ${r.concurrentOnContext.ratio.toFixed(2)}× | ≥ 1.0× |`,
-      `| ${r.shape} | the same, tokens per CPU second of the process | ${f(r.concurrentOnContext.eightClientsTokensPerCpuSecond)} | ${f(r.concurrentOnContext.oneClientTokensPerCpuSecond)} | ${r.concurrentOnContext.cpuRatio.toFixed(2)}× | ≥ 1.0× |`,
-      `| ${r.shape} | the 8 answers with their decode steps batched (one pass over the weights per round) vs round-robin single-row steps (batching off), alternated, tok/s | ${f(r.concurrentOnContext.eightClientsTokensPerSecond)} | ${f(r.concurrentOnContext.roundRobinTokensPerSecond)} | ${r.concurrentOnContext.batchedRatio.toFixed(2)}× | |`,
-      `| ${r.shape} | the same, tokens per CPU second of the process | ${f(r.concurrentOnContext.eightClientsTokensPerCpuSecond)} | ${f(r.concurrentOnContext.roundRobinTokensPerCpuSecond)} | ${r.concurrentOnContext.batchedCpuRatio.toFixed(2)}× | |`,
-      `| ${r.shape} | time to first token (client: request sent to first chunk) vs the ${r.ttft.questionTokens}-token question's own prefill over the compressed ${r.ttft.contextTokens}-token context (EA 0.5, ${r.ttft.keptEntries} entries kept), same request, ms | ${r.ttft.ttftMs.toFixed(2)} | ${r.ttft.questionPrefillMs.toFixed(2)} | ${r.ttft.ratio.toFixed(2)}× (${r.ttft.medianRatio.toFixed(2)}×) | ≤ 2× |`,
-    ]),
-    '',
-    'KV allocated by the server while 8 answers run on one context (`kvpress_kv_allocated_bytes`, sampled once every answer has streamed half its tokens; pages shared copy-on-write counted once):',
-    '',
-    '| model | context allocated | held during the 8 answers | per answer beyond the context | bound per answer (its question + answer pages + 1 copied page per layer and KV head) |',
-    '|---|---|---|---|---|',
-    ...results.map((r) => {
-      const c = r.concurrentOnContext;
-      return `| ${r.shape} | ${kib(c.contextAllocatedBytes)} | ${kib(c.heldBytesDuring8)} | ${kib(c.perAnswerBytes)} | ${kib(c.tailBoundBytes)} |`;
+    ...results.flatMap((r) => {
+      const c = r.concurrentOnContext, t = r.ttft;
+      return [
+        `| ${r.shape} | one streamed client, tok/s (request to [DONE]) vs \`generate\` with onToken (prefill, decode, releasing its cache) in the server's thread on its model, same ${r.oneClient.tokens}-token answer, alternated | ${f(r.oneClient.streamedTokensPerSecond)} | ${f(r.oneClient.libraryTokensPerSecond)} | ${r.oneClient.ratio.toFixed(2)}× | ≥ 0.95× |`,
+        `| ${r.shape} | the same, tokens per CPU second of the process (server and client threads) | ${f(r.oneClient.streamedTokensPerCpuSecond)} | ${f(r.oneClient.libraryTokensPerCpuSecond)} | ${r.oneClient.cpuRatio.toFixed(2)}× | ≥ 0.95× |`,
+        ...(!c || !t ? [] : [
+          `| ${r.shape} | 8 concurrent answers (${c.answerTokens} tokens each) on one ${c.contextTokens}-token context (EA 0.5), total tok/s vs one client on it (the first of the 8 ends at ${(100 * c.fairness).toFixed(0)}% of the last's time) | ${f(c.eightClientsTokensPerSecond)} | ${f(c.oneClientTokensPerSecond)} | ${c.ratio.toFixed(2)}× | ≥ 1.0× |`,
+          `| ${r.shape} | the same, tokens per CPU second of the process | ${f(c.eightClientsTokensPerCpuSecond)} | ${f(c.oneClientTokensPerCpuSecond)} | ${c.cpuRatio.toFixed(2)}× | ≥ 1.0× |`,
+          `| ${r.shape} | the 8 answers with their decode steps batched (one pass over the weights per round) vs round-robin single-row steps (batching off), alternated, tok/s | ${f(c.eightClientsTokensPerSecond)} | ${f(c.roundRobinTokensPerSecond)} | ${c.batchedRatio.toFixed(2)}× | |`,
+          `| ${r.shape} | the same, tokens per CPU second of the process | ${f(c.eightClientsTokensPerCpuSecond)} | ${f(c.roundRobinTokensPerCpuSecond)} | ${c.batchedCpuRatio.toFixed(2)}× | |`,
+          `| ${r.shape} | time to first token (client: request sent to first chunk) vs the ${t.questionTokens}-token question's own prefill over the compressed ${t.contextTokens}-token context (EA 0.5, ${t.keptEntries} entries kept), same request, ms | ${t.ttftMs.toFixed(2)} | ${t.questionPrefillMs.toFixed(2)} | ${t.ratio.toFixed(2)}× (${t.medianRatio.toFixed(2)}×) | ≤ 2× |`,
+        ]),
+      ];
     }),
+    ...(opts.oneClientOnly ? [] : [
+      '',
+      'KV allocated by the server while 8 answers run on one context (`kvpress_kv_allocated_bytes`, sampled once every answer has streamed half its tokens; pages shared copy-on-write counted once):',
+      '',
+      '| model | context allocated | held during the 8 answers | per answer beyond the context | bound per answer (its question + answer pages + 1 copied page per layer and KV head) |',
+      '|---|---|---|---|---|',
+      ...results.flatMap((r) => {
+        const c = r.concurrentOnContext;
+        return !c ? [] : [`| ${r.shape} | ${kib(c.contextAllocatedBytes)} | ${kib(c.heldBytesDuring8)} | ${kib(c.perAnswerBytes)} | ${kib(c.tailBoundBytes)} |`];
+      }),
+    ]),
   ].join('\n');
   return { markdown, json: Object.fromEntries(results.map((r) => [r.shape, r])) };
 }
@@ -274,7 +290,10 @@ export async function runServeBench(opts: { quick?: boolean; repeats?: number; s
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const at = process.argv.indexOf('--shape');
   const shapes = at >= 0 ? [process.argv[at + 1] as 'stories260K' | 'small'] : undefined;
-  const r = await runServeBench({ quick: process.argv.includes('--quick'), shapes });
+  const rep = process.argv.indexOf('--repeats');
+  const repeats = rep >= 0 ? Number(process.argv[rep + 1]) : undefined;
+  if (repeats !== undefined && !(Number.isInteger(repeats) && repeats >= 1)) throw new Error(`--repeats must be an integer ≥ 1, got ${process.argv[rep + 1]}`);
+  const r = await runServeBench({ quick: process.argv.includes('--quick'), shapes, runs: repeats, oneClientOnly: process.argv.includes('--one-client') });
   process.stdout.write(r.markdown + '\n');
   process.stdout.write(JSON.stringify(r.json) + '\n');
 }

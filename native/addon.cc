@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -691,7 +692,11 @@ Napi::Value Info(const Napi::CallbackInfo &info) {
 
 // Slabs by id (src/cache/slab-memory.ts): base and length, so that attentionPaged can take page
 // addresses (slab · 2³² + offset) as numbers instead of reading each page's view through N-API.
+// One table for the process: every worker thread that loads the addon shares it, so ids are
+// handed out here (a slot freed by a collected slab is reused) and the table is read and
+// changed under g_slabs_mu (a worker's kvSlab may grow it while another's attention reads it).
 static std::vector<std::pair<uint8_t *, size_t>> g_slabs;
+static std::mutex g_slabs_mu;
 
 // ---- attention over the paged KV cache (native/kv_attn.c; src/cache/kv-cache.ts) ----
 // attentionPaged(out, q, rows, numHeads, numKvHeads, headDim, dtype, block, blockBytes, rowBytes,
@@ -758,6 +763,7 @@ void AttentionPaged(const Napi::CallbackInfo &info) {
     bytes[g].resize(np);
     const size_t head_bytes = a.key_layouts && a.key_layouts[g] ? page_bytes - (size_t)a.page_entries * (a.row_bytes - a.key_layouts[g]->row_bytes) : page_bytes;
     if (addressed) {
+      std::lock_guard<std::mutex> lock(g_slabs_mu);
       for (uint32_t p = 0; p < np; p++, k++) {
         const uint64_t x = (uint64_t)addr[k], id = x >> 32, off = x & 0xffffffffu;
         if (id >= g_slabs.size() || !g_slabs[id].first || off + head_bytes > g_slabs[id].second) {
@@ -836,9 +842,10 @@ void KvEncodeRows(const Napi::CallbackInfo &info) {
 
 #ifdef KVP_SLABS
 // ---- KV cache page memory (src/cache/slab-memory.ts) ----
-// kvSlab(bytes, id) → an ArrayBuffer over fresh anonymous memory (resident only once written),
-// unmapped when collected. kvRelease(slab, offset, bytes) hands whole OS pages of it back
-// (madvise MADV_DONTNEED: the process RSS falls now; the range reads as zeros if used again).
+// kvSlab(bytes) → {buffer, id}: an ArrayBuffer over fresh anonymous memory (resident only once
+// written), unmapped when collected, and the id that names it in page addresses.
+// kvRelease(slab, offset, bytes) hands whole OS pages of it back (madvise MADV_DONTNEED: the
+// process RSS falls now; the range reads as zeros if used again).
 Napi::Value KvSlab(const Napi::CallbackInfo &info) {
   const double n = info[0].As<Napi::Number>().DoubleValue();
   if (!(n >= 1 && n <= (double)(1ull << 40))) {
@@ -846,21 +853,32 @@ Napi::Value KvSlab(const Napi::CallbackInfo &info) {
     return info.Env().Undefined();
   }
   size_t *len = new size_t((size_t)n);
-  const uint32_t id = info[1].As<Napi::Number>().Uint32Value();
   void *p = mmap(nullptr, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
     delete len;
     Napi::Error::New(info.Env(), "kvSlab: out of memory").ThrowAsJavaScriptException();
     return info.Env().Undefined();
   }
-  if (g_slabs.size() <= id) g_slabs.resize(id + 1, {nullptr, 0});
-  g_slabs[id] = {(uint8_t *)p, *len};
-  return Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
-    for (auto &sl : g_slabs)
-      if (sl.first == data) sl = {nullptr, 0};
+  size_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_slabs_mu);
+    while (id < g_slabs.size() && g_slabs[id].first) id++;
+    if (id == g_slabs.size()) g_slabs.push_back({nullptr, 0});
+    g_slabs[id] = {(uint8_t *)p, *len};
+  }
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(info.Env(), p, *len, [](Napi::Env, void *data, size_t *hint) {
+    {
+      std::lock_guard<std::mutex> lock(g_slabs_mu);
+      for (auto &sl : g_slabs)
+        if (sl.first == data) sl = {nullptr, 0};
+    }
     munmap(data, *hint);
     delete hint;
   }, len);
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("buffer", buffer);
+  out.Set("id", Napi::Number::New(info.Env(), (double)id));
+  return out;
 }
 
 void KvRelease(const Napi::CallbackInfo &info) {

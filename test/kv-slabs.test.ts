@@ -7,8 +7,9 @@ import { SlabMemory, type SlabSource } from '../src/cache/slab-memory.js';
 /** A SlabSource over plain ArrayBuffers that records what is handed back. */
 function fakeSource(os = 4096) {
   const released: [number, number][] = [];
+  let slabs = 0;
   const src: SlabSource = {
-    kvSlab: (bytes) => new ArrayBuffer(bytes),
+    kvSlab: (bytes) => ({ buffer: new ArrayBuffer(bytes), id: slabs++ }),
     kvRelease: (_slab, offset, bytes) => void released.push([offset, offset + bytes]),
     kvOsPage: () => os,
   };

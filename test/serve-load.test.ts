@@ -50,7 +50,8 @@ async function rss(url: string): Promise<number> {
 }
 
 test(`load: ${ROUNDS} rounds of ${CONCURRENT} concurrent streamed requests (half on ${CONTEXTS} contexts): none fails, progress is fair, RSS stays flat`, async (t) => {
-  const server = await startServer(['--max-queue', String(CONCURRENT)]);
+  // One chunk per token: fairness is judged by when each token arrives.
+  const server = await startServer(['--max-queue', String(CONCURRENT), '--stream-interval-ms', '0']);
   try {
     const pressNames = ['expected_attention', 'knorm', 'snapkv', 'streaming_llm'];
     const ids: string[] = [];

@@ -73,3 +73,17 @@ test('scheduler: a cancelled task is dropped before its next step; 429 past the 
   assert.deepEqual(log, ['a', 'b', 'a', 'b', 'a', 'b', 'a cancelled: client disconnected']);
   assert.throws(() => s.submit(task('d', 1, log)), (e: unknown) => e instanceof ApiError && e.status === 503);
 });
+
+test('scheduler: endSlice gives the event loop its turn right after the step that called it', async () => {
+  const log: string[] = [];
+  const s = new Scheduler(8);
+  // Zero-length steps: all three would run in one 2 ms slice, before anything they queued.
+  s.submit(task('a', 3, log, 0, {
+    first: () => {
+      setImmediate(() => log.push('queued by the first step'));
+      s.endSlice();
+    },
+  }));
+  await idle(s);
+  assert.deepEqual(log, ['a', 'queued by the first step', 'a', 'a']);
+});

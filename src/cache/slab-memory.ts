@@ -3,8 +3,12 @@ import type { PageMemory, PageRegion } from './kv-cache.js';
 
 /** What SlabMemory needs from the native addon (native/addon.cc). */
 export interface SlabSource {
-  /** An ArrayBuffer over `bytes` of fresh anonymous memory, unmapped when collected; `id` names it in page addresses. */
-  kvSlab(bytes: number, id: number): ArrayBuffer;
+  /**
+   * An ArrayBuffer over `bytes` of fresh anonymous memory, unmapped when collected, and the id
+   * that names it in page addresses — unique in the process, whatever thread asks (the addon's
+   * slab table is shared by every worker that loads it).
+   */
+  kvSlab(bytes: number): { buffer: ArrayBuffer; id: number };
   /** Hands the whole OS pages [offset, offset + bytes) of a slab back (its RSS falls now). */
   kvRelease(slab: ArrayBuffer, offset: number, bytes: number): void;
   /** The OS page size. */
@@ -38,7 +42,7 @@ interface Slab {
 export class SlabMemory implements PageMemory {
   readonly #src: SlabSource;
   readonly #os: number;
-  readonly #slabs: Slab[] = [];
+  readonly #slabs = new Map<number, Slab>();
   /** Per page size: the slabs that have a free slot. */
   readonly #open = new Map<number, Slab[]>();
 
@@ -60,8 +64,9 @@ export class SlabMemory implements PageMemory {
     let slab = open[open.length - 1];
     if (!slab) {
       const slots = Math.max(1, Math.floor(SLAB_BYTES / bytes)), size = Math.ceil((slots * bytes) / this.#os) * this.#os;
-      slab = { id: this.#slabs.length, buffer: this.#src.kvSlab(size, this.#slabs.length), bytes, used: new Uint8Array(slots), free: Array.from({ length: slots }, (_, i) => slots - 1 - i) };
-      this.#slabs.push(slab);
+      const { buffer, id } = this.#src.kvSlab(size);
+      slab = { id, buffer, bytes, used: new Uint8Array(slots), free: Array.from({ length: slots }, (_, i) => slots - 1 - i) };
+      this.#slabs.set(id, slab);
       open.push(slab);
     }
     const slot = slab.free.pop()!;
@@ -71,7 +76,7 @@ export class SlabMemory implements PageMemory {
   }
 
   free(address: number, bytes: number): void {
-    const slab = this.#slabs[Math.floor(address / SLAB_STRIDE)], start = address % SLAB_STRIDE, slot = start / bytes;
+    const slab = this.#slabs.get(Math.floor(address / SLAB_STRIDE)), start = address % SLAB_STRIDE, slot = start / bytes;
     if (!slab || slab.bytes !== bytes || !slab.used[slot]) throw new Error(`SlabMemory: no page of ${bytes} bytes at ${address}`);
     slab.used[slot] = 0;
     if (slab.free.length === 0) this.#open.get(bytes)!.push(slab);

@@ -39,6 +39,8 @@ export class Scheduler {
   private roundStarted = false;
   /** Steps run since start, for metrics. */
   steps = 0;
+  /** When the slice in progress gives the event loop its turn (performance.now() time). */
+  private until = 0;
 
   constructor(readonly maxQueue: number, private readonly beforeRound?: (tasks: readonly Task[]) => void) {}
 
@@ -66,6 +68,14 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Ends the slice in progress after the step that is running, so that what that step queued
+   * (a stream's first token) is written now rather than YIELD_MS later.
+   */
+  endSlice(): void {
+    this.until = 0;
+  }
+
   /** Drops a task before its next step (it gets cancel(reason)). */
   cancel(task: Task, reason: string): void {
     if (this.tasks.includes(task)) this.cancelled.set(task, reason);
@@ -86,7 +96,7 @@ export class Scheduler {
 
   /** Runs steps round-robin for YIELD_MS, then gives the event loop a turn and comes back. */
   private readonly run = (): void => {
-    const until = performance.now() + YIELD_MS;
+    this.until = performance.now() + YIELD_MS;
     while (this.tasks.length > 0) {
       if (this.next >= this.tasks.length) {
         this.next = 0;
@@ -112,7 +122,7 @@ export class Scheduler {
       }
       if (finished) this.tasks.splice(this.next, 1);
       else this.next++;
-      if (performance.now() >= until) {
+      if (performance.now() >= this.until) {
         if (this.tasks.length > 0) {
           setImmediate(this.run);
           return;

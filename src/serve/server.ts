@@ -30,6 +30,12 @@ export interface ServerOptions {
   apiKey?: string | null;
   /** Largest request body in bytes; 413 beyond. Default 8 MiB. */
   bodyLimit?: number;
+  /**
+   * A stream sends the text of the tokens made within this many milliseconds as one event (the
+   * first token at once; a token whose step took longer goes at once too); 0: one event per
+   * token. Default STREAM_INTERVAL_MS.
+   */
+  streamIntervalMs?: number;
 }
 
 export interface KvpressServer {
@@ -97,8 +103,10 @@ interface Answer {
 }
 
 const MiB = 2 ** 20;
-/** How long a stream gathers chunks before writing them out (after its first chunk, sent at once). */
-const FLUSH_MS = 10;
+/** Default of ServerOptions.streamIntervalMs (see the README's Serve section for the measurement). */
+export const STREAM_INTERVAL_MS = 50;
+/** A minute: longer is no stream, and a timer past 2^31 − 1 ms fires at once. */
+export const MAX_STREAM_INTERVAL_MS = 60_000;
 /** Where the page's static files live in the package (shipped as they are, no build step). */
 export const PUBLIC_DIR = join(packageRoot(), 'src', 'serve', 'public');
 const STATIC: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
@@ -110,6 +118,8 @@ export function createServer(opts: ServerOptions): KvpressServer {
   const tok = model.tokenizer;
   if (!tok) throw new Error(`${model.source}: the model has no tokenizer, so it cannot serve text`);
   const window = model.config.maxPositionEmbeddings;
+  const streamIntervalMs = opts.streamIntervalMs ?? STREAM_INTERVAL_MS;
+  if (!(streamIntervalMs >= 0 && streamIntervalMs <= MAX_STREAM_INTERVAL_MS)) throw new Error(`streamIntervalMs must be a number of milliseconds from 0 to ${MAX_STREAM_INTERVAL_MS}, got ${opts.streamIntervalMs}`);
   // Concurrent answers decode together (one BatchDecoder step per round); each runs its own code on batch.model.
   const batch = new DecodeBatch(model);
   const scheduler = new Scheduler(opts.maxQueue ?? 64, (tasks) => {
@@ -470,7 +480,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
         });
       }
 
-      // Streamed: server-sent events, one chunk per piece of text, then usage (if asked) and [DONE].
+      // Streamed: server-sent events, the text in chunks (see below), then usage (if asked) and [DONE].
       const chunkObject = chat ? 'chat.completion.chunk' : 'text_completion';
       const chunk = (delta: string | null, finishReason: string | null, role = false) => ({
         id, object: chunkObject, created: stamp, model: modelId,
@@ -480,26 +490,44 @@ export function createServer(opts: ServerOptions): KvpressServer {
       });
       const res = reply.raw;
       let ended = false;
-      // Events are gathered in a string and written out together: the first token at the next
-      // turn of the event loop, later ones every FLUSH_MS (one write to the socket costs about
-      // as much as a stories260K decode step).
-      let pending = '', scheduled = false, tokensSent = 0;
+      // Events wait in `events` and go out in one write at the end of the scheduler slice that
+      // made them (a write to the socket costs about as much as a stories260K decode step), at
+      // most once per streamIntervalMs; the first token's text goes at once. With an interval,
+      // the token text gathered meanwhile (`text`) goes out as one content event; with 0 every
+      // token is an event of its own.
+      let events = '', text = '', scheduled = false, tokensSent = 0, lastWrite = 0;
+      let timer: NodeJS.Timeout | null = null;
+      const gathered = () => {
+        if (text === '') return;
+        events += tokenHead + JSON.stringify(text) + tokenTail;
+        text = '';
+      };
       const flush = () => {
         scheduled = false;
-        if (ended || pending === '') return;
-        res.write(pending);
-        pending = '';
-      };
-      /** Queues one whole server-sent event ("data: …\n\n"). */
-      const send = (event: string) => {
+        timer = null;
         if (ended) return;
-        pending += event;
-        if (scheduled) return;
-        scheduled = true;
-        if (tokensSent === 0) setImmediate(flush);
-        else setTimeout(flush, FLUSH_MS);
+        gathered();
+        if (events === '') return;
+        res.write(events);
+        events = '';
+        lastWrite = performance.now();
       };
-      const write = (obj: unknown) => send(`data: ${JSON.stringify(obj)}\n\n`);
+      const arm = () => {
+        if (scheduled || ended) return;
+        scheduled = true;
+        // Past due (always so for a model whose step is longer than the interval): at the end of
+        // this slice. setImmediate runs before the scheduler's next slice, queued after it.
+        const wait = tokensSent === 0 ? 0 : lastWrite + streamIntervalMs - performance.now();
+        if (wait <= 0) setImmediate(flush);
+        else timer = setTimeout(flush, wait);
+      };
+      /** Queues one whole server-sent event ("data: …\n\n") after the text gathered before it. */
+      const write = (obj: unknown) => {
+        if (ended) return;
+        gathered();
+        events += `data: ${JSON.stringify(obj)}\n\n`;
+        arm();
+      };
       // A token's event is its text's JSON between a fixed head and tail: no chunk object is
       // built and stringified per token.
       const [head, tail] = JSON.stringify(chunk('\u0000', null)).split('"\\u0000"');
@@ -507,14 +535,21 @@ export function createServer(opts: ServerOptions): KvpressServer {
       // The status line went out with the first chunk; a later failure is an error event.
       const end = () => {
         if (ended) return;
-        res.end(`${pending}data: [DONE]\n\n`);
-        pending = '';
+        // A long interval's timer would hold this request's closures (and the process) that long.
+        if (timer) clearTimeout(timer);
+        gathered();
+        res.end(`${events}data: [DONE]\n\n`);
+        events = '';
         ended = true;
       };
       const sink = {
-        token(text: string) {
-          send(tokenHead + JSON.stringify(text) + tokenTail);
-          tokensSent++;
+        token(piece: string) {
+          if (ended) return;
+          if (streamIntervalMs === 0) events += tokenHead + JSON.stringify(piece) + tokenTail;
+          else text += piece;
+          arm();
+          // The first token goes out before the slice's other steps run, not at the slice's end.
+          if (tokensSent++ === 0) scheduler.endSlice();
         },
         done(reason: 'stop' | 'length') {
           write(chunk(null, reason));
@@ -538,6 +573,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       res.on('close', () => {
         if (!ended) {
           ended = true;
+          if (timer) clearTimeout(timer);
           scheduler.cancel(task, 'client disconnected');
         }
       });

@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { loadModel } from '../../model/load.js';
-import { createServer } from '../../serve/server.js';
+import { createServer, MAX_STREAM_INTERVAL_MS, STREAM_INTERVAL_MS } from '../../serve/server.js';
 import { num, parse, str, UsageError, weightsFlag, noTokenizer } from '../args.js';
 import { kvDtypeFlag, kvDtypeOption } from './kv-dtype.js';
 import type { Command } from '../command.js';
@@ -29,6 +29,9 @@ Options:
                              evicted beyond it (default 256)
   --max-queue N              requests in progress at once; more get 429 (default 64)
   --api-key K                require "Authorization: Bearer K" on /v1 routes and /metrics
+  --stream-interval-ms MS    a streamed answer sends the text of the tokens made within MS milliseconds
+                             as one chunk (the first token, and any token whose step took longer, at
+                             once); 0 sends one chunk per token (default 50)
   --weights W                f32, bf16, q8_0 or q4_k: hold every matrix in this format (default: as the checkpoint stores it)
   --decode-weights W         former name of --weights (still accepted)
   --kv-dtype T               KV cache element type of every request and context: f32, f16, bf16, q8_0,
@@ -47,6 +50,7 @@ Examples:
     'max-context-memory': { type: 'string' },
     'max-queue': { type: 'string' },
     'api-key': { type: 'string' },
+    'stream-interval-ms': { type: 'string' },
     weights: { type: 'string' },
     'decode-weights': { type: 'string' },
     ...kvDtypeOption,
@@ -58,6 +62,7 @@ Examples:
     const port = num(values.port, 'port', { min: 0, max: 65535, integer: true }) ?? 8080;
     const maxContextMiB = num(values['max-context-memory'], 'max-context-memory', { min: 0 }) ?? 256;
     const maxQueue = num(values['max-queue'], 'max-queue', { min: 1, integer: true }) ?? 64;
+    const streamIntervalMs = num(values['stream-interval-ms'], 'stream-interval-ms', { min: 0, max: MAX_STREAM_INTERVAL_MS }) ?? STREAM_INTERVAL_MS;
     const apiKey = str(values['api-key']);
     if (apiKey === '') throw new UsageError('--api-key must not be empty');
     const weights = weightsFlag(values, io.err);
@@ -65,7 +70,7 @@ Examples:
     const model = await loadModel(modelPath, { tokenizer: str(values.tokenizer), backend: io.backend(), weights, kvDtype: kvDtypeFlag(values['kv-dtype']) });
     if (!model.tokenizer) throw noTokenizer(modelPath);
     const modelId = modelPath === undefined ? 'stories260K' : basename(modelPath).replace(/\.bin$/, '');
-    const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey });
+    const server = createServer({ model, modelId, maxContextMemory: Math.round(maxContextMiB * 2 ** 20), maxQueue, apiKey, streamIntervalMs });
     let address: string;
     try {
       address = await server.app.listen({ host, port });
