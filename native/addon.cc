@@ -66,9 +66,10 @@ struct PressSet {
   decltype(&ea_moments_base) ea_moments;
   decltype(&ea_log_scores_base) ea_log_scores;
   decltype(&window_softmax_sums_base) window_softmax_sums;
-  decltype(&abs_row_sums_base) abs_row_sums;
+  decltype(&value_norms_pack_base) value_norms_pack;
+  decltype(&value_norms_l1_base) value_norms_l1;
 };
-#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, ea_log_scores_##S, window_softmax_sums_##S, abs_row_sums_##S }
+#define PRESS_SET(S) PressSet { ea_unrotate_##S, ea_moments_##S, ea_log_scores_##S, window_softmax_sums_##S, value_norms_pack_##S, value_norms_l1_##S }
 PressSet press_kernels() {
 #if defined(__x86_64__)
   if (!std::strcmp(K.isa, "avx512")) return PRESS_SET(avx512);
@@ -501,36 +502,32 @@ void WindowSoftmaxSums(const Napi::CallbackInfo &info) {
   }
 }
 
-// valueNormsL1(out, values, block, T, D, hd, divisor): out[t] += ‖block·v_t‖₁ / divisor for the T
-// values [T][hd] and block [D][hd] (critical.ts projectedValueNorms for one query head): blocks of
-// 256 values dealt to the team, each thread's product by the float32 GEMM on that thread alone
-// and its L1 norms summed in float64 — a value's bits do not depend on the thread count, and the
-// norms are split too (the product alone split over D = 576 columns leaves them on one thread).
+// valueNormsL1(out, values, block, T, D, hd, divisor, rows | null): out[t] += ‖block·v_t‖₁ / divisor
+// for t < T, v_t the value row rows[t] (or t) of values [·][hd], and block [D][hd] (critical.ts
+// projectedValueNorms for one query head, rows: the entries it does not skip): the block
+// packed once into 16-column panels, then blocks of 256 values dealt to the team, each through
+// value_norms_l1 (products in registers, their absolute values summed in float64 per value, no
+// T×D buffer) — a value's bits do not depend on the thread count.
 void ValueNormsL1(const Napi::CallbackInfo &info) {
   double *out = F64(info[0]);
   const float *V = F32(info[1]), *B = F32(info[2]);
   const int T = I32(info[3]), D = I32(info[4]), hd = I32(info[5]);
   const double divisor = info[6].As<Napi::Number>().DoubleValue();
+  const int32_t *rows = info[7].IsNull() || info[7].IsUndefined() ? nullptr : info[7].As<Napi::Int32Array>().Data();
   const int R = 256, blocks = (T + R - 1) / R;
-  const Blocking &b = kBlockF32;
-  const size_t need = K.gemm_scratch(b.kc, b.mc, b.nc);
+  static thread_local Scratch packed;
+  float *bp = packed.get((size_t)(D + 15) / 16 * 16 * hd);
+  if (!bp) {
+    Napi::Error::New(info.Env(), "valueNormsL1: out of memory for the packed block").ThrowAsJavaScriptException();
+    return;
+  }
+  P.value_norms_pack(bp, B, D, hd);
   const int nt = (double)T * D * hd >= 1e6 ? std::max(1, std::min(W.threads, blocks)) : 1;
-  bool ok = true;
   team(nt, [&](int t, int parts) {
-    static thread_local Scratch packed, y;
-    float *sc = packed.get(need), *yb = y.get((size_t)R * D);
-    if (!sc || !yb) {
-#pragma omp atomic write
-      ok = false;
-      return;
-    }
-    for (int blk = (int)((long)blocks * t / parts); blk < (int)((long)blocks * (t + 1) / parts); blk++) {
-      const int t0 = blk * R, nr = std::min(R, T - t0);
-      K.gemm_f32(yb, V + (size_t)t0 * hd, B, D, hd, nullptr, 0, nr, 0, D, b.kc, b.mc, b.nc, sc);
-      P.abs_row_sums(out + t0, yb, nr, D, divisor);
-    }
+    const int b0 = (int)((long)blocks * t / parts), b1 = (int)((long)blocks * (t + 1) / parts);
+    const int t0 = b0 * R, t1 = std::min(T, b1 * R);
+    if (t1 > t0) P.value_norms_l1(out + t0, V, rows ? rows + t0 : nullptr, t0, t1 - t0, bp, D, hd, divisor);
   });
-  if (!ok) Napi::Error::New(info.Env(), "valueNormsL1: out of memory for scratch space").ThrowAsJavaScriptException();
 }
 
 // The leverage presses' float64 helpers (press_linalg.h), on the calling thread: each is at

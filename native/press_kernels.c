@@ -1,10 +1,11 @@
 /*
  * The hot loops of the scoring presses that are not products of the model: Expected Attention's
- * query un-rotation, SnapKV-style window softmax summed over its rows, and the L1 norms of
- * CriticalKV's projected values. Compiled once per ISA (KV_ISA = base, avx2, avx512), each with
- * its target flags; the addon picks the build of the CPU (addon.cc). Everything is float64 so
- * that the presses' rankings stay those of their TypeScript references (src/presses/*.ts), which
- * the backends without this file (wasm, js) run instead.
+ * query un-rotation, SnapKV-style window softmax summed over its rows, and CriticalKV's values
+ * projected through W_O with their L1 norms. Compiled once per ISA (KV_ISA = base, avx2, avx512),
+ * each with its target flags; the addon picks the build of the CPU (addon.cc). Everything is
+ * float64 so that the presses' rankings stay those of their TypeScript references
+ * (src/presses/*.ts), which the backends without this file (wasm, js) run instead — except the
+ * projection's float32 dot products, which are those of the float32 matmul they replace.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -298,18 +299,60 @@ void FN(window_softmax_sums)(double *restrict acc, const float *restrict logits,
   }
 }
 
-void FN(abs_row_sums)(double *restrict out, const float *restrict y, int rows, int D, double divisor) {
-  for (int r = 0; r < rows; r++) {
-    const float *restrict x = y + (size_t)r * D;
-    vd4 a = splat4(0), b = splat4(0);
-    int i = 0;
-    for (; i + 8 <= D; i += 8) {
-      a += (vd4){__builtin_fabs(x[i]), __builtin_fabs(x[i + 1]), __builtin_fabs(x[i + 2]), __builtin_fabs(x[i + 3])};
-      b += (vd4){__builtin_fabs(x[i + 4]), __builtin_fabs(x[i + 5]), __builtin_fabs(x[i + 6]), __builtin_fabs(x[i + 7])};
+/* CriticalKV's projected value norms without the [rows][D] product in memory: a tile of VN_R
+ * values against one 16-column panel of the block keeps VN_R × 16 float32 sums in registers over
+ * the head dimension (the product's own float32 dot products), then adds their absolute values
+ * to the tile's float64 row sums. The block's 36 panels (D = 576, hd = 64: 147 KB) stay in L2 while
+ * each tile (6 rows of 64 floats) stays in L1; nothing is written but the n sums. */
+typedef float vn8 __attribute__((vector_size(32)));
+typedef int32_t vn8i __attribute__((vector_size(32)));
+#define VN_R 6
+
+static inline vn8 vn_ld(const float *p) { vn8 x; memcpy(&x, p, 32); return x; }
+static inline vn8 vn_bc(float x) { return (vn8){x, x, x, x, x, x, x, x}; }
+static inline vn8 vn_abs(vn8 x) { return (vn8)((vn8i)x & (vn8i){0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff}); }
+static inline vd4 vn_sum4(vn8 x) {
+  vf4 a, b;
+  memcpy(&a, &x, 16);
+  memcpy(&b, (const char *)&x + 16, 16);
+  return __builtin_convertvector(a, vd4) + __builtin_convertvector(b, vd4);
+}
+
+void FN(value_norms_pack)(float *bp, const float *block, int D, int hd) {
+  const int panels = (D + 15) / 16;
+  for (int p = 0; p < panels; p++)
+    for (int j = 0; j < hd; j++)
+      for (int c = 0; c < 16; c++) {
+        const int i = p * 16 + c;
+        bp[((size_t)p * hd + j) * 16 + c] = i < D ? block[(size_t)i * hd + j] : 0.0f;
+      }
+}
+
+void FN(value_norms_l1)(double *out, const float *v, const int *rows, int first, int n, const float *bp, int D, int hd, double divisor) {
+  const int panels = (D + 15) / 16;
+  for (int t0 = 0; t0 < n; t0 += VN_R) {
+    const int nr = n - t0 < VN_R ? n - t0 : VN_R;
+    const float *x[VN_R];
+    for (int r = 0; r < VN_R; r++) {
+      const int t = t0 + (r < nr ? r : nr - 1);
+      x[r] = v + (size_t)(rows ? rows[t] : first + t) * hd;
     }
-    a += b;
-    double l1 = (a[0] + a[1]) + (a[2] + a[3]);
-    for (; i < D; i++) l1 += __builtin_fabs(x[i]);
-    out[r] += l1 / divisor;
+    vd4 sum[VN_R];
+    for (int r = 0; r < VN_R; r++) sum[r] = splat4(0);
+    for (int p = 0; p < panels; p++) {
+      const float *b = bp + (size_t)p * hd * 16;
+      vn8 acc[VN_R][2];
+      for (int r = 0; r < VN_R; r++) acc[r][0] = acc[r][1] = vn_bc(0);
+      for (int j = 0; j < hd; j++) {
+        const vn8 b0 = vn_ld(b + j * 16), b1 = vn_ld(b + j * 16 + 8);
+        for (int r = 0; r < VN_R; r++) {
+          const vn8 s = vn_bc(x[r][j]);
+          acc[r][0] += s * b0;
+          acc[r][1] += s * b1;
+        }
+      }
+      for (int r = 0; r < VN_R; r++) sum[r] += vn_sum4(vn_abs(acc[r][0])) + vn_sum4(vn_abs(acc[r][1]));
+    }
+    for (int r = 0; r < nr; r++) out[t0 + r] += ((sum[r][0] + sum[r][1]) + (sum[r][2] + sum[r][3])) / divisor;
   }
 }

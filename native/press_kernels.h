@@ -28,8 +28,12 @@ extern "C" {
    * entries, and acc[t] += p[t]·weights[r] (weights NULL: 1) for t < min(visible[r], cols). e: T doubles. */   \
   void window_softmax_sums_##S(double *acc, const float *logits, int w, int T, int cols, const int *visible,    \
                                double scale, const double *weights, double *e);                                 \
-  /* out[r] += Σ_i |y[r][i]| / divisor for the rows of y [rows][D]. */                                          \
-  void abs_row_sums_##S(double *out, const float *y, int rows, int D, double divisor);
+  /* The block [D][hd] as ⌈D/16⌉ panels [hd][16] (zero columns past D) for value_norms_l1. */                  \
+  void value_norms_pack_##S(float *bp, const float *block, int D, int hd);                                      \
+  /* out[t] += Σ_i |block_i · v_r| / divisor for t < n, r = rows[t] (rows NULL: r = t0 + t) of v [·][hd],     \
+   * block packed by value_norms_pack. */                                                                       \
+  void value_norms_l1_##S(double *out, const float *v, const int *rows, int t0, int n, const float *bp, int D,   \
+                          int hd, double divisor);
 
 PRESS_DECLARE(base)
 #if defined(__x86_64__)

@@ -124,10 +124,11 @@ export interface Backend {
   ): void;
 
   /**
-   * out[t] += ‖block·v_t‖₁ / divisor for the T values [T][hd] and block [D][hd], the products by
-   * the float32 GEMM, the norms summed in float64. Optional: critical.ts uses matmul where absent.
+   * out[t] += ‖block·v_t‖₁ / divisor for t < T, v_t the value row rows[t] of values [·][hd] (rows
+   * null: row t) and block [D][hd]; the products are float32 dot products over hd, the norms summed
+   * in float64. Optional: critical.ts uses matmul where absent.
    */
-  valueNormsL1?(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+  valueNormsL1?(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number, rows?: Int32Array | null): void;
 
   /**
    * The attention each key receives, for the presses that score entries by it (observed

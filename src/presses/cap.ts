@@ -23,7 +23,9 @@ export const capOptions = defineOptions({
  * w_j = exp(τ(cos(μ̄_h, k_j) − max_j cos)); with the capacity matrix A_h = I + Σ_j (w_j + ε) v_j v_jᵀ,
  * the score is w_j · v_jᵀA_h⁻¹v_j, averaged over the KV group; sinks get max + 1. Float64
  * throughout (kvpress solves the d×d system in float32); A_h and the forms on the backend's
- * float64 kernels (quadratic-forms.ts). Needs more than nSink entries.
+ * float64 kernels (quadratic-forms.ts). Needs more than nSink entries. It reads the cached keys
+ * and values as stored, decoded per head into float32 (in a prefill over a float32 cache: the
+ * pass's own rows); the anchor comes from the pass's hidden states.
  */
 export class CapPress extends ScorerPress {
   readonly name: string = 'cap';

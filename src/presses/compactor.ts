@@ -22,7 +22,9 @@ export const compactorOptions = defineOptions({
  * each z-scored over those tokens only, β = blending or, by default, the compression ratio. The
  * protected ends get the maximum of those scores (the library's 0.5.4 padding, without the + 1 of
  * the other presses, so the best middle tokens tie with them). A prompt with no token between the ends is refused, as kvpress.
- * The sketch follows LeverageScorePress (seeded here, torch's generator there).
+ * The sketch follows LeverageScorePress (seeded here, torch's generator there). It reads what its
+ * two parts read: the cached keys and values decoded per head (NonCausalAttn) and the pre-RoPE keys
+ * (LeverageScore: the pass's float32 cache rows rotated back, or the projection of the hidden states).
  */
 export class CompactorPress extends ScorerPress {
   readonly name: string = 'compactor';

@@ -2,6 +2,7 @@ import type { LayerContext, ModelParts } from '../model/layer-context.js';
 import { weightRow } from '../model/weights.js';
 import { globalTopK } from './adakv.js';
 import { keptCount } from './common.js';
+import { scratch } from './linalg64.js';
 import { requireScorer, type KeepIndices, type Press } from './press.js';
 import { ScorerPress, topK } from './scorer.js';
 import { ScorerWrapper } from './wrapper.js';
@@ -21,7 +22,9 @@ export interface CriticalOptions {
  * KV group's query heads of ‖W_O,h v_j‖₁ (W_O split into per-head d×D blocks). Stage-1 entries get a
  * score above every other. When the inner press scores in log space the product is taken there,
  * log(exp(s) + epsilon) + log N, so the ranking is the same without underflow. Use an inner press
- * without its own value-norm weighting (e.g. Expected Attention with useVnorm off).
+ * without its own value-norm weighting (e.g. Expected Attention with useVnorm off). The values are
+ * the cached entries as stored, decoded per head into float32 (over a float32 cache: the pass's own
+ * rows), and only those of stage 2 are multiplied by W_O (projectedValueNorms).
  */
 export class CriticalKVPress extends ScorerPress {
   readonly name: string;
@@ -55,9 +58,9 @@ export class CriticalKVPress extends ScorerPress {
 
   score(ctx: LayerContext): Float64Array[] {
     const s = this.inner.score(ctx);
-    const N = projectedValueNorms(ctx);
-    const out = s.map((x, g) => reweight(x, N[g], this.epsilon, this.logScores));
     const first = s.map((x) => topK(x, Math.floor((1 - this.compressionRatio) * x.length * this.firstStageRatio)));
+    const N = projectedValueNorms(ctx, first);
+    const out = s.map((x, g) => reweight(x, N[g], this.epsilon, this.logScores));
     // The library's marker, finfo(float64).max: above every score, linear or log.
     first.forEach((idx, g) => idx.forEach((t) => (out[g][t] = Number.MAX_VALUE)));
     return out;
@@ -88,11 +91,11 @@ export class CriticalAdaKVPress extends ScorerWrapper {
     const kept = s.map((x) => Math.max(1, keptCount(x.length, ratio)));
     const safe = s.map((x, g) => topK(x, Math.floor(kept[g] * this.alphaSafeguard)));
     const budgets = globalTopK(s, safe, kept.reduce((a, b) => a + b, 0)).map((idx) => idx.length);
-    const N = projectedValueNorms(ctx);
+    const first = s.map((x, g) => topK(x, Math.max(safe[g].length, Math.floor(budgets[g] * this.firstStageRatio))));
+    const N = projectedValueNorms(ctx, first);
     return s.map((x, g) => {
-      const first = topK(x, Math.max(safe[g].length, Math.floor(budgets[g] * this.firstStageRatio)));
       const w = reweight(x, N[g], this.epsilon, this.inner.logScores);
-      for (const t of first) w[t] = Infinity;
+      for (const t of first[g]) w[t] = Infinity;
       return topK(w, budgets[g]);
     });
   }
@@ -101,29 +104,55 @@ export class CriticalAdaKVPress extends ScorerWrapper {
 /**
  * N[g][t] = mean over the query heads h of KV group g of ‖W_O,h v_t‖₁, where W_O,h is the
  * [hidden][headDim] block of the output projection that reads head h (kvpress's `vwl1norm`).
+ * The entries `skip[g]` (stage 1, whose final score does not read N) are left at 0: the product
+ * is T·hidden·headDim per query head, the press's main cost, and stage 1 is
+ * floor((1 − ratio)·T·firstStageRatio) of the T entries (a quarter at ratio 0.5 and the default
+ * 0.5). The native kernel reads the other rows in place; elsewhere they are gathered first.
  */
-export function projectedValueNorms(ctx: LayerContext): Float64Array[] {
+export function projectedValueNorms(ctx: LayerContext, skip: readonly ArrayLike<number>[] | null = null): Float64Array[] {
   const c = ctx.config, hd = c.headDim, D = c.hiddenSize, H = c.numHeads, G = H / c.numKvHeads, wo = ctx.weights.wo;
   let longest = 0;
   for (const n of ctx.cache.lengths) longest = Math.max(longest, n);
-  const block = new Float32Array(D * hd), out = new Float32Array(ctx.backend.valueNormsL1 ? 0 : longest * D);
-  const norms = Array.from(ctx.cache.lengths, (T) => new Float64Array(T));
-  for (let h = 0; h < H; h++) {
-    const g = Math.floor(h / G), T = ctx.cache.lengths[g], N = norms[g];
-    for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
-    if (ctx.backend.valueNormsL1) {
-      // The same product and sums in one native call, 256 values at a time (no T×D buffer).
-      ctx.backend.valueNormsL1(N, ctx.cache.headValues(g), block, T, D, hd, G);
-      continue;
+  const block = scratch('critical.block', Float32Array, D * hd), out = scratch('critical.out', Float32Array, ctx.backend.valueNormsL1 ? 0 : longest * D);
+  const rows = scratch('critical.rows', Float32Array, ctx.backend.valueNormsL1 ? 0 : longest * hd), at = scratch('critical.at', Int32Array, longest), sums = scratch('critical.sums', Float64Array, longest);
+  return Array.from(ctx.cache.lengths, (T, g) => {
+    const N = new Float64Array(T), V = ctx.cache.headValues(g), skipped = scratch('critical.skipped', Uint8Array, T).fill(0);
+    if (skip) for (let i = 0; i < skip[g].length; i++) skipped[skip[g][i]] = 1;
+    let m = 0;
+    for (let t = 0; t < T; t++) if (!skipped[t]) at[m++] = t;
+    const S = sums.subarray(0, m).fill(0), all = m === T, native = ctx.backend.valueNormsL1 !== undefined;
+    // The native kernel reads the rows it needs in place; the matmul path gathers them first.
+    const X = all || native ? V : rows.subarray(0, m * hd);
+    if (!all && !native) gatherRows(X, V, at, m, hd, hd, 0);
+    for (let h = g * G; m > 0 && h < (g + 1) * G; h++) {
+      if (wo instanceof Float32Array) gatherRows(block, wo, null, D, hd, H * hd, h * hd);
+      else for (let i = 0; i < D; i++) weightRow(wo, H * hd, i, h * hd, (h + 1) * hd, block, i * hd);
+      if (ctx.backend.valueNormsL1) {
+        // The same product and sums in one native call (no m×D buffer).
+        ctx.backend.valueNormsL1(S, X, block, m, D, hd, G, all ? null : at.subarray(0, m));
+        continue;
+      }
+      ctx.backend.matmul(out, X, block, m, D, hd);
+      for (let t = 0; t < m; t++) {
+        let l1 = 0;
+        for (let i = 0, o = t * D; i < D; i++) l1 += Math.abs(out[o + i]);
+        S[t] += l1 / G;
+      }
     }
-    ctx.backend.matmul(out, ctx.cache.headValues(g), block, T, D, hd);
-    for (let t = 0; t < T; t++) {
-      let l1 = 0;
-      for (let i = 0, o = t * D; i < D; i++) l1 += Math.abs(out[o + i]);
-      N[t] += l1 / G;
-    }
+    for (let i = 0; i < m; i++) N[at[i]] = S[i];
+    return N;
+  });
+}
+
+/**
+ * dst[i·d …+d] = src[c0 + r·stride …+d] for r = rows[i] (rows null: r = i), i < n. Element loops in
+ * a small function of their own: a subarray per row costs more than its 64 copies.
+ */
+function gatherRows(dst: Float32Array, src: Float32Array, rows: Int32Array | null, n: number, d: number, stride: number, c0: number): void {
+  for (let i = 0; i < n; i++) {
+    const o = i * d, from = (rows ? rows[i] : i) * stride + c0;
+    for (let j = 0; j < d; j++) dst[o + j] = src[from + j];
   }
-  return norms;
 }
 
 /** (s + ε)·N, or its logarithm log(exp(s) + ε) + log N when s are log-scores. */

@@ -23,7 +23,8 @@ export interface LagKVOptions {
  * token's rank in its partition / λ. Sinks and the tail (last full partition + remainder) get 1.
  * Prompts shorter than nSink + 2λ are not really compressed: the score then rises linearly so the
  * most recent tokens are kept. A channel whose reference range is zero contributes 0 (kvpress
- * would divide by zero and rank NaNs arbitrarily).
+ * would divide by zero and rank NaNs arbitrarily). It reads the cached keys and values as stored,
+ * decoded per head into float32 (in a prefill over a float32 cache: the pass's own rows).
  */
 export class LagKVPress extends ScorerPress {
   readonly name = 'lagkv';

@@ -63,3 +63,22 @@ export const jsLinalg64: Linalg64 = {
     }
   },
 };
+
+const scratchArrays = new Map<string, Float64Array | Float32Array | Int32Array | Uint8Array>();
+
+/**
+ * A grow-only buffer of at least n elements kept under `name` for the next call (its first n
+ * elements, not cleared): the leverage, non-causal and CriticalKV presses need megabytes of working
+ * rows per layer, and allocating them afresh every layer made V8 collect garbage inside the press
+ * whenever other presses ran in the same pass (the bench's press table: compactor measured 3 % of
+ * the prefill above the sum of its two parts). One JS thread; no caller holds a buffer across a call
+ * of another that uses the same name.
+ */
+export function scratch<A extends Float64Array | Float32Array | Int32Array | Uint8Array>(name: string, make: new (n: number) => A, n: number): A {
+  let a = scratchArrays.get(name) as A | undefined;
+  if (!a || a.length < n || !(a instanceof make)) {
+    a = new make(Math.max(n, a && a instanceof make ? 2 * a.length : 0));
+    scratchArrays.set(name, a);
+  }
+  return a.subarray(0, n) as A;
+}

@@ -1,6 +1,7 @@
 import type { LayerContext } from '../model/layer-context.js';
 import { pressAttention } from './attention-columns.js';
 import { avgPool1d, groupMean, requirePrefillCache } from './common.js';
+import { scratch } from './linalg64.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import type { PressEntry } from './registry.js';
 import { ScorerPress } from './scorer.js';
@@ -20,7 +21,9 @@ export const nonCausalAttnOptions = defineOptions({
  * padded to chunkSize with zero queries and keys: every real query also gives the padding keys
  * logit ≈ 0 (they are not masked), and every padding query spreads a uniform 1/chunkSize over the
  * chunk, which adds (chunkSize − m)/chunkSize to each of its m real keys. `maskPadding` drops the
- * padding instead (a deliberate, documented deviation, off by default). Prefill only.
+ * padding instead (a deliberate, documented deviation, off by default). Prefill only. The keys and
+ * values are the cached entries as stored, decoded per head into float32 (over a float32 cache:
+ * the pass's own rows); the queries are the pass's float32 post-RoPE queries.
  */
 export class NonCausalAttnPress extends ScorerPress {
   readonly name: string = 'non_causal_attn';
@@ -45,7 +48,8 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
   const c = ctx.config, hd = c.headDim, H = c.numHeads, G = H / c.numKvHeads, qStride = H * hd, n = to - from;
   // Row r sees its chunk [lo, hi) and, as the library, the chunk's padding keys (logit −1e-9,
   // its mask value: not masked).
-  const lo = new Int32Array(n), hi = new Int32Array(n), pad = new Int32Array(n);
+  const lo = scratch('nca.lo', Int32Array, n), hi = scratch('nca.hi', Int32Array, n), pad = scratch('nca.pad', Int32Array, n);
+  const masses = scratch('nca.mass', Float64Array, H * n).fill(0);
   for (let a = 0; a < n; a += chunkSize) {
     const b = Math.min(a + chunkSize, n);
     lo.fill(a, a, b);
@@ -54,7 +58,7 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
   }
   const perHead: Float64Array[] = [];
   for (let g = 0; g < c.numKvHeads; g++) {
-    const mass = new Float64Array(G * n);
+    const mass = masses.subarray(g * G * n, (g + 1) * G * n);
     pressAttention(ctx.backend, {
       out: mass, q: ctx.queries.subarray(from * qStride), qStride, heads: Int32Array.from({ length: G }, (_, j) => (g * G + j) * hd),
       keys: ctx.cache.headKeys(g).subarray(from * hd, to * hd), n, headDim: hd, rows: n, lo, hi, pad, padLogit: -1e-9, scale: 1, rowWeight: null, mode: 'sum',
@@ -77,12 +81,19 @@ export function nonCausalScores(ctx: LayerContext, from: number, to: number, chu
 /** (s − mean)/max(std, 1e-6) over every head and entry together, std unbiased (torch's default). */
 export function zScore(scores: Float64Array[]): Float64Array[] {
   let n = 0, sum = 0;
-  for (const s of scores) for (const x of s) { sum += x; n++; }
+  for (const s of scores) {
+    for (let t = 0; t < s.length; t++) sum += s[t];
+    n += s.length;
+  }
   const mean = sum / n;
   let ss = 0;
-  for (const s of scores) for (const x of s) ss += (x - mean) ** 2;
-  const std = Math.max(n > 1 ? Math.sqrt(ss / (n - 1)) : NaN, 1e-6);
-  return scores.map((s) => s.map((x) => (x - mean) / (Number.isNaN(std) ? 1e-6 : std)));
+  for (const s of scores) for (let t = 0; t < s.length; t++) ss += (s[t] - mean) ** 2;
+  const sd = Math.max(n > 1 ? Math.sqrt(ss / (n - 1)) : NaN, 1e-6), std = Number.isNaN(sd) ? 1e-6 : sd;
+  return scores.map((s) => {
+    const z = new Float64Array(s.length);
+    for (let t = 0; t < s.length; t++) z[t] = (s[t] - mean) / std;
+    return z;
+  });
 }
 
 export const nonCausalAttnEntry: PressEntry = {

@@ -218,12 +218,21 @@ export function checkWindowSoftmaxSums(
   if (weights !== null) checkF64(op, 'weights', weights, w);
 }
 
-export function checkValueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void {
+export function checkValueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number, rows: Int32Array | null = null): void {
   const op = 'valueNormsL1';
   for (const [name, v] of [['T', T], ['D', D], ['hd', hd]] as const) checkCount(op, name, v);
   if (!(divisor > 0)) fail(op, `divisor must be > 0, got ${divisor}`);
   checkF64(op, 'out', out, T);
-  checkArray(op, 'values', values, T * hd);
+  let need = T;
+  if (rows !== null) {
+    if (!(rows instanceof Int32Array) || rows.length < T) fail(op, `rows must be an Int32Array of at least ${T} indices`);
+    need = 0;
+    for (let t = 0; t < T; t++) {
+      if (!(rows[t] >= 0)) fail(op, `rows[${t}] = ${rows[t]} is negative`);
+      need = Math.max(need, rows[t] + 1);
+    }
+  }
+  checkArray(op, 'values', values, need * hd);
   checkArray(op, 'block', block, D * hd);
 }
 

@@ -50,7 +50,7 @@ interface Addon {
     acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
     keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
   ): void;
-  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void;
+  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number, rows: Int32Array | null): void;
   pressGemm64: Linalg64['gemm'];
   pressCenterRows: Linalg64['centerRows'];
   pressScaleRows: Linalg64['scaleRows'];
@@ -360,11 +360,11 @@ export class NativeBackend implements Backend {
     this.addon.windowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions, scale, weights);
   }
 
-  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number): void {
-    checkValueNormsL1(out, values, block, T, D, hd, divisor);
+  valueNormsL1(out: Float64Array, values: Float32Array, block: Float32Array, T: number, D: number, hd: number, divisor: number, rows: Int32Array | null = null): void {
+    checkValueNormsL1(out, values, block, T, D, hd, divisor, rows);
     if (T === 0) return;
     this.#apply();
-    this.addon.valueNormsL1(out, values, block, T, D, hd, divisor);
+    this.addon.valueNormsL1(out, values, block, T, D, hd, divisor, rows);
   }
 
   /** Seconds for each of `threads` threads to run `iterations` of the FMA peak probe. */
