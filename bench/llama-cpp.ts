@@ -190,13 +190,15 @@ interface LlamaBenchRow {
   avg_ts: number;
 }
 
-/** llama-bench on one model, 1 thread: pp512, pp2048, tg`gen` and (long) pg2048+`gen`. */
+/** llama-bench's JSON rows for `model`, 1 thread, its KV cache f16 (its default, named so that the comparisons say what it is). */
+function llamaBenchRows(bin: string, model: string, args: string[]): LlamaBenchRow[] {
+  const all = ['-m', model, '-t', '1', '-ctk', 'f16', '-ctv', 'f16', ...args, '-o', 'json'];
+  return JSON.parse(execFileSync(join(bin, 'llama-bench'), all, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'ignore'], env: libraryEnv(bin) })) as LlamaBenchRow[];
+}
+
+/** llama-bench on one model: pp512, pp2048, tg`gen` and (long) pg2048+`gen`. */
 function llamaBench(bin: string, model: string, gen: number, reps: number, long: boolean): { figures: LlamaFigures; build: string | null } {
-  // The KV cache stays f16 (llama-bench's default), named so that the comparison says what it is.
-  const args = ['-m', model, '-t', '1', '-ctk', 'f16', '-ctv', 'f16', '-p', long ? '512,2048' : '512', '-n', String(gen), '-r', String(reps), '-o', 'json'];
-  if (long) args.push('-pg', `2048,${gen}`);
-  const out = execFileSync(join(bin, 'llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'ignore'], env: libraryEnv(bin) });
-  const rows = JSON.parse(out) as LlamaBenchRow[];
+  const rows = llamaBenchRows(bin, model, ['-p', long ? '512,2048' : '512', '-n', String(gen), '-r', String(reps), ...(long ? ['-pg', `2048,${gen}`] : [])]);
   const find = (p: number, n: number) => rows.find((r) => r.n_prompt === p && r.n_gen === n)?.avg_ts ?? null;
   const p2048 = find(2048, 0), pg = find(2048, gen);
   // pg's rate counts prompt and generated tokens over their total time.
@@ -263,8 +265,7 @@ export function pairedDecode(root: string, pairs: DecodePair[], opts: { rounds: 
       r.oursRuns.push(p.ours());
       if (!bin) continue;
       try {
-        const args = ['-m', shapeGguf(bin, 'small', p.type), '-t', '1', '-p', '0', '-n', String(opts.gen), '-r', '1', '-o', 'json'];
-        const rows = JSON.parse(execFileSync(join(bin, 'llama-bench'), args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'ignore'], env: libraryEnv(bin) })) as LlamaBenchRow[];
+        const rows = llamaBenchRows(bin, shapeGguf(bin, 'small', p.type), ['-p', '0', '-n', String(opts.gen), '-r', '1']);
         const ts = rows.find((x) => x.n_gen === opts.gen)?.avg_ts;
         if (ts) r.llamaCppRuns.push(ts);
       } catch {
