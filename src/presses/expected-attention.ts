@@ -3,6 +3,7 @@ import {
   addQuadraticGemm, averagedRope, logAddExp, logits, logSumExp, queryMoments, rotateCovariance, rotateVector, upperTriangle,
   type QueryMoments,
 } from './expected-attention-kernels.js';
+import { scratch } from './linalg64.js';
 import { defineOptions, resolveOptions, type OptionsOf } from './options.js';
 import { ScorerPress } from './scorer.js';
 
@@ -89,7 +90,6 @@ export class ExpectedAttentionPress extends ScorerPress {
   readonly name: string = 'expected_attention';
   override readonly logScores = true;
   readonly params: EaParams;
-  private scratch = new Float64Array(0);
 
   constructor(compressionRatio = 0, options: ExpectedAttentionOptions = {}) {
     super(compressionRatio);
@@ -108,9 +108,8 @@ export class ExpectedAttentionPress extends ScorerPress {
     if (ctx.rows - start < 1) {
       throw new Error(`${this.name} needs more than nSink = ${this.params.nSink} tokens to estimate query statistics, got ${ctx.rows}`);
     }
-    const need = (ctx.rows - start) * ctx.config.headDim;
-    if (this.scratch.length < need) this.scratch = new Float64Array(need);
-    const moments = queryMoments(ctx, start, this.params.useCovariance, this.scratch, this.params.precision);
+    const rows = scratch('ea.rows', Float64Array, (ctx.rows - start) * ctx.config.headDim);
+    const moments = queryMoments(ctx, start, this.params.useCovariance, rows, this.params.precision);
     return expectedAttentionScores(ctx, moments, this.params);
   }
 }
