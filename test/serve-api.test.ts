@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { createBackend } from '../src/backend/index.js';
+import type { KVCache } from '../src/cache/kv-cache.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
 import { generate } from '../src/pipeline/generate.js';
 import { Pipeline } from '../src/pipeline/pipeline.js';
@@ -45,6 +46,29 @@ test('Generation steps give exactly the tokens of generate (greedy and seeded sa
     const decoded = (ref.tokens.length - 1) * model.config.numLayers * model.config.numKvHeads;
     assert.equal(g.measure!.keptEntries, ref.cache.lengths().flat().reduce((a, b) => a + b, 0) - decoded);
   }
+});
+
+test('Generation keeps its cache after the last token until release(), and stop() releases it mid-answer', () => {
+  const ids = tok.encode('Once upon a time', { bos: true });
+  const caches = new Set<KVCache>();
+  const g = new Generation(model, ids, { maxNewTokens: 12, temperature: 0, caches });
+  while (g.step());
+  assert.equal(caches.size, 1, 'the ended generation let its cache go before release()');
+  const [cache] = caches;
+  const c = model.config;
+  // The prompt and every token fed back (all but the last) are still in it, in every (layer, KV head).
+  assert.deepEqual(cache.lengths().flat(), new Array(c.numLayers * c.numKvHeads).fill(ids.length + g.tokens.length - 1));
+  g.release();
+  assert.equal(caches.size, 0);
+  assert.deepEqual(cache.lengths().flat(), new Array(c.numLayers * c.numKvHeads).fill(0));
+  g.release();
+  const h = new Generation(model, ids, { maxNewTokens: 12, temperature: 0, caches });
+  h.step();
+  h.step();
+  assert.equal(caches.size, 1);
+  h.stop();
+  assert.equal(caches.size, 0);
+  assert.equal(h.step(), null);
 });
 
 test('StopMatcher cuts at the earliest stop string and never sends part of one', () => {

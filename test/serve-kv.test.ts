@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import { benchModelOfShape } from '../src/bench/shapes.js';
-import { packageRoot } from '../src/model/load.js';
+import { loadModel, packageRoot } from '../src/model/load.js';
 import { createServer } from '../src/serve/server.js';
 import { postJson } from './helpers/serve.js';
 
@@ -52,6 +52,38 @@ test('8 concurrent answers on one context hold its pages once: allocated KV ≤ 
     assert.ok(server.kvAllocatedBytes() <= ctx.allocatedBytes + idle, `${server.kvAllocatedBytes()} B held after the answers`);
     const metrics = await (await fetch(`${url}/metrics`)).text();
     assert.match(metrics, new RegExp(`^kvpress_kv_allocated_bytes ${server.kvAllocatedBytes()}$`, 'm'));
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+test('a streamed answer holds its own cache while it runs and gives every page back once its response is written', async () => {
+  const model = await loadModel(undefined, { backend: createBackend() });
+  const server = createServer({ model, modelId: 'stories260K' });
+  let peak = 0;
+  const submit = server.scheduler.submit.bind(server.scheduler);
+  server.scheduler.submit = (task) => {
+    const step = task.step.bind(task);
+    task.step = () => {
+      const done = step();
+      peak = Math.max(peak, server.kvAllocatedBytes());
+      return done;
+    };
+    submit(task);
+  };
+  const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 32, temperature: 0, stream: true }),
+    });
+    const text = await res.text();
+    assert.ok(text.endsWith('data: [DONE]\n\n'), text.slice(-200));
+    // While it ran: at least one page per (layer, KV head).
+    const pool = model.newCache().pool, c = model.config;
+    assert.ok(peak >= c.numLayers * c.numKvHeads * pool.pageBytes, `peak ${peak} B`);
+    // The client has its [DONE]: the answer's cache is gone, nothing is held.
+    assert.equal(server.kvAllocatedBytes(), 0);
   } finally {
     await server.shutdown(1000);
   }

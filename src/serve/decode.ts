@@ -28,7 +28,7 @@ export interface PrefillMeasure {
 export interface StepOptions extends SamplingOptions {
   maxNewTokens?: number;
   press?: Press | null;
-  /** The set of caches in use: the generation's cache is in it while it runs. */
+  /** The set of caches in use: the generation's cache is in it from the prefill to release(). */
   caches?: Set<KVCache>;
 }
 
@@ -122,6 +122,8 @@ export class Generation {
   private readonly steps: Generator<StepToken, void>;
   /** Set while the last token's single-row decode step is next (no press: a pressed step goes alone). */
   private decode: DecodeInput | null = null;
+  /** The generation's cache until release(). */
+  private cache: KVCache | null = null;
 
   constructor(readonly model: Model, readonly prompt: readonly number[], readonly opts: StepOptions = {}) {
     if (prompt.length === 0) throw new Error('the prompt is empty');
@@ -139,9 +141,24 @@ export class Generation {
     return this.decode;
   }
 
-  /** Ends the generation early (its cache is released with it). */
+  /** Ends the generation early and releases its cache. */
   stop(): void {
     this.steps.return();
+    this.release();
+  }
+
+  /**
+   * Gives the cache's pages back to the pool (at once instead of waiting for the GC); idempotent.
+   * A generation that ended (step() gave null) keeps its cache until this is called, so that a
+   * server can write the answer's last bytes first: freeing a 341-token stories260K answer's
+   * pages takes 0.3–0.4 ms, which the client need not wait for.
+   */
+  release(): void {
+    const cache = this.cache;
+    if (!cache) return;
+    this.cache = null;
+    cache.dispose();
+    this.opts.caches?.delete(cache);
   }
 
   private *run(): Generator<StepToken, void> {
@@ -167,6 +184,7 @@ export class Generation {
     press?.validate?.(model);
     press?.reset?.();
     const cache = model.newCache();
+    this.cache = cache;
     const steps = Math.min(opts.maxNewTokens ?? 256, Math.max(0, c.maxPositionEmbeddings - prompt.length));
 
     const t0 = performance.now();
@@ -203,9 +221,6 @@ export class Generation {
       }
     } finally {
       this.decode = null;
-      // Finished or cancelled: the pages go back to the pool at once instead of waiting for the GC.
-      cache.dispose();
-      opts.caches?.delete(cache);
     }
   }
 }

@@ -93,6 +93,7 @@ interface Answer {
   step(): StepToken | null;
   /** The single-row decode step the next step() starts with, or null. */
   nextDecode(): DecodeInput | null;
+  /** Ends the answer (if it runs) and releases what it holds; called once its response is written. */
   stop(): void;
   promptTokens: number;
   completionTokens(): number;
@@ -433,7 +434,6 @@ export function createServer(opts: ServerOptions): KvpressServer {
           const text = matcher.push(t.text);
           if (text) sink.token(text);
           if (matcher.stopped) {
-            answer.stop();
             finish(sink, 'stop');
             return true;
           }
@@ -456,6 +456,8 @@ export function createServer(opts: ServerOptions): KvpressServer {
         const secs = (performance.now() - admitted) / 1000;
         if (n > 0 && secs > 0) metrics.tokensPerSecond.observe(n / secs);
         sink.done(reason);
+        // Its cache goes back after the last bytes are written, which the client need not wait for.
+        answer.stop();
       };
 
       if (body.stream !== true) {
