@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ApiError } from '../src/serve/errors.js';
-import { Scheduler, type Task } from '../src/serve/scheduler.js';
+import { LONE_SLICE_MS, Scheduler, YIELD_MS, type Task } from '../src/serve/scheduler.js';
 
 /** A task of `steps` steps that logs each one as `name`; a step busy-waits `stepMs` (a decode step's length). */
 function task(name: string, steps: number, log: string[], stepMs = 0, on: { first?: () => void; last?: () => void } = {}): Task {
@@ -43,22 +43,33 @@ test('scheduler: the batch round runs once per round of two or more tasks, never
   assert.deepEqual(log, ['round of 2', 'a', 'b', 'round of 2', 'a', 'b', 'a']);
 });
 
-test('scheduler: a lone long answer gives the event loop a turn every few milliseconds', async () => {
+test('scheduler: a lone long answer gives the event loop a turn every LONE_SLICE_MS, two answers every YIELD_MS', async () => {
   const log: string[] = [];
   const s = new Scheduler(8);
-  // 100 steps of 0.5 ms: 50 ms of work. The scheduler yields by time (2 ms), so a timer set in the
-  // first step runs after a few more; a loop that never yielded would let it run after all 100.
-  let seen: (steps: number) => void;
-  const seenAt = new Promise<number>((resolve) => (seen = resolve));
-  s.submit(task('a', 100, log, 0.5, { first: () => setTimeout(() => seen(log.length), 0) }));
-  const at = await seenAt;
-  assert.ok(at <= 10, `the timer ran after ${at} of 100 steps`);
-  // A request arriving mid-answer is admitted and interleaved at once.
-  s.submit(task('b', 2, log, 0.5));
+  const stepMs = 0.5;
+  // 100 steps of 0.5 ms: 50 ms of work. The scheduler yields by time, so a timer set in the
+  // first step runs after at most a slice's worth more; a loop that never yielded would let it
+  // run after all 100.
+  const timerAfter = (t: () => Task) => {
+    let seen: (steps: number) => void;
+    const seenAt = new Promise<number>((resolve) => (seen = resolve));
+    const n = log.length;
+    s.submit(t());
+    return { setIn: () => setTimeout(() => seen(log.length - n), 0), seenAt };
+  };
+  const lone = timerAfter(() => task('a', 100, log, stepMs, { first: () => lone.setIn() }));
+  const at = await lone.seenAt;
+  assert.ok(at <= LONE_SLICE_MS / stepMs + 2, `the timer ran after ${at} of 100 steps`);
+  // A request arriving mid-answer is admitted and interleaved at once; with two tasks the turns
+  // come every YIELD_MS.
+  let first = true;
+  const two = timerAfter(() => task('b', 40, log, stepMs, { first: () => first && ((first = false), two.setIn()) }));
+  const atTwo = await two.seenAt;
+  assert.ok(atTwo <= YIELD_MS / stepMs + 2, `with two tasks the timer ran after ${atTwo} steps`);
   await idle(s);
   const firstB = log.indexOf('b');
   assert.deepEqual(log.slice(firstB, firstB + 4), ['b', 'a', 'b', 'a']);
-  assert.equal(log.length, 102);
+  assert.equal(log.length, 140);
 });
 
 test('scheduler: a cancelled task is dropped before its next step; 429 past the queue, 503 after drain', async () => {
