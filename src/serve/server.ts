@@ -155,12 +155,18 @@ export function createServer(opts: ServerOptions): KvpressServer {
   app.setNotFoundHandler((req, reply) => {
     void reply.code(404).send(new ApiError(404, `no route ${req.method} ${req.url.split('?')[0]}`, null, 'unknown_url').body());
   });
-  app.addHook('onRequest', async (req) => {
-    if (!opts.apiKey || !(req.url.startsWith('/v1/') || req.url === '/metrics')) return;
-    if (req.headers.authorization !== `Bearer ${opts.apiKey}`) throw new ApiError(401, 'a valid API key is required: send "Authorization: Bearer <key>" (the key given to kvpress serve --api-key)', null, 'invalid_api_key');
-  });
-  app.addHook('onResponse', async (req, reply) => {
+  // Hooks take callbacks, not promises, and the key check exists only with a key: every request
+  // runs them, and each promise is a microtask turn more before the body is read.
+  const apiKey = opts.apiKey;
+  if (apiKey) {
+    app.addHook('onRequest', (req, _reply, done) => {
+      if (!(req.url.startsWith('/v1/') || req.url === '/metrics') || req.headers.authorization === `Bearer ${apiKey}`) return done();
+      done(new ApiError(401, 'a valid API key is required: send "Authorization: Bearer <key>" (the key given to kvpress serve --api-key)', null, 'invalid_api_key'));
+    });
+  }
+  app.addHook('onResponse', (req, reply, done) => {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+    done();
   });
 
   const files = new Map(Object.entries(STATIC).map(([url, file]) => [url, readFileSync(join(PUBLIC_DIR, file), 'utf8')]));
