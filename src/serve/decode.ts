@@ -30,6 +30,11 @@ export interface StepOptions extends SamplingOptions {
   press?: Press | null;
   /** The set of caches in use: the generation's cache is in it from the prefill to release(). */
   caches?: Set<KVCache>;
+  /**
+   * false: step() gives each token with empty text, and takeText() decodes the tokens made since
+   * its last call in one go (for a consumer that needs text only when it writes). Default true.
+   */
+  textPerToken?: boolean;
 }
 
 /** The single-row forward an answer's next step will run: `token` appended to `cache`. */
@@ -124,6 +129,9 @@ export class Generation {
   private decode: DecodeInput | null = null;
   /** The generation's cache until release(). */
   private cache: KVCache | null = null;
+  /** Turns tokens into text (set by the first step when the model has a tokenizer), and the tokens it has had. */
+  private stream: TokenStream | null = null;
+  private taken = 0;
 
   constructor(readonly model: Model, readonly prompt: readonly number[], readonly opts: StepOptions = {}) {
     if (prompt.length === 0) throw new Error('the prompt is empty');
@@ -139,6 +147,17 @@ export class Generation {
   /** The single-row forward the next step() starts with, or null (prefill, last token, press). */
   nextDecode(): DecodeInput | null {
     return this.decode;
+  }
+
+  /**
+   * With textPerToken false: the text of the tokens since the last call (held back while it ends
+   * in an incomplete character); the pieces join to what step() would have given one by one.
+   */
+  takeText(): string {
+    if (!this.stream || this.opts.textPerToken !== false || this.taken === this.tokens.length) return '';
+    const ids = this.tokens.slice(this.taken);
+    this.taken = this.tokens.length;
+    return this.stream.pushMany(ids);
   }
 
   /** Ends the generation early and releases its cache. */
@@ -201,6 +220,8 @@ export class Generation {
     model.reserve(1, cache.layers.reduce((m, l) => Math.max(m, ...l.lengths), 0) + steps);
 
     const stream = tok ? new TokenStream(tok) : null;
+    this.stream = stream;
+    const perToken = opts.textPerToken ?? true;
     this.finishReason = 'length';
     opts.caches?.add(cache);
     const input: DecodeInput = { token: 0, cache };
@@ -215,7 +236,7 @@ export class Generation {
         this.tokens.push(next);
         input.token = next;
         this.decode = i + 1 < steps && !timed ? input : null;
-        yield { id: next, text: stream ? stream.push(next) : '' };
+        yield { id: next, text: stream && perToken ? stream.push(next) : '' };
         this.decode = null;
         if (i + 1 < steps) logits = model.forward([next], cache, { logits: 'last', press: timed });
       }

@@ -100,6 +100,9 @@ interface Answer {
   finishReason(): 'stop' | 'length';
   /** The whole answer decoded at once, once finished (streamed pieces hold back an incomplete character). */
   fullText(): string;
+  /** Whether step() gives each token's text; if not, takeText() gives the text of the tokens since its last call. */
+  textPerToken: boolean;
+  takeText(): string;
   usage(): KvUsage;
 }
 
@@ -300,8 +303,11 @@ export function createServer(opts: ServerOptions): KvpressServer {
     };
   });
 
-  /** The answer a completion request asks for, checked before it is admitted. */
-  function prepare(body: CompletionBody, chat: boolean): Answer {
+  /**
+   * The answer a completion request asks for, checked before it is admitted. `textPerToken`
+   * false lets a plain answer skip decoding each token (context answers always decode).
+   */
+  function prepare(body: CompletionBody, chat: boolean, textPerToken: boolean): Answer {
     const kv = body.kvpress;
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? (chat ? undefined : 16);
     const sampling = { temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? undefined };
@@ -321,8 +327,10 @@ export function createServer(opts: ServerOptions): KvpressServer {
     const press = pressFromBody(kv);
     const ids = chat ? chatPromptIds(tok!, body.messages!) : tok!.encode(text, { bos: true });
     if (ids.length > window) throw new ApiError(400, `the prompt has ${ids.length} tokens, more than the model's window of ${window}`, chat ? 'messages' : 'prompt', 'context_length_exceeded');
-    const gen = new Generation(batch.model, ids, { maxNewTokens: maxTokens ?? window, press, caches: answerCaches, ...sampling });
+    const gen = new Generation(batch.model, ids, { maxNewTokens: maxTokens ?? window, press, caches: answerCaches, textPerToken, ...sampling });
     return {
+      textPerToken,
+      takeText: () => gen.takeText(),
       step: () => gen.step(),
       nextDecode: () => gen.nextDecode(),
       stop: () => gen.stop(),
@@ -360,6 +368,8 @@ export function createServer(opts: ServerOptions): KvpressServer {
     const caches: KVCache[] = [];
     const release = () => caches.forEach((c) => answerCaches.delete(c));
     return {
+      textPerToken: true,
+      takeText: () => '',
       step() {
         steps ??= new CompressedContext(batch.model, tk, new WatchedCache(base.cache, (c) => (caches.push(c), answerCaches.add(c))), base.questionSuffix, null, base.measure).answerIdsSteps(0, ids, { maxNewTokens: limit, sampling });
         const r = steps.next();
@@ -400,8 +410,13 @@ export function createServer(opts: ServerOptions): KvpressServer {
     return async (req: FastifyRequest, reply: FastifyReply) => {
       const body = req.body as CompletionBody;
       checkModel(body.model);
-      const answer = prepare(body, chat);
       const stops = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+      // Each token's text is needed at once only to look for stop strings or to send an event per
+      // token; otherwise the text is decoded when it is written (streamed: at most once per
+      // interval; not streamed: at the end), two decodes per write instead of two per token
+      // (0.4–0.5 ms of a 341-token stories260K answer).
+      const answer = prepare(body, chat, stops.length > 0 || (body.stream === true && streamIntervalMs === 0));
+      const lazy = !answer.textPerToken;
       const id = `${chat ? 'chatcmpl' : 'cmpl'}-${Math.random().toString(36).slice(2, 14)}`;
       const stamp = Math.floor(Date.now() / 1000);
       const object = chat ? 'chat.completion' : 'text_completion';
@@ -413,7 +428,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       });
       const matcher = new StopMatcher(stops);
       const admitted = performance.now();
-      let first = true;
+      let first = true, texted = false;
       const run = (sink: { token(text: string): void; done(finish: 'stop' | 'length'): void; error(e: unknown): void; cancelled(reason: string): void }): Task => ({
         step() {
           const t = answer.step();
@@ -423,6 +438,10 @@ export function createServer(opts: ServerOptions): KvpressServer {
             metrics.ttft.observe((performance.now() - admitted) / 1000);
           }
           if (t === null) {
+            if (lazy) {
+              const piece = answer.takeText();
+              if (piece) sink.token(matcher.push(piece));
+            }
             const full = answer.fullText();
             if (full.startsWith(matcher.pushed)) {
               const tail = matcher.push(full.slice(matcher.pushed.length));
@@ -437,8 +456,12 @@ export function createServer(opts: ServerOptions): KvpressServer {
             finish(sink, answer.finishReason());
             return true;
           }
-          const text = matcher.push(t.text);
-          if (text) sink.token(text);
+          // Until some text has been sent, a lazy answer's tokens are decoded as they come, so
+          // that the first text goes out as soon as there is some; after it, a lazy token has no
+          // text yet but is there to be written.
+          const text = matcher.push(lazy && !texted ? answer.takeText() : t.text);
+          if (text) texted = true;
+          if (text || (lazy && texted)) sink.token(text);
           if (matcher.stopped) {
             finish(sink, 'stop');
             return true;
@@ -506,6 +529,7 @@ export function createServer(opts: ServerOptions): KvpressServer {
       let events = '', text = '', scheduled = false, tokensSent = 0, lastWrite = 0;
       let timer: NodeJS.Timeout | null = null;
       const gathered = () => {
+        if (lazy) text += matcher.push(answer.takeText());
         if (text === '') return;
         events += tokenHead + JSON.stringify(text) + tokenTail;
         text = '';
