@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { loadModel } from '../src/model/load.js';
 import type { Model } from '../src/model/model.js';
 import { generate } from '../src/pipeline/generate.js';
+import { Generation } from '../src/serve/decode.js';
 import { createServer, STREAM_INTERVAL_MS } from '../src/serve/server.js';
 import { readSse } from './helpers/serve.js';
 
@@ -37,6 +38,41 @@ async function streamed(m: Model, streamIntervalMs: number | undefined, body: Re
     await server.shutdown(1000);
   }
 }
+
+test('TokenStream.pushMany: batches of ids join to the full decode, a character split over byte tokens held back until complete', async () => {
+  const { TokenStream } = await import('../src/tokenizer/stream.js');
+  const ids = tok.encode('Zoë saw 日本 and a café.', { bos: false });
+  assert.ok(ids.some((id) => id >= 3 && id < 259), 'the text needs byte-fallback tokens');
+  // Every cut of the ids into two batches: where the first ends inside 日 or 本 (three byte tokens
+  // each), its text is held back and comes with the second.
+  let heldBack = 0;
+  for (let cut = 0; cut <= ids.length; cut++) {
+    const s = new TokenStream(tok);
+    const a = s.pushMany(ids.slice(0, cut));
+    const b = s.pushMany(ids.slice(cut));
+    assert.equal(a + b, ' Zoë saw 日本 and a café.', `cut at ${cut}`);
+    assert.ok(!a.includes('\uFFFD'), `cut at ${cut}: ${a}`);
+    if (cut > 0 && a === '') heldBack++;
+  }
+  assert.ok(heldBack >= 4, `only ${heldBack} cuts fell inside a character`);
+});
+
+test('Generation with textPerToken false: steps carry no text, takeText gives it in pieces that join to generate\'s', () => {
+  const ids = tok.encode(PROMPT, { bos: true });
+  const ref = generate(model, ids, { maxNewTokens: 60, temperature: 0 });
+  const g = new Generation(model, ids, { maxNewTokens: 60, temperature: 0, textPerToken: false });
+  let text = '', n = 0;
+  for (let t = g.step(); t; t = g.step()) {
+    assert.equal(t.text, '');
+    // Taken every 7 tokens, as a writer would every interval.
+    if (++n % 7 === 0) text += g.takeText();
+  }
+  text += g.takeText();
+  assert.deepEqual(g.tokens, ref.tokens);
+  assert.equal(text, ref.text);
+  assert.equal(g.takeText(), '');
+  g.release();
+});
 
 test('stream interval 0: one content chunk per token, exactly the pieces generate streams', async () => {
   const ref = pieces(model, 40);
