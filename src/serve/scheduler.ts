@@ -20,11 +20,14 @@ export interface Task {
 export const YIELD_MS = 2;
 
 /**
- * A lone task has no one to be fair to, so its slices are longer: what a turn is needed for (a
- * request arriving, a disconnect, a stream's interval flush) waits at most this long plus one
- * step. A turn between two steps of a stories260K answer costs 6–40 µs (measured: the time
- * between the steps around it, less a step-to-step gap inside a slice), about one step's worth
- * at 2 ms slices; at 10 ms a 341-token answer (≈ 42 ms) takes 5 turns instead of 22.
+ * A lone task has no one to be fair to, so its slices are longer once no other request has come
+ * for LONE_SLICE_MS (requests come in bursts: the 8 of the benchmark's concurrent case reach the
+ * server within a few milliseconds, and a first one running 10 ms ahead ended 15% before the
+ * others instead of 5%). Then what a turn is needed for (a request arriving, a disconnect, a
+ * stream's interval flush) waits at most this long plus one step. A turn between two steps of a
+ * lone stories260K answer costs 15 µs at best and 75 µs at the median on the loaded machine (22
+ * turns of 2 ms slices took 0.3 and 1.7 ms in all over 30 answers of 341 tokens, ≈ 42 ms each);
+ * this way such an answer takes about 9 turns instead of 22.
  */
 export const LONE_SLICE_MS = 10;
 
@@ -49,6 +52,8 @@ export class Scheduler {
   steps = 0;
   /** When the slice in progress gives the event loop its turn (performance.now() time). */
   private until = 0;
+  /** When the last task was submitted (performance.now() time). */
+  private lastSubmit = -Infinity;
 
   constructor(readonly maxQueue: number, private readonly beforeRound?: (tasks: readonly Task[]) => void) {}
 
@@ -62,6 +67,7 @@ export class Scheduler {
   }
 
   submit(task: Task): void {
+    this.lastSubmit = performance.now();
     if (this.draining) throw new ApiError(503, 'the server is shutting down and accepts no new requests', null, 'shutting_down');
     if (this.tasks.length >= this.maxQueue) {
       throw new ApiError(429, `the server is busy: ${this.tasks.length} requests are in progress, the limit (--max-queue) is ${this.maxQueue}; retry later`, null, 'queue_full');
@@ -103,12 +109,13 @@ export class Scheduler {
   }
 
   /**
-   * Runs steps round-robin for YIELD_MS (LONE_SLICE_MS for a lone task), then gives the event
-   * loop a turn and comes back. Tasks arrive only during turns, so the count at the slice's start
+   * Runs steps round-robin for YIELD_MS (LONE_SLICE_MS for a lone task, see there), then gives
+   * the event loop a turn and comes back. Tasks arrive only during turns, so the count at the slice's start
    * holds for all of it (a task finishing only shortens the round).
    */
   private readonly run = (): void => {
-    this.until = performance.now() + (this.tasks.length > 1 ? YIELD_MS : LONE_SLICE_MS);
+    const now = performance.now();
+    this.until = now + (this.tasks.length > 1 || now - this.lastSubmit < LONE_SLICE_MS ? YIELD_MS : LONE_SLICE_MS);
     while (this.tasks.length > 0) {
       if (this.next >= this.tasks.length) {
         this.next = 0;
