@@ -5,26 +5,31 @@ import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import { benchModelOfShape } from '../src/bench/shapes.js';
 import { loadModel, packageRoot } from '../src/model/load.js';
-import { createServer } from '../src/serve/server.js';
+import { createServer, type KvpressServer } from '../src/serve/server.js';
 import { postJson } from './helpers/serve.js';
+
+/** The peak of what the server holds, sampled after every scheduler step. */
+function peakHeld(server: KvpressServer): { value: number } {
+  const peak = { value: 0 };
+  const submit = server.scheduler.submit.bind(server.scheduler);
+  server.scheduler.submit = (task) => {
+    const step = task.step.bind(task);
+    task.step = () => {
+      const done = step();
+      peak.value = Math.max(peak.value, server.kvAllocatedBytes());
+      return done;
+    };
+    submit(task);
+  };
+  return peak;
+}
 
 test('8 concurrent answers on one context hold its pages once: allocated KV ≤ context + 8 private tails', async () => {
   // stories260K with its window widened (as the benchmark has it), so that the context is much
   // larger than an answer's tail.
   const model = await benchModelOfShape('stories260K', createBackend());
   const server = createServer({ model, modelId: 'stories260K' });
-  // The peak of what the server holds, sampled after every scheduler step.
-  let peak = 0;
-  const submit = server.scheduler.submit.bind(server.scheduler);
-  server.scheduler.submit = (task) => {
-    const step = task.step.bind(task);
-    task.step = () => {
-      const done = step();
-      peak = Math.max(peak, server.kvAllocatedBytes());
-      return done;
-    };
-    submit(task);
-  };
+  const peak = peakHeld(server);
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
   try {
     const post = (path: string, body: unknown) => postJson(url, path, body);
@@ -46,8 +51,8 @@ test('8 concurrent answers on one context hold its pages once: allocated KV ≤ 
     const bound = ctx.allocatedBytes + 8 * tail + idle;
     // The property can fail: eight private copies of the context would not fit.
     assert.ok(ctx.allocatedBytes + 8 * ctx.allocatedBytes > bound, `context ${ctx.allocatedBytes} B, bound ${bound} B`);
-    assert.ok(peak > ctx.allocatedBytes, `the answers held nothing of their own (peak ${peak} B)`);
-    assert.ok(peak <= bound, `peak ${peak} B > context ${ctx.allocatedBytes} B + 8 × tail ${tail} B + idle ${idle} B`);
+    assert.ok(peak.value > ctx.allocatedBytes, `the answers held nothing of their own (peak ${peak.value} B)`);
+    assert.ok(peak.value <= bound, `peak ${peak.value} B > context ${ctx.allocatedBytes} B + 8 × tail ${tail} B + idle ${idle} B`);
     // Finished answers let their tails go.
     assert.ok(server.kvAllocatedBytes() <= ctx.allocatedBytes + idle, `${server.kvAllocatedBytes()} B held after the answers`);
     const metrics = await (await fetch(`${url}/metrics`)).text();
@@ -60,17 +65,7 @@ test('8 concurrent answers on one context hold its pages once: allocated KV ≤ 
 test('a streamed answer holds its own cache while it runs and gives every page back once its response is written', async () => {
   const model = await loadModel(undefined, { backend: createBackend() });
   const server = createServer({ model, modelId: 'stories260K' });
-  let peak = 0;
-  const submit = server.scheduler.submit.bind(server.scheduler);
-  server.scheduler.submit = (task) => {
-    const step = task.step.bind(task);
-    task.step = () => {
-      const done = step();
-      peak = Math.max(peak, server.kvAllocatedBytes());
-      return done;
-    };
-    submit(task);
-  };
+  const peak = peakHeld(server);
   const url = await server.app.listen({ host: '127.0.0.1', port: 0 });
   try {
     const res = await fetch(`${url}/v1/chat/completions`, {
@@ -81,7 +76,7 @@ test('a streamed answer holds its own cache while it runs and gives every page b
     assert.ok(text.endsWith('data: [DONE]\n\n'), text.slice(-200));
     // While it ran: at least one page per (layer, KV head).
     const pool = model.newCache().pool, c = model.config;
-    assert.ok(peak >= c.numLayers * c.numKvHeads * pool.pageBytes, `peak ${peak} B`);
+    assert.ok(peak.value >= c.numLayers * c.numKvHeads * pool.pageBytes, `peak ${peak.value} B`);
     // The client has its [DONE]: the answer's cache is gone, nothing is held.
     assert.equal(server.kvAllocatedBytes(), 0);
   } finally {
