@@ -165,8 +165,15 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     const z = new Float64Array(G * stride);
     const be = ctx.backend;
     const linear = (q: Float64Array | null): void => {
-      if (be.eaLogits64) be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
-      else logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
+      if (!be.eaLogits64) return logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
+      // Float32 pages are read where they lie, a page at a time (each key's logit is computed
+      // alone, so the bits are those of one call over a copy of the head's keys).
+      const E = cache.pageEntries;
+      if (cache.pool.fmt.dtype !== 'f32' || cache.keyChannels[g]) return be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
+      for (let p = Math.floor(s0 / E); p * E < T; p++) {
+        const lo = Math.max(s0, p * E), hi = Math.min(T, (p + 1) * E);
+        be.eaLogits64(z.subarray(lo - s0), cache.pages[g][p].f32.subarray(0, E * d), lo - p * E, hi - lo, d, G, mus, q, stride);
+      }
     };
     if (quad && p.precision === 'mixed') {
       linear(null);
