@@ -128,10 +128,11 @@ export function futureStart(ctx: LayerContext, p: EaParams): number {
 }
 
 /** Number of leading entries of a KV head that are sinks (see EaPositions). */
-function sinkCount(positions: Int32Array, length: number, p: EaParams): number {
+function sinkCount(cache: LayerContext['cache'], g: number, p: EaParams): number {
+  const length = cache.lengths[g];
   if (p.positions === 'compat') return Math.min(p.nSink, length);
   let s = 0;
-  while (s < length && positions[s] < p.nSink) s++;
+  while (s < length && cache.position(g, s) < p.nSink) s++;
   return s;
 }
 
@@ -150,7 +151,7 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   const sinks: number[] = [];
   let globalMax = -Infinity;
   for (let g = 0; g < Hkv; g++) {
-    const T = cache.lengths[g], s0 = sinkCount(cache.headPositions(g), T, p), m = T - s0;
+    const T = cache.lengths[g], s0 = sinkCount(cache, g, p), m = T - s0;
     // Per head of the group: μ̄/√d, and Σ̄/(2d) as an upper triangle with doubled off-diagonals.
     const mus = new Float64Array(G * d);
     const quad = p.useCovariance ? new Float64Array(G * d * d) : null;
