@@ -16,13 +16,14 @@ extern "C" {
   /* For the query heads h = h0, h0 + step, … < H: mean (mean[h·d …]) and, unless cov is NULL, population   \
    * covariance (cov[h·d·d …], full symmetric) of the n rows of post-RoPE queries q (head h at h·d) rotated  \
    * back as in ea_unrotate, in one pass without storing them: rows shifted by the mean of the first 32,     \
-   * 32 at a time through xb (32·d doubles). d a multiple of 8. */                                              \
+   * 32 at a time through xb (32·d doubles per head of the part). d a multiple of 8. */                         \
   void ea_moments_##S(double *mean, double *cov, const float *q, size_t q_stride, int n, int d, int h0, int step, \
                       int H, const double *cs, const double *sn, double *xb);                                   \
   /* Expected Attention's log-scores out[s0 + t] of one KV head's m non-sink keys from their logits z      \
    * [G][stride]: log-softmax per head, log-mean-exp over the G heads, with vnorm log(p + eps) +   \
-   * log‖v‖₂ (V [entries][d]). Returns the largest score. e: m doubles of scratch. */                         \
-  double ea_log_scores_##S(double *out, const double *z, size_t stride, int s0, int m, int G, const float *V,    \
+   * log‖v‖₂ (vrows[t]: the d values of key s0 + t). Returns the largest score. e: m doubles of scratch. */   \
+  double ea_log_scores_##S(double *out, const double *z, size_t stride, int s0, int m, int G,                   \
+                           const float *const *vrows,                                                           \
                            int d, int vnorm, double eps, double *e);                                            \
   /* For each of the w rows of logits [w][T]: softmax (float64) of logit·scale over its first visible[r]        \
    * entries, and acc[t] += p[t]·weights[r] (weights NULL: 1) for t < min(visible[r], cols). e: T doubles. */   \
