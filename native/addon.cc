@@ -421,9 +421,10 @@ void EaQueryMoments64(const Napi::CallbackInfo &info) {
   const double work = (double)H * n * d * (cov ? d / 2 + 2 : 1);
   const int nt = work >= kF64ParallelMin ? std::max(1, std::min(W.threads, H)) : 1;
   team(nt, [&](int t, int parts) {
-    // Per OpenMP thread, grown once: one head's rotated rows [n][d] (32 rows where d % 8 = 0).
+    // Per OpenMP thread, grown once: where d % 8 = 0, 32 rotated rows [32][d] of each of this
+    // thread's heads; otherwise one head's rows [n][d].
     static thread_local std::vector<double> xs;
-    const size_t need = (size_t)(d % 8 == 0 ? 32 : n) * d;
+    const size_t need = (d % 8 == 0 ? (size_t)((H - t + parts - 1) / parts) * 32 : (size_t)n) * d;
     if (xs.size() < need) xs.resize(need);
     double *X = xs.data();
     if (d % 8 == 0) {

@@ -115,18 +115,25 @@ static inline __attribute__((always_inline)) void gram_block(double *out, const 
 }
 
 /* One head's query row qr rotated back into x [d] (half a multiple of 4): with FMA hardware
- * c·a + s·b as one fused vector step (the same bits wherever it is inlined). */
-static inline __attribute__((always_inline)) void unrotate_row(double *x, const float *qr, const double *c, const double *s, int half) {
+ * c·a + s·b as one fused vector step (the same bits wherever it is inlined). With a shift c, x
+ * holds the rotated row minus c, also added into acc, in the same pass. */
+static inline __attribute__((always_inline)) void unrotate_row(double *x, const float *qr, const double *c, const double *s, int half,
+                                                               const double *shift, double *acc) {
   for (int i = 0; i < half; i += 4) {
     const vd4 a = ldf4(qr + i), b = ldf4(qr + i + half), cc = ld4(c + i), ss = ld4(s + i);
 #ifdef __FMA__
-    const __m256d u = _mm256_fmadd_pd((__m256d)cc, (__m256d)a, (__m256d)(ss * b)), v = _mm256_fmsub_pd((__m256d)cc, (__m256d)b, (__m256d)(ss * a));
-    st4(x + i, (vd4)u);
-    st4(x + i + half, (vd4)v);
+    vd4 u = (vd4)_mm256_fmadd_pd((__m256d)cc, (__m256d)a, (__m256d)(ss * b)), v = (vd4)_mm256_fmsub_pd((__m256d)cc, (__m256d)b, (__m256d)(ss * a));
 #else
-    st4(x + i, cc * a + ss * b);
-    st4(x + i + half, cc * b - ss * a);
+    vd4 u = cc * a + ss * b, v = cc * b - ss * a;
 #endif
+    if (shift) {
+      u -= ld4(shift + i);
+      v -= ld4(shift + i + half);
+      st4(acc + i, ld4(acc + i) + u);
+      st4(acc + i + half, ld4(acc + i + half) + v);
+    }
+    st4(x + i, u);
+    st4(x + i + half, v);
   }
 }
 
@@ -144,7 +151,7 @@ void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *re
     double *c = mean + (size_t)h * d;
     for (int i = 0; i < d; i++) c[i] = 0;
     for (int t = 0; t < n0; t++) {
-      unrotate_row(xb, q + (size_t)t * q_stride + (size_t)h * d, cs + (size_t)t * half, sn + (size_t)t * half, half);
+      unrotate_row(xb, q + (size_t)t * q_stride + (size_t)h * d, cs + (size_t)t * half, sn + (size_t)t * half, half, NULL, NULL);
       for (int i = 0; i < d; i += 4) st4(c + i, ld4(c + i) + ld4(xb + i));
     }
     for (int i = 0; i < d; i++) c[i] /= n0;
@@ -157,37 +164,24 @@ void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *re
     for (int i = 0; i < d; i++) sums[h][i] = 0;
   for (int t0 = 0; t0 < n; t0 += GRAM_T) {
     const int nb = t0 + GRAM_T < n ? GRAM_T : n - t0;
-    for (int h = h0; h < H; h += step) {
-      const double *c = mean + (size_t)h * d;
-      double *acc = sums[h];
-      for (int t = 0; t < nb; t++) {
-        double *x = xb + (size_t)t * d;
-        /* The same head's row of the next block: query rows lie H·d floats apart, a stride the
-         * hardware prefetcher misses (a third of this loop's time went to those loads). */
-        const int u = t0 + GRAM_T + t;
-        if (u < n) {
-          const char *qn = (const char *)(q + (size_t)u * q_stride + (size_t)h * d);
-          for (int b = 0; b < 4 * d; b += 64) __builtin_prefetch(qn + b, 0, 3);
-          if (h == h0)
-            for (int b = 0; b < 8 * half; b += 64) {
-              __builtin_prefetch((const char *)(cs + (size_t)u * half) + b, 0, 3);
-              __builtin_prefetch((const char *)(sn + (size_t)u * half) + b, 0, 3);
-            }
-        }
-        unrotate_row(x, q + (size_t)(t0 + t) * q_stride + (size_t)h * d, cs + (size_t)(t0 + t) * half, sn + (size_t)(t0 + t) * half, half);
-        for (int i = 0; i < d; i += 4) {
-          const vd4 y = ld4(x + i) - ld4(c + i);
-          st4(x + i, y);
-          st4(acc + i, ld4(acc + i) + y);
-        }
-      }
-      if (!cov) continue;
+    /* Row by row, every head of this part: the query rows and angle tables are read as one
+     * sequential stream, which the hardware prefetcher follows (head by head, rows H·d floats
+     * apart, it did not, and software prefetches stalled on their misses). */
+    for (int t = 0; t < nb; t++) {
+      const size_t row = (size_t)(t0 + t);
+      for (int h = h0, k = 0; h < H; h += step, k++)
+        unrotate_row(xb + ((size_t)k * GRAM_T + t) * d, q + row * q_stride + (size_t)h * d, cs + row * half, sn + row * half, half,
+                     mean + (size_t)h * d, sums[h]);
+    }
+    if (!cov) continue;
+    for (int h = h0, k = 0; h < H; h += step, k++) {
+      const double *x = xb + (size_t)k * GRAM_T * d;
       double *S = cov + (size_t)h * d * d;
       for (int i = 0; i < d; i += 4) {
         int j = i;
-        for (; j + 12 <= d; j += 12) gram_block(S, xb, 0, nb, d, i, j, 3);
-        for (; j + 8 <= d; j += 8) gram_block(S, xb, 0, nb, d, i, j, 2);
-        if (j + 4 <= d) gram_block(S, xb, 0, nb, d, i, j, 1);
+        for (; j + 12 <= d; j += 12) gram_block(S, x, 0, nb, d, i, j, 3);
+        for (; j + 8 <= d; j += 8) gram_block(S, x, 0, nb, d, i, j, 2);
+        if (j + 4 <= d) gram_block(S, x, 0, nb, d, i, j, 1);
       }
     }
   }
@@ -240,15 +234,22 @@ double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t 
       FN(press_exp64)(a, a, 4);
       for (int b = 0; b < 4; b++) sum[b] += a[b];
     }
+    /* The four keys' squared value norms side by side: each is still summed in order of i (the
+     * same bits as one key at a time), but four independent chains run where one dependent chain
+     * of d additions took most of this function's time. Past m, key t0 stands in. */
+    double vv[4] = {0, 0, 0, 0};
+    if (vnorm) {
+      const float *v[4];
+      for (int b = 0; b < 4; b++) v[b] = V + (size_t)(s0 + t0 + (b < nb ? b : 0)) * d;
+      for (int i = 0; i < d; i++)
+        for (int b = 0; b < 4; b++) vv[b] += (double)v[b][i] * v[b][i];
+    }
     for (int b = 0; b < nb; b++) {
       const int t = t0 + b;
       double sc = mx[b] + __builtin_log(sum[b]) - logG;
       if (vnorm) {
         if (eps > 0) sc = sc == -__builtin_inf() ? logEps : (sc > logEps ? sc : logEps) + __builtin_log1p(__builtin_exp(-__builtin_fabs(sc - logEps)));
-        const float *v = V + (size_t)(s0 + t) * d;
-        double vv = 0;
-        for (int i = 0; i < d; i++) vv += (double)v[i] * v[i];
-        sc += 0.5 * __builtin_log(vv);
+        sc += 0.5 * __builtin_log(vv[b]);
       }
       out[s0 + t] = sc;
       if (sc > best) best = sc;

@@ -16,7 +16,7 @@ extern "C" {
   /* For the query heads h = h0, h0 + step, … < H: mean (mean[h·d …]) and, unless cov is NULL, population   \
    * covariance (cov[h·d·d …], full symmetric) of the n rows of post-RoPE queries q (head h at h·d) rotated  \
    * back as in ea_unrotate, in one pass without storing them: rows shifted by the mean of the first 32,     \
-   * 32 at a time through xb (32·d doubles). d a multiple of 8. */                                              \
+   * 32 at a time through xb (32·d doubles per head of the part). d a multiple of 8. */                         \
   void ea_moments_##S(double *mean, double *cov, const float *q, size_t q_stride, int n, int d, int h0, int step, \
                       int H, const double *cs, const double *sn, double *xb);                                   \
   /* Expected Attention's log-scores out[s0 + t] of one KV head's m non-sink keys from their logits z      \

@@ -128,10 +128,11 @@ export function futureStart(ctx: LayerContext, p: EaParams): number {
 }
 
 /** Number of leading entries of a KV head that are sinks (see EaPositions). */
-function sinkCount(positions: Int32Array, length: number, p: EaParams): number {
+function sinkCount(cache: LayerContext['cache'], g: number, p: EaParams): number {
+  const length = cache.lengths[g];
   if (p.positions === 'compat') return Math.min(p.nSink, length);
   let s = 0;
-  while (s < length && positions[s] < p.nSink) s++;
+  while (s < length && cache.position(g, s) < p.nSink) s++;
   return s;
 }
 
@@ -150,7 +151,7 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   const sinks: number[] = [];
   let globalMax = -Infinity;
   for (let g = 0; g < Hkv; g++) {
-    const T = cache.lengths[g], s0 = sinkCount(cache.headPositions(g), T, p), m = T - s0;
+    const T = cache.lengths[g], s0 = sinkCount(cache, g, p), m = T - s0;
     // Per head of the group: μ̄/√d, and Σ̄/(2d) as an upper triangle with doubled off-diagonals.
     const mus = new Float64Array(G * d);
     const quad = p.useCovariance ? new Float64Array(G * d * d) : null;
@@ -165,8 +166,15 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
     const z = new Float64Array(G * stride);
     const be = ctx.backend;
     const linear = (q: Float64Array | null): void => {
-      if (be.eaLogits64) be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
-      else logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
+      if (!be.eaLogits64) return logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
+      // Float32 pages are read where they lie, a page at a time (each key's logit is computed
+      // alone, so the bits are those of one call over a copy of the head's keys).
+      const E = cache.pageEntries;
+      if (cache.pool.fmt.dtype !== 'f32' || cache.keyChannels[g]) return be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
+      for (let p = Math.floor(s0 / E); p * E < T; p++) {
+        const lo = Math.max(s0, p * E), hi = Math.min(T, (p + 1) * E);
+        be.eaLogits64(z.subarray(lo - s0), cache.pages[g][p].f32.subarray(0, E * d), lo - p * E, hi - lo, d, G, mus, q, stride);
+      }
     };
     if (quad && p.precision === 'mixed') {
       linear(null);
