@@ -526,7 +526,7 @@ static inline float row_dot(int type, const uint8_t *w, const uint8_t *act, int 
  * on the small shape's Q8_0 matrices (Zen 3, 1 thread) passes of 2 or 4 rows without software
  * prefetches read 5.2-5.8 GB/s against 10-12 with them (a single row alone: 10.6). 4, 6, 8 and
  * 12 KiB ahead, and prefetchnta for prefetcht0, came within 4 % of each other in alternated runs
- * (the noise of this shared machine); 1, 2 and 16 KiB ahead were 5-20 % slower. */
+ * (the noise of this shared machine), 16 KiB no better; 1 and 2 KiB ahead were 5-20 % slower. */
 enum { LEGACY_PREFETCH = 6144 };
 
 /* Rows are independent and each is summed the same way wherever it falls, so any split of
