@@ -445,7 +445,7 @@ void EaQueryMoments64(const Napi::CallbackInfo &info) {
   });
 }
 
-// eaScores64(out, z, stride, s0, m, G, values, d, useVnorm, epsilon) → max score: Expected
+// eaScores64(out, z, stride, s0, m, G, values | pages, d, useVnorm, epsilon) → max score: Expected
 // Attention's log-scores of one KV head from the logits z [G][stride] of its m non-sink keys
 // (expected-attention.ts expectedAttentionScores, same operations in the same order): log-softmax
 // per query head, log-mean-exp over the group, log(p + ε) and + log‖v‖ with the value norms,
@@ -455,12 +455,24 @@ Napi::Value EaScores64(const Napi::CallbackInfo &info) {
   const double *z = F64(info[1]);
   const size_t stride = (size_t)info[2].As<Napi::Number>().Int64Value();
   const int s0 = I32(info[3]), m = I32(info[4]), G = I32(info[5]);
-  const float *V = F32(info[6]);
   const int d = I32(info[7]);
   const bool vnorm = info[8].As<Napi::Boolean>().Value();
   const double eps = info[9].As<Napi::Number>().DoubleValue();
+  // The values as [entries][d], or as the head's pages of E entries each (E from their length).
+  std::vector<const float *> rows(std::max(m, 1));
+  if (info[6].IsArray()) {
+    const Napi::Array pages = info[6].As<Napi::Array>();
+    const size_t E = pages.Length() > 0 ? pages.Get(0u).As<Napi::Float32Array>().ElementLength() / d : 1;
+    for (size_t p = (size_t)s0 / E, t = 0; t < (size_t)m; p++) {
+      const float *base = pages.Get((uint32_t)p).As<Napi::Float32Array>().Data();
+      for (size_t k = (s0 + t) % E; k < E && t < (size_t)m; k++, t++) rows[t] = base + k * d;
+    }
+  } else {
+    const float *V = F32(info[6]);
+    for (int t = 0; t < m; t++) rows[t] = V + (size_t)(s0 + t) * d;
+  }
   std::vector<double> e(std::max(m, 1));
-  return Napi::Number::New(info.Env(), P.ea_log_scores(out, z, stride, s0, m, G, V, d, vnorm, eps, e.data()));
+  return Napi::Number::New(info.Env(), P.ea_log_scores(out, z, stride, s0, m, G, rows.data(), d, vnorm, eps, e.data()));
 }
 
 // windowSoftmaxSums(acc, q, qStride, h0, G, d, first, w, keys, T, keyPositions, rowPositions,

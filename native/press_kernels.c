@@ -198,7 +198,7 @@ void FN(ea_moments)(double *restrict mean, double *restrict cov, const float *re
   }
 }
 
-double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t stride, int s0, int m, int G, const float *restrict V,
+double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t stride, int s0, int m, int G, const float *const *restrict vrows,
                          int d, int vnorm, double eps, double *restrict e) {
   double lse[G];
   for (int k = 0; k < G; k++) {
@@ -240,7 +240,7 @@ double FN(ea_log_scores)(double *restrict out, const double *restrict z, size_t 
     double vv[4] = {0, 0, 0, 0};
     if (vnorm) {
       const float *v[4];
-      for (int b = 0; b < 4; b++) v[b] = V + (size_t)(s0 + t0 + (b < nb ? b : 0)) * d;
+      for (int b = 0; b < 4; b++) v[b] = vrows[t0 + (b < nb ? b : 0)];
       for (int i = 0; i < d; i++)
         for (int b = 0; b < 4; b++) vv[b] += (double)v[b][i] * v[b][i];
     }

@@ -21,8 +21,9 @@ extern "C" {
                       int H, const double *cs, const double *sn, double *xb);                                   \
   /* Expected Attention's log-scores out[s0 + t] of one KV head's m non-sink keys from their logits z      \
    * [G][stride]: log-softmax per head, log-mean-exp over the G heads, with vnorm log(p + eps) +   \
-   * log‖v‖₂ (V [entries][d]). Returns the largest score. e: m doubles of scratch. */                         \
-  double ea_log_scores_##S(double *out, const double *z, size_t stride, int s0, int m, int G, const float *V,    \
+   * log‖v‖₂ (vrows[t]: the d values of key s0 + t). Returns the largest score. e: m doubles of scratch. */   \
+  double ea_log_scores_##S(double *out, const double *z, size_t stride, int s0, int m, int G,                   \
+                           const float *const *vrows,                                                           \
                            int d, int vnorm, double eps, double *e);                                            \
   /* For each of the w rows of logits [w][T]: softmax (float64) of logit·scale over its first visible[r]        \
    * entries, and acc[t] += p[t]·weights[r] (weights NULL: 1) for t < min(visible[r], cols). e: T doubles. */   \

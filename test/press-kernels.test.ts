@@ -104,9 +104,23 @@ test('eaScores64: log of the group-mean softmax probability times the value norm
       }
       for (let t = 0; t < s0; t++) assert.ok(Number.isNaN(out[t]), 'sinks are left to the caller');
       assert.ok(Math.abs(best - want) <= 1e-12 * Math.max(1, Math.abs(want)), `max ${best} vs ${want}`);
+      // The same values as cache pages of E = 5 rows (the last one partly past the entries): the same bits.
+      const E = 5, pages = Array.from({ length: Math.ceil((s0 + m) / E) }, (_, p) => {
+        const page = new Float32Array(E * d).fill(NaN);
+        page.set(V.subarray(p * E * d, Math.min((p + 1) * E, s0 + m) * d));
+        return page;
+      });
+      const paged = new Float64Array(s0 + m).fill(NaN);
+      assert.equal(be.eaScores64!(paged, z, stride, s0, m, G, pages, d, useVnorm, eps), best);
+      assert.deepEqual(paged, out, `G=${G} m=${m}: paged values`);
     }
   }
   assert.throws(() => be.eaScores64!(new Float64Array(4), new Float64Array(8), 8, 0, 9, 1, new Float32Array(72), 8, true, 0), /eaScores64: m \(9\) must be at most stride \(8\)/);
+  const z = new Float64Array(8), out = new Float64Array(8);
+  assert.throws(() => be.eaScores64!(out, z, 8, 1, 7, 1, [new Float32Array(12), new Float32Array(12)], 4, true, 0), /eaScores64: 2 value pages of 3 rows hold 6 entries, fewer than s0 \+ m = 8/);
+  assert.throws(() => be.eaScores64!(out, z, 8, 0, 4, 1, [new Float32Array(16), new Float32Array(20)], 4, true, 0), /eaScores64: value pages must be of one length: page 1 has 20 floats, page 0 16/);
+  assert.throws(() => be.eaScores64!(out, z, 8, 0, 4, 1, [new Float32Array(10)], 4, true, 0), /eaScores64: each value page must hold a whole number \(≥ 1\) of d-float rows \(d = 4\), got 10 floats/);
+  assert.throws(() => be.eaScores64!(out, z, 8, 0, 4, 1, [new Float64Array(16) as unknown as Float32Array], 4, true, 0), /eaScores64: values\[0\] must be a Float32Array/);
 });
 
 test('valueNormsL1: mean over a group of ‖W_O,h v‖₁, against float64 products', { skip }, () => {

@@ -101,14 +101,15 @@ export interface Backend {
 
   /**
    * Expected Attention's float64 log-scores of one KV head from the logits z [G][stride] of its m
-   * non-sink keys (entries s0 … s0 + m − 1; values [entries][d]): log-softmax per query head,
-   * log-mean-exp over the G heads, then, with useVnorm, log(p + epsilon) + log‖v‖₂, into
-   * out[s0 …]. Returns the largest score written. Optional, as gram64 (expected-attention.ts
+   * non-sink keys (entries s0 … s0 + m − 1; values [entries][d], or the head's pages: pages[p]
+   * holds entries p·E … p·E + E − 1 as [E][d], every page of the same length E·d): log-softmax per
+   * query head, log-mean-exp over the G heads, then, with useVnorm, log(p + epsilon) + log‖v‖₂,
+   * into out[s0 …]. Returns the largest score written. Optional, as gram64 (expected-attention.ts
    * runs the same operations in TypeScript where it is absent).
    */
   eaScores64?(
     out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number,
-    values: Float32Array, d: number, useVnorm: boolean, epsilon: number,
+    values: Float32Array | readonly Float32Array[], d: number, useVnorm: boolean, epsilon: number,
   ): number;
 
   /**

@@ -185,7 +185,8 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
 
     const out = new Float64Array(T);
     if (be.eaScores64) {
-      globalMax = Math.max(globalMax, be.eaScores64(out, z, stride, s0, m, G, cache.headValues(g), d, p.useVnorm, p.epsilon));
+      const values = valuePages(cache, g) ?? cache.headValues(g);
+      globalMax = Math.max(globalMax, be.eaScores64(out, z, stride, s0, m, G, values, d, p.useVnorm, p.epsilon));
     } else {
       globalMax = Math.max(globalMax, logScores(out, z, stride, s0, m, G, cache.headValues(g), d, p));
     }
@@ -198,6 +199,17 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   return scores;
 }
 
+
+/** Head g's values as views of its float32 pages, [E][d] each (null for other element types). */
+function valuePages(cache: LayerContext['cache'], g: number): Float32Array[] | null {
+  if (cache.pool.fmt.dtype !== 'f32') return null;
+  const E = cache.pageEntries, n = E * cache.headDim, out: Float32Array[] = [];
+  for (let p = 0; p * E < cache.lengths[g]; p++) {
+    const page = cache.pages[g][p], at = page.vOff >>> 2;
+    out.push(page.f32.subarray(at, at + n));
+  }
+  return out;
+}
 
 /**
  * out[s0 + t] for the m non-sink keys of one KV head from their logits z [G][stride]: log-softmax

@@ -192,14 +192,22 @@ export function checkEaQueryMoments64(
   checkF64(op, 'sin', sin, n * (d / 2));
 }
 
-export function checkEaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, epsilon: number): void {
+export function checkEaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array | readonly Float32Array[], d: number, epsilon: number): void {
   const op = 'eaScores64';
   for (const [name, v] of [['stride', stride], ['s0', s0], ['m', m], ['G', G], ['d', d]] as const) checkCount(op, name, v);
   if (m > stride) fail(op, `m (${m}) must be at most stride (${stride})`);
   if (!(epsilon >= 0)) fail(op, `epsilon must be ≥ 0, got ${epsilon}`);
   checkF64(op, 'out', out, s0 + m);
   checkF64(op, 'z', z, m === 0 ? 0 : (G - 1) * stride + m);
-  checkArray(op, 'values', values, (s0 + m) * d);
+  if (!Array.isArray(values)) return checkArray(op, 'values', values as Float32Array, (s0 + m) * d);
+  // Pages: Float32Arrays of one length, a whole number of rows each, enough for entry s0 + m − 1.
+  const pages = values as readonly Float32Array[], len = pages[0]?.length ?? 0, E = d > 0 ? len / d : 0;
+  for (const [i, p] of pages.entries()) {
+    checkArray(op, `values[${i}]`, p, len);
+    if (p.length !== len) fail(op, `value pages must be of one length: page ${i} has ${p.length} floats, page 0 ${len}`);
+  }
+  if (!(Number.isInteger(E) && E >= 1)) fail(op, `each value page must hold a whole number (≥ 1) of d-float rows (d = ${d}), got ${len} floats`);
+  if (pages.length * E < s0 + m) fail(op, `${pages.length} value pages of ${E} rows hold ${pages.length * E} entries, fewer than s0 + m = ${s0 + m}`);
 }
 
 export function checkWindowSoftmaxSums(

@@ -45,7 +45,7 @@ interface Addon {
     mean: Float64Array, cov: Float64Array | null, q: Float32Array, qStride: number, start: number, n: number, H: number, d: number,
     cos: Float64Array, sin: Float64Array,
   ): void;
-  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, useVnorm: boolean, epsilon: number): number;
+  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array | readonly Float32Array[], d: number, useVnorm: boolean, epsilon: number): number;
   windowSoftmaxSums(
     acc: Float64Array, q: Float32Array, qStride: number, h0: number, G: number, d: number, first: number, w: number,
     keys: Float32Array, T: number, keyPositions: Int32Array, rowPositions: Int32Array, scale: number, weights: Float64Array | null,
@@ -344,7 +344,7 @@ export class NativeBackend implements Backend {
     this.addon.eaQueryMoments64(mean, cov, q, qStride, start, n, H, d, cos, sin);
   }
 
-  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array, d: number, useVnorm: boolean, epsilon: number): number {
+  eaScores64(out: Float64Array, z: Float64Array, stride: number, s0: number, m: number, G: number, values: Float32Array | readonly Float32Array[], d: number, useVnorm: boolean, epsilon: number): number {
     checkEaScores64(out, z, stride, s0, m, G, values, d, epsilon);
     if (m === 0) return -Infinity;
     return this.addon.eaScores64(out, z, stride, s0, m, G, values, d, useVnorm, epsilon);
