@@ -283,22 +283,47 @@ static inline __m256i fifth_bits(uint32_t x) {
 #endif
 
 #if defined(__AVX2__)
-/* R rows (R = 1 or 2, a constant after inlining) of a legacy format dotted with one activation
- * row: each row sums its blocks in order into one accumulator, so a row's result does not depend
- * on whether it ran in a pair (thread splits give the same bits). The rows of a pair share the
- * activation loads. Values go unsigned into vpmaddubsw: Q4_0/Q5_0's offset of 8 or 16 and
- * Q4_1/Q5_1's min are applied through the activation sums s = d_a·Σq (Σ_b d·s, times the offset,
- * a power of two, once at the end). Q8_0 is signed: |w| goes unsigned (a weight byte of −128
- * included), y takes w's signs. */
-static inline __attribute__((always_inline)) void legacy_rows(int type, int R, const uint8_t *const *w, const a32 *a, int nb, float *out) {
+/* The f16 at w[r] + off of each of R rows (R ≤ 4) as f32 lanes 0 … R − 1 (lanes past R are 0): the
+ * halves are gathered in a 64-bit integer register and converted by one F16C instruction. */
+static inline __m128 f16_lanes(const uint8_t *const *w, int R, size_t off) {
+  uint64_t u = 0;
+  for (int r = 0; r < R; r++) {
+    uint16_t h;
+    memcpy(&h, w[r] + off, 2);
+    u |= (uint64_t)h << 16 * r;
+  }
+  return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)u));
+}
+
+/* R rows (R = 1 or 4, a constant after inlining) of a legacy format dotted with one activation
+ * row. Every row sums its blocks in order into an accumulator of its own and every float
+ * operation is per lane (scales in lane r of a 4-lane vector, the block product in row r's 8 lanes),
+ * so a row's result does not depend on R or on where a thread split falls: the same bits either
+ * way. The rows share the activation loads, and their scales are converted together. Values go
+ * unsigned into vpmaddubsw: Q4_0/Q5_0's offset of 8 or 16 and Q4_1/Q5_1's min are applied through
+ * the activation sums s = d_a·Σq (Σ_b d·s, times the offset, a power of two, once at the end).
+ * Q8_0 is signed: |w| goes unsigned (a weight byte of −128 included), y takes w's signs.
+ * pf (or null): nl cache lines from pf on are prefetched, spread evenly over the blocks, since a
+ * burst of a few dozen prefetches at once stalls on the core's miss buffers. */
+static inline __attribute__((always_inline)) void legacy_rows(int type, int R, const uint8_t *const *w, const a32 *a, int nb, float *out,
+                                                              const uint8_t *pf, int nl) {
   const size_t bb = type == T_Q8_0 ? 34 : type == T_Q4_0 ? 18 : type == T_Q5_0 ? 22 : type == T_Q4_1 ? 20 : 24;
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  float mins[2] = {0, 0};
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m128 mins = _mm_setzero_ps();
+  // Lines floor(b·nl/nb) … floor((b + 1)·nl/nb) − 1 at block b, counted without a division.
+  int due = 0;
   for (int b = 0; b < nb; b++, a++) {
+    if (pf)
+      for (due += nl; due >= nb; due -= nb, pf += 64) __builtin_prefetch(pf);
+    const size_t o = (size_t)b * bb;
     const __m256i y = _mm256_loadu_si256((const __m256i *)a->q);
+    const __m128 d = f16_lanes(w, R, o);
+    if (type == T_Q4_0 || type == T_Q5_0) mins = _mm_fmadd_ps(d, _mm_set1_ps(a->s), mins);
+    if (type == T_Q4_1 || type == T_Q5_1) mins = _mm_fmadd_ps(f16_lanes(w, R, o + 2), _mm_set1_ps(a->s), mins);
+    const __m128 ds4 = _mm_mul_ps(d, _mm_set1_ps(a->d));
+    const __m256 ds = _mm256_set_m128(ds4, ds4);
     for (int r = 0; r < R; r++) {
-      const uint8_t *wb = w[r] + (size_t)b * bb;
-      const float d = h2f(wb);
+      const uint8_t *wb = w[r] + o;
       __m256i p;
       switch (type) {
       case T_Q8_0:
@@ -306,34 +331,34 @@ static inline __attribute__((always_inline)) void legacy_rows(int type, int R, c
         break;
       case T_Q4_0:
         p = dot_u8s8(nibbles(wb + 2), y);
-        mins[r] += d * a->s;
         break;
       case T_Q5_0:
         p = dot_u8s8(_mm256_or_si256(nibbles(wb + 6), fifth_bits(u32at(wb + 2))), y);
-        mins[r] += d * a->s;
         break;
       case T_Q4_1:
         p = dot_u8s8(nibbles(wb + 4), y);
-        mins[r] += h2f(wb + 2) * a->s;
         break;
       default:
         p = dot_u8s8(_mm256_or_si256(nibbles(wb + 8), fifth_bits(u32at(wb + 4))), y);
-        mins[r] += h2f(wb + 2) * a->s;
       }
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a->d), _mm256_cvtepi32_ps(p), acc[r]);
+      // Lane r of both halves of ds, in all 8 lanes: one in-lane shuffle.
+      const __m256 dr = r == 0 ? _mm256_permute_ps(ds, 0x00) : r == 1 ? _mm256_permute_ps(ds, 0x55) : r == 2 ? _mm256_permute_ps(ds, 0xAA) : _mm256_permute_ps(ds, 0xFF);
+      acc[r] = _mm256_fmadd_ps(dr, _mm256_cvtepi32_ps(p), acc[r]);
     }
   }
   const float off = type == T_Q4_0 ? -8.0f : type == T_Q5_0 ? -16.0f : 1.0f;
-  for (int r = 0; r < R; r++) out[r] = hsum8(acc[r]) + off * mins[r];
+  float m[4];
+  _mm_storeu_ps(m, mins);
+  for (int r = 0; r < R; r++) out[r] = hsum8(acc[r]) + off * m[r];
 }
 
-/* Rows w0 and w1 (w1 null: w0 alone) against one activation row; the type is a constant in each call. */
-static void dot_legacy_rows(int type, const uint8_t *w0, const uint8_t *w1, const a32 *a, int nb, float *out) {
-  const uint8_t *w[2] = {w0, w1};
-#define LEGACY_ROWS(T)                                   \
-  case T:                                                \
-    if (w1) legacy_rows(T, 2, w, a, nb, out);            \
-    else legacy_rows(T, 1, w, a, nb, out);               \
+/* Rows w[0 … R) (R = 4, or 1) against one activation row, prefetching as legacy_rows says; the
+ * type is a constant in each call. */
+static void dot_legacy_rows(int type, int R, const uint8_t *const *w, const a32 *a, int nb, float *out, const uint8_t *pf, int nl) {
+#define LEGACY_ROWS(T)                                  \
+  case T:                                               \
+    if (R == 4) legacy_rows(T, 4, w, a, nb, out, pf, nl); \
+    else legacy_rows(T, 1, w, a, nb, out, pf, nl);        \
     return;
   switch (type) {
     LEGACY_ROWS(T_Q8_0)
@@ -349,7 +374,7 @@ static void dot_legacy_rows(int type, const uint8_t *w0, const uint8_t *w1, cons
 static float dot_legacy(int type, const uint8_t *w, const a32 *a, int nb) {
 #if defined(__AVX2__)
   float out;
-  dot_legacy_rows(type, w, NULL, a, nb, &out);
+  dot_legacy_rows(type, 1, &w, a, nb, &out, NULL, 0);
   return out;
 #else
   float sum = 0;
@@ -496,6 +521,14 @@ static inline float row_dot(int type, const uint8_t *w, const uint8_t *act, int 
   }
 }
 
+/* Bytes ahead of the rows being summed that the legacy kernels prefetch. Decode streams each
+ * weight once, and a pass over interleaved rows is not a stream the hardware prefetcher follows:
+ * on the small shape's Q8_0 matrices (Zen 3, 1 thread) passes of 2 or 4 rows without software
+ * prefetches read 5.2-5.8 GB/s against 10-12 with them (a single row alone: 10.6). 4, 6, 8 and
+ * 12 KiB ahead, and prefetchnta for prefetcht0, came within 4 % of each other in alternated runs
+ * (the noise of this shared machine), 16 KiB no better; 1 and 2 KiB ahead were 5-20 % slower. */
+enum { LEGACY_PREFETCH = 6144 };
+
 /* Rows are independent and each is summed the same way wherever it falls, so any split of
  * [j0, j1) over threads gives the same bits. The next rows are prefetched while one is summed:
  * rows of a few hundred bytes end before the hardware prefetcher ramps up. */
@@ -503,18 +536,21 @@ void FN(quant_matvec)(int type, float *out, size_t ldo, const uint8_t *act, size
                       size_t row_bytes, int j0, int j1, int k, const float *bias) {
   int j = j0;
 #if defined(__AVX2__)
-  if (!is_k(type) && type != T_F16)
-    for (; j + 1 < j1; j += 2) {
+  if (!is_k(type) && type != T_F16) {
+    const int nl = (int)((4 * row_bytes + 63) / 64);
+    for (; j + 3 < j1; j += 4) {
       const uint8_t *wr = w + (size_t)j * row_bytes;
-      if (j + 5 < j1)
-        for (size_t o = 0; o < 2 * row_bytes; o += 64) __builtin_prefetch(wr + 4 * row_bytes + o);
+      const uint8_t *rows[4] = {wr, wr + row_bytes, wr + 2 * row_bytes, wr + 3 * row_bytes};
+      // Only inside this call's rows: the prefetches never reach past the matrix.
+      const uint8_t *pf = (size_t)(j1 - j) * row_bytes >= LEGACY_PREFETCH + 4 * row_bytes ? wr + LEGACY_PREFETCH : NULL;
       for (int i = 0; i < m; i++) {
-        float r[2];
-        dot_legacy_rows(type, wr, wr + row_bytes, (const a32 *)(act + (size_t)i * act_stride), k / 32, r);
-        out[(size_t)i * ldo + j] = r[0] + (bias ? bias[j] : 0.0f);
-        out[(size_t)i * ldo + j + 1] = r[1] + (bias ? bias[j + 1] : 0.0f);
+        float r[4];
+        // The prefetches go with the first input row only: the others find the rows in cache.
+        dot_legacy_rows(type, 4, rows, (const a32 *)(act + (size_t)i * act_stride), k / 32, r, i == 0 ? pf : NULL, nl);
+        for (int c = 0; c < 4; c++) out[(size_t)i * ldo + j + c] = r[c] + (bias ? bias[j + c] : 0.0f);
       }
     }
+  }
 #endif
   for (; j < j1; j++) {
     const uint8_t *wr = w + (size_t)j * row_bytes;

@@ -1,9 +1,9 @@
 /**
- * The native decode product on legacy formats runs weight rows in pairs with a single-row tail,
- * and quantizes activations 8 lanes at a time: odd row counts and ranges that start on an odd
- * row are checked against a float64 reference over the dequantized blocks (bound: the
- * activation rounding, half a step of max|x|/127 per block, times Σ|w|), and every split of the
- * rows must give the same bits as the whole. Also: the GGUF SentencePiece tokenizer's packed
+ * The native decode product on legacy formats runs weight rows four a pass with the rows left
+ * over one at a time, and quantizes activations 8 lanes at a time: row counts that are not
+ * multiples of four are checked against a float64 reference over the dequantized blocks (bound:
+ * the activation rounding, half a step of max|x|/127 per block, times Σ|w|), and a row must give
+ * the same bits in every position of a pass and alone. Also: the GGUF SentencePiece tokenizer's packed
  * piece bytes decode to the pieces' own UTF-8.
  */
 import assert from 'node:assert/strict';
@@ -33,7 +33,7 @@ function blocks(type: number, rows: number, cols: number, rand: () => number): U
   return out;
 }
 
-describe('native decode product on legacy blocks: row pairs and their tail', () => {
+describe('native decode product on legacy blocks: four-row passes and the rows left over', () => {
   for (const type of LEGACY) {
     test(ggmlTypeName(type), { skip: !nativeOk && 'native backend unavailable' }, () => {
       const rand = mulberry32(7 + type);
@@ -60,15 +60,38 @@ describe('native decode product on legacy blocks: row pairs and their tail', () 
             assert.ok(Math.abs(out[i * n + j] - ref) <= bound, `${ggmlTypeName(type)} m=${m} row ${j}: ${out[i * n + j]} vs ${ref} (bound ${bound})`);
           }
         }
-        // Rows [j0, n) alone, starting on an odd row: the pairs shift, each row's bits must not.
-        const j0 = 65, rb = w.length / n, part = new Float32Array(m * (n - j0));
-        createBackend({ prefer: 'native', threads: 1 }).matmulQuant!(part, x, w.subarray(j0 * rb), type, m, n - j0, k);
-        for (let i = 0; i < m; i++) {
-          for (let j = j0; j < n; j++) assert.equal(part[i * (n - j0) + j - j0], out[i * n + j], `${ggmlTypeName(type)} m=${m} row ${j} alone`);
+        // Rows [s, s + len) alone: windows from rows 65, 66 and 67 to the end, and of 1 to 5 rows
+        // from rows 0 … 7, put each row in every position of a four-row pass and among the rows
+        // left over; the passes shift, each row's bits must not.
+        const rb = w.length / n;
+        const windows = [[65, n - 65], [66, n - 66], [67, n - 67]];
+        for (let s0 = 0; s0 < 8; s0++) for (let len = 1; len <= 5; len++) windows.push([s0, len]);
+        for (const [s0, len] of windows) {
+          const part = new Float32Array(m * len);
+          createBackend({ prefer: 'native', threads: 1 }).matmulQuant!(part, x, w.subarray(s0 * rb, (s0 + len) * rb), type, m, len, k);
+          for (let i = 0; i < m; i++) {
+            for (let j = 0; j < len; j++) assert.equal(part[i * len + j], out[i * n + s0 + j], `${ggmlTypeName(type)} m=${m} row ${s0 + j} in rows [${s0}, ${s0 + len})`);
+          }
         }
       }
     });
   }
+
+  test('Q8_0 weight bytes of −128 against activations of both signs at full scale', { skip: !nativeOk && 'native backend unavailable' }, () => {
+    // |w| = 128 with |y| = 127 is the largest pair the 16-bit step of the integer product sees
+    // (2·128·127 = 32512 < 2^15), and −128 is the one byte whose sign cannot be flipped in 8 bits.
+    const n = 6, k = 64, w = new Uint8Array(n * 68).fill(0x80), h = f16Bits(0.01);
+    for (let o = 0; o < w.length; o += 34) [w[o], w[o + 1]] = [h & 255, h >> 8];
+    const wf = new Float32Array(n * k);
+    dequantize(GGML_TYPE.Q8_0, w, wf);
+    for (const sign of [1, -1]) {
+      // x = ±1 quantizes exactly (q = ±127, scale 1/127): the sum is exact but for float rounding.
+      const x = new Float32Array(k).fill(sign), out = new Float32Array(n);
+      createBackend({ prefer: 'native', threads: 1 }).matmulQuant!(out, x, w, GGML_TYPE.Q8_0, 1, n, k);
+      const ref = wf[0] * k * sign;
+      for (let j = 0; j < n; j++) assert.ok(Math.abs(out[j] - ref) <= 1e-5 * Math.abs(ref), `row ${j}, x = ${sign}: ${out[j]} vs ${ref}`);
+    }
+  });
 });
 
 describe('GGUF SentencePiece tokenizer: packed piece bytes', () => {
