@@ -296,3 +296,31 @@ test('AttentionArgs contiguous kernels still agree with the paged reference (gat
   new JsBackend().attention(args);
   for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - out2[i]) < 1e-6);
 });
+
+test('f32Pages: a float32 head read in place, page by page, equals what was appended; null where rows are not plain float32', () => {
+  const hd = 4, G = 2, E = 5, cache = new KVCache(1, G, hd, { dtype: 'f32', pageEntries: E }), layer = cache.layers[0];
+  const key = (t: number, g: number, i: number) => 100 * t + 10 * g + i, value = (t: number, g: number, i: number) => -key(t, g, i) - 0.5;
+  for (let t = 0; t < 13; t++) {
+    const k = Float32Array.from({ length: G * hd }, (_, j) => key(t, Math.floor(j / hd), j % hd));
+    const v = Float32Array.from({ length: G * hd }, (_, j) => value(t, Math.floor(j / hd), j % hd));
+    layer.append(k, v, [t], 1);
+  }
+  // Head 1 keeps the entries of positions 4 … 12 (9 entries, two pages).
+  layer.keep([Int32Array.from({ length: 13 }, (_, i) => i), Int32Array.from({ length: 9 }, (_, i) => 4 + i)]);
+  for (const [g, first, n] of [[0, 0, 13], [1, 4, 9]] as const) {
+    for (const [kind, want] of [['keys', key], ['values', value]] as const) {
+      const pages = layer.f32Pages(g, kind)!;
+      assert.equal(pages.length, Math.ceil(n / E), `head ${g} ${kind}: pages`);
+      for (const p of pages) assert.equal(p.length, E * hd);
+      for (let t = 0; t < n; t++) {
+        for (let i = 0; i < hd; i++) assert.equal(pages[Math.floor(t / E)][(t % E) * hd + i], want(first + t, g, i), `head ${g} ${kind} entry ${t}[${i}]`);
+      }
+    }
+  }
+  layer.pruneKeyChannels(0, [1, 3]);
+  assert.equal(layer.f32Pages(0, 'keys'), null, 'pruned keys are not plain rows');
+  assert.notEqual(layer.f32Pages(0, 'values'), null);
+  const f16 = new KVCache(1, 1, hd, { dtype: 'f16', pageEntries: E });
+  f16.layers[0].append(new Float32Array(hd), new Float32Array(hd), [0], 1);
+  assert.equal(f16.layers[0].f32Pages(0, 'values'), null);
+});

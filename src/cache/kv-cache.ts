@@ -356,6 +356,22 @@ export class LayerCache {
     return this.decode(g, 'values');
   }
 
+  /**
+   * Head g's keys or values where they lie, for a float32 cache: a view of each page holding its
+   * entries, [pageEntries][headDim] (the last page's rows past the length are not entries). Null
+   * for other element types and for keys whose channels were pruned (read them with headKeys).
+   * The views are the cache itself: valid until it changes, and not to be written.
+   */
+  f32Pages(g: number, kind: 'keys' | 'values'): Float32Array[] | null {
+    if (this.pool.fmt.dtype !== 'f32' || (kind === 'keys' && this.keyChannels[g])) return null;
+    const E = this.pageEntries, n = E * this.headDim, out: Float32Array[] = [];
+    for (let p = 0; p * E < this.lengths[g]; p++) {
+      const page = this.pages[g][p], at = kind === 'values' ? page.vOff >>> 2 : 0;
+      out.push(page.f32.subarray(at, at + n));
+    }
+    return out;
+  }
+
   /** Positions of head g's entries, [length]: a per-head transient, as headKeys. */
   headPositions(g: number): Int32Array {
     const n = this.lengths[g], E = this.pageEntries, out = this.pool.ints(n);
@@ -518,12 +534,10 @@ export class LayerCache {
       }
       return;
     }
-    if (f.dtype === 'f32') {
+    const pages = this.f32Pages(g, kind);
+    if (pages) {
       // A page's keys (or values) are consecutive rows: one copy per page rather than per entry.
-      for (let t = 0, pi = 0; t < n; t += E, pi++) {
-        const p = this.pages[g][pi], at = (kind === 'values' ? p.vOff : 0) >>> 2, k = Math.min(E, n - t) * hd;
-        out.set(p.f32.subarray(at, at + k), t * hd);
-      }
+      pages.forEach((v, p) => out.set(v.subarray(0, Math.min(E, n - p * E) * hd), p * E * hd));
       return;
     }
     for (let t = 0; t < n; t++) {

@@ -169,11 +169,11 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
       if (!be.eaLogits64) return logits(cache.headKeys(g), s0, m, d, G, mus, q, z, stride);
       // Float32 pages are read where they lie, a page at a time (each key's logit is computed
       // alone, so the bits are those of one call over a copy of the head's keys).
-      const E = cache.pageEntries;
-      if (cache.pool.fmt.dtype !== 'f32' || cache.keyChannels[g]) return be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
-      for (let p = Math.floor(s0 / E); p * E < T; p++) {
+      const pages = cache.f32Pages(g, 'keys'), E = cache.pageEntries;
+      if (!pages) return be.eaLogits64(z, cache.headKeys(g), s0, m, d, G, mus, q, stride);
+      for (let p = Math.floor(s0 / E); p < pages.length; p++) {
         const lo = Math.max(s0, p * E), hi = Math.min(T, (p + 1) * E);
-        be.eaLogits64(z.subarray(lo - s0), cache.pages[g][p].f32.subarray(0, E * d), lo - p * E, hi - lo, d, G, mus, q, stride);
+        be.eaLogits64(z.subarray(lo - s0), pages[p], lo - p * E, hi - lo, d, G, mus, q, stride);
       }
     };
     if (quad && p.precision === 'mixed') {
@@ -185,7 +185,7 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
 
     const out = new Float64Array(T);
     if (be.eaScores64) {
-      const values = valuePages(cache, g) ?? cache.headValues(g);
+      const values = cache.f32Pages(g, 'values') ?? cache.headValues(g);
       globalMax = Math.max(globalMax, be.eaScores64(out, z, stride, s0, m, G, values, d, p.useVnorm, p.epsilon));
     } else {
       globalMax = Math.max(globalMax, logScores(out, z, stride, s0, m, G, cache.headValues(g), d, p));
@@ -199,17 +199,6 @@ export function expectedAttentionScores(ctx: LayerContext, moments: QueryMoments
   return scores;
 }
 
-
-/** Head g's values as views of its float32 pages, [E][d] each (null for other element types). */
-function valuePages(cache: LayerContext['cache'], g: number): Float32Array[] | null {
-  if (cache.pool.fmt.dtype !== 'f32') return null;
-  const E = cache.pageEntries, n = E * cache.headDim, out: Float32Array[] = [];
-  for (let p = 0; p * E < cache.lengths[g]; p++) {
-    const page = cache.pages[g][p], at = page.vOff >>> 2;
-    out.push(page.f32.subarray(at, at + n));
-  }
-  return out;
-}
 
 /**
  * out[s0 + t] for the m non-sink keys of one KV head from their logits z [G][stride]: log-softmax
