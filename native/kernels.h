@@ -682,13 +682,12 @@ static inline __attribute__((always_inline)) void ea_rows(const double *U, const
   }
 }
 
-/* A whole block of EB keys (rows d floats apart) widened and interleaved: kb[i·EB + b] = key b's
- * component i. With AVX2, four components of four keys at a time, transposed in registers (one
- * element at a time, this took an eighth of ea_logits64's time). */
-static inline void widen_keys(double *kb, const float *src, int d) {
 #if VD == 4 && defined(__AVX2__)
-  int i = 0;
-  for (; i + 4 <= d; i += 4)
+/* A whole block of EB keys (rows d floats apart, d a multiple of 4) widened and interleaved,
+ * kb[i·EB + b] = key b's component i: four components of four keys at a time, transposed in
+ * registers (one element at a time, this took an eighth of ea_logits64's time). */
+static inline void widen_keys(double *kb, const float *src, int d) {
+  for (int i = 0; i < d; i += 4)
     for (int b = 0; b < EB; b += 4) {
       const __m256d a0 = _mm256_cvtps_pd(_mm_loadu_ps(src + (size_t)b * d + i)), a1 = _mm256_cvtps_pd(_mm_loadu_ps(src + (size_t)(b + 1) * d + i));
       const __m256d a2 = _mm256_cvtps_pd(_mm_loadu_ps(src + (size_t)(b + 2) * d + i)), a3 = _mm256_cvtps_pd(_mm_loadu_ps(src + (size_t)(b + 3) * d + i));
@@ -698,13 +697,8 @@ static inline void widen_keys(double *kb, const float *src, int d) {
       _mm256_storeu_pd(kb + (size_t)(i + 2) * EB + b, _mm256_permute2f128_pd(t0, t2, 0x31));
       _mm256_storeu_pd(kb + (size_t)(i + 3) * EB + b, _mm256_permute2f128_pd(t1, t3, 0x31));
     }
-  for (; i < d; i++)
-    for (int b = 0; b < EB; b++) kb[(size_t)i * EB + b] = src[(size_t)b * d + i];
-#else
-  for (int i = 0; i < d; i++)
-    for (int b = 0; b < EB; b++) kb[(size_t)i * EB + b] = src[(size_t)b * d + i];
-#endif
 }
+#endif
 
 /* Expected Attention logits of keys [t0, t1) of the m keys from entry s0 (t0 a multiple of
  * EB): z[k·stride + t] = Σ_i key_i·(mus[k·d + i] + Σ_{j ≥ i} quad[k·d·d + i·d + j]·key_j) for
@@ -715,8 +709,10 @@ void FN(ea_logits64)(double *z, const float *keys, int s0, int m, int d, int G, 
   for (int t = t0; t < t1; t += EB) {
     const int nb = m - t < EB ? m - t : EB;
     const float *src = keys + (size_t)(s0 + t) * d;
-    if (nb == EB) widen_keys(kb, src, d);
+#if VD == 4 && defined(__AVX2__)
+    if (nb == EB && d % 4 == 0) widen_keys(kb, src, d);
     else
+#endif
       for (int i = 0; i < d; i++)
         for (int b = 0; b < EB; b++) kb[(size_t)i * EB + b] = b < nb ? (double)src[(size_t)b * d + i] : 0.0;
     for (int k = 0; k < G; k++) {
