@@ -2,8 +2,8 @@
  * The serve section of `npm run bench` (also `node dist/bench/serve.js [--quick] [--shape S]
  * [--one-client] [--repeats N]`; --one-client runs only the one streamed client against
  * `generate`, the case whose ratio a server change moves most, for alternating builds):
- * `kvpress serve` against the library, the server in a worker thread and the clients (node:http)
- * on this one, over 127.0.0.1, 1 kernel thread, greedy. Two models: stories260K (real weights,
+ * `kvpress serve` against the library, the server in a worker thread and the clients (BenchClient:
+ * HTTP/1.1 over kept-alive node:net sockets) on this one, over 127.0.0.1, 1 kernel thread, greedy. Two models: stories260K (real weights,
  * where a step is ~0.2 ms and HTTP costs show) and the random `small` shape (SmolLM2-135M-like,
  * where a step is as long as a real small model's).
  *  - one streamed client's tokens/s against `generate` on the same prompt, alternated;
@@ -16,11 +16,11 @@
  *    own prefill: the forward pass of the same question tokens over the same compressed cache in
  *    the same request (usage.kvpress.question_ms), so both sides of the ratio are one request.
  */
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { ShapeName } from '../src/model/random.js';
+import { BenchClient } from './http-client.js';
 import { serveBenchModel } from './serve-model.js';
 
 const STORY = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her dog Max. One day, Lily found a shiny red ball under a big tree. She was very happy and wanted to show it to her mom. ';
@@ -39,12 +39,12 @@ interface Plan {
 }
 
 const PLANS: Record<'stories260K' | 'small', (quick: boolean) => Plan> = {
-  // One client on stories260K: 9 alternations quick or not (0.4 s each); best of 3 swung 0.88–1.0×
-  // with the same build on the shared machine.
-  stories260K: (quick) => ({ oneTokens: 512, oneRepeats: 9, answerTokens: 256, repeats: quick ? 3 : 9 }),
-  // One client on `small`: 5 alternations of 32 tokens (≈ 13 s) even when quick; a single 16-token
-  // run measured 0.69–0.91× in quick runs where 5 of 32 gave 0.95×.
-  small: (quick) => ({ oneTokens: 32, oneRepeats: 5, answerTokens: quick ? 16 : 32, repeats: quick ? 1 : 3 }),
+  // One client on stories260K: 30 alternations quick or not (≈ 0.1 s each); the best of 9 swung
+  // 0.92–0.96× with the same build and client on the shared machine, the best of 30 0.96–0.98×.
+  stories260K: (quick) => ({ oneTokens: 512, oneRepeats: 30, answerTokens: 256, repeats: quick ? 3 : 9 }),
+  // One client on `small`: 9 alternations of 32 tokens (≈ 23 s) even when quick; a single 16-token
+  // run measured 0.69–0.91× in quick runs where 5 of 32 gave 0.95×, and 5 of 32 swung 0.92–1.01×.
+  small: (quick) => ({ oneTokens: 32, oneRepeats: 9, answerTokens: quick ? 16 : 32, repeats: quick ? 1 : 3 }),
 };
 
 interface StreamTiming {
@@ -59,39 +59,33 @@ interface StreamTiming {
 }
 
 /**
- * One streamed chat request over node:http (undici's fetch adds milliseconds per chunk on the
- * client side, which would be charged to the server). `onChunk` sees the running chunk count.
+ * One streamed chat request through the bench client (see BenchClient: node:http's or undici's
+ * client costs would be charged to the server). `onChunk` sees the running chunk count.
  */
-function streamed(url: string, model: string, body: Record<string, unknown>, onChunk?: (chunks: number) => void): Promise<StreamTiming> {
+async function streamed(client: BenchClient, model: string, body: Record<string, unknown>, onChunk?: (chunks: number) => void): Promise<StreamTiming> {
   const payload = JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, temperature: 0, ...body });
   const t0 = performance.now(), c0 = process.cpuUsage();
-  return new Promise((resolve, reject) => {
-    const req = request(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
-      let firstMs = 0, chunks = 0, buf = '', usage: any = null;
-      res.setEncoding('utf8');
-      res.on('data', (part: string) => {
-        buf += part;
-        let at;
-        while ((at = buf.indexOf('\n\n')) >= 0) {
-          const data = buf.slice(6, at);
-          buf = buf.slice(at + 2);
-          if (data === '[DONE]') continue;
-          const e = JSON.parse(data);
-          if (e.error) reject(new Error(e.error.message));
-          if (e.usage) usage = e.usage;
-          if (e.choices?.[0]?.delta?.content) {
-            if (chunks++ === 0) firstMs = performance.now() - t0;
-            onChunk?.(chunks);
-          }
-        }
-      });
-      res.on('end', () => resolve({ tokens: usage?.completion_tokens ?? 0, chunks, usage, firstMs, totalMs: performance.now() - t0, cpuMs: cpuSince(c0) }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(payload);
+  let firstMs = 0, chunks = 0, buf = '', usage: any = null, error: string | null = null;
+  const res = await client.post('/v1/chat/completions', payload, (part) => {
+    buf += part;
+    let at;
+    while ((at = buf.indexOf('\n\n')) >= 0) {
+      const data = buf.slice(6, at);
+      buf = buf.slice(at + 2);
+      if (data === '[DONE]') continue;
+      const e = JSON.parse(data);
+      if (e.error) error ??= e.error.message;
+      if (e.usage) usage = e.usage;
+      if (e.choices?.[0]?.delta?.content) {
+        if (chunks++ === 0) firstMs = performance.now() - t0;
+        onChunk?.(chunks);
+      }
+    }
   });
+  const totalMs = performance.now() - t0, cpuMs = cpuSince(c0);
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${res.body}`);
+  if (error !== null) throw new Error(error);
+  return { tokens: usage?.completion_tokens ?? 0, chunks, usage, firstMs, totalMs, cpuMs };
 }
 
 async function post(url: string, path: string, body: unknown): Promise<any> {
@@ -128,10 +122,11 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
     worker.once('message', (m) => resolve(m.url));
     worker.once('error', reject);
   });
+  const client = new BenchClient(url);
   try {
     const model = await serveBenchModel(shape);
     const tok = model.tokenizer!;
-    const ask = (body: Record<string, unknown>, onChunk?: (n: number) => void) => streamed(url, shape, body, onChunk);
+    const ask = (body: Record<string, unknown>, onChunk?: (n: number) => void) => streamed(client, shape, body, onChunk);
     const prompt = 'Once upon a time';
     const oneBody = { messages: [{ role: 'user', content: prompt }], max_tokens: plan.oneTokens };
     // Warm-up: the first requests compile the routes' code paths.
@@ -239,6 +234,7 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
       },
     };
   } finally {
+    client.close();
     worker.postMessage('stop');
     await new Promise((resolve) => worker.once('exit', resolve));
   }
@@ -263,7 +259,7 @@ export async function runServeBench(opts: { quick?: boolean; repeats?: number; s
   const f = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
   const markdown = [
-    'The server in a worker thread, the clients (node:http) on the main thread, over 127.0.0.1, 1 kernel thread, greedy, after 3 warm-up requests. stories260K: real weights, context widened to 32768; `small`: random weights of the SmolLM2-135M shape (no stop: every answer is max_tokens long). Tokens counted from the usage chunk. Best run of each side (the CPU is shared: a slow spell hits either), in wall-clock time and per CPU second of the process (which other load on the machine does not change); for time to first token the request whose ratio is lowest, the median ratio in parentheses.',
+    'The server in a worker thread, the clients on the main thread (a minimal HTTP/1.1 client over kept-alive node:net sockets, bench/http-client.ts: node:http\'s client added 0.3–0.45 ms to a request, which would count as the server\'s), over 127.0.0.1, 1 kernel thread, greedy, after 3 warm-up requests; one client against `generate` alternated 30 times on stories260K, 9 on `small`. stories260K: real weights, context widened to 32768; `small`: random weights of the SmolLM2-135M shape (no stop: every answer is max_tokens long). Tokens counted from the usage chunk. Best run of each side (the CPU is shared: a slow spell hits either), in wall-clock time and per CPU second of the process (which other load on the machine does not change); for time to first token the request whose ratio is lowest, the median ratio in parentheses.',
     '',
     '| model | measure | server | reference | ratio | goal |',
     '|---|---|---|---|---|---|',
