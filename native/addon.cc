@@ -244,6 +244,26 @@ void Matmul(const Napi::CallbackInfo &info) {
   if (!gemm(out, x, w, nullptr, m, n, k, bias)) Napi::Error::New(info.Env(), "matmul: out of memory for scratch space").ThrowAsJavaScriptException();
 }
 
+// matmulRows(out, x, w, m, n, k, bias): out[m×n] = x·wᵀ (+ bias) for the decode steps of m
+// sequences at once (the server's batched answers), every output summed by the gemv exactly as
+// the m = 1 product sums it, so that a row's numbers are those of its lone step (the GEMM sums
+// in another order). The weights go by in blocks of rows that stay in cache while every input
+// row takes them: read from memory once instead of m times.
+constexpr double kRowsBlockBytes = 128 * 1024;
+void MatmulRows(const Napi::CallbackInfo &info) {
+  float *out = F32(info[0]);
+  const float *x = F32(info[1]), *w = F32(info[2]);
+  const int m = I32(info[3]), n = I32(info[4]), k = I32(info[5]);
+  const float *bias = info[6].IsTypedArray() ? F32(info[6]) : nullptr;
+  const int per = std::max(4, (int)(kRowsBlockBytes / (4.0 * k)) & ~3);
+  const int nt = split_parts(n, (double)m * k, 1.3e5), blocks = (n + 63) / 64;
+  team(nt, [&](int t, int parts) {
+    const int j0 = std::min(n, blocks * t / parts * 64), j1 = std::min(n, blocks * (t + 1) / parts * 64);
+    for (int j = j0; j < j1; j += per)
+      for (int r = 0; r < m; r++) K.gemv(out + (size_t)r * n, x + (size_t)r * k, w, j, std::min(j1, j + per), k, bias);
+  });
+}
+
 // Input rows below which a bf16 product streams the weights row by row (gemv_bf16, f32 inputs)
 // rather than packing them for the GEMM.
 constexpr int kBf16GemmRows = 4;
@@ -976,6 +996,7 @@ void PressAttention(const Napi::CallbackInfo &info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulRows", Napi::Function::New(env, MatmulRows));
   exports.Set("matmulBf16", Napi::Function::New(env, MatmulBf16));
   exports.Set("matmulQuant", Napi::Function::New(env, MatmulQuant));
   exports.Set("rmsnorm", Napi::Function::New(env, Rmsnorm));

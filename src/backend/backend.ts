@@ -21,6 +21,14 @@ export interface Backend {
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
 
   /**
+   * out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias[n] on every row), each row of out bit-equal to what
+   * `matmul` gives that row of x alone (m = 1), for the decode steps of several sequences at once
+   * (BatchDecoder): the weights are read once for all rows instead of once a row. Optional:
+   * without it such steps call `matmul` a row at a time.
+   */
+  matmulRows?(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void;
+
+  /**
    * out[m×n] = x[m×k] · w[n×k]ᵀ (+ bias[n] on every row) with `w` given as bf16 bits (the upper
    * 16 bits of each f32), widened exactly to f32; x, the sums and out stay f32. Optional: the
    * decode steps of a model with `decodeWeights: 'bf16'` use it where the backend has it and

@@ -6,9 +6,10 @@ import type { Model } from './model.js';
 import { linear, type Weight } from './weights.js';
 
 /**
- * Rows a product takes per call without changing its numbers. An f32 matrix goes one row at a
- * time through the GEMV (the native GEMM sums in another order, and below 8 rows it is slower than
- * GEMVs whose matrix stays in L3). A bf16 or quantized matrix goes three rows at a time where the
+ * Rows a product takes per call without changing its numbers. An f32 matrix goes through the
+ * backend's matmulRows (every row summed as alone, the weights read once) where it has one, else
+ * one row at a time through the GEMV (the native GEMM sums in another order, and below 8 rows it
+ * is slower than GEMVs whose matrix stays in L3). A bf16 or quantized matrix goes three rows at a time where the
  * backend has its own product in that format: those stream up to three rows, each as alone, and
  * switch to a GEMM that rounds activations to bf16 or dequantizes panels from four. Elsewhere
  * the matrix is widened panel by panel for the f32 product, so again one row at a time.
@@ -111,7 +112,13 @@ export class BatchDecoder implements PassRows {
 
   /** out = x · Wᵀ for the step's rows, in the row counts per call that keep single-row numbers. */
   linear(out: Float32Array, x: Float32Array, w: Weight, n: number, k: number, bias?: Float32Array | null): void {
-    const per = rowsPerCall(this.model.backend, w);
+    const be = this.model.backend;
+    if (be.matmulRows && (w instanceof Float32Array || w.type === 'f32')) {
+      // The workspace buffers are [rows][width] with rows ≥ R: the first R rows are the step's.
+      be.matmulRows(out, x, w instanceof Float32Array ? w : (w.data as Float32Array), this.R, n, k, bias);
+      return;
+    }
+    const per = rowsPerCall(be, w);
     for (let r = 0; r < this.R; r += per) {
       const rows = Math.min(per, this.R - r);
       linear(this.model.backend, this.views.get(out, n, r, rows), this.views.get(x, k, r, rows), w, rows, n, k, bias);
@@ -138,10 +145,6 @@ export class BatchDecoder implements PassRows {
     embed(model, ws, tokens);
     decoderLayers(model, ws, R, this);
     model.backend.rmsnorm(ws.xb, ws.x, model.weights.finalNorm, R, D, c.rmsNormEps);
-    const V = c.vocabSize, per = rowsPerCall(model.backend, model.weights.lmHead);
-    for (let r = 0; r < R; r += per) {
-      const rows = Math.min(per, R - r);
-      linear(model.backend, this.views.get(this.logits, V, r, rows), this.views.get(ws.xb, D, r, rows), model.weights.lmHead, rows, V, D);
-    }
+    this.linear(this.logits, ws.xb, model.weights.lmHead, c.vocabSize, D);
   }
 }

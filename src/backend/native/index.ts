@@ -14,6 +14,8 @@ import { checkedLinalg64, type Linalg64 } from '../linalg64.js';
 interface Addon {
   setThreads(n: number): void;
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
+  /** Absent from older builds (then BatchDecoder takes f32 rows one by one). */
+  matmulRows?(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, type: number, rowBytes: number, m: number, n: number, k: number, bias: Float32Array | null): void;
   rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void;
@@ -218,6 +220,19 @@ export class NativeBackend implements Backend {
     }
     this.#apply();
     this.addon.matmul(out, x, w, m, n, k, bias ?? null);
+  }
+
+  /** The gemv's sums for each row (kernels.h), the weights read once for all rows (native/addon.cc MatmulRows). */
+  matmulRows(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
+    if (m === 1 || k === 0) return this.matmul(out, x, w, m, n, k, bias);
+    checkMatmul(out, x, w, m, n, k, bias);
+    if (m === 0 || n === 0) return;
+    if (!this.addon.matmulRows) {
+      for (let r = 0; r < m; r++) this.matmul(out.subarray(r * n, (r + 1) * n), x.subarray(r * k, (r + 1) * k), w, 1, n, k, bias);
+      return;
+    }
+    this.#apply();
+    this.addon.matmulRows(out, x, w, m, n, k, bias ?? null);
   }
 
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias?: Float32Array | null): void {
