@@ -8,8 +8,8 @@
  * where a step is as long as a real small model's).
  *  - one streamed client's tokens/s against `generate` on the same prompt, alternated;
  *  - 8 concurrent answers on one compressed context: total tokens/s against one client's on the
- *    same context (alternated), and the KV the server holds meanwhile (kvpress_kv_allocated_bytes, each page
- *    shared by the context and its answers counted once) against the context plus 8 tails; the
+ *    same context (alternated), and the KV the server holds meanwhile (kvpress_kv_allocated_bytes,
+ *    each page shared by the context and its answers counted once) against the context plus 8 tails; the
  *    same 8 with batched decoding off (round-robin single-row steps), alternated, for what
  *    batching gives;
  *  - time to first token of a question on a compressed 2000-token context against the question's
