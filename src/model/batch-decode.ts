@@ -6,10 +6,10 @@ import type { Model } from './model.js';
 import { linear, type Weight } from './weights.js';
 
 /**
- * Rows a product takes per call without changing its numbers. An f32 matrix goes through the
- * backend's matmulRows (every row summed as alone, the weights read once) where it has one, else
- * one row at a time through the GEMV (the native GEMM sums in another order, and below 8 rows it
- * is slower than GEMVs whose matrix stays in L3). A bf16 or quantized matrix goes three rows at a time where the
+ * Rows a product takes per call without changing its numbers, where the backend has no
+ * matmulRows for an f32 matrix (BatchDecoder.linear). An f32 matrix then goes one row at a time
+ * through the GEMV (the native GEMM sums in another order, and below 8 rows it is slower than
+ * GEMVs whose matrix stays in L3). A bf16 or quantized matrix goes three rows at a time where the
  * backend has its own product in that format: those stream up to three rows, each as alone, and
  * switch to a GEMM that rounds activations to bf16 or dequantizes panels from four. Elsewhere
  * the matrix is widened panel by panel for the f32 product, so again one row at a time.

@@ -14,7 +14,7 @@ import { checkedLinalg64, type Linalg64 } from '../linalg64.js';
 interface Addon {
   setThreads(n: number): void;
   matmul(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
-  /** Absent from older builds (then BatchDecoder takes f32 rows one by one). */
+  /** Absent from older builds (then NativeBackend.matmulRows takes the rows one by one). */
   matmulRows?(out: Float32Array, x: Float32Array, w: Float32Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulBf16(out: Float32Array, x: Float32Array, w: Uint16Array, m: number, n: number, k: number, bias: Float32Array | null): void;
   matmulQuant(out: Float32Array, x: Float32Array, w: Uint8Array, type: number, rowBytes: number, m: number, n: number, k: number, bias: Float32Array | null): void;
