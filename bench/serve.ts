@@ -3,14 +3,14 @@
  * [--one-client] [--repeats N]`; --one-client runs only the one streamed client against
  * `generate`, the case whose ratio a server change moves most, for alternating builds):
  * `kvpress serve` against the library, the server in a worker thread and the clients (BenchClient:
- * HTTP/1.1 over kept-alive node:net sockets) on this one, over 127.0.0.1, 1 kernel thread, greedy. Two models: stories260K (real weights,
- * where a step is ~0.2 ms and HTTP costs show) and the random `small` shape (SmolLM2-135M-like,
+ * HTTP/1.1 over kept-alive node:net sockets) on this one, over 127.0.0.1, 1 kernel thread,
+ * greedy. Two models: stories260K (real weights, where a step is ~0.2 ms and HTTP costs show) and the random `small` shape (SmolLM2-135M-like,
  * where a step is as long as a real small model's).
  *  - one streamed client's tokens/s against `generate` on the same prompt, alternated;
  *  - 8 concurrent answers on one compressed context: total tokens/s against one client's on the
  *    same context (alternated), and the KV the server holds meanwhile (kvpress_kv_allocated_bytes,
- *    each page shared by the context and its answers counted once) against the context plus 8 tails; the
- *    same 8 with batched decoding off (round-robin single-row steps), alternated, for what
+ *    each page shared by the context and its answers counted once) against the context plus 8
+ *    tails; the same 8 with batched decoding off (round-robin single-row steps), alternated, for what
  *    batching gives;
  *  - time to first token of a question on a compressed 2000-token context against the question's
  *    own prefill: the forward pass of the same question tokens over the same compressed cache in
@@ -88,14 +88,15 @@ async function streamed(client: BenchClient, model: string, body: Record<string,
   return { tokens: usage?.completion_tokens ?? 0, chunks, usage, firstMs, totalMs, cpuMs };
 }
 
-async function post(url: string, path: string, body: unknown): Promise<any> {
-  const res = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-  return res.json();
+async function post(client: BenchClient, path: string, body: unknown): Promise<any> {
+  const res = await client.post(path, JSON.stringify(body));
+  if (res.status < 200 || res.status > 299) throw new Error(`HTTP ${res.status}: ${res.body}`);
+  return JSON.parse(res.body);
 }
 
-async function gauge(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+/** A gauge of /metrics, read through the bench client (the 8 answers are running meanwhile). */
+async function gauge(client: BenchClient, name: string): Promise<number> {
+  const text = (await client.get('/metrics')).body;
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
   if (!m) throw new Error(`/metrics has no ${name}`);
   return Number(m[1]);
@@ -159,7 +160,7 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
     if (plan.oneOnly) return { shape, oneClient };
 
     // 8 concurrent answers on one compressed context, and the KV held meanwhile.
-    const ctx = await post(url, '/v1/contexts', { model: shape, text: STORY.repeat(8), kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
+    const ctx = await post(client, '/v1/contexts', { model: shape, text: STORY.repeat(8), kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
     const question = { messages: [{ role: 'user', content: QUESTION }], max_tokens: plan.answerTokens, kvpress: { context_id: ctx.id } };
     const setBatch = (on: boolean) => {
       worker.postMessage({ batch: on });
@@ -185,7 +186,7 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
         progress[k] = n;
         if (!sample && progress.every((p) => p >= Math.max(1, Math.floor(first.chunks / 2)))) {
           sampledAt = Math.min(...progress);
-          sample = gauge(url, 'kvpress_kv_allocated_bytes');
+          sample = gauge(client, 'kvpress_kv_allocated_bytes');
         }
       };
       const t0 = performance.now(), c0 = process.cpuUsage();
@@ -216,7 +217,7 @@ async function benchShape(shape: 'stories260K' | 'small', plan: Plan) {
     const bound = ctx.allocatedBytes + 8 * tailBound + pool.maxIdle * pool.pageBytes;
 
     // Time to first token on a compressed 2000-token context vs the question's own prefill.
-    const ctx2k = await post(url, '/v1/contexts', { model: shape, text: STORY.repeat(60), max_context_length: 2000, kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
+    const ctx2k = await post(client, '/v1/contexts', { model: shape, text: STORY.repeat(60), max_context_length: 2000, kvpress: { press: 'expected_attention', compression_ratio: 0.5 } });
     const q2 = { messages: [{ role: 'user', content: QUESTION }], max_tokens: 1, kvpress: { context_id: ctx2k.id } };
     const firsts = await sequential(plan.repeats + 2, () => ask(q2));
     // Best request (the one with the least overhead), as for throughput; the median is in the JSON.

@@ -61,17 +61,18 @@ test('bench client: chunked and Content-Length bodies, split anywhere, multi-byt
   }
 });
 
-test('bench client: concurrent requests get a socket each; a connection the server drops fails its request', async () => {
+test('bench client: concurrent requests get a socket each; GET; a connection the server drops fails its request', async () => {
   const { server, url } = await listen((req, res) => {
     if (req.url === '/drop') return req.socket.destroy();
-    setTimeout(() => res.end(req.url), 20);
+    setTimeout(() => res.end(`${req.method} ${req.url} ${req.headers['content-type'] ?? '-'}`), 20);
   });
   const client = new BenchClient(url);
   try {
     const all = await Promise.all(['/a', '/b', '/c'].map((p) => client.post(p, '')));
-    assert.deepEqual(all.map((r) => r.body), ['/a', '/b', '/c']);
+    assert.deepEqual(all.map((r) => r.body), ['POST /a application/json', 'POST /b application/json', 'POST /c application/json']);
+    assert.equal((await client.get('/metrics')).body, 'GET /metrics -');
     await assert.rejects(client.post('/drop', ''), /closed the connection/);
-    assert.equal((await client.post('/d', '')).body, '/d');
+    assert.equal((await client.post('/d', '')).body, 'POST /d application/json');
   } finally {
     client.close();
     server.closeAllConnections();
